@@ -1,0 +1,57 @@
+# yolo-operator. `make demo` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Re-install when pyproject.toml changes.
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-12)
+TRAIN_VENV ?= .cache/train-venv
+
+.PHONY: help venv test test-unit test-triton demo serve lint bench model-repo train clean
+
+help:
+	@echo "make demo         start Triton + the gateway, detect on a fresh image, stop"
+	@echo "make test         every test (installs everything on first use)"
+	@echo "make serve        the local stack in the foreground (GATEWAY_PORT, TRITON_*_PORT)"
+	@echo "make bench        benchmarks (QUICK=1 for a short run)"
+	@echo "make model-repo   rebuild the serving ONNX variants from model_repository/source"
+	@echo "make train        retrain the bundled detector (needs the 'train' extra: torch, ultralytics)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+venv: $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest
+
+test-unit: venv
+	$(BIN)/python -m pytest -m "not triton"
+
+test-triton: venv
+	$(BIN)/python -m pytest -m triton
+
+demo: venv
+	$(BIN)/python -m yolo_gateway.stack demo
+
+serve: venv
+	$(BIN)/python -m yolo_gateway.stack serve
+
+lint: venv
+	$(BIN)/python -m compileall -q gateway operator model_repository
+
+model-repo: venv
+	$(BIN)/python model_repository/tools/build_repository.py
+
+train:
+	@test -x $(TRAIN_VENV)/bin/python || $(PYTHON) -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/pip install -q -e '.[train]'
+	$(TRAIN_VENV)/bin/python model_repository/tools/train.py --work .cache/train
+	$(MAKE) model-repo
+
+clean:
+	rm -rf .cache .pytest_cache

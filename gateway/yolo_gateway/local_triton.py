@@ -1,0 +1,229 @@
+"""Start the real `tritonserver` from the PyPI wheel nvidia-pytriton on this machine.
+
+The wheel (0.7.0, Triton 2.51) ships the server binary, the python backend and
+one backend stub per Python version. Triton wants the stub beside
+`libtriton_python.so`, so a backend folder is assembled once under a cache
+directory. The stub runs the Python of this interpreter, so numpy and
+onnxruntime come from the current environment.
+
+    python -m yolo_gateway.local_triton --model-repository model_repository/local
+
+Used by `make serve`, `make demo`, the test fixtures and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class TritonNotAvailable(RuntimeError):
+    """The nvidia-pytriton wheel (or its stub for this Python) is missing."""
+
+
+def _wheel_root() -> Path:
+    try:
+        import pytriton  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise TritonNotAvailable("pip install nvidia-pytriton==0.7.0 (the 'local' extra) to run Triton locally") from exc
+    return Path(pytriton.__file__).resolve().parent
+
+
+def backend_directory(cache: Path) -> Path:
+    """Assemble <cache>/python/{libtriton_python.so, utils, stub} and return <cache>."""
+    root = _wheel_root() / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise TritonNotAvailable(f"nvidia-pytriton has no python backend stub for Python {version}")
+    target = cache / "python"
+    target.mkdir(parents=True, exist_ok=True)
+    for src in [*sorted((root / "backends" / "python").glob("*.*")), stub]:
+        dst = target / src.name
+        if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+            shutil.copy2(src, dst)
+    return cache
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class TritonPorts:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+    @classmethod
+    def free(cls) -> TritonPorts:
+        return cls(free_port(), free_port(), free_port())
+
+
+class LocalTriton:
+    """A tritonserver child process with a lifetime: start, wait for readiness, stop."""
+
+    def __init__(
+        self,
+        model_repository: str | Path,
+        ports: TritonPorts | None = None,
+        cache_dir: str | Path | None = None,
+        log_path: str | Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.model_repository = Path(model_repository).resolve()
+        self.ports = ports or TritonPorts()
+        self.cache_dir = Path(cache_dir or os.environ.get("YOLO_CACHE_DIR", ".cache")).resolve() / "triton-backends"
+        self.log_path = Path(log_path) if log_path else None
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_file = None
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.http}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.metrics}/metrics"
+
+    def command(self) -> list[str]:
+        binary = _wheel_root() / "tritonserver" / "bin" / "tritonserver"
+        return [
+            str(binary),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={backend_directory(self.cache_dir)}",
+            f"--http-port={self.ports.http}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-port={self.ports.metrics}",
+            "--http-address=127.0.0.1",
+            "--grpc-address=127.0.0.1",
+            "--metrics-address=127.0.0.1",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--strict-readiness=true",
+            "--exit-timeout-secs=10",
+            "--log-verbose=0",
+            *self.extra_args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        libs = [str(_wheel_root().parent / "nvidia_pytriton.libs"), str(sysconfig.get_config_var("LIBDIR"))]
+        if env.get("LD_LIBRARY_PATH"):
+            libs.append(env["LD_LIBRARY_PATH"])
+        env["LD_LIBRARY_PATH"] = ":".join(libs)
+        # The stub embeds this interpreter's libpython; put this environment's
+        # python (with numpy and onnxruntime) first on PATH and on PYTHONPATH.
+        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        site = sysconfig.get_paths()["purelib"]
+        env["PYTHONPATH"] = f"{site}:{env['PYTHONPATH']}" if env.get("PYTHONPATH") else site
+        return env
+
+    def start(self, timeout: float = 120.0) -> LocalTriton:
+        if self.process and self.process.poll() is None:
+            return self
+        out = subprocess.DEVNULL
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+            out = self._log_file
+        self.process = subprocess.Popen(
+            self.command(), env=self.environment(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.wait_ready(timeout)
+        return self
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=1) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"tritonserver exited with code {self.process.returncode}; log: {self.log_path}")
+            if self.ready():
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"tritonserver not ready after {timeout:.0f}s; log: {self.log_path}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the server's process group (server and stubs), SIGKILL after timeout."""
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+            except ProcessLookupError:
+                pass
+        if proc is not None:
+            try:  # stubs may outlive a killed server
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+
+    def kill(self) -> None:
+        """Hard-kill the server and its stubs, as a crash would."""
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait(10)
+        self.stop()
+
+    def __enter__(self) -> LocalTriton:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Run the PyPI tritonserver against a model repository.")
+    ap.add_argument("--model-repository", default="model_repository/local")
+    ap.add_argument("--http-port", type=int, default=int(os.environ.get("TRITON_HTTP_PORT", 8000)))
+    ap.add_argument("--grpc-port", type=int, default=int(os.environ.get("TRITON_GRPC_PORT", 8001)))
+    ap.add_argument("--metrics-port", type=int, default=int(os.environ.get("TRITON_METRICS_PORT", 8002)))
+    args = ap.parse_args(argv)
+    triton = LocalTriton(args.model_repository, TritonPorts(args.http_port, args.grpc_port, args.metrics_port))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with triton:
+        print(f"triton ready: grpc {triton.grpc_target}, http {triton.http_url}", flush=True)
+        try:
+            while triton.process and triton.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Prometheus metrics of the gateway (one process per pod, the default registry)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS = Counter("yolo_gateway_requests_total", "HTTP requests by route and status code", ["route", "status"])
+STAGE_SECONDS = Histogram(
+    "yolo_gateway_stage_seconds",
+    "Time spent per stage: decode, preprocess, infer, postprocess, total",
+    ["stage"],
+    buckets=_STAGE_BUCKETS,
+)
+INFLIGHT = Gauge("yolo_gateway_inflight_requests", "Detection requests in flight (the HPA's signal)")
+TRITON_ERRORS = Counter("yolo_gateway_triton_errors_total", "Failed Triton calls by kind", ["kind"])
+CIRCUIT_STATE = Gauge("yolo_gateway_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open")
+IMAGES = Counter("yolo_gateway_images_total", "Images processed")
+DETECTIONS = Counter("yolo_gateway_detections_total", "Detections returned")

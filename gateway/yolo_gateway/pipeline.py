@@ -1,0 +1,159 @@
+"""Request pipeline: bytes → (thread pool) decode + letterbox → Triton → (thread pool) NMS → JSON dict.
+
+CPU work runs off the event loop in one bounded thread pool (OpenCV, numpy and
+libjpeg release the GIL), so one process uses the pod's cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import metrics
+from .errors import BadParameter, TritonTimeout
+from .postprocess import DECODERS, Detections, DetectParams, decode_end2end
+from .preprocess import Prepared, prepare_image
+from .settings import Settings
+from .signature import ModelSignature
+from .triton import TritonService
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    data: bytes
+    content_type: str | None
+
+
+def _postprocess(sig: ModelSignature, outputs: dict[str, np.ndarray], prepared: list[Prepared], p: DetectParams) -> tuple[list[Detections], float]:
+    t0 = time.perf_counter()
+    results = []
+    for i, item in enumerate(prepared):
+        if sig.output_format == "end2end":
+            det = decode_end2end(*(outputs[n][i] for n in sig.output_names), p)
+        else:
+            det = DECODERS[sig.output_format](outputs[sig.output_names[0]][i], p)
+        det.boxes = item.letterbox.to_original(det.boxes)
+        results.append(det)
+    return results, time.perf_counter() - t0
+
+
+def _as_json(det: Detections, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    boxes = np.round(det.boxes.astype(np.float64), 2).tolist()
+    scores = np.round(det.scores.astype(np.float64), 4).tolist()
+    out = []
+    for (x1, y1, x2, y2), score, cls in zip(boxes, scores, det.classes.tolist()):
+        name = names[cls] if 0 <= cls < len(names) else str(cls)
+        out.append({"class_id": cls, "class_name": name, "confidence": score, "box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2}})
+    return out
+
+
+class Detector:
+    def __init__(self, settings: Settings, triton: TritonService) -> None:
+        self.settings = settings
+        self.triton = triton
+        self.pool = ThreadPoolExecutor(max_workers=settings.workers(), thread_name_prefix="yolo-cpu")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def params(self, conf: float | None, iou: float | None, max_det: int | None, classes: list[str] | None) -> DetectParams:
+        s = self.settings
+        if max_det is not None and max_det > s.max_det_limit:
+            raise BadParameter(f"max_det must be <= {s.max_det_limit}")
+        return DetectParams(
+            conf=s.conf if conf is None else conf,
+            iou=s.iou if iou is None else iou,
+            max_det=s.max_det if max_det is None else max_det,
+            classes=self._class_ids(classes),
+            max_nms=s.max_nms,
+        )
+
+    def _class_ids(self, classes: list[str] | None) -> tuple[int, ...] | None:
+        if not classes:
+            return None
+        names = self.triton.require_signature().class_names
+        by_name = {n: i for i, n in enumerate(names)}
+        ids = []
+        for token in (t.strip() for c in classes for t in c.split(",")):
+            if not token:
+                continue
+            if token.lstrip("-").isdigit():
+                idx = int(token)
+            elif token in by_name:
+                idx = by_name[token]
+            else:
+                raise BadParameter(f"unknown class {token!r}; classes are ids 0..{len(names) - 1} or names {list(names)}")
+            if not 0 <= idx < len(names):
+                raise BadParameter(f"class id {idx} out of range 0..{len(names) - 1}")
+            ids.append(idx)
+        return tuple(sorted(set(ids))) or None
+
+    async def detect(self, uploads: list[Upload], params: DetectParams, request_id: str) -> list[dict[str, Any]]:
+        """Detect on every upload; one Triton call per `max_batch_size` images."""
+        s = self.settings
+        start = time.perf_counter()
+        sig = self.triton.require_signature()
+        loop = asyncio.get_running_loop()
+        prepared: list[Prepared] = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    self.pool,
+                    lambda u=u: prepare_image(
+                        u.data,
+                        u.content_type,
+                        in_w=sig.width,
+                        in_h=sig.height,
+                        layout=sig.layout,
+                        dtype=sig.input_dtype,
+                        max_pixels=s.max_pixels,
+                    ),
+                )
+                for u in uploads
+            )
+        )
+        t_infer = time.perf_counter()
+        chunk = sig.max_batch_size or 1
+        calls = []
+        for i in range(0, len(prepared), chunk):
+            part = prepared[i : i + chunk]
+            batch = np.stack([p.tensor for p in part]) if sig.max_batch_size else part[0].tensor
+            remaining = s.request_timeout_s - (time.perf_counter() - start)
+            if remaining <= 0:
+                raise TritonTimeout("request deadline exceeded before inference")
+            calls.append(self.triton.infer(batch, request_id, min(s.infer_timeout_s, remaining)))
+        parts = await asyncio.gather(*calls)
+        outputs = {n: np.concatenate([p[n] for p in parts]) if len(parts) > 1 else parts[0][n] for n in sig.output_names}
+        if not sig.max_batch_size:
+            outputs = {n: v[None] for n, v in outputs.items()}
+        infer_s = time.perf_counter() - t_infer
+        detections, post_s = await loop.run_in_executor(self.pool, _postprocess, sig, outputs, prepared, params)
+        total_s = time.perf_counter() - start
+
+        metrics.STAGE_SECONDS.labels("infer").observe(infer_s)
+        metrics.STAGE_SECONDS.labels("postprocess").observe(post_s)
+        metrics.IMAGES.inc(len(uploads))
+        results = []
+        for item, det in zip(prepared, detections):
+            metrics.STAGE_SECONDS.labels("decode").observe(item.decode_s)
+            metrics.STAGE_SECONDS.labels("preprocess").observe(item.preprocess_s)
+            metrics.DETECTIONS.inc(len(det))
+            results.append(
+                {
+                    "model": {"name": sig.name, "version": sig.version},
+                    "image": {"width": item.letterbox.width, "height": item.letterbox.height},
+                    "timings_ms": {
+                        "decode": round(item.decode_s * 1e3, 3),
+                        "preprocess": round(item.preprocess_s * 1e3, 3),
+                        "infer": round(infer_s * 1e3, 3),
+                        "postprocess": round(post_s * 1e3, 3),
+                        "total": round(total_s * 1e3, 3),
+                    },
+                    "detections": _as_json(det, sig.class_names),
+                }
+            )
+        return results

@@ -1,0 +1,125 @@
+"""Decoding of YOLO outputs and class-aware NMS: pure, vectorised numpy + OpenCV.
+
+Three output layouts, chosen from the model's metadata (see `signature.py`):
+
+- ``raw``: Ultralytics v8/v11, ``[4+nc, N]`` per image: cx, cy, w, h, class scores;
+- ``raw_t``: the same, transposed, ``[N, 4+nc]``;
+- ``v5``: YOLOv5 style, ``[N, 5+nc]``: cx, cy, w, h, objectness, class scores,
+  where a box's score is objectness × class score;
+- ``end2end``: NMS already done in the graph: num_dets, det_boxes (xyxy),
+  det_scores, det_classes.
+
+NMS is OpenCV's batched (class-aware) NMS in C++: no Python loop over candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class DetectParams:
+    conf: float
+    iou: float
+    max_det: int
+    classes: tuple[int, ...] | None = None  # keep only these class ids
+    max_nms: int = 10_000
+
+
+@dataclass(slots=True)
+class Detections:
+    boxes: np.ndarray  # [K, 4] xyxy, float32
+    scores: np.ndarray  # [K] float32
+    classes: np.ndarray  # [K] int
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def _class_mask(nc: int, classes: tuple[int, ...] | None) -> np.ndarray | None:
+    if classes is None:
+        return None
+    mask = np.zeros(nc, bool)
+    mask[[c for c in classes if 0 <= c < nc]] = True
+    return mask
+
+
+def nms(boxes_cxcywh: np.ndarray, scores: np.ndarray, classes: np.ndarray, p: DetectParams) -> Detections:
+    """Class-aware NMS on candidates that already passed the confidence filter."""
+    if len(scores) == 0:
+        return Detections.empty()
+    if len(scores) > p.max_nms:
+        top = np.argpartition(-scores, p.max_nms)[: p.max_nms]
+        boxes_cxcywh, scores, classes = boxes_cxcywh[top], scores[top], classes[top]
+    xywh = boxes_cxcywh.astype(np.float32, copy=True)
+    xywh[:, :2] -= xywh[:, 2:] / 2  # top-left corner, as OpenCV wants
+    keep = cv2.dnn.NMSBoxesBatched(xywh, scores.astype(np.float32), classes.astype(np.int32), p.conf, p.iou)
+    keep = np.asarray(keep, np.int64).reshape(-1)
+    if len(keep) > 1:  # OpenCV returns them by score already; make it explicit and stable
+        keep = keep[np.argsort(-scores[keep], kind="stable")]
+    keep = keep[: p.max_det]
+    xyxy = xywh[keep].copy()
+    xyxy[:, 2:] += xyxy[:, :2]
+    return Detections(xyxy, scores[keep].astype(np.float32), classes[keep].astype(np.int64))
+
+
+def decode_scores(boxes_cxcywh: np.ndarray, class_scores: np.ndarray, p: DetectParams) -> Detections:
+    """Best class per box, confidence filter, then NMS.
+
+    `class_scores` is [nc, N] (channels first, as the raw layout stores it).
+    """
+    mask = _class_mask(class_scores.shape[0], p.classes)
+    if mask is not None:
+        class_scores = np.where(mask[:, None], class_scores, 0)
+    best = class_scores.max(0)
+    cand = np.flatnonzero(best > p.conf)  # the prefilter: most of N is dropped here
+    if len(cand) == 0:
+        return Detections.empty()
+    cls = class_scores[:, cand].argmax(0)
+    return nms(boxes_cxcywh[cand], best[cand], cls, p)
+
+
+def decode_raw(out: np.ndarray, p: DetectParams) -> Detections:
+    """[4+nc, N] → detections in model-input pixels."""
+    best = out[4:].max(0)
+    cand = np.flatnonzero(best > p.conf) if p.classes is None else slice(None)
+    sub = out[:, cand]
+    return decode_scores(sub[:4].T, sub[4:], p)
+
+
+def decode_raw_t(out: np.ndarray, p: DetectParams) -> Detections:
+    """[N, 4+nc] → detections."""
+    return decode_raw(out.T, p)
+
+
+def decode_v5(out: np.ndarray, p: DetectParams) -> Detections:
+    """[N, 5+nc] with objectness → detections (score = obj × class score)."""
+    obj = out[:, 4]
+    cand = np.flatnonzero(obj > p.conf)  # obj × cls ≤ obj, so this filter loses nothing
+    sub = out[cand]
+    scores = sub[:, 5:] * sub[:, 4:5]
+    return decode_scores(sub[:, :4], scores.T, p)
+
+
+def decode_end2end(
+    num_dets: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, p: DetectParams
+) -> Detections:
+    """In-graph NMS outputs for one image → detections above `conf`, at most `max_det`."""
+    n = int(np.asarray(num_dets).reshape(-1)[0])
+    boxes, scores, classes = boxes[:n], scores[:n], classes[:n].astype(np.int64)
+    keep = scores > p.conf
+    if p.classes is not None:
+        keep &= np.isin(classes, p.classes)
+    idx = np.flatnonzero(keep)
+    idx = idx[np.argsort(-scores[idx], kind="stable")][: p.max_det]
+    return Detections(boxes[idx].astype(np.float32), scores[idx].astype(np.float32), classes[idx])
+
+
+DECODERS = {"raw": decode_raw, "raw_t": decode_raw_t, "v5": decode_v5}

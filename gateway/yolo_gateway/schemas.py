@@ -1,0 +1,84 @@
+"""Response models: they document the API in OpenAPI. Responses are serialised with orjson."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Box(BaseModel):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class Detection(BaseModel):
+    class_id: int
+    class_name: str
+    confidence: float = Field(ge=0, le=1)
+    box: Box = Field(description="xyxy in original-image pixels, clipped to the image")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class ImageSize(BaseModel):
+    width: int
+    height: int
+
+
+class Timings(BaseModel):
+    decode: float
+    preprocess: float
+    infer: float
+    postprocess: float
+    total: float
+
+
+class DetectResponse(BaseModel):
+    model: ModelRef
+    image: ImageSize
+    timings_ms: Timings
+    detections: list[Detection]
+
+
+class BatchResponse(BaseModel):
+    results: list[DetectResponse]
+
+
+class ModelInput(BaseModel):
+    name: str
+    datatype: str
+    layout: str
+    height: int
+    width: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    platform: str
+    input: ModelInput
+    max_batch_size: int
+    output_format: str = Field(description="raw | raw_t | v5 | end2end")
+    outputs: list[str]
+    class_names: list[str]
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: str

@@ -1,0 +1,61 @@
+"""Gateway settings, from the environment with the prefix YOLO_GATEWAY_."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="YOLO_GATEWAY_", protected_namespaces=())
+
+    # Triton
+    triton_url: str = Field(
+        "127.0.0.1:8001",
+        description="gRPC target: host:port, dns:///name:port (a headless Service: round_robin over pods) "
+        "or ipv4:a:port,b:port",
+    )
+    model_name: str = "yolo"
+    model_version: str = Field("", description="empty: Triton's latest")
+    infer_timeout_s: float = Field(5.0, gt=0, description="deadline of each Triton call")
+    request_timeout_s: float = Field(10.0, gt=0, description="deadline of a whole request")
+    grpc_keepalive_time_ms: int = 10_000
+    grpc_keepalive_timeout_ms: int = 5_000
+    grpc_max_message_bytes: int = 256 * 1024 * 1024
+    grpc_reconnect_backoff_ms: int = Field(500, description="initial and max/4 reconnect backoff")
+    metadata_retry_s: float = 1.0
+
+    # Circuit breaker
+    breaker_failures: int = Field(3, ge=1, description="consecutive connection failures that open the circuit")
+    breaker_reset_s: float = Field(2.0, gt=0, description="open time before one probe request is let through")
+
+    # HTTP server
+    host: str = "127.0.0.1"
+    port: int = 8080
+    shutdown_grace_s: float = Field(20.0, description="drain time for in-flight requests on SIGTERM")
+    log_level: str = "info"
+    slow_request_ms: float = Field(1000.0, description="log a line for requests slower than this")
+
+    # Limits
+    max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    max_pixels: int = Field(40_000_000, gt=0, description="decompression-bomb guard, read from the header")
+    max_batch_images: int = Field(32, ge=1)
+    max_inflight: int = Field(512, ge=1, description="above this the gateway sheds load with 503")
+    pool_size: int = Field(0, ge=0, description="CPU worker threads; 0: the CPUs this process may use")
+
+    # Detection defaults
+    conf: float = Field(0.25, ge=0, le=1)
+    iou: float = Field(0.45, ge=0, le=1)
+    max_det: int = Field(100, ge=1)
+    max_det_limit: int = Field(1000, ge=1)
+    max_nms: int = Field(10_000, ge=1, description="candidates kept for NMS after the confidence filter")
+
+    def workers(self) -> int:
+        if self.pool_size:
+            return self.pool_size
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            return os.cpu_count() or 1

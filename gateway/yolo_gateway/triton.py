@@ -1,0 +1,198 @@
+"""The one Triton client of a gateway process: a single gRPC channel, a circuit breaker.
+
+All requests share one `tritonclient.grpc.aio` channel for the process's life.
+With a target that names several endpoints (``ipv4:a:8001,b:8001``) or a DNS
+name with several A records (``dns:///triton-headless:8001``), gRPC's
+``round_robin`` spreads calls over every Triton pod from that one channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException
+
+from . import metrics
+from .errors import TritonOverloaded, TritonRejected, TritonTimeout, TritonUnavailable
+from .settings import Settings
+from .signature import ModelSignature, parse_signature
+
+log = logging.getLogger("yolo_gateway.triton")
+
+
+class CircuitBreaker:
+    """Closed → (N consecutive connection failures) → open → (reset time) → half-open.
+
+    While open, calls fail at once with 503 and Retry-After. Half-open lets one
+    probe call through; its success closes the circuit, its failure re-opens it.
+    """
+
+    CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
+    _GAUGE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+
+    def __init__(self, failures: int, reset_s: float, clock: Any = time.monotonic) -> None:
+        self.threshold = failures
+        self.reset_s = reset_s
+        self.clock = clock
+        self.state = self.CLOSED
+        self.failures = 0
+        self.opened_at = 0.0
+        self._probing = False
+        metrics.CIRCUIT_STATE.set(0)
+
+    def _set(self, state: str) -> None:
+        if state != self.state:
+            log.warning("circuit breaker %s -> %s", self.state, state)
+        self.state = state
+        metrics.CIRCUIT_STATE.set(self._GAUGE[state])
+
+    def retry_after(self) -> float:
+        return max(0.0, self.reset_s - (self.clock() - self.opened_at))
+
+    def before_call(self) -> None:
+        if self.state == self.OPEN:
+            if self.clock() - self.opened_at < self.reset_s:
+                raise TritonUnavailable("Triton is unavailable (circuit open)", retry_after=self.retry_after())
+            self._set(self.HALF_OPEN)
+        if self.state == self.HALF_OPEN:
+            if self._probing:
+                raise TritonUnavailable("Triton is unavailable (circuit half-open, probing)", retry_after=1)
+            self._probing = True
+
+    def success(self) -> None:
+        self._probing = False
+        self.failures = 0
+        if self.state != self.CLOSED:
+            self._set(self.CLOSED)
+
+    def failure(self) -> None:
+        self._probing = False
+        self.failures += 1
+        if self.state == self.HALF_OPEN or self.failures >= self.threshold:
+            self.opened_at = self.clock()
+            self._set(self.OPEN)
+
+    def release(self) -> None:
+        """A call that proved nothing about reachability (e.g. a 4xx from Triton)."""
+        self._probing = False
+
+
+def classify(exc: InferenceServerException) -> tuple[type[Exception], str, bool]:
+    """Map a Triton/gRPC error to (gateway error, metric kind, counts against the breaker)."""
+    status = (exc.status() or "").upper()
+    msg = (exc.message() or str(exc)).lower()
+    if "maximum queue size" in msg or "queue is full" in msg or "RESOURCE_EXHAUSTED" in status:
+        return TritonOverloaded, "queue_full", False
+    if "timeout" in msg and "request" in msg and "DEADLINE" not in status:
+        return TritonUnavailable, "queue_timeout", False
+    if "DEADLINE_EXCEEDED" in status:
+        return TritonTimeout, "deadline", True
+    if "UNAVAILABLE" in status or "CANCELLED" in status and "connect" in msg:
+        return TritonUnavailable, "unavailable", True
+    if "NOT_FOUND" in status or "not ready" in msg or "unknown model" in msg or "unavailable model" in msg:
+        return TritonUnavailable, "model_not_ready", False
+    return TritonRejected, "rejected", False
+
+
+def channel_args(settings: Settings) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        ("grpc.keepalive_time_ms", settings.grpc_keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", settings.grpc_keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Come back fast after Triton restarts: gRPC's default backoff grows to 120 s.
+        ("grpc.initial_reconnect_backoff_ms", settings.grpc_reconnect_backoff_ms),
+        ("grpc.min_reconnect_backoff_ms", settings.grpc_reconnect_backoff_ms),
+        ("grpc.max_reconnect_backoff_ms", settings.grpc_reconnect_backoff_ms * 4),
+        ("grpc.dns_min_time_between_resolutions_ms", 5_000),
+        ("grpc.enable_retries", 0),
+    ]
+
+
+class TritonService:
+    """The process-wide client: metadata, readiness and batched inference."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client = InferenceServerClient(settings.triton_url, channel_args=channel_args(settings))
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
+        self.signature: ModelSignature | None = None
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def load_signature(self) -> ModelSignature:
+        s = self.settings
+        timeout = s.infer_timeout_s
+        meta = await self.client.get_model_metadata(s.model_name, s.model_version, as_json=True, client_timeout=timeout)
+        config = await self.client.get_model_config(s.model_name, s.model_version, as_json=True, client_timeout=timeout)
+        self.signature = parse_signature(meta, config)
+        log.info("model %s v%s: %s", self.signature.name, self.signature.version, self.signature.describe())
+        return self.signature
+
+    async def keep_loading_signature(self) -> None:
+        """Background task: retry until the model's metadata is read (Triton may start later)."""
+        while self.signature is None:
+            try:
+                await self.load_signature()
+            except InferenceServerException as exc:
+                log.info("waiting for model %s on %s: %s", self.settings.model_name, self.settings.triton_url, exc.message())
+            except Exception as exc:  # a model we cannot serve: keep saying so, stay unready
+                log.error("cannot serve model %s: %s", self.settings.model_name, exc)
+            if self.signature is None:
+                await asyncio.sleep(self.settings.metadata_retry_s)
+
+    async def ready(self) -> bool:
+        if self.signature is None or self.breaker.state == CircuitBreaker.OPEN:
+            return False
+        try:
+            return bool(
+                await self.client.is_model_ready(self.settings.model_name, self.settings.model_version, client_timeout=1.0)
+            )
+        except InferenceServerException:
+            return False
+
+    def require_signature(self) -> ModelSignature:
+        if self.signature is None:
+            raise TritonUnavailable("the model is not loaded yet", retry_after=self.settings.metadata_retry_s)
+        return self.signature
+
+    async def infer(self, batch: np.ndarray, request_id: str, timeout_s: float) -> dict[str, np.ndarray]:
+        """One Triton call for a batch of images; returns output name → array with batch axis."""
+        sig = self.require_signature()
+        self.breaker.before_call()
+        inp = InferInput(sig.input_name, list(batch.shape), sig.input_dtype)
+        inp.set_data_from_numpy(batch)
+        outputs = [InferRequestedOutput(n) for n in sig.output_names]
+        try:
+            result = await self.client.infer(
+                sig.name,
+                [inp],
+                model_version=self.settings.model_version,
+                outputs=outputs,
+                request_id=request_id,
+                client_timeout=timeout_s,
+            )
+        except InferenceServerException as exc:
+            error, kind, is_failure = classify(exc)
+            metrics.TRITON_ERRORS.labels(kind).inc()
+            if is_failure:
+                self.breaker.failure()
+            else:
+                self.breaker.release()
+            retry = self.breaker.retry_after() if self.breaker.state == CircuitBreaker.OPEN else 1.0
+            raise error(f"Triton: {exc.message()}", retry_after=retry if error is not TritonRejected else None) from exc
+        except asyncio.CancelledError:
+            self.breaker.release()
+            raise
+        self.breaker.success()
+        return {n: result.as_numpy(n) for n in sig.output_names}

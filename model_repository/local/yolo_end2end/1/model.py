@@ -1,0 +1,1 @@
+../../../python_backend/onnx_model.py
