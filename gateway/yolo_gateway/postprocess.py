@@ -43,14 +43,6 @@ class Detections:
         return len(self.scores)
 
 
-def _class_mask(nc: int, classes: tuple[int, ...] | None) -> np.ndarray | None:
-    if classes is None:
-        return None
-    mask = np.zeros(nc, bool)
-    mask[[c for c in classes if 0 <= c < nc]] = True
-    return mask
-
-
 def nms(boxes_cxcywh: np.ndarray, scores: np.ndarray, classes: np.ndarray, p: DetectParams) -> Detections:
     """Class-aware NMS on candidates that already passed the confidence filter."""
     if len(scores) == 0:
@@ -73,24 +65,24 @@ def nms(boxes_cxcywh: np.ndarray, scores: np.ndarray, classes: np.ndarray, p: De
 def decode_scores(boxes_cxcywh: np.ndarray, class_scores: np.ndarray, p: DetectParams) -> Detections:
     """Best class per box, confidence filter, then NMS.
 
-    `class_scores` is [nc, N] (channels first, as the raw layout stores it).
+    `class_scores` is [nc, N] (channels first, as the raw layout stores it). As in
+    Ultralytics, a `classes` filter applies after the best class is chosen.
     """
-    mask = _class_mask(class_scores.shape[0], p.classes)
-    if mask is not None:
-        class_scores = np.where(mask[:, None], class_scores, 0)
     best = class_scores.max(0)
     cand = np.flatnonzero(best > p.conf)  # the prefilter: most of N is dropped here
+    cls = class_scores[:, cand].argmax(0)
+    if p.classes is not None:
+        keep = np.isin(cls, p.classes)
+        cand, cls = cand[keep], cls[keep]
     if len(cand) == 0:
         return Detections.empty()
-    cls = class_scores[:, cand].argmax(0)
     return nms(boxes_cxcywh[cand], best[cand], cls, p)
 
 
 def decode_raw(out: np.ndarray, p: DetectParams) -> Detections:
     """[4+nc, N] → detections in model-input pixels."""
     best = out[4:].max(0)
-    cand = np.flatnonzero(best > p.conf) if p.classes is None else slice(None)
-    sub = out[:, cand]
+    sub = out[:, best > p.conf]
     return decode_scores(sub[:4].T, sub[4:], p)
 
 

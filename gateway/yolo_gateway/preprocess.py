@@ -118,7 +118,7 @@ def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
     if orientation == 6:
         return np.rot90(img, -1)
     if orientation == 7:
-        return np.rot90(img, 1)[::-1]
+        return img.transpose(1, 0, 2)[::-1, ::-1]
     if orientation == 8:
         return np.rot90(img, 1)
     return img
@@ -136,11 +136,9 @@ class Letterbox:
 
     def to_original(self, boxes: np.ndarray) -> np.ndarray:
         """Map xyxy boxes from model-input pixels back to original pixels, clipped."""
-        out = np.empty_like(boxes, dtype=np.float32)
-        out[:, [0, 2]] = (boxes[:, [0, 2]] - self.pad_x) / self.scale
-        out[:, [1, 3]] = (boxes[:, [1, 3]] - self.pad_y) / self.scale
-        np.clip(out[:, [0, 2]], 0, self.width, out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0, self.height, out=out[:, [1, 3]])
+        out = np.empty((len(boxes), 4), np.float32)
+        out[:, 0::2] = np.clip((boxes[:, 0::2] - self.pad_x) / self.scale, 0, self.width)
+        out[:, 1::2] = np.clip((boxes[:, 1::2] - self.pad_y) / self.scale, 0, self.height)
         return out
 
 

@@ -93,7 +93,7 @@ def classify(exc: InferenceServerException) -> tuple[type[Exception], str, bool]
         return TritonUnavailable, "queue_timeout", False
     if "DEADLINE_EXCEEDED" in status:
         return TritonTimeout, "deadline", True
-    if "UNAVAILABLE" in status or "CANCELLED" in status and "connect" in msg:
+    if "UNAVAILABLE" in status or ("CANCELLED" in status and "connect" in msg):
         return TritonUnavailable, "unavailable", True
     if "NOT_FOUND" in status or "not ready" in msg or "unknown model" in msg or "unavailable model" in msg:
         return TritonUnavailable, "model_not_ready", False

@@ -1,0 +1,131 @@
+"""Fixtures that start the real things: the PyPI tritonserver and the gateway as an HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from yolo_gateway.app import create_app
+from yolo_gateway.local_triton import LocalTriton, TritonPorts, free_port
+from yolo_gateway.prepare import prepare
+from yolo_gateway.settings import Settings
+from yolo_gateway.stack import GatewayProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCAL_REPO = ROOT / "model_repository" / "local"
+SOURCE_ONNX = ROOT / "model_repository" / "source" / "yolov8t-shapes.onnx"
+
+
+def read_config(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def write_variant(repo: Path, name: str, base: str = "yolo", **prepare_options: object) -> Path:
+    """A model next to `base` with a prepared ONNX variant and a config derived from base's."""
+    target = repo / name
+    (target / "1").mkdir(parents=True)
+    shutil.copy(LOCAL_REPO / base / "1" / "model.py", target / "1" / "model.py")
+    summary = prepare(SOURCE_ONNX, target / "1" / "model.onnx", **prepare_options) if prepare_options else None
+    if summary is None:
+        shutil.copy(LOCAL_REPO / base / "1" / "model.onnx", target / "1" / "model.onnx")
+    cfg = read_config(LOCAL_REPO / base / "config.pbtxt")
+    cfg.name = name
+    if summary and summary["input_layout"] == "fp32-nchw":
+        h, w = summary["imgsz"]
+        cfg.input[0].data_type = model_config_pb2.TYPE_FP32
+        del cfg.input[0].dims[:]
+        cfg.input[0].dims.extend([3, h, w])
+    if summary and summary["output_format"] == "v5":
+        a, b = cfg.output[0].dims
+        del cfg.output[0].dims[:]
+        cfg.output[0].dims.extend([b, a + 1])
+    (target / "config.pbtxt").write_text(text_format.MessageToString(cfg))
+    return target
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The committed local models, plus variants made by `prepare` from the source export."""
+    repo = tmp_path_factory.mktemp("model_repository")
+    for name in ("yolo", "yolo_end2end"):
+        shutil.copytree(LOCAL_REPO / name, repo / name)  # follows the model.py symlink
+    write_variant(repo, "yolo_v5", output_format="v5")
+    write_variant(repo, "yolo_fp32", input_layout="fp32-nchw")
+    # A model whose queue holds one request, to provoke Triton's own rejection.
+    q = write_variant(repo, "yolo_q1")
+    cfg = read_config(q / "config.pbtxt")
+    cfg.max_batch_size = 1
+    del cfg.dynamic_batching.preferred_batch_size[:]
+    cfg.dynamic_batching.default_queue_policy.max_queue_size = 1
+    (q / "config.pbtxt").write_text(text_format.MessageToString(cfg))
+    return repo
+
+
+@pytest.fixture(scope="session")
+def single_model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("single_repo")
+    shutil.copytree(LOCAL_REPO / "yolo", repo / "yolo")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def triton(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTriton]:
+    logs = tmp_path_factory.mktemp("logs")
+    with LocalTriton(model_repo, TritonPorts.free(), log_path=logs / "triton.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gateway(triton: LocalTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """The gateway as a real uvicorn process in front of the session's Triton."""
+    logs = tmp_path_factory.mktemp("gwlogs")
+    env = {"YOLO_GATEWAY_TRITON_URL": triton.grpc_target, "YOLO_GATEWAY_MODEL_NAME": "yolo", "YOLO_GATEWAY_MAX_BODY_BYTES": str(8 * 1024 * 1024)}
+    with GatewayProcess(free_port(), env, log_path=logs / "gateway.log") as gw:
+        yield gw
+
+
+@pytest.fixture
+def client(gateway: GatewayProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway.url, timeout=30) as c:
+        yield c
+
+
+@contextlib.asynccontextmanager
+async def gateway_app(settings: Settings, wait_for_model: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway app in this process (lifespan included), reached through httpx's ASGI transport."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        if wait_for_model:
+            for _ in range(300):
+                if app.state.triton.signature is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert app.state.triton.signature is not None, "model metadata never loaded"
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as c:
+            c.app = app  # type: ignore[attr-defined]
+            yield c
+
+
+def triton_stats(triton: LocalTriton, model: str) -> dict[str, int]:
+    """Inference and execution counts from Triton's own statistics API."""
+    with urllib.request.urlopen(f"{triton.http_url}/v2/models/{model}/stats", timeout=5) as r:
+        stats = json.loads(r.read())["model_stats"][0]
+    return {"inference_count": int(stats.get("inference_count", 0)), "execution_count": int(stats.get("execution_count", 0))}
+
+
+def boxes_of(result: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    dets = result["detections"]
+    boxes = np.array([[d["box"][k] for k in ("x1", "y1", "x2", "y2")] for d in dets], np.float32).reshape(-1, 4)
+    return boxes, np.array([d["class_id"] for d in dets]), np.array([d["confidence"] for d in dets])
