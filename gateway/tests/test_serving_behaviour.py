@@ -1,0 +1,236 @@
+"""Serving behaviour against real tritonserver processes: accuracy, output layouts, batching,
+round-robin over two servers, Triton dying and coming back, queue rejection and graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from yolo_gateway.local_triton import LocalTriton, TritonPorts, free_port
+from yolo_gateway.settings import Settings
+from yolo_gateway.stack import GatewayProcess
+from yolo_gateway.synthetic import encode, make_scene, match
+
+from .conftest import boxes_of, gateway_app, triton_stats
+
+pytestmark = pytest.mark.triton
+
+JPEG = {"content-type": "image/jpeg"}
+
+
+def test_accuracy_on_fresh_held_out_images(client):
+    """50 images the model never saw, through the full HTTP path: P and R >= 0.9 at IoU 0.5."""
+    rng = np.random.default_rng(20261122)
+    tp = fp = fn = 0
+    sizes = [(640, 480), (1280, 720), (480, 640), (1024, 1024), (800, 450)]
+    for i in range(50):
+        w, h = sizes[i % len(sizes)]
+        scene = make_scene(rng, w, h)
+        fmt = (".jpg", ".png", ".webp")[i % 3]
+        r = client.post("/v1/detect", content=encode(scene, fmt), headers={"content-type": f"image/{'jpeg' if fmt == '.jpg' else fmt[1:]}"})
+        assert r.status_code == 200, r.text
+        assert r.json()["image"] == {"width": w, "height": h}
+        boxes, classes, _ = boxes_of(r.json())
+        a, b, c = match(boxes, classes, scene.boxes, scene.classes, 0.5)
+        tp, fp, fn = tp + a, fp + b, fn + c
+    precision, recall = tp / max(1, tp + fp), tp / max(1, tp + fn)
+    print(f"\naccuracy on 50 fresh images: precision {precision:.3f}, recall {recall:.3f} (tp {tp}, fp {fp}, fn {fn})")
+    assert precision >= 0.9 and recall >= 0.9
+
+
+def test_raw_v5_end2end_and_fp32_models_give_the_same_boxes(triton):
+    """The same weights served as four layouts decode to the same detections."""
+    scenes = [make_scene(np.random.default_rng(s), 960, 540, min_objects=3) for s in range(500, 506)]
+
+    async def run(model: str) -> list[dict]:
+        async with gateway_app(Settings(triton_url=triton.grpc_target, model_name=model)) as c:
+            info = (await c.get("/v1/models")).json()["models"][0]
+            out = []
+            for s in scenes:
+                r = await c.post("/v1/detect", content=encode(s, ".png"), headers={"content-type": "image/png"})
+                assert r.status_code == 200, r.text
+                out.append(r.json())
+            return [info, *out]
+
+    results = {m: asyncio.run(run(m)) for m in ("yolo", "yolo_v5", "yolo_end2end", "yolo_fp32")}
+    assert [results[m][0]["output_format"] for m in results] == ["raw", "v5", "end2end", "raw"]
+    assert results["yolo_fp32"][0]["input"]["layout"] == "NCHW" and results["yolo_fp32"][0]["input"]["datatype"] == "FP32"
+    reference = results["yolo"][1:]
+    assert sum(len(r["detections"]) for r in reference) >= 12
+    for model in ("yolo_v5", "yolo_end2end", "yolo_fp32"):
+        for ref, got in zip(reference, results[model][1:]):
+            rb, rc, rs = boxes_of(ref)
+            gb, gc, gs = boxes_of(got)
+            assert gc.tolist() == rc.tolist(), model
+            np.testing.assert_allclose(gb, rb, atol=1.0, err_msg=model)
+            np.testing.assert_allclose(gs, rs, atol=2e-3, err_msg=model)
+
+
+def test_200_concurrent_requests_are_all_right_and_batched(triton, gateway):
+    scenes = [make_scene(np.random.default_rng(700 + i), 640, 480, min_objects=2) for i in range(10)]
+    bodies = [encode(s) for s in scenes]
+
+    async def go() -> tuple[list[dict], list[httpx.Response]]:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=60, limits=limits) as c:
+            alone = [(await c.post("/v1/detect", content=b, headers=JPEG)).json() for b in bodies]
+            before = triton_stats(triton, "yolo")
+            responses = await asyncio.gather(*(c.post("/v1/detect", content=bodies[i % 10], headers=JPEG) for i in range(200)))
+            after = triton_stats(triton, "yolo")
+            return alone, responses, before, after
+
+    alone, responses, before, after = asyncio.run(go())
+    assert [r.status_code for r in responses] == [200] * 200
+    for i, r in enumerate(responses):
+        got_b, got_c, _ = boxes_of(r.json())
+        want_b, want_c, _ = boxes_of(alone[i % 10])
+        assert got_c.tolist() == want_c.tolist()
+        np.testing.assert_allclose(got_b, want_b, atol=0.5)
+    inferences = after["inference_count"] - before["inference_count"]
+    executions = after["execution_count"] - before["execution_count"]
+    print(f"\n200 concurrent requests: {inferences} inferences in {executions} executions, mean batch {inferences / executions:.1f}")
+    assert inferences == 200
+    assert inferences / executions > 1.0, "Triton's dynamic batcher merged requests"
+
+
+def test_one_channel_round_robins_over_two_tritons(single_model_repo, tmp_path):
+    a = LocalTriton(single_model_repo, TritonPorts.free(), log_path=tmp_path / "a.log")
+    b = LocalTriton(single_model_repo, TritonPorts.free(), log_path=tmp_path / "b.log")
+    with a, b:
+        target = f"ipv4:127.0.0.1:{a.ports.grpc},127.0.0.1:{b.ports.grpc}"
+        body = encode(make_scene(np.random.default_rng(1), 640, 480))
+
+        async def go() -> list[int]:
+            async with gateway_app(Settings(triton_url=target)) as c:
+                statuses = []
+                for _ in range(20):
+                    rs = await asyncio.gather(*(c.post("/v1/detect", content=body, headers=JPEG) for _ in range(10)))
+                    statuses += [r.status_code for r in rs]
+                return statuses
+
+        assert asyncio.run(go()) == [200] * 200
+        na, nb = triton_stats(a, "yolo")["inference_count"], triton_stats(b, "yolo")["inference_count"]
+    print(f"\nround robin: {na} / {nb} inferences")
+    assert na + nb == 200
+    assert min(na, nb) >= 60, "each Triton gets at least 30% of the requests"
+
+
+def test_triton_killed_mid_run_gives_fast_503s_then_recovers(single_model_repo, tmp_path):
+    server = LocalTriton(single_model_repo, TritonPorts.free(), log_path=tmp_path / "t.log")
+    body = encode(make_scene(np.random.default_rng(2), 640, 480))
+    settings = Settings(triton_url=server.grpc_target, breaker_failures=2, breaker_reset_s=0.5, infer_timeout_s=2, request_timeout_s=4)
+
+    async def go() -> None:
+        server.start()
+        async with gateway_app(settings) as c:
+            assert (await c.post("/v1/detect", content=body, headers=JPEG)).status_code == 200
+            server.kill()
+            down = []
+            for _ in range(10):
+                t = time.monotonic()
+                r = await c.post("/v1/detect", content=body, headers=JPEG)
+                down.append((r, time.monotonic() - t))
+            for r, elapsed in down:
+                assert r.status_code == 503, r.text
+                assert int(r.headers["retry-after"]) >= 1
+                assert elapsed < settings.request_timeout_s  # answered, never left hanging
+            assert {r.json()["error"]["code"] for r, _ in down} == {"triton_unavailable"}
+            assert "circuit open" in " ".join(r.json()["error"]["message"] for r, _ in down)
+            assert (await c.get("/readyz")).status_code == 503
+            metrics = (await c.get("/metrics")).text
+            assert 'yolo_gateway_triton_errors_total{kind="unavailable"}' in metrics
+
+            server.start()  # same ports: the same channel must reconnect, no gateway restart
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                r = await c.post("/v1/detect", content=body, headers=JPEG)
+                if r.status_code == 200:
+                    break
+                assert r.status_code == 503
+                await asyncio.sleep(0.2)
+            assert r.status_code == 200, "the gateway recovered once Triton was back"
+            assert (await c.get("/readyz")).status_code == 200
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.stop()
+
+
+def test_gateway_starts_before_triton_and_becomes_ready(single_model_repo, tmp_path):
+    ports = TritonPorts.free()
+    server = LocalTriton(single_model_repo, ports, log_path=tmp_path / "t.log")
+    body = encode(make_scene(np.random.default_rng(3), 640, 480))
+
+    async def go() -> None:
+        settings = Settings(triton_url=server.grpc_target, metadata_retry_s=0.2)
+        async with gateway_app(settings, wait_for_model=False) as c:
+            assert (await c.get("/healthz")).status_code == 200
+            assert (await c.get("/readyz")).status_code == 503
+            r = await c.post("/v1/detect", content=body, headers=JPEG)
+            assert r.status_code == 503 and "retry-after" in r.headers
+            assert (await c.get("/v1/models")).status_code == 503
+            server.start()
+            for _ in range(300):
+                if (await c.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await c.post("/v1/detect", content=body, headers=JPEG)).status_code == 200
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.stop()
+
+
+def test_triton_queue_full_is_429_and_nothing_is_lost(triton):
+    """yolo_q1 queues one request: under 40 concurrent requests Triton itself rejects some."""
+    body = encode(make_scene(np.random.default_rng(4), 640, 480))
+
+    async def go() -> list[httpx.Response]:
+        async with gateway_app(Settings(triton_url=triton.grpc_target, model_name="yolo_q1")) as c:
+            return await asyncio.gather(*(c.post("/v1/detect", content=body, headers=JPEG) for _ in range(40)))
+
+    responses = asyncio.run(go())
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 429}, codes
+    assert 429 in codes and 200 in codes
+    for r in responses:
+        if r.status_code == 429:
+            assert r.json()["error"]["code"] == "triton_queue_full" and "retry-after" in r.headers
+
+
+def test_sigterm_drains_in_flight_requests(triton, tmp_path):
+    env = {"YOLO_GATEWAY_TRITON_URL": triton.grpc_target, "YOLO_GATEWAY_MODEL_NAME": "yolo"}
+    gw = GatewayProcess(free_port(), env, log_path=tmp_path / "gw.log").start()
+    bodies = [encode(make_scene(np.random.default_rng(900 + i), 1920, 1080)) for i in range(4)]
+
+    async def go() -> tuple[list[httpx.Response], list[float], float]:
+        done_at: list[float] = []
+
+        async def one(c: httpx.AsyncClient, body: bytes) -> httpx.Response:
+            r = await c.post("/v1/detect", content=body, headers=JPEG)
+            done_at.append(time.monotonic())
+            return r
+
+        async with httpx.AsyncClient(base_url=gw.url, timeout=60, limits=httpx.Limits(max_connections=64)) as c:
+            tasks = [asyncio.create_task(one(c, bodies[i % 4])) for i in range(32)]
+            await asyncio.sleep(0.2)  # requests are in flight
+            signalled = time.monotonic()
+            gw.terminate()
+            return await asyncio.gather(*tasks), done_at, signalled
+
+    try:
+        responses, done_at, signalled = asyncio.run(go())
+        code = gw.process.wait(30)
+    finally:
+        gw.stop()
+    assert sum(t > signalled for t in done_at) > 0, "some requests were still in flight at SIGTERM"
+    assert [r.status_code for r in responses] == [200] * 32
+    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+    assert "Finished server process" in (tmp_path / "gw.log").read_text()
