@@ -1,0 +1,184 @@
+"""Pure builders, no cluster: golden manifests, restricted pods, replicas vs HPA, config.pbtxt."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from yolo_operator import builders as b
+from yolo_operator.children import desired_children
+from yolo_operator.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+META = b.Meta("shapes", "vision", generation=3)
+
+
+def sample_spec(**overrides: object) -> dict:
+    spec = yaml.safe_load((ROOT / "examples" / "yoloservice.yaml").read_text())["spec"]
+    for dotted, value in overrides.items():
+        node = spec
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return spec
+
+
+def all_manifests(spec: dict) -> list[dict]:
+    return [c.manifest for c in desired_children(parse_spec(spec), META, service_monitor_crd=True) if c.manifest]
+
+
+def test_golden_manifests():
+    """Every child of the sample, byte for byte. UPDATE_GOLDEN=1 rewrites the files after a deliberate change."""
+    spec = parse_spec(sample_spec(**{"monitoring.serviceMonitor": True}))
+    for child in desired_children(spec, META, service_monitor_crd=True):
+        path = GOLDEN / f"{child.kind.lower()}-{child.name}.yaml"
+        text = yaml.safe_dump(child.manifest, sort_keys=True)
+        if os.environ.get("UPDATE_GOLDEN"):
+            GOLDEN.mkdir(exist_ok=True)
+            path.write_text(text)
+        assert path.exists(), f"missing golden file {path.name}; run with UPDATE_GOLDEN=1"
+        assert text == path.read_text(), f"{path.name} differs from the golden manifest"
+
+
+def _pods(manifests: list[dict]) -> list[dict]:
+    return [m["spec"]["template"]["spec"] for m in manifests if m["kind"] == "Deployment"]
+
+
+@pytest.mark.parametrize("source", [{"uri": "s3://bucket/m.onnx", "secretRef": {"name": "aws"}}, {"uri": "gs://b/m.onnx", "secretRef": {"name": "gcp"}}, {"pvc": {"claimName": "models", "path": "yolo/m.onnx"}}])
+def test_every_pod_meets_restricted(source):
+    for pod in _pods(all_manifests(sample_spec(**{"model.source": source}))):
+        psc = pod["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert sc["readOnlyRootFilesystem"] is True
+            assert "privileged" not in sc
+        for v in pod["volumes"]:
+            assert "hostPath" not in v
+
+
+def test_no_replicas_under_an_hpa_and_replicas_without_one():
+    on = {(m["kind"], m["metadata"]["name"]): m for m in all_manifests(sample_spec())}
+    assert "replicas" not in on[("Deployment", "shapes-triton")]["spec"]
+    assert "replicas" not in on[("Deployment", "shapes-gateway")]["spec"]
+    kinds = [kind for kind, _ in on]
+    assert kinds.count("HorizontalPodAutoscaler") == 2
+    off = all_manifests(sample_spec(**{"triton.autoscaling": {"enabled": False}, "triton.replicas": 3, "gateway.autoscaling": {"enabled": False}, "gateway.replicas": 5}))
+    deps = {m["metadata"]["name"]: m for m in off if m["kind"] == "Deployment"}
+    assert deps["shapes-triton"]["spec"]["replicas"] == 3 and deps["shapes-gateway"]["spec"]["replicas"] == 5
+    assert "HorizontalPodAutoscaler" not in [m["kind"] for m in off]
+
+
+def test_hpas_scale_on_queue_depth():
+    spec = sample_spec()
+    hpas = {m["metadata"]["name"]: m["spec"] for m in all_manifests(spec) if m["kind"] == "HorizontalPodAutoscaler"}
+    triton = hpas["shapes-triton"]
+    assert triton["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shapes-triton"}
+    assert (triton["minReplicas"], triton["maxReplicas"]) == (1, 4)
+    assert triton["metrics"] == [{"type": "Pods", "pods": {"metric": {"name": "nv_inference_pending_request_count"}, "target": {"type": "AverageValue", "averageValue": "10"}}}]
+    gw = hpas["shapes-gateway"]["metrics"]
+    assert gw[0]["pods"]["metric"]["name"] == "yolo_gateway_inflight_requests" and gw[0]["pods"]["target"]["averageValue"] == "32"
+    assert gw[1]["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
+
+
+@pytest.mark.parametrize("fmt,platform", [("onnx", "onnxruntime_onnx"), ("end2end", "onnxruntime_onnx"), ("tensorrt", "tensorrt_plan")])
+def test_config_pbtxt_parses_back(fmt, platform):
+    spec = parse_spec(sample_spec(**{"model.format": fmt, "triton.dynamicBatching": {"preferredBatchSizes": [16, 4, 8], "maxQueueDelayMicroseconds": 750, "queuePolicy": {"maxQueueSize": 64, "timeoutMicroseconds": 2000000}}}))
+    cfg = text_format.Parse(b.render_config_pbtxt(spec), model_config_pb2.ModelConfig())
+    assert cfg.name == "yolo" and cfg.platform == platform and cfg.max_batch_size == 16
+    assert cfg.input[0].name == "images" and cfg.input[0].data_type == model_config_pb2.TYPE_UINT8
+    assert list(cfg.input[0].dims) == [320, 320, 3]
+    if fmt == "end2end":
+        assert [o.name for o in cfg.output] == ["num_dets", "det_boxes", "det_scores", "det_classes"]
+        assert list(cfg.output[1].dims) == [100, 4]
+    else:
+        assert [o.name for o in cfg.output] == ["output0"] and list(cfg.output[0].dims) == [7, 2100]
+    db = cfg.dynamic_batching
+    assert list(db.preferred_batch_size) == [4, 8, 16] and db.max_queue_delay_microseconds == 750
+    assert db.default_queue_policy.max_queue_size == 64 and db.default_queue_policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+    assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert json.loads(cfg.parameters["class_names"].string_value) == ["circle", "rectangle", "triangle"]
+
+
+def test_generated_config_matches_the_committed_production_config():
+    """The operator and model_repository/production describe the same model the same way."""
+    spec = parse_spec(sample_spec(**{"triton.dynamicBatching": {"preferredBatchSizes": [8, 16], "maxQueueDelayMicroseconds": 1000}}))
+    ours = text_format.Parse(b.render_config_pbtxt(spec), model_config_pb2.ModelConfig())
+    theirs = text_format.Parse((ROOT / "model_repository" / "production" / "yolo" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    for field in ("name", "platform", "max_batch_size", "input", "output"):
+        assert getattr(ours, field) == getattr(theirs, field), field
+    assert ours.dynamic_batching.preferred_batch_size == theirs.dynamic_batching.preferred_batch_size
+
+
+def test_triton_pod_gpu_probes_args_and_headless_service():
+    ms = {(m["kind"], m["metadata"]["name"]): m for m in all_manifests(sample_spec())}
+    pod = ms[("Deployment", "shapes-triton")]["spec"]["template"]
+    c = pod["spec"]["containers"][0]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"--model-control-mode=none", "--strict-readiness=true", "--exit-timeout-secs=30", "--grpc-keepalive-time=10000"} <= set(c["args"])
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 300
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "8002"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"]["tolerations"]
+    svc = ms[("Service", "shapes-triton")]["spec"]
+    assert svc["clusterIP"] == "None"
+    assert {p["name"] for p in svc["ports"]} == {"grpc", "http", "metrics"}
+
+
+def test_gateway_targets_the_headless_service_with_drain_budget():
+    ms = {(m["kind"], m["metadata"]["name"]): m for m in all_manifests(sample_spec())}
+    pod = ms[("Deployment", "shapes-gateway")]["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["YOLO_GATEWAY_TRITON_URL"] == "dns:///shapes-triton.vision.svc.cluster.local:8001"
+    assert env["YOLO_GATEWAY_MODEL_NAME"] == "yolo"
+    c = pod["containers"][0]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert pod["terminationGracePeriodSeconds"] > c["lifecycle"]["preStop"]["sleep"]["seconds"] + int(env["YOLO_GATEWAY_SHUTDOWN_GRACE_S"])
+
+
+def test_labels_on_every_child():
+    for m in all_manifests(sample_spec(**{"monitoring.serviceMonitor": True})):
+        labels = m["metadata"]["labels"]
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by", "app.kubernetes.io/version"):
+            assert labels.get(key), (m["kind"], key)
+        assert labels["app.kubernetes.io/instance"] == "shapes"
+        if m["kind"] == "Deployment":
+            assert m["spec"]["selector"]["matchLabels"].items() <= m["spec"]["template"]["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize(
+    ("source", "needle"),
+    [
+        ({"uri": "https://x.example/m.onnx"}, "curl -fsSL"),
+        ({"uri": "s3://bucket/m.onnx", "secretRef": {"name": "aws"}}, "aws s3 cp"),
+        ({"uri": "gs://bucket/m.onnx"}, "gcloud storage cp"),
+        ({"pvc": {"claimName": "models", "path": "/yolo/m.onnx"}}, "cp /source/yolo/m.onnx"),
+    ],
+)
+def test_init_container_fetches_from_each_source(source, needle):
+    (dep,) = [m for m in all_manifests(sample_spec(**{"model.source": source})) if m["kind"] == "Deployment" and m["metadata"]["name"] == "shapes-triton"]
+    init = dep["spec"]["template"]["spec"]["initContainers"][0]
+    script = init["command"][-1]
+    assert needle in script and "config.pbtxt" in script and "/models/yolo/1/model.onnx" in script
+    if "secretRef" in source:
+        assert init["envFrom"] == [{"secretRef": {"name": source["secretRef"]["name"]}}]
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    if "pvc" in source:
+        assert vols["source"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+
+
+def test_config_change_rolls_triton_pods():
+    a = [m for m in all_manifests(sample_spec()) if m["metadata"]["name"] == "shapes-triton" and m["kind"] == "Deployment"][0]
+    bb = [m for m in all_manifests(sample_spec(**{"triton.maxBatchSize": 32})) if m["metadata"]["name"] == "shapes-triton" and m["kind"] == "Deployment"][0]
+    key = "serving.yolo.dev/config-hash"
+    assert a["spec"]["template"]["metadata"]["annotations"][key] != bb["spec"]["template"]["metadata"]["annotations"][key]

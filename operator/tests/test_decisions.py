@@ -1,0 +1,155 @@
+"""Pure reconcile decisions: spec validation, what to apply or delete, drift, and conditions."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from yolo_operator import builders as b
+from yolo_operator.children import desired_children, is_subset, needs_apply, with_hash
+from yolo_operator.spec import InvalidSpec, YoloServiceSpec, parse_spec
+from yolo_operator.status import Condition, autoscaling_condition, deployment_condition, merge_conditions, ready_condition
+
+from .test_builders import META, sample_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "charts" / "yolo-operator" / "crds" / "yoloservices.serving.yolo.dev.yaml"
+
+
+def refs(spec: dict, sm: bool = False) -> dict[str, bool]:
+    return {c.ref: c.manifest is not None for c in desired_children(parse_spec(spec), META, sm)}
+
+
+def test_minimal_spec_takes_defaults():
+    s = parse_spec({"model": {"classNames": ["a"], "source": {"uri": "https://x/m.onnx"}}})
+    assert (s.model.name, s.model.format, s.model.input_size) == ("yolo", "onnx", 640)
+    assert s.triton.autoscaling.enabled and s.triton.max_batch_size == 16 and s.triton.gpus == 1
+    assert s.gateway.autoscaling.min_replicas == 2 and s.service.port == 80
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"model.classNames": ["a", "b", "a"]}, "duplicates"),
+        ({"model.source": {"uri": "ftp://x/m.onnx"}}, "s3://"),
+        ({"model.source": {"uri": "https://x", "pvc": {"claimName": "c", "path": "p"}}}, "exactly one"),
+        ({"model.inputSize": 330}, "multiple of 32"),
+        ({"triton.autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "minReplicas"),
+        ({"triton.dynamicBatching": {"preferredBatchSizes": [64]}}, "preferredBatchSizes"),
+        ({"model.format": "tensorrt", "triton.resources": {"limits": {"memory": "1Gi"}}}, "needs a GPU"),
+    ],
+)
+def test_invalid_specs_are_explained(patch, message):
+    with pytest.raises(InvalidSpec, match=message):
+        parse_spec(sample_spec(**patch))
+
+
+def _schema_fields(schema: dict) -> set[str]:
+    out = set()
+    for name, sub in (schema.get("properties") or {}).items():
+        out.add(name)
+        out |= {f"{name}.{f}" for f in _schema_fields(sub)}
+    return out
+
+
+def _model_fields(model: type) -> set[str]:
+    out = set()
+    for name, info in model.model_fields.items():
+        alias = info.alias or name
+        out.add(alias)
+        ann = info.annotation
+        for candidate in getattr(ann, "__args__", (ann,)):
+            if isinstance(candidate, type) and hasattr(candidate, "model_fields"):
+                out |= {f"{alias}.{f}" for f in _model_fields(candidate)}
+    return out
+
+
+def test_crd_schema_and_pydantic_model_name_the_same_fields():
+    crd = yaml.safe_load(CRD.read_text())
+    spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    schema = {f for f in _schema_fields(spec_schema) if not f.startswith(("triton.resources.", "gateway.resources."))}
+    model = {f for f in _model_fields(YoloServiceSpec) if not f.startswith(("triton.resources.", "gateway.resources."))}
+    assert schema == model
+
+
+def test_children_follow_feature_switches():
+    base = refs(sample_spec())
+    assert all(base.values()) and len(base) == 9
+    off = refs(sample_spec(**{"triton.autoscaling": {"enabled": False}, "podDisruptionBudget": {"enabled": False}}))
+    assert off["HorizontalPodAutoscaler/shapes-triton"] is False and off["HorizontalPodAutoscaler/shapes-gateway"] is True
+    assert off["PodDisruptionBudget/shapes-triton"] is False and off["PodDisruptionBudget/shapes-gateway"] is False
+    assert "ServiceMonitor/shapes" not in refs(sample_spec(**{"monitoring.serviceMonitor": True}), sm=False)
+    assert refs(sample_spec(**{"monitoring.serviceMonitor": True}), sm=True)["ServiceMonitor/shapes"] is True
+    assert refs(sample_spec(), sm=True)["ServiceMonitor/shapes"] is False  # disabled: delete if present
+
+
+def _live(manifest: dict) -> dict:
+    """What the API server returns: our fields plus defaults and bookkeeping, quantities canonicalised."""
+    live = copy.deepcopy(manifest)
+    live["metadata"].update({"uid": "u", "resourceVersion": "7", "generation": 1, "managedFields": []})
+    if live["kind"] == "Deployment":
+        live["spec"]["progressDeadlineSeconds"] = 600
+        live["spec"]["revisionHistoryLimit"] = 10
+        for c in live["spec"]["template"]["spec"]["containers"]:
+            c["imagePullPolicy"] = "IfNotPresent"
+            c["terminationMessagePath"] = "/dev/termination-log"
+        live["status"] = {"replicas": 1}
+    return live
+
+
+def test_no_op_means_no_apply_and_drift_means_apply():
+    spec = parse_spec(sample_spec(**{"gateway.resources": {"requests": {"cpu": "0.5", "memory": "512Mi"}}}))
+    for child in desired_children(spec, META, False):
+        if child.manifest is None:
+            continue
+        desired = with_hash(child.manifest)
+        live = _live(desired)
+        assert needs_apply(desired, None)
+        assert not needs_apply(desired, live), child.ref
+    dep = with_hash(b.build_gateway_deployment(spec, META))
+    live = _live(dep)
+    live["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "500m"  # canonical form of 0.5
+    assert not needs_apply(dep, live)
+    live["spec"]["template"]["spec"]["containers"][0]["image"] = "someone/else:1"  # drift
+    assert needs_apply(dep, live)
+    changed = with_hash(b.build_gateway_deployment(parse_spec(sample_spec(**{"gateway.limits": {"maxPixels": 2048}})), META))
+    assert needs_apply(changed, _live(dep))  # the spec changed: the hash differs
+
+
+def test_removed_field_is_applied_even_if_live_is_a_superset():
+    with_replicas = with_hash(b.build_triton_deployment(parse_spec(sample_spec(**{"triton.autoscaling": {"enabled": False}})), META))
+    under_hpa = with_hash(b.build_triton_deployment(parse_spec(sample_spec()), META))
+    assert is_subset(under_hpa["spec"], with_replicas["spec"])
+    assert needs_apply(under_hpa, _live(with_replicas))  # drop our ownership of replicas once
+
+
+def test_conditions_flip_only_on_status_change():
+    old = merge_conditions([], [Condition("Ready", "False", "ComponentsNotReady", "0/1")], 1, "2026-01-01T00:00:00Z")
+    same = merge_conditions(old, [Condition("Ready", "False", "ComponentsNotReady", "0/2")], 2, "2026-01-01T00:05:00Z")
+    assert same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z" and same[0]["observedGeneration"] == 2
+    flipped = merge_conditions(same, [Condition("Ready", "True", "AllComponentsReady", "ok")], 2, "2026-01-01T00:06:00Z")
+    assert flipped[0]["lastTransitionTime"] == "2026-01-01T00:06:00Z"
+
+
+def test_deployment_and_ready_conditions():
+    missing = deployment_condition("TritonReady", None)
+    assert (missing.status, missing.reason) == ("False", "DeploymentMissing")
+    dep = {"metadata": {"generation": 2}, "spec": {"replicas": 2}, "status": {"observedGeneration": 2, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 2}}
+    ok = deployment_condition("TritonReady", dep)
+    assert (ok.status, ok.reason) == ("True", "MinimumReplicasAvailable")
+    stale = deployment_condition("GatewayReady", {**dep, "status": {**dep["status"], "observedGeneration": 1}})
+    assert stale.status == "False"
+    assert ready_condition([ok, stale]).status == "False"
+    assert ready_condition([ok, deployment_condition("GatewayReady", dep)]).reason == "AllComponentsReady"
+
+
+def test_autoscaling_condition():
+    assert autoscaling_condition({"triton": False, "gateway": False}, {}).reason == "AutoscalingDisabled"
+    assert autoscaling_condition({"triton": True, "gateway": False}, {"triton": None}).reason == "HPAMissing"
+    failing = {"status": {"conditions": [{"type": "ScalingActive", "status": "False", "reason": "FailedGetPodsMetric", "message": "no metrics"}]}}
+    c = autoscaling_condition({"triton": True, "gateway": True}, {"triton": failing, "gateway": {"status": {}}})
+    assert (c.status, c.reason) == ("False", "MetricsUnavailable") and "FailedGetPodsMetric" in c.message
+    assert autoscaling_condition({"triton": True, "gateway": True}, {"triton": {}, "gateway": {}}).status == "True"

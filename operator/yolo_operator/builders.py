@@ -1,0 +1,486 @@
+"""Pure builders: one function per child object, (spec, meta) -> manifest dict.
+
+No cluster access here. Owner references are added by the reconciler
+(`kopf.adopt`), so these functions stay pure and unit-testable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from . import __version__
+from .spec import GROUP, YoloServiceSpec
+
+TRITON_HTTP, TRITON_GRPC, TRITON_METRICS = 8000, 8001, 8002
+GATEWAY_PORT = 8080
+MODELS_DIR = "/models"
+PRESTOP_SECONDS = 5
+TRITON_PENDING_METRIC = "nv_inference_pending_request_count"
+GATEWAY_INFLIGHT_METRIC = "yolo_gateway_inflight_requests"
+OWNER_LABEL = f"{GROUP}/yoloservice"
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What the builders need to know about the YoloService object itself."""
+
+    name: str
+    namespace: str
+    generation: int = 1
+
+    @classmethod
+    def from_body(cls, body: Any) -> Meta:
+        m = body["metadata"]
+        return cls(m["name"], m["namespace"], int(m.get("generation", 1) or 1))
+
+
+# --------------------------------------------------------------------------- names and labels
+
+
+def names(meta: Meta) -> dict[str, str]:
+    n = meta.name
+    return {
+        "config": f"{n}-model-config",
+        "triton": f"{n}-triton",
+        "gateway": f"{n}-gateway",
+        "service": n,
+    }
+
+
+def selector_labels(meta: Meta, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "yolo-service",
+        "app.kubernetes.io/instance": meta.name,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def labels(meta: Meta, component: str) -> dict[str, str]:
+    return {
+        **selector_labels(meta, component),
+        "app.kubernetes.io/part-of": "yolo-operator",
+        "app.kubernetes.io/managed-by": "yolo-operator",
+        "app.kubernetes.io/version": __version__,
+        OWNER_LABEL: meta.name,
+    }
+
+
+def _metadata(meta: Meta, name: str, component: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    md: dict[str, Any] = {"name": name, "namespace": meta.namespace, "labels": labels(meta, component)}
+    if annotations:
+        md["annotations"] = annotations
+    return md
+
+
+# --------------------------------------------------------------------------- Triton model config
+
+
+def _pb_list(values: list[int]) -> str:
+    return "[ " + ", ".join(str(v) for v in values) + " ]"
+
+
+def render_config_pbtxt(spec: YoloServiceSpec) -> str:
+    """The Triton model configuration (protobuf text format) for the production backends."""
+    m, t = spec.model, spec.triton
+    s, nc = m.input_size, len(m.class_names)
+    platform = "tensorrt_plan" if m.format == "tensorrt" else "onnxruntime_onnx"
+    if m.format == "end2end":
+        outputs = [
+            ("num_dets", "TYPE_INT32", [1]),
+            ("det_boxes", "TYPE_FP32", [m.max_detections, 4]),
+            ("det_scores", "TYPE_FP32", [m.max_detections]),
+            ("det_classes", "TYPE_INT32", [m.max_detections]),
+        ]
+    else:
+        outputs = [("output0", "TYPE_FP32", [4 + nc, m.num_anchors])]
+    db, qp = t.dynamic_batching, t.dynamic_batching.queue_policy
+    kind = "KIND_GPU" if t.gpus else "KIND_CPU"
+    count = t.instances_per_gpu
+    lines = [
+        f'name: "{m.name}"',
+        f'platform: "{platform}"',
+        f"max_batch_size: {t.max_batch_size}",
+        "input [",
+        f'  {{ name: "images", data_type: TYPE_UINT8, dims: {_pb_list([s, s, 3])} }}',
+        "]",
+        "output [",
+        ",\n".join(f'  {{ name: "{n}", data_type: {d}, dims: {_pb_list(dims)} }}' for n, d, dims in outputs),
+        "]",
+        "dynamic_batching {",
+    ]
+    if db.preferred_batch_sizes:
+        lines.append(f"  preferred_batch_size: {_pb_list(sorted(set(db.preferred_batch_sizes)))}")
+    lines += [
+        f"  max_queue_delay_microseconds: {db.max_queue_delay_microseconds}",
+        "  default_queue_policy {",
+        f"    timeout_action: {qp.timeout_action}",
+        f"    default_timeout_microseconds: {qp.timeout_microseconds}",
+        "    allow_timeout_override: true",
+        f"    max_queue_size: {qp.max_queue_size}",
+        "  }",
+        "}",
+        f"instance_group [ {{ kind: {kind}, count: {count} }} ]",
+        "version_policy: { latest: { num_versions: 1 } }",
+        f'parameters {{ key: "class_names", value: {{ string_value: {json.dumps(json.dumps(m.class_names))} }} }}',
+    ]
+    if m.format in ("onnx", "end2end") and t.gpus:
+        lines += [
+            "optimization { execution_accelerators { gpu_execution_accelerator: [ {",
+            '  name: "tensorrt"',
+            '  parameters { key: "precision_mode", value: "FP16" }',
+            '  parameters { key: "max_workspace_size_bytes", value: "1073741824" }',
+            "} ] } }",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def build_model_configmap(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(meta, names(meta)["config"], "model-config"),
+        "data": {"config.pbtxt": render_config_pbtxt(spec)},
+    }
+
+
+# --------------------------------------------------------------------------- pod security
+
+
+def pod_security_context() -> dict[str, Any]:
+    """Pod Security Standard "restricted"."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context(read_only_root: bool = True) -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+    }
+
+
+def _resources(r: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if r.requests:
+        out["requests"] = {k: str(v) for k, v in r.requests.items()}
+    if r.limits:
+        out["limits"] = {k: str(v) for k, v in r.limits.items()}
+    return out
+
+
+# --------------------------------------------------------------------------- Triton
+
+
+def _fetch_script(spec: YoloServiceSpec) -> str:
+    m = spec.model
+    ext = "plan" if m.format == "tensorrt" else "onnx"
+    target = f"{MODELS_DIR}/{m.name}/1/model.{ext}"
+    src = m.source
+    if src.pvc is not None:
+        fetch = f"cp {shlex.quote('/source/' + src.pvc.path.lstrip('/'))} {target}"
+    elif src.scheme == "s3":
+        fetch = f"aws s3 cp --only-show-errors {shlex.quote(src.uri or '')} {target}"
+    elif src.scheme == "gs":
+        fetch = f"gcloud storage cp {shlex.quote(src.uri or '')} {target}"
+    else:
+        fetch = f"curl -fsSL --retry 5 --retry-all-errors -o {target} {shlex.quote(src.uri or '')}"
+    return " && ".join(
+        [
+            "set -eu",
+            f"mkdir -p {MODELS_DIR}/{m.name}/1",
+            f"cp /config/config.pbtxt {MODELS_DIR}/{m.name}/config.pbtxt",
+            fetch,
+            f"test -s {target}",
+        ]
+    )
+
+
+def _fetcher(spec: YoloServiceSpec) -> dict[str, Any]:
+    src = spec.model.source
+    mounts = [{"name": "models", "mountPath": MODELS_DIR}, {"name": "model-config", "mountPath": "/config", "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"}]
+    container: dict[str, Any] = {
+        "name": "fetch-model",
+        "image": spec.fetcher_image,
+        "command": ["/bin/sh", "-c", _fetch_script(spec)],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "securityContext": container_security_context(),
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "volumeMounts": mounts,
+    }
+    if src.pvc is not None:
+        mounts.append({"name": "source", "mountPath": "/source", "readOnly": True})
+    if src.secret_ref is not None:
+        # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION, or a GCP key file under /credentials
+        container["envFrom"] = [{"secretRef": {"name": src.secret_ref.name}}]
+        if src.scheme == "gs":
+            mounts.append({"name": "credentials", "mountPath": "/credentials", "readOnly": True})
+            container["env"].append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/credentials/key.json"})
+    return container
+
+
+def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
+    t = spec.triton
+    n = names(meta)
+    config_hash = _digest(render_config_pbtxt(spec))
+    volumes: list[dict[str, Any]] = [
+        {"name": "models", "emptyDir": {}},
+        {"name": "model-config", "configMap": {"name": n["config"]}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+    ]
+    src = spec.model.source
+    if src.pvc is not None:
+        volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": src.pvc.claim_name, "readOnly": True}})
+    if src.secret_ref is not None and src.scheme == "gs":
+        volumes.append({"name": "credentials", "secret": {"secretName": src.secret_ref.name}})
+    probe = lambda path, **kw: {"httpGet": {"path": path, "port": "http"}, **kw}  # noqa: E731
+    container = {
+        "name": "triton",
+        "image": t.image,
+        "command": ["tritonserver"],
+        "args": [
+            f"--model-repository={MODELS_DIR}",
+            "--model-control-mode=none",
+            "--strict-readiness=true",
+            "--exit-timeout-secs=30",
+            f"--http-port={TRITON_HTTP}",
+            f"--grpc-port={TRITON_GRPC}",
+            f"--metrics-port={TRITON_METRICS}",
+            "--allow-metrics=true",
+            "--grpc-keepalive-time=10000",
+            "--grpc-keepalive-timeout=5000",
+            "--grpc-keepalive-permit-without-calls=1",
+            "--grpc-http2-max-pings-without-data=0",
+            "--log-verbose=0",
+        ],
+        "ports": [
+            {"name": "http", "containerPort": TRITON_HTTP, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": TRITON_GRPC, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": TRITON_METRICS, "protocol": "TCP"},
+        ],
+        "resources": _resources(t.resources),
+        "securityContext": container_security_context(),
+        "startupProbe": probe("/v2/health/ready", periodSeconds=5, failureThreshold=120, timeoutSeconds=3),
+        "readinessProbe": probe("/v2/health/ready", periodSeconds=5, failureThreshold=3, timeoutSeconds=3),
+        "livenessProbe": probe("/v2/health/live", periodSeconds=10, failureThreshold=6, timeoutSeconds=5),
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+    }
+    pod_spec: dict[str, Any] = {
+        "securityContext": pod_security_context(),
+        "terminationGracePeriodSeconds": 45,
+        "initContainers": [_fetcher(spec)],
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if t.node_selector:
+        pod_spec["nodeSelector"] = dict(t.node_selector)
+    if t.tolerations:
+        pod_spec["tolerations"] = list(t.tolerations)
+    elif t.gpus:
+        pod_spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    if t.affinity:
+        pod_spec["affinity"] = t.affinity
+    deployment: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(meta, n["triton"], "triton"),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(meta, "triton")},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {
+                    "labels": labels(meta, "triton"),
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(TRITON_METRICS),
+                        "prometheus.io/path": "/metrics",
+                        f"{GROUP}/config-hash": config_hash,  # a new model config rolls the pods
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+    if not t.autoscaling.enabled:  # never write replicas under an HPA
+        deployment["spec"]["replicas"] = t.replicas
+    return deployment
+
+
+def build_triton_service(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
+    """Headless: the gateway's one gRPC channel resolves every pod and round-robins over them."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(meta, names(meta)["triton"], "triton"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": False,
+            "selector": selector_labels(meta, "triton"),
+            "ports": [
+                {"name": "grpc", "port": TRITON_GRPC, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
+                {"name": "http", "port": TRITON_HTTP, "targetPort": "http", "protocol": "TCP"},
+                {"name": "metrics", "port": TRITON_METRICS, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+# --------------------------------------------------------------------------- gateway
+
+
+def triton_target(meta: Meta) -> str:
+    return f"dns:///{names(meta)['triton']}.{meta.namespace}.svc.cluster.local:{TRITON_GRPC}"
+
+
+def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
+    g = spec.gateway
+    env = {
+        "YOLO_GATEWAY_TRITON_URL": triton_target(meta),
+        "YOLO_GATEWAY_MODEL_NAME": spec.model.name,
+        "YOLO_GATEWAY_HOST": "0.0.0.0",
+        "YOLO_GATEWAY_PORT": str(GATEWAY_PORT),
+        "YOLO_GATEWAY_MAX_BODY_BYTES": str(g.limits.max_body_bytes),
+        "YOLO_GATEWAY_MAX_PIXELS": str(g.limits.max_pixels),
+        "YOLO_GATEWAY_MAX_BATCH_IMAGES": str(g.limits.max_batch_images),
+        "YOLO_GATEWAY_CONF": str(g.defaults.conf),
+        "YOLO_GATEWAY_IOU": str(g.defaults.iou),
+        "YOLO_GATEWAY_MAX_DET": str(g.defaults.max_det),
+        "YOLO_GATEWAY_SHUTDOWN_GRACE_S": str(g.shutdown_grace_seconds),
+    }
+    probe = lambda path, **kw: {"httpGet": {"path": path, "port": "http"}, **kw}  # noqa: E731
+    container = {
+        "name": "gateway",
+        "image": g.image,
+        "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "resources": _resources(g.resources),
+        "securityContext": container_security_context(),
+        "readinessProbe": probe("/readyz", periodSeconds=5, failureThreshold=2, timeoutSeconds=2),
+        "livenessProbe": probe("/healthz", periodSeconds=10, failureThreshold=3, timeoutSeconds=2),
+        # Endpoints drop the pod before uvicorn stops accepting; then in-flight requests drain.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    deployment: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(meta, names(meta)["gateway"], "gateway"),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(meta, "gateway")},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {
+                    "labels": labels(meta, "gateway"),
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(GATEWAY_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "securityContext": pod_security_context(),
+                    "terminationGracePeriodSeconds": PRESTOP_SECONDS + g.shutdown_grace_seconds + 5,
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+    if not g.autoscaling.enabled:
+        deployment["spec"]["replicas"] = g.replicas
+    return deployment
+
+
+def build_gateway_service(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(meta, names(meta)["service"], "gateway"),
+        "spec": {
+            "type": spec.service.type,
+            "selector": selector_labels(meta, "gateway"),
+            "ports": [{"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+# --------------------------------------------------------------------------- autoscaling and disruption
+
+
+def _hpa(meta: Meta, component: str, target: str, a: Any, metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    hpa: dict[str, Any] = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(meta, target, component),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+            "minReplicas": a.min_replicas,
+            "maxReplicas": a.max_replicas,
+            "metrics": metrics,
+        },
+    }
+    if a.behavior:
+        hpa["spec"]["behavior"] = a.behavior
+    return hpa
+
+
+def _pods_metric(name: str, average: int) -> dict[str, Any]:
+    return {"type": "Pods", "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": str(average)}}}
+
+
+def build_triton_hpa(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
+    """Scale Triton on its queue depth: pending requests per pod (via prometheus-adapter)."""
+    a = spec.triton.autoscaling
+    return _hpa(meta, "triton", names(meta)["triton"], a, [_pods_metric(TRITON_PENDING_METRIC, a.target_pending_requests)])
+
+
+def build_gateway_hpa(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
+    """Scale the gateway on in-flight requests per pod, and on CPU."""
+    a = spec.gateway.autoscaling
+    metrics = [_pods_metric(GATEWAY_INFLIGHT_METRIC, a.target_inflight_requests)]
+    if a.target_cpu_utilization:
+        metrics.append({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization}}})
+    return _hpa(meta, "gateway", names(meta)["gateway"], a, metrics)
+
+
+def build_pdb(spec: YoloServiceSpec, meta: Meta, component: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(meta, names(meta)[component], component),
+        "spec": {"maxUnavailable": spec.pod_disruption_budget.max_unavailable, "selector": {"matchLabels": selector_labels(meta, component)}},
+    }
+
+
+def build_service_monitor(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _metadata(meta, meta.name, "monitoring"),
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/instance": meta.name, OWNER_LABEL: meta.name}},
+            "endpoints": [
+                {"port": "http", "path": "/metrics", "interval": "15s"},
+                {"port": "metrics", "path": "/metrics", "interval": "15s"},
+            ],
+        },
+    }
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

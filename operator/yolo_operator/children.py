@@ -1,0 +1,96 @@
+"""Pure reconcile decisions: which children should exist, and which need a write.
+
+`desired_children` lists every child the operator manages, with `manifest=None`
+for the ones a disabled feature must remove. `needs_apply` compares a desired
+manifest with the live object, so that a no-op reconcile issues zero writes and
+a child edited by someone else is put back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+
+from . import builders as b
+from .spec import GROUP, YoloServiceSpec
+
+APPLIED_HASH = f"{GROUP}/applied-hash"
+
+
+@dataclass(frozen=True)
+class Child:
+    api_version: str
+    kind: str
+    name: str
+    manifest: dict[str, Any] | None  # None: must not exist
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+def desired_children(spec: YoloServiceSpec, meta: b.Meta, service_monitor_crd: bool) -> list[Child]:
+    n = b.names(meta)
+    children: list[tuple[str, str, str, dict[str, Any] | None]] = [
+        ("v1", "ConfigMap", n["config"], b.build_model_configmap(spec, meta)),
+        ("apps/v1", "Deployment", n["triton"], b.build_triton_deployment(spec, meta)),
+        ("v1", "Service", n["triton"], b.build_triton_service(spec, meta)),
+        ("apps/v1", "Deployment", n["gateway"], b.build_gateway_deployment(spec, meta)),
+        ("v1", "Service", n["service"], b.build_gateway_service(spec, meta)),
+        ("autoscaling/v2", "HorizontalPodAutoscaler", n["triton"], b.build_triton_hpa(spec, meta) if spec.triton.autoscaling.enabled else None),
+        ("autoscaling/v2", "HorizontalPodAutoscaler", n["gateway"], b.build_gateway_hpa(spec, meta) if spec.gateway.autoscaling.enabled else None),
+    ]
+    pdb = spec.pod_disruption_budget.enabled
+    children += [
+        ("policy/v1", "PodDisruptionBudget", n["triton"], b.build_pdb(spec, meta, "triton") if pdb else None),
+        ("policy/v1", "PodDisruptionBudget", n["gateway"], b.build_pdb(spec, meta, "gateway") if pdb else None),
+    ]
+    if service_monitor_crd:  # without the CRD there is nothing to create or delete
+        sm = b.build_service_monitor(spec, meta) if spec.monitoring.service_monitor else None
+        children.append(("monitoring.coreos.com/v1", "ServiceMonitor", meta.name, sm))
+    return [Child(*c) for c in children]
+
+
+def manifest_hash(manifest: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+
+
+def with_hash(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest plus an annotation with its own hash (taken before the annotation is added)."""
+    out = json.loads(json.dumps(manifest))
+    out["metadata"].setdefault("annotations", {})[APPLIED_HASH] = manifest_hash(manifest)
+    return out
+
+
+def _same_scalar(want: Any, have: Any) -> bool:
+    if want == have:
+        return True
+    if isinstance(want, (str, int, float)) and isinstance(have, (str, int, float)) and not isinstance(want, bool):
+        try:  # the API server canonicalises quantities: "0.5" is stored as "500m"
+            return parse_quantity(want) == parse_quantity(have)
+        except (ValueError, TypeError, ArithmeticError):
+            return str(want) == str(have)
+    return False
+
+
+def is_subset(want: Any, have: Any) -> bool:
+    """True when every field of `want` is in `have` with the same value (server defaults may add more)."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(k in have and is_subset(v, have[k]) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(have, list) and len(want) == len(have) and all(is_subset(w, h) for w, h in zip(want, have))
+    return _same_scalar(want, have)
+
+
+def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    """Apply when missing, when our last applied manifest changed, or when someone changed our fields."""
+    if live is None:
+        return True
+    applied = (live.get("metadata", {}).get("annotations") or {}).get(APPLIED_HASH)
+    if applied != desired["metadata"].get("annotations", {}).get(APPLIED_HASH):
+        return True
+    return not is_subset(desired, live)

@@ -1,0 +1,113 @@
+"""The operator's only Kubernetes I/O: get, server-side apply, delete and status patches.
+
+Children are written with server-side apply under one field manager, with
+force, so the operator owns exactly the fields it sets (and never `replicas`
+of a Deployment under an HPA).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from .spec import GROUP, PLURAL, VERSION
+
+FIELD_MANAGER = "yolo-operator"
+log = logging.getLogger("yolo_operator.kube")
+
+PLURALS = {
+    "ConfigMap": "configmaps",
+    "Service": "services",
+    "Deployment": "deployments",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "ServiceMonitor": "servicemonitors",
+    "YoloService": PLURAL,
+}
+
+_lock = threading.Lock()
+_api: client.ApiClient | None = None
+
+
+def api() -> client.ApiClient:
+    """One ApiClient per process, from the in-cluster config or else the kubeconfig."""
+    global _api
+    with _lock:
+        if _api is None:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            _api = client.ApiClient()
+        return _api
+
+
+def path(api_version: str, kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    p = f"{base}/namespaces/{namespace}/{PLURALS[kind]}"
+    if name:
+        p += f"/{name}"
+    if sub:
+        p += f"/{sub}"
+    return p
+
+
+def _call(method: str, url: str, body: Any = None, query: list[tuple[str, str]] | None = None, content_type: str = "application/json") -> Any:
+    return api().call_api(
+        url,
+        method,
+        query_params=query or [],
+        header_params={"Content-Type": content_type, "Accept": "application/json"},
+        body=body,
+        response_type="object",
+        auth_settings=["BearerToken"],
+        _return_http_data_only=True,
+        _preload_content=True,
+    )
+
+
+def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return _call("GET", path(api_version, kind, namespace, name))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def apply(manifest: dict[str, Any]) -> dict[str, Any]:
+    md = manifest["metadata"]
+    url = path(manifest["apiVersion"], manifest["kind"], md["namespace"], md["name"])
+    query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+    return _call("PATCH", url, manifest, query, "application/apply-patch+yaml")
+
+
+def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
+    """Delete; a 404 counts as success. Returns whether something was deleted."""
+    try:
+        _call("DELETE", path(api_version, kind, namespace, name), {"propagationPolicy": "Background"})
+        return True
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+
+
+def patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+    url = path(f"{GROUP}/{VERSION}", "YoloService", namespace, name, "status")
+    _call("PATCH", url, {"status": status}, content_type="application/merge-patch+json")
+
+
+def has_api(group_version: str, kind: str) -> bool:
+    """Whether the cluster serves a kind (e.g. ServiceMonitor from the Prometheus operator)."""
+    try:
+        resources = _call("GET", f"/apis/{group_version}")
+    except ApiException as exc:
+        if exc.status in (403, 404):
+            return False
+        raise
+    return any(r.get("kind") == kind for r in (resources or {}).get("resources", []))

@@ -1,0 +1,117 @@
+"""One level-based reconcile for a YoloService: spec → builders → server-side apply → status.
+
+Create, update, resume and the resync timer all call `reconcile`. It reads the
+live children, writes only those that differ from the desired state (a no-op
+pass issues zero writes), deletes the children of disabled features (404 is
+success), and patches status only when it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from . import builders, kube
+from .children import Child, desired_children, needs_apply, with_hash
+from .spec import InvalidSpec, YoloServiceSpec, parse_spec
+from .status import (
+    autoscaling_condition,
+    deployment_condition,
+    invalid_spec_conditions,
+    merge_conditions,
+    now_rfc3339,
+    ready_condition,
+    replica_summary,
+)
+
+log = logging.getLogger("yolo_operator")
+
+
+@dataclass
+class Outcome:
+    applied: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    ready: bool = False
+    status_written: bool = False
+    message: str = ""
+
+
+def _adopted(child: Child, body: kopf.Body) -> dict[str, Any]:
+    manifest = with_hash(child.manifest)  # type: ignore[arg-type]
+    kopf.adopt(manifest, owner=body, strict=True)
+    # kopf.adopt copies the owner's labels; ours win for the app.kubernetes.io/* keys.
+    manifest["metadata"]["labels"].update(child.manifest["metadata"]["labels"])  # type: ignore[index]
+    return manifest
+
+
+def _write_status(body: kopf.Body, status: dict[str, Any]) -> bool:
+    current = dict(body.get("status") or {})
+    if all(current.get(k) == v for k, v in status.items()):
+        return False
+    kube.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], status)
+    return True
+
+
+def _fail_invalid(body: kopf.Body, meta: builders.Meta, exc: InvalidSpec) -> Outcome:
+    conditions = merge_conditions((body.get("status") or {}).get("conditions", []), invalid_spec_conditions(str(exc)), meta.generation, now_rfc3339())
+    written = _write_status(body, {"observedGeneration": meta.generation, "conditions": conditions})
+    if written:
+        kopf.warn(body, reason="InvalidSpec", message=str(exc))
+    return Outcome(status_written=written, message=str(exc))
+
+
+def reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger = log) -> Outcome:
+    meta = builders.Meta.from_body(body)
+    try:
+        spec: YoloServiceSpec = parse_spec(body.get("spec") or {})
+    except InvalidSpec as exc:
+        outcome = _fail_invalid(body, meta, exc)
+        raise kopf.PermanentError(f"invalid spec: {exc}") from exc
+    outcome = Outcome()
+    live: dict[tuple[str, str], dict[str, Any] | None] = {}
+    for child in desired_children(spec, meta, kube.has_api("monitoring.coreos.com/v1", "ServiceMonitor")):
+        current = kube.get(child.api_version, child.kind, meta.namespace, child.name)
+        if child.manifest is None:
+            if current is not None and kube.delete(child.api_version, child.kind, meta.namespace, child.name):
+                outcome.deleted.append(child.ref)
+            live[(child.kind, child.name)] = None
+            continue
+        desired = _adopted(child, body)
+        if needs_apply(desired, current):
+            current = kube.apply(desired)
+            outcome.applied.append(child.ref)
+        live[(child.kind, child.name)] = current
+
+    for ref in outcome.applied:
+        kopf.info(body, reason="Applied", message=f"applied {ref}")
+    for ref in outcome.deleted:
+        kopf.info(body, reason="Deleted", message=f"deleted {ref} (feature disabled)")
+    if outcome.applied or outcome.deleted:
+        logger.info("applied %s; deleted %s", outcome.applied or "nothing", outcome.deleted or "nothing")
+
+    n = builders.names(meta)
+    triton = live.get(("Deployment", n["triton"]))
+    gateway = live.get(("Deployment", n["gateway"]))
+    parts = [deployment_condition("TritonReady", triton), deployment_condition("GatewayReady", gateway)]
+    parts.append(
+        autoscaling_condition(
+            {"triton": spec.triton.autoscaling.enabled, "gateway": spec.gateway.autoscaling.enabled},
+            {"triton": live.get(("HorizontalPodAutoscaler", n["triton"])), "gateway": live.get(("HorizontalPodAutoscaler", n["gateway"]))},
+        )
+    )
+    ready = ready_condition(parts)
+    old = (body.get("status") or {}).get("conditions", [])
+    status = {
+        "observedGeneration": meta.generation,
+        "conditions": merge_conditions(old, [*parts, ready], meta.generation, now_rfc3339()),
+        "url": f"http://{n['service']}.{meta.namespace}.svc.cluster.local:{spec.service.port}",
+        "tritonReplicas": replica_summary(triton),
+        "gatewayReplicas": replica_summary(gateway),
+    }
+    outcome.status_written = _write_status(body, status)
+    outcome.ready = ready.status == "True"
+    outcome.message = ready.message
+    return outcome

@@ -1,0 +1,219 @@
+"""The YoloService spec as a pydantic model.
+
+The CRD's OpenAPI schema (with defaults and CEL rules) is the first line of
+validation, enforced by the API server. This model is the second: it gives the
+builders typed input, and it catches what the schema cannot express; those
+errors become a PermanentError with a condition saying why.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "serving.yolo.dev"
+VERSION = "v1alpha1"
+PLURAL = "yoloservices"
+KIND = "YoloService"
+
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+DEFAULT_GATEWAY_IMAGE = "ghcr.io/yolo-operator/gateway:0.1.0"
+DEFAULT_FETCHER_IMAGE = "ghcr.io/yolo-operator/model-fetcher:0.1.0"
+_URI = re.compile(r"^(s3|gs|https?)://[^\s]+$")
+
+
+class InvalidSpec(ValueError):
+    """A spec the schema accepted but the operator cannot build."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+
+class SecretRef(_Model):
+    name: str
+
+
+class PVCSource(_Model):
+    claim_name: str
+    path: str = Field(description="path of the model file inside the volume")
+
+
+class ModelSource(_Model):
+    uri: str | None = None
+    pvc: PVCSource | None = None
+    secret_ref: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSource:
+        if (self.uri is None) == (self.pvc is None):
+            raise ValueError("set exactly one of model.source.uri and model.source.pvc")
+        if self.uri is not None and not _URI.match(self.uri):
+            raise ValueError("model.source.uri must start with s3://, gs://, http:// or https://")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "pvc" if self.pvc else self.uri.split("://", 1)[0]  # type: ignore[union-attr]
+
+
+class ModelSpec(_Model):
+    name: str = "yolo"
+    format: Literal["onnx", "tensorrt", "end2end"] = "onnx"
+    input_size: int = Field(640, ge=32, le=4096)
+    class_names: list[str] = Field(min_length=1)
+    max_detections: int = Field(100, ge=1, le=1000, description="end2end: detections per image in the graph")
+    source: ModelSource
+
+    @field_validator("input_size")
+    @classmethod
+    def _stride(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"model.inputSize must be a multiple of 32 (the largest YOLO stride), got {v}")
+        return v
+
+    @field_validator("class_names")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dup = sorted({n for n in v if v.count(n) > 1})
+        if dup:
+            raise ValueError(f"model.classNames has duplicates: {dup}")
+        return v
+
+    @property
+    def num_anchors(self) -> int:
+        s = self.input_size
+        return sum((s // k) ** 2 for k in (8, 16, 32))
+
+
+class QueuePolicy(_Model):
+    max_queue_size: int = Field(1024, ge=0)
+    timeout_microseconds: int = Field(5_000_000, ge=0)
+    timeout_action: Literal["REJECT", "DELAY"] = "REJECT"
+
+
+class DynamicBatching(_Model):
+    preferred_batch_sizes: list[int] = Field(default_factory=list)
+    max_queue_delay_microseconds: int = Field(1000, ge=0)
+    queue_policy: QueuePolicy = QueuePolicy()
+
+
+class Autoscaling(_Model):
+    enabled: bool = True
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(4, ge=1)
+    behavior: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must be <= maxReplicas")
+        return self
+
+
+class TritonAutoscaling(Autoscaling):
+    target_pending_requests: int = Field(10, ge=1, description="average pending requests per Triton pod")
+
+
+class GatewayAutoscaling(Autoscaling):
+    target_inflight_requests: int = Field(32, ge=1, description="average in-flight requests per gateway pod")
+    target_cpu_utilization: int | None = Field(70, ge=1, le=100)
+
+
+class Resources(_Model):
+    requests: dict[str, str | int] = Field(default_factory=dict)
+    limits: dict[str, str | int] = Field(default_factory=dict)
+
+
+class TritonSpec(_Model):
+    image: str = DEFAULT_TRITON_IMAGE
+    replicas: int = Field(1, ge=0, description="used when autoscaling is off")
+    resources: Resources = Resources(requests={"cpu": "2", "memory": "4Gi"}, limits={"memory": "8Gi", "nvidia.com/gpu": 1})
+    instances_per_gpu: int = Field(1, ge=1)
+    max_batch_size: int = Field(16, ge=1)
+    dynamic_batching: DynamicBatching = DynamicBatching()
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    affinity: dict[str, Any] | None = None
+    autoscaling: TritonAutoscaling = TritonAutoscaling()
+
+    @model_validator(mode="after")
+    def _batches(self) -> TritonSpec:
+        bad = [b for b in self.dynamic_batching.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
+        if bad:
+            raise ValueError(f"triton.dynamicBatching.preferredBatchSizes {bad} must be within 1..maxBatchSize ({self.max_batch_size})")
+        return self
+
+    @property
+    def gpus(self) -> int:
+        return int(self.resources.limits.get("nvidia.com/gpu", 0) or 0)
+
+
+class GatewayLimits(_Model):
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(40_000_000, ge=1024)
+    max_batch_images: int = Field(32, ge=1)
+
+
+class GatewayDefaults(_Model):
+    conf: float = Field(0.25, ge=0, le=1)
+    iou: float = Field(0.45, ge=0, le=1)
+    max_det: int = Field(100, ge=1)
+
+
+class GatewaySpec(_Model):
+    image: str = DEFAULT_GATEWAY_IMAGE
+    replicas: int = Field(2, ge=0, description="used when autoscaling is off")
+    resources: Resources = Resources(requests={"cpu": "1", "memory": "512Mi"}, limits={"memory": "1Gi"})
+    limits: GatewayLimits = GatewayLimits()
+    defaults: GatewayDefaults = GatewayDefaults()
+    autoscaling: GatewayAutoscaling = GatewayAutoscaling(min_replicas=2, max_replicas=10)
+    shutdown_grace_seconds: int = Field(20, ge=0, le=600)
+
+
+class ServiceSpec(_Model):
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    port: int = Field(80, ge=1, le=65535)
+
+
+class PDBSpec(_Model):
+    enabled: bool = True
+    max_unavailable: int = Field(1, ge=1)
+
+
+class MonitoringSpec(_Model):
+    service_monitor: bool = False
+
+
+class YoloServiceSpec(_Model):
+    model: ModelSpec
+    triton: TritonSpec = TritonSpec()
+    gateway: GatewaySpec = GatewaySpec()
+    service: ServiceSpec = ServiceSpec()
+    pod_disruption_budget: PDBSpec = PDBSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
+    fetcher_image: str = DEFAULT_FETCHER_IMAGE
+
+    @model_validator(mode="after")
+    def _cross(self) -> YoloServiceSpec:
+        if self.model.format == "tensorrt" and self.triton.gpus < 1:
+            raise ValueError("model.format tensorrt needs a GPU: set triton.resources.limits['nvidia.com/gpu']")
+        if self.model.source.pvc is not None and self.model.source.secret_ref is not None:
+            raise ValueError("model.source.secretRef applies to s3://, gs:// and http(s):// sources, not to a PVC")
+        return self
+
+
+def parse_spec(spec: dict[str, Any]) -> YoloServiceSpec:
+    """Validate a YoloService spec; raise InvalidSpec with a readable message."""
+    try:
+        return YoloServiceSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(to_camel(str(p)) for p in err["loc"] if not isinstance(p, int))
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        raise InvalidSpec("; ".join(parts)) from exc

@@ -1,0 +1,103 @@
+"""Pure status computation: conditions from the live children, and merging that keeps
+lastTransitionTime unless a condition's status flips."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+CONDITION_TYPES = ("TritonReady", "GatewayReady", "AutoscalingReady", "Ready")
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str  # CamelCase
+    message: str
+
+    def to_dict(self, generation: int, now: str) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionTime": now,
+            "observedGeneration": generation,
+        }
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def deployment_condition(kind: str, dep: dict[str, Any] | None) -> Condition:
+    if dep is None:
+        return Condition(kind, "False", "DeploymentMissing", "the Deployment does not exist yet")
+    st = dep.get("status") or {}
+    want = dep.get("spec", {}).get("replicas", 1)
+    ready = int(st.get("readyReplicas", 0) or 0)
+    available = int(st.get("availableReplicas", 0) or 0)
+    updated = int(st.get("updatedReplicas", 0) or 0)
+    current = int(st.get("observedGeneration", 0) or 0) >= int(dep.get("metadata", {}).get("generation", 0) or 0)
+    if available >= 1 and current and updated >= min(want, 1):
+        return Condition(kind, "True", "MinimumReplicasAvailable", f"{ready}/{want} replicas ready")
+    if want == 0:
+        return Condition(kind, "False", "ScaledToZero", "the Deployment has 0 replicas")
+    for c in st.get("conditions") or []:
+        if c.get("type") == "Progressing" and c.get("status") == "False":
+            return Condition(kind, "False", "ProgressDeadlineExceeded", c.get("message", ""))
+    return Condition(kind, "False", "ReplicasNotReady", f"{ready}/{want} replicas ready")
+
+
+def autoscaling_condition(enabled: dict[str, bool], hpas: dict[str, dict[str, Any] | None]) -> Condition:
+    t = "AutoscalingReady"
+    if not any(enabled.values()):
+        return Condition(t, "True", "AutoscalingDisabled", "autoscaling is off; replicas come from the spec")
+    problems = []
+    for component, on in enabled.items():
+        if not on:
+            continue
+        hpa = hpas.get(component)
+        if hpa is None:
+            problems.append(f"{component}: HPA missing")
+            continue
+        for c in (hpa.get("status") or {}).get("conditions") or []:
+            if c.get("type") in ("AbleToScale", "ScalingActive") and c.get("status") == "False":
+                problems.append(f"{component}: {c.get('reason')}: {c.get('message', '')}".strip())
+    if problems:
+        reason = "HPAMissing" if any("HPA missing" in p for p in problems) else "MetricsUnavailable"
+        return Condition(t, "False", reason, "; ".join(problems))
+    return Condition(t, "True", "HPAsActive", "HPAs scale Triton on pending requests and the gateway on in-flight requests")
+
+
+def ready_condition(parts: list[Condition]) -> Condition:
+    failing = [p for p in parts if p.type in ("TritonReady", "GatewayReady") and p.status != "True"]
+    if failing:
+        return Condition("Ready", "False", "ComponentsNotReady", "; ".join(f"{p.type}: {p.message}" for p in failing))
+    return Condition("Ready", "True", "AllComponentsReady", "Triton and the gateway are serving")
+
+
+def merge_conditions(old: list[dict[str, Any]], new: list[Condition], generation: int, now: str) -> list[dict[str, Any]]:
+    """New conditions; lastTransitionTime is kept from `old` unless the status changed."""
+    previous = {c.get("type"): c for c in old or []}
+    out = []
+    for c in new:
+        d = c.to_dict(generation, now)
+        prev = previous.get(c.type)
+        if prev is not None and prev.get("status") == c.status and prev.get("lastTransitionTime"):
+            d["lastTransitionTime"] = prev["lastTransitionTime"]
+        out.append(d)
+    return out
+
+
+def invalid_spec_conditions(message: str) -> list[Condition]:
+    return [Condition("Ready", "False", "InvalidSpec", message)]
+
+
+def replica_summary(dep: dict[str, Any] | None) -> str:
+    if dep is None:
+        return "0/0"
+    st = dep.get("status") or {}
+    return f"{int(st.get('readyReplicas', 0) or 0)}/{int(dep.get('spec', {}).get('replicas', 0) or 0)}"
