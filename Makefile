@@ -7,12 +7,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-12)
 TRAIN_VENV ?= .cache/train-venv
 
-.PHONY: help venv test test-unit test-triton demo serve lint bench model-repo train clean
+.PHONY: help venv test test-unit test-triton test-e2e demo serve lint bench model-repo train clean cluster-build cluster-up cluster-down operator
 
 help:
 	@echo "make demo         start Triton + the gateway, detect on a fresh image, stop"
 	@echo "make test         every test (installs everything on first use)"
 	@echo "make serve        the local stack in the foreground (GATEWAY_PORT, TRITON_*_PORT)"
+	@echo "make cluster-up   a real control plane on loopback (built from Go modules once); cluster-down stops it"
+	@echo "make operator     run the operator against the current kubeconfig"
 	@echo "make bench        benchmarks (QUICK=1 for a short run)"
 	@echo "make model-repo   rebuild the serving ONNX variants from model_repository/source"
 	@echo "make train        retrain the bundled detector (needs the 'train' extra: torch, ultralytics)"
@@ -34,6 +36,21 @@ test-unit: venv
 
 test-triton: venv
 	$(BIN)/python -m pytest -m triton
+
+test-e2e: venv cluster-build
+	$(BIN)/python -m pytest k8s-tests
+
+cluster-build:
+	bash k8s-tests/cluster/build.sh
+
+cluster-up: venv cluster-build
+	$(BIN)/python k8s-tests/cluster/cluster.py up
+
+cluster-down:
+	@test -x $(BIN)/python && $(BIN)/python k8s-tests/cluster/cluster.py down || python3 k8s-tests/cluster/cluster.py down
+
+operator: venv
+	$(BIN)/python -m yolo_operator --all-namespaces
 
 demo: venv
 	$(BIN)/python -m yolo_gateway.stack demo

@@ -1,0 +1,347 @@
+"""A real Kubernetes control plane on loopback, built from Go modules (see build.sh).
+
+    python k8s-tests/cluster/cluster.py up      # make cluster-up
+    python k8s-tests/cluster/cluster.py down    # make cluster-down
+    python k8s-tests/cluster/cluster.py status
+
+etcd, kube-apiserver (RBAC, generated certificates and service-account keys),
+kube-controller-manager (deployment, replicaset, garbage collector, namespace,
+service accounts, HPA with short sync periods, disruption, endpoints),
+kube-scheduler, and kwok, which runs fake nodes: GPU nodes that advertise
+`nvidia.com/gpu` (tainted, as GPU pools are) and CPU-only nodes. Everything
+listens on 127.0.0.1. State lives in `.cluster/` (git-ignored); the admin
+kubeconfig is `.cluster/kubeconfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE = Path(os.environ.get("YOLO_CLUSTER_DIR", ROOT / ".cluster"))
+BIN = Path(os.environ.get("YOLO_CLUSTER_BIN", ROOT / ".bin"))
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Ports:
+    apiserver: int = int(os.environ.get("YOLO_CLUSTER_API_PORT", 16443))
+    etcd: int = int(os.environ.get("YOLO_CLUSTER_ETCD_PORT", 12379))
+    etcd_peer: int = int(os.environ.get("YOLO_CLUSTER_ETCD_PEER_PORT", 12380))
+
+
+def binary(name: str) -> str:
+    path = BIN / name
+    if not path.exists():
+        raise ClusterError(f"{path} is missing: run `make cluster-build` (needs Go; builds from the Go module proxy) or set YOLO_K8S_BIN")
+    return str(path)
+
+
+def _run(cmd: list[str], **kw: object) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout  # type: ignore[call-overload]
+
+
+# --------------------------------------------------------------------------- PKI
+
+
+def _cert(pki: Path, name: str, subject: str, ca: bool = False, server_ips: tuple[str, ...] = (), dns: tuple[str, ...] = ()) -> None:
+    key, crt = pki / f"{name}.key", pki / f"{name}.crt"
+    if crt.exists():
+        return
+    _run(["openssl", "genrsa", "-out", str(key), "2048"])
+    if ca:
+        _run(["openssl", "req", "-x509", "-new", "-nodes", "-key", str(key), "-sha256", "-days", "3650", "-subj", subject, "-out", str(crt)])
+        return
+    ext = pki / f"{name}.ext"
+    lines = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment"]
+    if server_ips or dns:
+        alt = [f"IP:{ip}" for ip in server_ips] + [f"DNS:{d}" for d in dns]
+        lines += ["extendedKeyUsage=serverAuth,clientAuth", "subjectAltName=" + ",".join(alt)]
+    else:
+        lines.append("extendedKeyUsage=clientAuth")
+    ext.write_text("\n".join(lines) + "\n")
+    csr = pki / f"{name}.csr"
+    _run(["openssl", "req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr)])
+    _run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "3650", "-sha256", "-extfile", str(ext), "-out", str(crt)])
+
+
+def make_pki(pki: Path) -> None:
+    pki.mkdir(parents=True, exist_ok=True)
+    _cert(pki, "ca", "/CN=yolo-operator-test-ca", ca=True)
+    _cert(pki, "apiserver", "/CN=kube-apiserver", server_ips=("127.0.0.1", "10.96.0.1"), dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"))
+    _cert(pki, "admin", "/O=system:masters/CN=kubernetes-admin")
+    _cert(pki, "controller-manager", "/CN=system:kube-controller-manager")
+    _cert(pki, "scheduler", "/CN=system:kube-scheduler")
+    _cert(pki, "kwok", "/O=system:masters/CN=kwok")
+    if not (pki / "sa.key").exists():
+        _run(["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"])
+        _run(["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")])
+
+
+def kubeconfig(path: Path, pki: Path, user: str, port: int) -> Path:
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "yolo-local", "cluster": {"server": f"https://127.0.0.1:{port}", "certificate-authority": str(pki / "ca.crt")}}],
+        "users": [{"name": user, "user": {"client-certificate": str(pki / f"{user}.crt"), "client-key": str(pki / f"{user}.key")}}],
+        "contexts": [{"name": "yolo-local", "context": {"cluster": "yolo-local", "user": user}}],
+        "current-context": "yolo-local",
+    }
+    path.write_text(json.dumps(cfg, indent=2))
+    return path
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _pidfile(name: str) -> Path:
+    return STATE / "pids" / f"{name}.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _start(name: str, cmd: list[str]) -> None:
+    (STATE / "pids").mkdir(parents=True, exist_ok=True)
+    (STATE / "logs").mkdir(parents=True, exist_ok=True)
+    log = open(STATE / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    _pidfile(name).write_text(str(proc.pid))
+
+
+def _wait(what: str, check, timeout: float = 90.0, name: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if name:
+            pid = int(_pidfile(name).read_text())
+            if not _alive(pid):
+                tail = (STATE / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise ClusterError(f"{name} exited during start-up:\n{tail}")
+        try:
+            if check():
+                return
+        except (subprocess.CalledProcessError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    raise ClusterError(f"timed out waiting for {what} {last}")
+
+
+def kubectl(*args: str, kubeconfig_path: Path | None = None, input_text: str | None = None) -> str:
+    cfg = kubeconfig_path or STATE / "kubeconfig"
+    return subprocess.run(["kubectl", f"--kubeconfig={cfg}", *args], check=True, capture_output=True, text=True, input=input_text).stdout
+
+
+def gpu_node(name: str, gpus: int) -> dict:
+    return _node(name, {"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "node.kubernetes.io/instance-type": "gpu"}, {"nvidia.com/gpu": str(gpus)}, [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}])
+
+
+def cpu_node(name: str) -> dict:
+    return _node(name, {"node.kubernetes.io/instance-type": "cpu"}, {}, [])
+
+
+def _node(name: str, labels: dict, extra: dict, taints: list) -> dict:
+    resources = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "500Gi", **extra}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
+            "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", **labels},
+        },
+        "spec": {"taints": taints},
+        "status": {"allocatable": resources, "capacity": resources, "nodeInfo": {"kubeletVersion": "fake", "operatingSystem": "linux", "architecture": "amd64"}, "phase": "Running"},
+    }
+
+
+def up(gpu_nodes: int = 2, cpu_nodes: int = 1, gpus_per_node: int = 4) -> Path:
+    ports = Ports()
+    if status(quiet=True):
+        print(f"cluster already running: {STATE / 'kubeconfig'}")
+        return STATE / "kubeconfig"
+    down(quiet=True)
+    start = time.monotonic()
+    pki = STATE / "pki"
+    make_pki(pki)
+    admin = kubeconfig(STATE / "kubeconfig", pki, "admin", ports.apiserver)
+    cm_cfg = kubeconfig(STATE / "controller-manager.kubeconfig", pki, "controller-manager", ports.apiserver)
+    sched_cfg = kubeconfig(STATE / "scheduler.kubeconfig", pki, "scheduler", ports.apiserver)
+    kwok_cfg = kubeconfig(STATE / "kwok.kubeconfig", pki, "kwok", ports.apiserver)
+
+    etcd_url = f"http://127.0.0.1:{ports.etcd}"
+    _start(
+        "etcd",
+        [
+            binary("etcd"),
+            f"--data-dir={STATE / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{ports.etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{ports.etcd_peer}",
+            f"--initial-cluster=default=http://127.0.0.1:{ports.etcd_peer}",
+            "--unsafe-no-fsync=true",
+            "--quota-backend-bytes=2147483648",
+            "--log-level=warn",
+        ],
+    )
+    _wait("etcd", lambda: _run(["curl", "-sf", f"{etcd_url}/health"]) != "", name="etcd")
+
+    _start(
+        "kube-apiserver",
+        [
+            binary("kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={ports.apiserver}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--api-audiences=https://kubernetes.default.svc.cluster.local",
+            "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--allow-privileged=false",
+            "--endpoint-reconciler-type=none",
+            "--enable-priority-and-fairness=false",
+            "--profiling=false",
+            "--v=1",
+        ],
+    )
+    _wait("kube-apiserver /readyz", lambda: kubectl("get", "--raw=/readyz", kubeconfig_path=admin).strip() == "ok", timeout=120, name="kube-apiserver")
+
+    _start(
+        "kube-controller-manager",
+        [
+            binary("kube-controller-manager"),
+            f"--kubeconfig={cm_cfg}",
+            f"--authentication-kubeconfig={cm_cfg}",
+            f"--authorization-kubeconfig={cm_cfg}",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            "--leader-elect=false",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            "--controllers=deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller,"
+            "serviceaccount-controller,serviceaccount-token-controller,horizontal-pod-autoscaler-controller,"
+            "disruption-controller,endpoints-controller,endpointslice-controller,pod-garbage-collector-controller",
+            "--horizontal-pod-autoscaler-sync-period=2s",
+            "--horizontal-pod-autoscaler-downscale-stabilization=10s",
+            "--concurrent-deployment-syncs=10",
+            "--concurrent-gc-syncs=20",
+            "--v=1",
+        ],
+    )
+    _start(
+        "kube-scheduler",
+        [binary("kube-scheduler"), f"--kubeconfig={sched_cfg}", f"--authentication-kubeconfig={sched_cfg}", f"--authorization-kubeconfig={sched_cfg}", "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false", "--v=1"],
+    )
+    _start(
+        "kwok",
+        [
+            binary("kwok"),
+            f"--kubeconfig={kwok_cfg}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--node-ip=127.0.0.1",
+            "--cidr=10.244.0.0/16",
+            "--node-lease-duration-seconds=40",
+            "--server-address=127.0.0.1:0",
+        ],
+    )
+    nodes = [gpu_node(f"gpu-node-{i}", gpus_per_node) for i in range(gpu_nodes)] + [cpu_node(f"cpu-node-{i}") for i in range(cpu_nodes)]
+    kubectl("apply", "-f", "-", kubeconfig_path=admin, input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+
+    def nodes_ready() -> bool:
+        out = json.loads(kubectl("get", "nodes", "-o", "json", kubeconfig_path=admin))
+        ready = [n for n in out["items"] if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))]
+        return len(ready) == len(nodes)
+
+    _wait("kwok nodes Ready", nodes_ready, timeout=60, name="kwok")
+    _wait("the default ServiceAccount", lambda: bool(kubectl("get", "serviceaccount", "default", "-o", "name", kubeconfig_path=admin)), timeout=60, name="kube-controller-manager")
+    for name in COMPONENTS:
+        if not _alive(int(_pidfile(name).read_text())):
+            raise ClusterError(f"{name} is not running; see {STATE / 'logs' / (name + '.log')}")
+    print(f"cluster up in {time.monotonic() - start:.1f}s: {len(nodes)} nodes; KUBECONFIG={admin}")
+    return admin
+
+
+def down(quiet: bool = False) -> None:
+    """Stop every component (SIGTERM, then SIGKILL) and remove the state, keeping nothing running."""
+    for name in reversed(COMPONENTS):
+        pf = _pidfile(name)
+        if not pf.exists():
+            continue
+        pid = int(pf.read_text())
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pf.unlink(missing_ok=True)
+            continue
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        pf.unlink(missing_ok=True)
+    for sub in ("etcd", "pids"):
+        shutil.rmtree(STATE / sub, ignore_errors=True)
+    if not quiet:
+        print("cluster down")
+
+
+def status(quiet: bool = False) -> bool:
+    running = {}
+    for name in COMPONENTS:
+        pf = _pidfile(name)
+        running[name] = pf.exists() and _alive(int(pf.read_text()))
+    if not quiet:
+        for name, ok in running.items():
+            print(f"{name:<24} {'running' if ok else 'stopped'}")
+    return all(running.values())
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["up", "down", "status"])
+    ap.add_argument("--gpu-nodes", type=int, default=2)
+    ap.add_argument("--cpu-nodes", type=int, default=1)
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "up":
+            up(args.gpu_nodes, args.cpu_nodes)
+        elif args.command == "down":
+            down()
+        else:
+            sys.exit(0 if status() else 1)
+    except ClusterError as exc:
+        print(f"cluster: {exc}", file=sys.stderr)
+        if args.command == "up":
+            down(quiet=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

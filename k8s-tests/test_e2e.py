@@ -1,0 +1,218 @@
+"""End to end on the real control plane: helm install, apply, update, drift, validation,
+restarts and deletion, with the operator running as the chart's ServiceAccount."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from .conftest import GROUP, RELEASE_NS, Kube, OperatorProcess, condition, sample, wait_for
+
+pytestmark = pytest.mark.k8s
+
+NS = "e2e"
+
+
+@pytest.fixture(scope="module")
+def ns(kube: Kube, operator: OperatorProcess) -> str:
+    kube.kubectl("create", "namespace", NS, check=False)
+    return NS
+
+
+def ready(kube: Kube, name: str, namespace: str = NS) -> dict:
+    def check() -> dict | None:
+        obj = kube.get("yoloservice", name, namespace)
+        c = condition(obj, "Ready")
+        if obj and c.get("status") == "True" and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]:
+            return obj
+        return None
+
+    return wait_for(f"YoloService {name} Ready", check, timeout=120)
+
+
+def children(kube: Kube, name: str, namespace: str = NS) -> dict[str, list[dict]]:
+    sel = f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by=yolo-operator"
+    kinds = ["configmap", "deployment", "service", "hpa", "pdb"]
+    return {k: kube.items(k, namespace, sel) for k in kinds}
+
+
+def test_chart_installs_crd_and_rbac(kube: Kube, chart: str):
+    crd = kube.get("crd", f"yoloservices.{GROUP}")
+    assert crd["spec"]["names"]["shortNames"] == ["ys"]
+    assert kube.get("serviceaccount", "yolo-operator", RELEASE_NS)
+    role = kube.get("clusterrole", "yolo-operator")
+    verbs = {(tuple(r.get("apiGroups", [])), tuple(r["resources"])): r["verbs"] for r in role["rules"]}
+    assert all("*" not in v for v in verbs.values()), "no wildcard verbs"
+    assert all("*" not in res for (_, res) in verbs), "no wildcard resources"
+    assert not any("secrets" in res for (_, res) in verbs), "the operator reads no Secrets"
+    assert kube.get("clusterkopfpeering", "yolo-operator")
+    # least privilege really bites: the ServiceAccount cannot read Secrets or create Pods
+    sa = f"system:serviceaccount:{RELEASE_NS}:yolo-operator"
+    assert kube.kubectl("auth", "can-i", "list", "secrets", "--as", sa, check=False).stdout.strip() == "no"
+    assert kube.kubectl("auth", "can-i", "create", "pods", "-n", "default", "--as", sa, check=False).stdout.strip() == "no"
+    assert kube.kubectl("auth", "can-i", "patch", "deployments", "-n", "default", "--as", sa).stdout.strip() == "yes"
+
+
+def test_sample_becomes_ready_with_every_child(kube: Kube, ns: str):
+    kube.apply(sample("shapes"), "-n", ns)
+    obj = ready(kube, "shapes")
+    uid = obj["metadata"]["uid"]
+    kids = children(kube, "shapes")
+    assert {c["metadata"]["name"] for c in kids["configmap"]} == {"shapes-model-config"}
+    assert {c["metadata"]["name"] for c in kids["deployment"]} == {"shapes-triton", "shapes-gateway"}
+    assert {c["metadata"]["name"] for c in kids["service"]} == {"shapes-triton", "shapes"}
+    assert {c["metadata"]["name"] for c in kids["hpa"]} == {"shapes-triton", "shapes-gateway"}
+    assert {c["metadata"]["name"] for c in kids["pdb"]} == {"shapes-triton", "shapes-gateway"}
+    for group in kids.values():
+        for child in group:
+            (ref,) = child["metadata"]["ownerReferences"]
+            assert ref["uid"] == uid and ref["kind"] == "YoloService" and ref["controller"] is True
+    cm = kids["configmap"][0]["data"]["config.pbtxt"]
+    assert "max_batch_size: 16" in cm and "preferred_batch_size: [ 8, 16 ]" in cm
+    status = obj["status"]
+    assert status["url"] == f"http://shapes.{ns}.svc.cluster.local:80"
+    assert {c["type"] for c in status["conditions"]} == {"TritonReady", "GatewayReady", "AutoscalingReady", "Ready"}
+    assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in status["conditions"])
+    assert all(c["reason"][0].isupper() and " " not in c["reason"] for c in status["conditions"])
+
+
+def test_triton_pods_run_only_on_gpu_nodes(kube: Kube, ns: str):
+    ready(kube, "shapes")
+    nodes = {n["metadata"]["name"]: n for n in kube.items("nodes")}
+    triton = kube.items("pods", ns, "app.kubernetes.io/instance=shapes,app.kubernetes.io/component=triton")
+    gateway = kube.items("pods", ns, "app.kubernetes.io/instance=shapes,app.kubernetes.io/component=gateway")
+    assert triton and gateway
+    for pod in triton:
+        node = nodes[pod["spec"]["nodeName"]]
+        assert "nvidia.com/gpu" in node["status"]["allocatable"], pod["spec"]["nodeName"]
+        assert pod["status"]["phase"] == "Running"
+    for pod in gateway:
+        assert "nvidia.com/gpu" not in nodes[pod["spec"]["nodeName"]]["status"]["allocatable"]
+
+
+def test_printer_columns(kube: Kube, ns: str):
+    ready(kube, "shapes")
+    out = kube.kubectl("get", "ys", "-n", ns).stdout
+    header, row = out.splitlines()[:2]
+    assert header.split()[:6] == ["NAME", "READY", "TRITON", "GATEWAY", "URL", "AGE"]
+    assert row.split()[:2] == ["shapes", "True"] and f"http://shapes.{ns}.svc.cluster.local:80" in row
+
+
+def test_batching_change_updates_config_and_rolls_triton(kube: Kube, ns: str):
+    before = kube.get("deployment", "shapes-triton", ns)["spec"]["template"]["metadata"]["annotations"][f"{GROUP}/config-hash"]
+    kube.kubectl("patch", "ys", "shapes", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"triton": {"maxBatchSize": 32, "dynamicBatching": {"preferredBatchSizes": [16, 32], "maxQueueDelayMicroseconds": 500}}}}))
+    wait_for("the new config.pbtxt", lambda: "max_batch_size: 32" in kube.get("configmap", "shapes-model-config", ns)["data"]["config.pbtxt"])
+    cm = kube.get("configmap", "shapes-model-config", ns)["data"]["config.pbtxt"]
+    assert "preferred_batch_size: [ 16, 32 ]" in cm and "max_queue_delay_microseconds: 500" in cm
+    after = kube.get("deployment", "shapes-triton", ns)["spec"]["template"]["metadata"]["annotations"][f"{GROUP}/config-hash"]
+    assert after != before
+    ready(kube, "shapes")
+
+
+def test_edited_or_deleted_children_are_restored(kube: Kube, ns: str):
+    kube.kubectl("set", "image", "deployment/shapes-gateway", "gateway=evil/image:latest", "-n", ns)
+    kube.kubectl("delete", "service", "shapes", "-n", ns)
+    kube.kubectl("delete", "hpa", "shapes-triton", "-n", ns)
+    wait_for("the gateway image restored", lambda: kube.get("deployment", "shapes-gateway", ns)["spec"]["template"]["spec"]["containers"][0]["image"] != "evil/image:latest")
+    wait_for("the gateway Service recreated", lambda: kube.get("service", "shapes", ns))
+    wait_for("the Triton HPA recreated", lambda: kube.get("hpa", "shapes-triton", ns))
+
+
+def test_scaling_under_an_hpa_is_not_overwritten(kube: Kube, ns: str):
+    ready(kube, "shapes")
+    kube.kubectl("scale", "deployment/shapes-gateway", "--replicas=5", "-n", ns)
+    obj = kube.get("yoloservice", "shapes", ns)
+    time.sleep(10)  # three resyncs (3 s each): the replicas are still the user's/HPA's, not the operator's
+    dep = kube.get("deployment", "shapes-gateway", ns)
+    assert dep["spec"]["replicas"] == 5
+    owners = {f["manager"]: f.get("fieldsV1", {}) for f in dep["metadata"]["managedFields"] if f.get("operation") == "Apply"}
+    assert "f:replicas" not in json.dumps(owners.get("yolo-operator", {}))
+    assert kube.get("yoloservice", "shapes", ns)["metadata"]["generation"] == obj["metadata"]["generation"]
+
+
+def test_disabling_autoscaling_deletes_the_hpas(kube: Kube, ns: str):
+    patch = {"spec": {"triton": {"autoscaling": {"enabled": False}, "replicas": 2}, "gateway": {"autoscaling": {"enabled": False}, "replicas": 3}}}
+    kube.kubectl("patch", "ys", "shapes", "-n", ns, "--type=merge", "-p", json.dumps(patch))
+    wait_for("both HPAs deleted", lambda: not kube.items("hpa", ns, "app.kubernetes.io/instance=shapes"))
+    wait_for("replicas from the spec", lambda: kube.get("deployment", "shapes-triton", ns)["spec"]["replicas"] == 2 and kube.get("deployment", "shapes-gateway", ns)["spec"]["replicas"] == 3)
+    obj = ready(kube, "shapes")
+    assert condition(obj, "AutoscalingReady")["reason"] == "AutoscalingDisabled"
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"triton.autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "minReplicas must be <= maxReplicas"),
+        ({"model.source": {"uri": "https://x/m.onnx", "pvc": {"claimName": "c", "path": "p"}}}, "exactly one of model.source.uri and model.source.pvc"),
+        ({"triton.maxBatchSize": 8, "triton.dynamicBatching": {"preferredBatchSizes": [16]}}, "preferredBatchSizes must not exceed maxBatchSize"),
+        ({"model.inputSize": 330}, "multiple of 32"),
+        ({"model.format": "yolov99"}, "Unsupported value"),
+        ({"model.source": {"uri": "ftp://x/m.onnx"}}, "should match"),
+    ],
+)
+def test_schema_and_cel_reject_invalid_specs(kube: Kube, ns: str, patch: dict, message: str):
+    r = kube.apply(sample("invalid", **patch), "-n", ns, check=False)
+    assert r.returncode != 0
+    assert message in r.stderr, r.stderr
+
+
+def test_semantically_invalid_spec_gets_a_condition(kube: Kube, ns: str):
+    kube.apply(sample("dupes", **{"model.classNames": ["cat", "dog", "cat"]}), "-n", ns)
+
+    def invalid() -> dict | None:
+        c = condition(kube.get("yoloservice", "dupes", ns), "Ready")
+        return c if c.get("reason") == "InvalidSpec" else None
+
+    c = wait_for("an InvalidSpec condition", invalid)
+    assert c["status"] == "False" and "duplicates" in c["message"] and "cat" in c["message"]
+    assert not kube.items("deployment", ns, "app.kubernetes.io/instance=dupes")
+    kube.kubectl("delete", "ys", "dupes", "-n", ns)
+
+
+def test_operator_restart_mid_reconcile_converges(kube: Kube, ns: str, operator: OperatorProcess):
+    names = [f"multi-{i}" for i in range(3)]
+    for n in names:
+        kube.apply(sample(n), "-n", ns)
+    operator.kill()  # in the middle of reconciling them
+    operator.start()
+    for n in names:
+        ready(kube, n)
+    for n in names:
+        kids = children(kube, n)
+        assert len(kids["deployment"]) == 2 and len(kids["service"]) == 2 and len(kids["hpa"]) == 2 and len(kids["configmap"]) == 1
+    owned = {c["metadata"]["ownerReferences"][0]["name"] for c in kube.items("deployment", ns, "app.kubernetes.io/managed-by=yolo-operator")}
+    live = {y["metadata"]["name"] for y in kube.items("yoloservices", ns)}
+    assert owned <= live, "no orphans"
+
+
+def test_no_op_reconcile_writes_nothing(kube: Kube, ns: str):
+    ready(kube, "multi-0")
+    sel = "app.kubernetes.io/instance=multi-0"
+
+    def versions() -> dict[str, str]:
+        out = {}
+        for kind in ("configmap", "deployment", "service", "hpa", "pdb"):
+            for c in kube.items(kind, ns, sel):
+                out[f"{kind}/{c['metadata']['name']}"] = c["metadata"]["resourceVersion"]
+        y = kube.get("yoloservice", "multi-0", ns)
+        out["ys"] = y["metadata"]["resourceVersion"]
+        return out
+
+    before = versions()
+    time.sleep(10)  # three resync timers
+    after = versions()
+    # Deployments' status may move (kwok); spec-managed objects must not change at all
+    changed = {k for k in before if before[k] != after.get(k) and not k.startswith("deployment/")}
+    assert not changed, f"resyncs wrote to {changed}"
+
+
+def test_deleting_a_yoloservice_garbage_collects_every_child(kube: Kube, ns: str):
+    kube.kubectl("delete", "ys", "multi-1", "-n", ns, "--wait=true", "--timeout=60s")
+
+    def gone() -> bool:
+        kids = children(kube, "multi-1")
+        return not any(kids.values()) and not kube.items("pods", ns, "app.kubernetes.io/instance=multi-1")
+
+    wait_for("the garbage collector to remove every child", gone, timeout=90)
