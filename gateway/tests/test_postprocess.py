@@ -29,6 +29,8 @@ def reference(raw: np.ndarray, p: DetectParams) -> list[tuple[int, float, tuple[
     cands.sort(key=lambda t: -t[0])
     kept: list[tuple[float, int, np.ndarray]] = []
     for s, c, b in cands:
+        if len(kept) == p.max_det:
+            break
         if all(kc != c or _iou(b, kb) <= p.iou for _, kc, kb in kept):
             kept.append((s, c, b))
     return [(c, s, tuple(b)) for s, c, b in kept[: p.max_det]]
@@ -65,6 +67,16 @@ def _assert_same(got, want) -> None:
 def test_raw_decode_matches_reference_nms(seed, params):
     raw = make_raw(np.random.default_rng(seed))
     _assert_same(_as_tuples(decode_raw(raw, params)), reference(raw, params))
+
+
+@pytest.mark.parametrize("max_det", [1, 20, 300])
+def test_low_conf_prefix_nms_is_exact(max_det):
+    """conf 0.001: every one of 2100 boxes is a candidate; the prefix shortcut must not change the answer."""
+    raw = make_raw(np.random.default_rng(11))
+    p = DetectParams(0.001, 0.45, max_det)
+    got = _as_tuples(decode_raw(raw, p))
+    assert len(got) == max_det
+    _assert_same(got, reference(raw, p))
 
 
 def test_nms_is_class_aware():

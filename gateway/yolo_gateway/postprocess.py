@@ -44,22 +44,34 @@ class Detections:
 
 
 def nms(boxes_cxcywh: np.ndarray, scores: np.ndarray, classes: np.ndarray, p: DetectParams) -> Detections:
-    """Class-aware NMS on candidates that already passed the confidence filter."""
-    if len(scores) == 0:
+    """Class-aware greedy NMS on candidates that already passed the confidence filter.
+
+    Greedy NMS visits boxes by descending score, and a box is kept or dropped by
+    the boxes kept before it alone. So NMS over the best-scored prefix keeps
+    exactly the leading boxes of NMS over everything: run it on a prefix and
+    grow the prefix only while fewer than `max_det` boxes survive. With a low
+    `conf` (thousands of candidates) this bounds the work by `max_det`, where
+    OpenCV alone would compare every box with every kept one.
+    """
+    n = len(scores)
+    if n == 0:
         return Detections.empty()
-    if len(scores) > p.max_nms:
-        top = np.argpartition(-scores, p.max_nms)[: p.max_nms]
-        boxes_cxcywh, scores, classes = boxes_cxcywh[top], scores[top], classes[top]
-    xywh = boxes_cxcywh.astype(np.float32, copy=True)
+    order = np.argsort(-scores, kind="stable")[: p.max_nms]
+    xywh = boxes_cxcywh[order].astype(np.float32, copy=True)
     xywh[:, :2] -= xywh[:, 2:] / 2  # top-left corner, as OpenCV wants
-    keep = cv2.dnn.NMSBoxesBatched(xywh, scores.astype(np.float32), classes.astype(np.int32), p.conf, p.iou)
-    keep = np.asarray(keep, np.int64).reshape(-1)
-    if len(keep) > 1:  # OpenCV returns them by score already; make it explicit and stable
-        keep = keep[np.argsort(-scores[keep], kind="stable")]
+    scores, classes = scores[order].astype(np.float32), classes[order].astype(np.int32)
+    n = len(order)
+    k = min(n, max(4 * p.max_det, 256))
+    while True:
+        keep = cv2.dnn.NMSBoxesBatched(xywh[:k], scores[:k], classes[:k], p.conf, p.iou)
+        keep = np.sort(np.asarray(keep, np.int64).reshape(-1))  # prefix order is score order
+        if len(keep) >= p.max_det or k == n:
+            break
+        k = min(n, 4 * k)
     keep = keep[: p.max_det]
     xyxy = xywh[keep].copy()
     xyxy[:, 2:] += xyxy[:, :2]
-    return Detections(xyxy, scores[keep].astype(np.float32), classes[keep].astype(np.int64))
+    return Detections(xyxy, scores[keep], classes[keep].astype(np.int64))
 
 
 def decode_scores(boxes_cxcywh: np.ndarray, class_scores: np.ndarray, p: DetectParams) -> Detections:

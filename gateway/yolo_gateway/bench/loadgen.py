@@ -1,0 +1,202 @@
+"""A small perf_analyzer-style load generator.
+
+Closed loop: `concurrency` workers each send the next request as soon as the
+previous one returns. Open loop: requests start on a fixed schedule whatever
+the latency. Measurement is windowed: windows of `window_s` seconds, and a
+point is stable once `stable_windows` consecutive windows agree on throughput
+within `tolerance`. Reported: p50/p95/p99 latency, requests/s, errors by status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+Send = Callable[[int], Awaitable[int]]  # request index -> status code
+
+
+@dataclass
+class Window:
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter = field(default_factory=Counter)
+    started: float = 0.0
+    ended: float = 0.0
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / max(1e-9, self.ended - self.started)
+
+
+@dataclass
+class LoadResult:
+    mode: str
+    concurrency: int | None
+    rate: float | None
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    errors: dict[str, int]
+    stable: bool
+    windows: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _summarise(mode: str, windows: list[Window], concurrency: int | None, rate: float | None, stable: bool) -> LoadResult:
+    lat = np.array([x for w in windows for x in w.latencies]) * 1e3
+    statuses: Counter = Counter()
+    for w in windows:
+        statuses.update(w.statuses)
+    seconds = sum(w.ended - w.started for w in windows)
+    q = np.percentile(lat, [50, 95, 99]) if len(lat) else np.zeros(3)
+    return LoadResult(
+        mode=mode,
+        concurrency=concurrency,
+        rate=rate,
+        requests=len(lat),
+        seconds=round(seconds, 3),
+        rps=round(len(lat) / max(seconds, 1e-9), 2),
+        p50_ms=round(float(q[0]), 3),
+        p95_ms=round(float(q[1]), 3),
+        p99_ms=round(float(q[2]), 3),
+        mean_ms=round(float(lat.mean()) if len(lat) else 0.0, 3),
+        errors={str(k): v for k, v in statuses.items() if k != 200},
+        stable=stable,
+        windows=len(windows),
+    )
+
+
+def _is_stable(windows: list[Window], n: int, tolerance: float) -> bool:
+    if len(windows) < n:
+        return False
+    rates = [w.rps for w in windows[-n:]]
+    mean = sum(rates) / n
+    return mean > 0 and all(abs(r - mean) / mean <= tolerance for r in rates)
+
+
+async def closed_loop(
+    send: Send,
+    concurrency: int,
+    window_s: float = 5.0,
+    stable_windows: int = 3,
+    tolerance: float = 0.10,
+    max_windows: int = 6,
+    warmup_s: float = 1.0,
+) -> LoadResult:
+    """Run until `stable_windows` windows agree (or `max_windows`); report those windows."""
+    windows: list[Window] = []
+    current = Window(started=time.perf_counter() + warmup_s)
+    stop = asyncio.Event()
+    counter = iter(range(1 << 62))
+
+    async def worker() -> None:
+        nonlocal current
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                status = await send(next(counter))
+            except Exception:  # a transport error is a result, not a crash of the benchmark
+                status = 599
+            t1 = time.perf_counter()
+            if t0 >= current.started:
+                current.latencies.append(t1 - t0)
+                current.statuses[status] += 1
+
+    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    try:
+        await asyncio.sleep(warmup_s)
+        while True:
+            await asyncio.sleep(window_s)
+            current.ended = time.perf_counter()
+            windows.append(current)
+            current = Window(started=current.ended)
+            if _is_stable(windows, stable_windows, tolerance) or len(windows) >= max_windows:
+                break
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    stable = _is_stable(windows, stable_windows, tolerance)
+    return _summarise("closed", windows[-stable_windows:] if stable else windows, concurrency, None, stable)
+
+
+async def open_loop(send: Send, rate: float, duration_s: float = 10.0, window_s: float = 5.0) -> LoadResult:
+    """Start requests at a fixed rate for `duration_s`; latencies include any queueing."""
+    windows = [Window(started=time.perf_counter())]
+    pending: set[asyncio.Task] = set()
+    start = time.perf_counter()
+    n = int(rate * duration_s)
+
+    async def one(i: int, due: float) -> None:
+        try:
+            status = await send(i)
+        except Exception:
+            status = 599
+        w = windows[-1]
+        w.latencies.append(time.perf_counter() - due)
+        w.statuses[status] += 1
+
+    for i in range(n):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if time.perf_counter() - windows[-1].started >= window_s:
+            windows[-1].ended = time.perf_counter()
+            windows.append(Window(started=windows[-1].ended))
+        t = asyncio.create_task(one(i, due))
+        pending.add(t)
+        t.add_done_callback(pending.discard)
+    await asyncio.gather(*pending, return_exceptions=True)
+    windows[-1].ended = time.perf_counter()
+    return _summarise("open", windows, None, rate, True)
+
+
+# --------------------------------------------------------------------------- process and server counters
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (and its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def triton_stats(http_url: str, model: str) -> dict:
+    with urllib.request.urlopen(f"{http_url}/v2/models/{model}/stats", timeout=5) as r:
+        return json.loads(r.read())["model_stats"][0]
+
+
+def triton_split(before: dict, after: dict) -> dict:
+    """Server-side split per request (queue, compute input/infer/output, in ms) and batching, from two snapshots."""
+    def delta(stat: str, key: str) -> float:
+        return float(after["inference_stats"][stat][key]) - float(before["inference_stats"][stat][key])
+
+    success = delta("success", "count") or 1.0
+    out = {k: round(delta(k, "ns") / success / 1e6, 3) for k in ("queue", "compute_input", "compute_infer", "compute_output")}
+    inferences = int(after["inference_count"]) - int(before["inference_count"])
+    executions = int(after["execution_count"]) - int(before["execution_count"])
+    out["inferences"] = inferences
+    out["executions"] = executions
+    out["mean_batch"] = round(inferences / executions, 2) if executions else 0.0
+    sizes = {}
+    prev = {b["batch_size"]: int(b["compute_infer"]["count"]) for b in before.get("batch_stats", [])}
+    for b in after.get("batch_stats", []):
+        n = int(b["compute_infer"]["count"]) - prev.get(b["batch_size"], 0)
+        if n:
+            sizes[int(b["batch_size"])] = n
+    out["batch_sizes"] = dict(sorted(sizes.items()))
+    return out
