@@ -58,6 +58,9 @@ demo: venv
 serve: venv
 	$(BIN)/python -m yolo_gateway.stack serve
 
+bench: venv
+	$(BIN)/python -m yolo_gateway.bench $(if $(filter-out 0,$(QUICK)),--quick,)
+
 lint: venv
 	$(BIN)/python -m compileall -q gateway operator model_repository
 

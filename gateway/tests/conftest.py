@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,45 +12,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
 from yolo_gateway.app import create_app
+from yolo_gateway.devrepo import copy_model, write_variant
 from yolo_gateway.local_triton import LocalTriton, TritonPorts, free_port
-from yolo_gateway.prepare import prepare
 from yolo_gateway.settings import Settings
 from yolo_gateway.stack import GatewayProcess
-
-ROOT = Path(__file__).resolve().parents[2]
-LOCAL_REPO = ROOT / "model_repository" / "local"
-SOURCE_ONNX = ROOT / "model_repository" / "source" / "yolov8t-shapes.onnx"
-
-
-def read_config(path: Path) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-
-
-def write_variant(repo: Path, name: str, base: str = "yolo", **prepare_options: object) -> Path:
-    """A model next to `base` with a prepared ONNX variant and a config derived from base's."""
-    target = repo / name
-    (target / "1").mkdir(parents=True)
-    shutil.copy(LOCAL_REPO / base / "1" / "model.py", target / "1" / "model.py")
-    summary = prepare(SOURCE_ONNX, target / "1" / "model.onnx", **prepare_options) if prepare_options else None
-    if summary is None:
-        shutil.copy(LOCAL_REPO / base / "1" / "model.onnx", target / "1" / "model.onnx")
-    cfg = read_config(LOCAL_REPO / base / "config.pbtxt")
-    cfg.name = name
-    if summary and summary["input_layout"] == "fp32-nchw":
-        h, w = summary["imgsz"]
-        cfg.input[0].data_type = model_config_pb2.TYPE_FP32
-        del cfg.input[0].dims[:]
-        cfg.input[0].dims.extend([3, h, w])
-    if summary and summary["output_format"] == "v5":
-        a, b = cfg.output[0].dims
-        del cfg.output[0].dims[:]
-        cfg.output[0].dims.extend([b, a + 1])
-    (target / "config.pbtxt").write_text(text_format.MessageToString(cfg))
-    return target
 
 
 @pytest.fixture(scope="session")
@@ -59,23 +25,23 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The committed local models, plus variants made by `prepare` from the source export."""
     repo = tmp_path_factory.mktemp("model_repository")
     for name in ("yolo", "yolo_end2end"):
-        shutil.copytree(LOCAL_REPO / name, repo / name)  # follows the model.py symlink
+        copy_model(repo, name)
     write_variant(repo, "yolo_v5", output_format="v5")
     write_variant(repo, "yolo_fp32", input_layout="fp32-nchw")
-    # A model whose queue holds one request, to provoke Triton's own rejection.
-    q = write_variant(repo, "yolo_q1")
-    cfg = read_config(q / "config.pbtxt")
-    cfg.max_batch_size = 1
-    del cfg.dynamic_batching.preferred_batch_size[:]
-    cfg.dynamic_batching.default_queue_policy.max_queue_size = 1
-    (q / "config.pbtxt").write_text(text_format.MessageToString(cfg))
+
+    def one_in_queue(cfg) -> None:  # a queue that holds one request, to provoke Triton's own rejection
+        cfg.max_batch_size = 1
+        del cfg.dynamic_batching.preferred_batch_size[:]
+        cfg.dynamic_batching.default_queue_policy.max_queue_size = 1
+
+    write_variant(repo, "yolo_q1", edit=one_in_queue)
     return repo
 
 
 @pytest.fixture(scope="session")
 def single_model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("single_repo")
-    shutil.copytree(LOCAL_REPO / "yolo", repo / "yolo")
+    copy_model(repo, "yolo")
     return repo
 
 

@@ -1,0 +1,257 @@
+"""`make bench`: the data plane measured side by side, every figure a ratio from the same run.
+
+    python -m yolo_gateway.bench [--quick] [--out DIR]
+
+One tritonserver serves every model variant; each comparison runs its sides
+back to back against it. The last line printed is the path of the JSON results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import onnxruntime as ort
+import simplejpeg
+from tritonclient.grpc import InferInput
+from tritonclient.grpc.aio import InferenceServerClient
+
+from ..devrepo import LOCAL_REPO, constant_detector, copy_model, write_variant
+from ..local_triton import LocalTriton, TritonPorts, free_port
+from ..preprocess import prepare_image
+from ..settings import Settings
+from ..stack import GatewayProcess
+from ..synthetic import encode, make_scene
+from ..triton import channel_args
+from . import micro, report
+from .loadgen import LoadResult, closed_loop, process_cpu_seconds, triton_split, triton_stats
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class Bench:
+    def __init__(self, quick: bool, out: Path) -> None:
+        self.quick = quick
+        self.out = out
+        self.window = 2.0 if quick else 5.0
+        self.stable = 2 if quick else 3
+        self.max_windows = 3 if quick else 6
+        self.work = Path(tempfile.mkdtemp(prefix="yolo-bench-"))
+        rng = np.random.default_rng(2026)
+        self.scenes = [make_scene(rng, 1920, 1080, min_objects=3, max_objects=6) for _ in range(8)]
+        self.jpegs = [encode(s, ".jpg", 90) for s in self.scenes]
+        self.triton: LocalTriton | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def build_repo(self) -> Path:
+        repo = self.work / "repo"
+        repo.mkdir()
+        copy_model(repo, "yolo")
+        copy_model(repo, "yolo_end2end")
+        write_variant(repo, "yolo_fp32", input_layout="fp32-nchw")
+
+        def no_batching(cfg: Any) -> None:
+            cfg.ClearField("dynamic_batching")
+
+        def delay(us: int) -> Callable[[Any], None]:
+            def edit(cfg: Any) -> None:
+                cfg.dynamic_batching.max_queue_delay_microseconds = us
+
+            return edit
+
+        write_variant(repo, "yolo_nobatch", edit=no_batching)
+        write_variant(repo, "yolo_delay0", edit=delay(0))
+        write_variant(repo, "yolo_delay10ms", edit=delay(10_000))
+        # the cheap model: the real model's output on one image, returned for any input
+        session = ort.InferenceSession(str(LOCAL_REPO / "yolo" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+        tensor = self.tensor(self.jpegs[0], "UINT8", "NHWC")
+        fixed = session.run(None, {"images": tensor[None]})[0][0]
+        write_variant(repo, "cheap", onnx_model=constant_detector(fixed, 320, 320))
+        return repo
+
+    @staticmethod
+    def tensor(jpeg: bytes, dtype: str, layout: str) -> np.ndarray:
+        return prepare_image(jpeg, "image/jpeg", in_w=320, in_h=320, layout=layout, dtype=dtype, max_pixels=10**9).tensor
+
+    # ------------------------------------------------------------------ senders
+
+    def loop(self, send: Any, concurrency: int) -> LoadResult:
+        return asyncio.run(self._loop(send, concurrency))
+
+    async def _loop(self, make_send: Any, concurrency: int) -> LoadResult:
+        async with make_send() as send:
+            return await closed_loop(send, concurrency, window_s=self.window, stable_windows=self.stable, max_windows=self.max_windows)
+
+    def gateway_sender(self, url: str) -> Any:
+        jpegs = self.jpegs
+
+        class Sender:
+            async def __aenter__(self) -> Any:
+                self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+                async def send(i: int) -> int:
+                    async with self.session.post(f"{url}/v1/detect", data=jpegs[i % len(jpegs)], headers={"content-type": "image/jpeg"}) as r:
+                        await r.read()
+                        return r.status
+
+                return send
+
+            async def __aexit__(self, *exc: object) -> None:
+                await self.session.close()
+
+        return Sender
+
+    def direct_sender(self, model: str, dtype: str = "UINT8", layout: str = "NHWC", shared: bool = True) -> Any:
+        """Direct Triton gRPC with preprocessed tensors: the ceiling. shared=False: a new client per request."""
+        target = self.triton.grpc_target  # type: ignore[union-attr]
+        tensors = [self.tensor(j, dtype, layout)[None] for j in self.jpegs]
+        args = channel_args(Settings())
+
+        async def infer(client: InferenceServerClient, i: int) -> int:
+            t = tensors[i % len(tensors)]
+            inp = InferInput("images", list(t.shape), dtype)
+            inp.set_data_from_numpy(t)
+            await client.infer(model, [inp])
+            return 200
+
+        class Sender:
+            async def __aenter__(self) -> Any:
+                self.client = InferenceServerClient(target, channel_args=args) if shared else None
+
+                async def send(i: int) -> int:
+                    if self.client is not None:
+                        return await infer(self.client, i)
+                    client = InferenceServerClient(target, channel_args=args)  # the anti-pattern
+                    try:
+                        return await infer(client, i)
+                    finally:
+                        await client.close()
+
+                return send
+
+            async def __aexit__(self, *exc: object) -> None:
+                if self.client is not None:
+                    await self.client.close()
+
+        return Sender
+
+    # ------------------------------------------------------------------ measurements
+
+    def measure(self, label: str, sender: Any, concurrency: int, model: str, gateway: GatewayProcess | None = None) -> dict:
+        before = triton_stats(self.triton.http_url, model)  # type: ignore[union-attr]
+        cpu0 = process_cpu_seconds(gateway.process.pid) if gateway else None  # type: ignore[union-attr]
+        result = self.loop(sender, concurrency)
+        cpu1 = process_cpu_seconds(gateway.process.pid) if gateway else None  # type: ignore[union-attr]
+        after = triton_stats(self.triton.http_url, model)  # type: ignore[union-attr]
+        row = {"label": label, "model": model, **result.to_dict(), "triton": triton_split(before, after)}
+        if gateway is not None and result.requests:
+            total_requests = row["triton"]["inferences"] or result.requests
+            row["gateway_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1e3 / total_requests, 3)  # type: ignore[operator]
+        print(f"  {label:<42} c={concurrency:<4} {result.rps:8.1f} rps  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  batch {row['triton']['mean_batch']:5.2f}" + (f"  cpu {row.get('gateway_cpu_ms_per_request', 0):.2f} ms/req" if gateway else ""), flush=True)
+        return row
+
+    def with_gateway(self, model: str) -> GatewayProcess:
+        env = {"YOLO_GATEWAY_TRITON_URL": self.triton.grpc_target, "YOLO_GATEWAY_MODEL_NAME": model, "YOLO_GATEWAY_LOG_LEVEL": "warning", "YOLO_GATEWAY_MAX_INFLIGHT": "4096"}  # type: ignore[union-attr]
+        return GatewayProcess(free_port(), env, log_path=self.work / f"gateway-{model}.log").start()
+
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        results: dict[str, Any] = {
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor() or platform.machine()},
+            "quick": self.quick,
+            "method": {"window_s": self.window, "stable_windows": self.stable, "tolerance": 0.10, "max_windows": self.max_windows, "images": "8 synthetic 1920x1080 JPEGs, quality 90", "model_input": "320x320"},
+        }
+        print("microbenchmarks ...", flush=True)
+        results["micro"] = micro.run(self.quick)
+        repeat = 5 if self.quick else 20
+        results["bench_images"] = {
+            # the decode-only floor and our whole decode + letterbox, on the very images the load tests send
+            "decode_floor_ms": round(float(np.mean([micro.median_ms(lambda j=j: simplejpeg.decode_jpeg(j, "RGB", min_width=320, min_height=180), repeat) for j in self.jpegs])), 3),
+            "prepare_ms": round(float(np.mean([micro.median_ms(lambda j=j: self.tensor(j, "UINT8", "NHWC"), repeat) for j in self.jpegs])), 3),
+        }
+        repo = self.build_repo()
+        self.triton = LocalTriton(repo, TritonPorts.free(), log_path=self.work / "triton.log").start(timeout=180)
+        try:
+            sweep = [1, 16] if self.quick else [1, 4, 16, 64]
+            print("1. direct Triton gRPC (preprocessed tensors) vs the gateway, real model", flush=True)
+            rows = []
+            gw = self.with_gateway("yolo")
+            try:
+                for c in sweep:
+                    rows.append(self.measure("direct", self.direct_sender("yolo"), c, "yolo"))
+                    rows.append(self.measure("gateway", self.gateway_sender(gw.url), c, "yolo", gw))
+            finally:
+                gw.stop()
+            results["direct_vs_gateway"] = rows
+
+            print("2. one shared channel vs a new client per request (c=64, cheap model)", flush=True)
+            results["channel"] = [
+                self.measure("shared channel", self.direct_sender("cheap"), 64, "cheap"),
+                self.measure("new client per request", self.direct_sender("cheap", shared=False), 64, "cheap"),
+            ]
+
+            print("3. dynamic batching (c=64, real model, direct)", flush=True)
+            results["batching"] = [
+                self.measure(label, self.direct_sender(model), 64, model)
+                for label, model in (("off", "yolo_nobatch"), ("on, max_queue_delay 0", "yolo_delay0"), ("on, max_queue_delay 2 ms", "yolo"), ("on, max_queue_delay 10 ms", "yolo_delay10ms"))
+            ]
+
+            print("4. input encoding and NMS placement, through the gateway (c=16)", flush=True)
+            rows = []
+            for label, model in (("uint8 NHWC, raw + CPU NMS", "yolo"), ("fp32 NCHW, raw + CPU NMS", "yolo_fp32"), ("uint8 NHWC, end2end (NMS in graph)", "yolo_end2end")):
+                gw = self.with_gateway(model)
+                try:
+                    row = self.measure(label, self.gateway_sender(gw.url), 16, model, gw)
+                finally:
+                    gw.stop()
+                row["wire_bytes_per_request"] = self.wire_bytes(model)
+                rows.append(row)
+            results["encoding"] = rows
+
+            print("5. the cheap model isolates the gateway (c=16)", flush=True)
+            gw = self.with_gateway("cheap")
+            try:
+                results["cheap_gateway"] = [self.measure("gateway, cheap model", self.gateway_sender(gw.url), 16, "cheap", gw)]
+            finally:
+                gw.stop()
+        finally:
+            self.triton.stop()
+        results["targets"] = report.targets(results)
+        results["seconds"] = round(time.perf_counter() - t0, 1)
+        return results
+
+    def wire_bytes(self, model: str) -> dict:
+        inputs = 320 * 320 * 3 * (4 if model == "yolo_fp32" else 1)
+        outputs = 4 + 100 * 4 * 4 + 100 * 4 + 100 * 4 if model == "yolo_end2end" else 7 * 2100 * 4
+        return {"input": inputs, "output": outputs, "total": inputs + outputs}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", default=os.environ.get("QUICK", "") not in ("", "0"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = Bench(args.quick, out).run()
+    name = "quick" if args.quick else "latest"
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    report.write(results, out, name)
+    print(f"done in {results['seconds']}s; markdown: {out / (name + '.md')}")
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

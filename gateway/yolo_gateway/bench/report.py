@@ -1,0 +1,142 @@
+"""Targets, the Markdown report and the plots of a benchmark run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+MAX_BATCH = 16
+
+
+def _row(rows: list[dict], label: str, concurrency: int | None = None) -> dict:
+    for r in rows:
+        if r["label"] == label and (concurrency is None or r["concurrency"] == concurrency):
+            return r
+    raise KeyError(label)
+
+
+def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where we stand on each target; a miss is a finding, not a failure."""
+    out = []
+
+    def add(name: str, value: float, target: str, met: bool, detail: str) -> None:
+        out.append({"target": name, "value": round(value, 3), "goal": target, "met": bool(met), "detail": detail})
+
+    enc = res["encoding"]
+    raw = _row(enc, "uint8 NHWC, raw + CPU NMS")
+    floor = res["bench_images"]["decode_floor_ms"]
+    cpu = raw.get("gateway_cpu_ms_per_request", 0.0)
+    add("gateway CPU per 1080p request / decode-only floor", cpu / floor, "<= 1.2", cpu / floor <= 1.2, f"{cpu:.2f} ms CPU per request vs {floor:.2f} ms DCT-scaled decode")
+
+    direct, gw = _row(res["direct_vs_gateway"], "direct", 1), _row(res["direct_vs_gateway"], "gateway", 1)
+    added = gw["p50_ms"] - direct["p50_ms"] - res["bench_images"]["prepare_ms"]
+    add("added p50 over direct Triton at c=1, excluding decode (ms)", added, "<= 1.5", added <= 1.5, f"gateway p50 {gw['p50_ms']:.2f} ms - direct p50 {direct['p50_ms']:.2f} ms - decode+letterbox {res['bench_images']['prepare_ms']:.2f} ms")
+
+    fp32 = _row(enc, "fp32 NCHW, raw + CPU NMS")
+    ratio = raw["wire_bytes_per_request"]["total"] / fp32["wire_bytes_per_request"]["total"]
+    add("wire bytes per request / fp32 design", ratio, "<= 0.25", ratio <= 0.25, f"{raw['wire_bytes_per_request']['total']} vs {fp32['wire_bytes_per_request']['total']} bytes (input + output)")
+
+    batched = _row(res["batching"], "on, max_queue_delay 2 ms")
+    share = batched["triton"]["mean_batch"] / MAX_BATCH
+    add("mean batch / max_batch_size under saturating load", share, ">= 0.5", share >= 0.5, f"mean batch {batched['triton']['mean_batch']} of {MAX_BATCH} at c=64")
+
+    shared, per_request = _row(res["channel"], "shared channel"), _row(res["channel"], "new client per request")
+    speedup = shared["rps"] / max(per_request["rps"], 1e-9)
+    add("shared channel / client-per-request throughput", speedup, ">= 1.5", speedup >= 1.5, f"{shared['rps']:.0f} vs {per_request['rps']:.0f} rps at c=64")
+    return out
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _load_rows(rows: list[dict], extra: list[str] = ()) -> str:  # type: ignore[assignment]
+    headers = ["side", "model", "conc.", "rps", "p50 ms", "p95 ms", "p99 ms", "errors", "mean batch", "queue ms", "infer ms", *extra]
+    body = []
+    for r in rows:
+        t = r["triton"]
+        line = [r["label"], r["model"], r["concurrency"], r["rps"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["errors"] or "-", t["mean_batch"], t["queue"], t["compute_infer"]]
+        for e in extra:
+            value = r.get(e, "-")
+            line.append(value["total"] if isinstance(value, dict) else value)
+        body.append(line)
+    return _table(headers, body)
+
+
+def markdown(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    parts = [
+        f"# Benchmark results ({'quick' if res['quick'] else 'full'} run, {res['seconds']} s)",
+        f"Machine: {m['cpus']} CPUs, {m['processor']}, {m['platform']}, Python {m['python']}. "
+        f"Triton, the gateway and the load generator share these CPUs. Method: {res['method']}.",
+        "## Targets",
+        _table(["target", "value", "goal", "met", "how"], [[t["target"], t["value"], t["goal"], "yes" if t["met"] else "**no**", t["detail"]] for t in res["targets"]]),
+        "## 1. Direct Triton gRPC (the ceiling) vs the gateway",
+        _load_rows(res["direct_vs_gateway"], ["gateway_cpu_ms_per_request"]),
+        "![latency vs throughput](latency_throughput.png)",
+        "## 2. One shared channel vs a new client per request",
+        _load_rows(res["channel"]),
+        "## 3. Dynamic batching",
+        _load_rows(res["batching"]),
+        "![batch sizes](batch_sizes.png)",
+        "## 4. Input encoding and NMS placement (through the gateway)",
+        _load_rows(res["encoding"], ["gateway_cpu_ms_per_request", "wire_bytes_per_request"]),
+        "## 5. The gateway alone (cheap model)",
+        _load_rows(res["cheap_gateway"], ["gateway_cpu_ms_per_request"]),
+        "## Gateway stage microbenchmarks (median ms, single thread)",
+        _table(
+            ["image", "bytes", *res["micro"]["decode_letterbox"][0]["ms"].keys(), "decode floor", "ours / best alt.", "ours / floor"],
+            [[r["image"], r["bytes"], *r["ms"].values(), r["decode_only_floor_ms"], r["ours_vs_best_alternative"], r["ours_vs_decode_floor"]] for r in res["micro"]["decode_letterbox"]],
+        ),
+        _table(["NMS", "conf", "candidates", "ours ms", "numpy greedy ms", "ours / alt."], [[r["output"], r["conf"], r["candidates"], r["ms"]["ours"], r["ms"]["numpy_greedy_loop"], r["ours_vs_best_alternative"]] for r in res["micro"]["nms"]]),
+        _table(["JSON", "orjson ms", "json ms", "FastAPI encoder ms", "ours / best alt."], [[f"{r['detections']} detections", *r["ms"].values(), r["ours_vs_best_alternative"]] for r in res["micro"]["json"]]),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def plots(res: dict[str, Any], out: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, style in (("direct", "o-"), ("gateway", "s-")):
+        rows = sorted((r for r in res["direct_vs_gateway"] if r["label"] == label), key=lambda r: r["concurrency"])
+        ax.plot([r["rps"] for r in rows], [r["p50_ms"] for r in rows], style, label=f"{label} p50")
+        ax.plot([r["rps"] for r in rows], [r["p99_ms"] for r in rows], style, alpha=0.4, label=f"{label} p99")
+        for r in rows:
+            ax.annotate(f"c={r['concurrency']}", (r["rps"], r["p50_ms"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("throughput (requests/s)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title("Latency vs throughput: direct Triton gRPC vs the gateway")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "latency_throughput.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rows = res["batching"]
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        sizes = r["triton"]["batch_sizes"]
+        total = sum(sizes.values()) or 1
+        xs = [int(k) + (i - len(rows) / 2) * width for k in sizes]
+        ax.bar(xs, [v / total for v in sizes.values()], width=width, label=f"{r['label']} (mean {r['triton']['mean_batch']})")
+    ax.set_xlabel("executed batch size")
+    ax.set_ylabel("share of executions")
+    ax.set_title("Batch sizes Triton executed at concurrency 64")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "batch_sizes.png", dpi=110)
+    plt.close(fig)
+
+
+def write(res: dict[str, Any], out: Path, name: str) -> None:
+    (out / f"{name}.md").write_text(markdown(res))
+    plots(res, out)
