@@ -12,16 +12,17 @@ from yolo_operator.builders import Meta
 from yolo_operator.children import desired_children
 from yolo_operator.spec import parse_spec
 
-from .conftest import CHART, ROOT, Kube
+from e2e_helpers import CHART, ROOT, Kube
 
 pytestmark = pytest.mark.k8s
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+DRY_NS = "chart-dryrun"  # not the e2e release's namespace: helm must own what it installs there
 
 
 @pytest.fixture(scope="module")
 def dry_run_namespaces(kube: Kube) -> None:
-    for ns in ("yolo-system", "team-a", "team-b", "dryrun"):
+    for ns in (DRY_NS, "team-a", "team-b", "dryrun"):
         kube.kubectl("create", "namespace", ns, check=False)
     # the CRDs must exist for custom objects to be dry-run
     kube.kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
@@ -42,7 +43,7 @@ def test_values_schema_rejects_bad_values(kube: Kube):
 
 
 def _render(kube: Kube, values: Path) -> list[dict]:
-    out = kube.helm("template", "yolo-operator", str(CHART), "-n", "yolo-system", "-f", str(values), "--include-crds").stdout
+    out = kube.helm("template", "yolo-operator", str(CHART), "-n", DRY_NS, "-f", str(values), "--include-crds").stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -56,9 +57,13 @@ def test_every_rendered_object_passes_server_side_dry_run(kube: Kube, dry_run_na
         assert labels.get("app.kubernetes.io/part-of") == "yolo-operator", (d["kind"], d["metadata"]["name"])
         if d["kind"] != "CustomResourceDefinition":
             assert labels.get("app.kubernetes.io/name") and labels.get("app.kubernetes.io/instance"), d["metadata"]["name"]
+    # Pods are admitted only if their ServiceAccount exists, which a dry-run never creates: create those first.
+    accounts = [d for d in docs if d["kind"] == "ServiceAccount"]
+    kube.apply({"apiVersion": "v1", "kind": "List", "items": accounts}, "--server-side", "--field-manager=chart-test")
     body = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
     r = kube.kubectl("apply", "--dry-run=server", "--server-side", "--field-manager=chart-test", "-f", "-", input_text=body, check=False)
     assert r.returncode == 0, r.stderr
+    assert r.stdout.count("(server dry run)") == len(docs)
 
 
 def test_namespaced_values_create_roles_not_cluster_roles(kube: Kube):

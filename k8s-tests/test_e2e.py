@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .conftest import GROUP, RELEASE_NS, Kube, OperatorProcess, condition, sample, wait_for
+from e2e_helpers import GROUP, RELEASE_NS, Kube, OperatorProcess, condition, sample, wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -125,7 +125,7 @@ def test_scaling_under_an_hpa_is_not_overwritten(kube: Kube, ns: str):
     kube.kubectl("scale", "deployment/shapes-gateway", "--replicas=5", "-n", ns)
     obj = kube.get("yoloservice", "shapes", ns)
     time.sleep(10)  # three resyncs (3 s each): the replicas are still the user's/HPA's, not the operator's
-    dep = kube.get("deployment", "shapes-gateway", ns)
+    dep = json.loads(kube.kubectl("get", "deployment", "shapes-gateway", "-n", ns, "-o", "json", "--show-managed-fields").stdout)
     assert dep["spec"]["replicas"] == 5
     owners = {f["manager"]: f.get("fieldsV1", {}) for f in dep["metadata"]["managedFields"] if f.get("operation") == "Apply"}
     assert "f:replicas" not in json.dumps(owners.get("yolo-operator", {}))

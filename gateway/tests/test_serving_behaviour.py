@@ -16,7 +16,7 @@ from yolo_gateway.settings import Settings
 from yolo_gateway.stack import GatewayProcess
 from yolo_gateway.synthetic import encode, make_scene, match
 
-from .conftest import boxes_of, gateway_app, triton_stats
+from gw_helpers import boxes_of, gateway_app, triton_stats
 
 pytestmark = pytest.mark.triton
 

@@ -14,10 +14,11 @@ K8S_VERSION=${K8S_VERSION:-v1.33.13}
 ETCD_VERSION=${ETCD_VERSION:-v3.5.35}
 KWOK_VERSION=${KWOK_VERSION:-v0.7.0}
 HELM_VERSION=${HELM_VERSION:-v3.19.0}
+BUILD_REV=2  # bump when the build flags change: a new cache key
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN_DIR=${BIN_DIR:-$ROOT/.bin}
-KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}"
+KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_r${BUILD_REV}"
 CACHE=${YOLO_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/yolo-operator/$KEY}
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok helm)
 
@@ -121,7 +122,12 @@ fi
 
 if [ ! -x "$CACHE/helm" ]; then
   log "helm $HELM_VERSION"
-  GOBIN="$CACHE" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+  # As Helm's Makefile does: its version, and the Kubernetes version `helm template`/`lint` assume
+  # (otherwise v1.20, which fails the chart's kubeVersion).
+  GOBIN="$CACHE" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+    -X helm.sh/helm/v3/internal/version.gitTreeState=clean \
+    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 fi
 

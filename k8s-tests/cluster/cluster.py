@@ -139,7 +139,7 @@ def _wait(what: str, check, timeout: float = 90.0, name: str | None = None) -> N
         try:
             if check():
                 return
-        except (subprocess.CalledProcessError, OSError) as exc:
+        except (subprocess.CalledProcessError, OSError, ClusterError) as exc:
             last = str(exc)
         time.sleep(0.3)
     raise ClusterError(f"timed out waiting for {what} {last}")
@@ -147,7 +147,10 @@ def _wait(what: str, check, timeout: float = 90.0, name: str | None = None) -> N
 
 def kubectl(*args: str, kubeconfig_path: Path | None = None, input_text: str | None = None) -> str:
     cfg = kubeconfig_path or STATE / "kubeconfig"
-    return subprocess.run(["kubectl", f"--kubeconfig={cfg}", *args], check=True, capture_output=True, text=True, input=input_text).stdout
+    r = subprocess.run(["kubectl", f"--kubeconfig={cfg}", *args], capture_output=True, text=True, input=input_text)
+    if r.returncode != 0:
+        raise ClusterError(f"kubectl {' '.join(args)}: {r.stderr.strip()}")
+    return r.stdout
 
 
 def gpu_node(name: str, gpus: int) -> dict:
@@ -169,7 +172,7 @@ def _node(name: str, labels: dict, extra: dict, taints: list) -> dict:
             "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", **labels},
         },
         "spec": {"taints": taints},
-        "status": {"allocatable": resources, "capacity": resources, "nodeInfo": {"kubeletVersion": "fake", "operatingSystem": "linux", "architecture": "amd64"}, "phase": "Running"},
+        "status": {"allocatable": resources, "capacity": resources},
     }
 
 
@@ -246,7 +249,8 @@ def up(gpu_nodes: int = 2, cpu_nodes: int = 1, gpus_per_node: int = 4) -> Path:
             f"--root-ca-file={pki / 'ca.crt'}",
             "--controllers=deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller,"
             "serviceaccount-controller,serviceaccount-token-controller,horizontal-pod-autoscaler-controller,"
-            "disruption-controller,endpoints-controller,endpointslice-controller,pod-garbage-collector-controller",
+            "disruption-controller,endpoints-controller,endpointslice-controller,pod-garbage-collector-controller,"
+            "node-lifecycle-controller",
             "--horizontal-pod-autoscaler-sync-period=2s",
             "--horizontal-pod-autoscaler-downscale-stabilization=10s",
             "--concurrent-deployment-syncs=10",
@@ -276,10 +280,15 @@ def up(gpu_nodes: int = 2, cpu_nodes: int = 1, gpus_per_node: int = 4) -> Path:
 
     def nodes_ready() -> bool:
         out = json.loads(kubectl("get", "nodes", "-o", "json", kubeconfig_path=admin))
-        ready = [n for n in out["items"] if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))]
+        ready = [
+            n
+            for n in out["items"]
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+            and not any(t["key"].startswith("node.kubernetes.io/") for t in n.get("spec", {}).get("taints", []))
+        ]
         return len(ready) == len(nodes)
 
-    _wait("kwok nodes Ready", nodes_ready, timeout=60, name="kwok")
+    _wait("kwok nodes Ready and untainted by the node lifecycle controller", nodes_ready, timeout=90, name="kwok")
     _wait("the default ServiceAccount", lambda: bool(kubectl("get", "serviceaccount", "default", "-o", "name", kubeconfig_path=admin)), timeout=60, name="kube-controller-manager")
     for name in COMPONENTS:
         if not _alive(int(_pidfile(name).read_text())):

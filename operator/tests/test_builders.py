@@ -15,20 +15,10 @@ from yolo_operator import builders as b
 from yolo_operator.children import desired_children
 from yolo_operator.spec import parse_spec
 
-ROOT = Path(__file__).resolve().parents[2]
+from op_helpers import META, sample_spec
+
 GOLDEN = Path(__file__).parent / "golden"
-META = b.Meta("shapes", "vision", generation=3)
-
-
-def sample_spec(**overrides: object) -> dict:
-    spec = yaml.safe_load((ROOT / "examples" / "yoloservice.yaml").read_text())["spec"]
-    for dotted, value in overrides.items():
-        node = spec
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return spec
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def all_manifests(spec: dict) -> list[dict]:

@@ -13,7 +13,7 @@ from yolo_operator.children import desired_children, is_subset, needs_apply, wit
 from yolo_operator.spec import InvalidSpec, YoloServiceSpec, parse_spec
 from yolo_operator.status import Condition, autoscaling_condition, deployment_condition, merge_conditions, ready_condition
 
-from .test_builders import META, sample_spec
+from op_helpers import META, sample_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "charts" / "yolo-operator" / "crds" / "yoloservices.serving.yolo.dev.yaml"

@@ -7,6 +7,7 @@ of a Deployment under an HPA).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any
@@ -57,17 +58,21 @@ def path(api_version: str, kind: str, namespace: str, name: str | None = None, s
 
 
 def _call(method: str, url: str, body: Any = None, query: list[tuple[str, str]] | None = None, content_type: str = "application/json") -> Any:
-    return api().call_api(
-        url,
+    """One REST call through the shared ApiClient (kubernetes >= 37: param_serialize + call_api)."""
+    client_ = api()
+    method, full_url, headers, payload, post = client_.param_serialize(
         method,
+        url,
         query_params=query or [],
         header_params={"Content-Type": content_type, "Accept": "application/json"},
         body=body,
-        response_type="object",
         auth_settings=["BearerToken"],
-        _return_http_data_only=True,
-        _preload_content=True,
     )
+    response = client_.call_api(method, full_url, headers, payload, post, _request_timeout=60)
+    data = response.read()
+    if not 200 <= response.status < 300:
+        raise ApiException(status=response.status, reason=response.reason, http_resp=response)
+    return json.loads(data) if data else None
 
 
 def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:

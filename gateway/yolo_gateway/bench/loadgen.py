@@ -103,7 +103,6 @@ async def closed_loop(
     counter = iter(range(1 << 62))
 
     async def worker() -> None:
-        nonlocal current
         while not stop.is_set():
             t0 = time.perf_counter()
             try:

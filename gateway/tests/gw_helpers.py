@@ -1,0 +1,46 @@
+"""Helpers shared by the gateway tests (the fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import urllib.request
+from collections.abc import AsyncIterator
+
+import httpx
+import numpy as np
+
+from yolo_gateway.app import create_app
+from yolo_gateway.local_triton import LocalTriton
+from yolo_gateway.settings import Settings
+
+
+@contextlib.asynccontextmanager
+async def gateway_app(settings: Settings, wait_for_model: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway app in this process (lifespan included), reached through httpx's ASGI transport."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        if wait_for_model:
+            for _ in range(300):
+                if app.state.triton.signature is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert app.state.triton.signature is not None, "model metadata never loaded"
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as c:
+            c.app = app  # type: ignore[attr-defined]
+            yield c
+
+
+def triton_stats(triton: LocalTriton, model: str) -> dict[str, int]:
+    """Inference and execution counts from Triton's own statistics API."""
+    with urllib.request.urlopen(f"{triton.http_url}/v2/models/{model}/stats", timeout=5) as r:
+        stats = json.loads(r.read())["model_stats"][0]
+    return {"inference_count": int(stats.get("inference_count", 0)), "execution_count": int(stats.get("execution_count", 0))}
+
+
+def boxes_of(result: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    dets = result["detections"]
+    boxes = np.array([[d["box"][k] for k in ("x1", "y1", "x2", "y2")] for d in dets], np.float32).reshape(-1, 4)
+    return boxes, np.array([d["class_id"] for d in dets]), np.array([d["confidence"] for d in dets])
