@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from e2e_helpers import GROUP, RELEASE_NS, Kube, OperatorProcess, condition, sample, wait_for
+from e2e_helpers import GROUP, RELEASE, RELEASE_NS, Kube, OperatorProcess, condition, sample, wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -216,3 +216,18 @@ def test_deleting_a_yoloservice_garbage_collects_every_child(kube: Kube, ns: str
         return not any(kids.values()) and not kube.items("pods", ns, "app.kubernetes.io/instance=multi-1")
 
     wait_for("the garbage collector to remove every child", gone, timeout=90)
+
+
+def test_helm_uninstall_is_clean(kube: Kube, ns: str, operator: OperatorProcess):
+    """Last: with no YoloServices left, uninstalling leaves nothing of the release behind (CRDs stay, as Helm's policy is)."""
+    for y in kube.items("yoloservices", ns):
+        kube.kubectl("delete", "ys", y["metadata"]["name"], "-n", ns, "--wait=true", "--timeout=60s")
+    wait_for("every child collected", lambda: not kube.items("deployment", ns, "app.kubernetes.io/managed-by=yolo-operator"), timeout=90)
+    operator.stop()
+    kube.helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait", "--timeout=60s")
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    for kind in ("deployment", "serviceaccount", "configmap", "role", "rolebinding"):
+        assert not kube.items(kind, RELEASE_NS, selector), kind
+    for kind in ("clusterrole", "clusterrolebinding", "clusterkopfpeering"):
+        assert not [o for o in kube.items(kind) if o["metadata"].get("labels", {}).get("app.kubernetes.io/instance") == RELEASE], kind
+    assert kube.get("crd", f"yoloservices.{GROUP}"), "CRDs in crds/ are kept on uninstall"

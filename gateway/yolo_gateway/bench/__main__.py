@@ -34,7 +34,7 @@ from ..stack import GatewayProcess
 from ..synthetic import encode, make_scene
 from ..triton import channel_args
 from . import micro, report
-from .loadgen import LoadResult, closed_loop, process_cpu_seconds, triton_split, triton_stats
+from .loadgen import LoadResult, closed_loop, open_loop, process_cpu_seconds, triton_split, triton_stats
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -86,11 +86,13 @@ class Bench:
 
     # ------------------------------------------------------------------ senders
 
-    def loop(self, send: Any, concurrency: int) -> LoadResult:
-        return asyncio.run(self._loop(send, concurrency))
+    def loop(self, send: Any, concurrency: int, rate: float | None = None) -> LoadResult:
+        return asyncio.run(self._loop(send, concurrency, rate))
 
-    async def _loop(self, make_send: Any, concurrency: int) -> LoadResult:
+    async def _loop(self, make_send: Any, concurrency: int, rate: float | None) -> LoadResult:
         async with make_send() as send:
+            if rate is not None:
+                return await open_loop(send, rate, duration_s=self.window * self.stable, window_s=self.window)
             return await closed_loop(send, concurrency, window_s=self.window, stable_windows=self.stable, max_windows=self.max_windows)
 
     def gateway_sender(self, url: str) -> Any:
@@ -148,17 +150,18 @@ class Bench:
 
     # ------------------------------------------------------------------ measurements
 
-    def measure(self, label: str, sender: Any, concurrency: int, model: str, gateway: GatewayProcess | None = None) -> dict:
+    def measure(self, label: str, sender: Any, concurrency: int, model: str, gateway: GatewayProcess | None = None, rate: float | None = None) -> dict:
         before = triton_stats(self.triton.http_url, model)  # type: ignore[union-attr]
         cpu0 = process_cpu_seconds(gateway.process.pid) if gateway else None  # type: ignore[union-attr]
-        result = self.loop(sender, concurrency)
+        result = self.loop(sender, concurrency, rate)
         cpu1 = process_cpu_seconds(gateway.process.pid) if gateway else None  # type: ignore[union-attr]
         after = triton_stats(self.triton.http_url, model)  # type: ignore[union-attr]
         row = {"label": label, "model": model, **result.to_dict(), "triton": triton_split(before, after)}
         if gateway is not None and result.requests:
             total_requests = row["triton"]["inferences"] or result.requests
             row["gateway_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1e3 / total_requests, 3)  # type: ignore[operator]
-        print(f"  {label:<42} c={concurrency:<4} {result.rps:8.1f} rps  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  batch {row['triton']['mean_batch']:5.2f}" + (f"  cpu {row.get('gateway_cpu_ms_per_request', 0):.2f} ms/req" if gateway else ""), flush=True)
+        where = f"c={concurrency}" if rate is None else f"{rate:.0f}/s"
+        print(f"  {label:<42} {where:<7} {result.rps:8.1f} rps  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  batch {row['triton']['mean_batch']:5.2f}" + (f"  cpu {row.get('gateway_cpu_ms_per_request', 0):.2f} ms/req" if gateway else ""), flush=True)
         return row
 
     def with_gateway(self, model: str) -> GatewayProcess:
@@ -191,9 +194,13 @@ class Bench:
                 for c in sweep:
                     rows.append(self.measure("direct", self.direct_sender("yolo"), c, "yolo"))
                     rows.append(self.measure("gateway", self.gateway_sender(gw.url), c, "yolo", gw))
+                # open loop at 60% of the gateway's closed-loop capacity: latency without coordinated omission
+                capacity = max(r["rps"] for r in rows if r["label"] == "gateway")
+                open_row = self.measure("gateway, open loop", self.gateway_sender(gw.url), 0, "yolo", gw, rate=round(0.6 * capacity, 1))
             finally:
                 gw.stop()
             results["direct_vs_gateway"] = rows
+            results["open_loop"] = [open_row]
 
             print("2. one shared channel vs a new client per request (c=64, cheap model)", flush=True)
             results["channel"] = [

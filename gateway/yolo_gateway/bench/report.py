@@ -53,7 +53,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _load_rows(rows: list[dict], extra: list[str] = ()) -> str:  # type: ignore[assignment]
-    headers = ["side", "model", "conc.", "rps", "p50 ms", "p95 ms", "p99 ms", "errors", "mean batch", "queue ms", "infer ms", *extra]
+    headers = ["side", "model", "concurrency", "rps", "p50 ms", "p95 ms", "p99 ms", "errors", "mean batch", "queue ms", "infer ms", *extra]
     body = []
     for r in rows:
         t = r["triton"]
@@ -75,6 +75,8 @@ def markdown(res: dict[str, Any]) -> str:
         _table(["target", "value", "goal", "met", "how"], [[t["target"], t["value"], t["goal"], "yes" if t["met"] else "**no**", t["detail"]] for t in res["targets"]]),
         "## 1. Direct Triton gRPC (the ceiling) vs the gateway",
         _load_rows(res["direct_vs_gateway"], ["gateway_cpu_ms_per_request"]),
+        "Open loop (a fixed request rate, 60% of the gateway's closed-loop capacity; latency counts from the scheduled start):",
+        _table(["side", "rate /s", "achieved rps", "p50 ms", "p95 ms", "p99 ms", "errors", "mean batch", "gateway CPU ms/req"], [[r["label"], r["rate"], r["rps"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["errors"] or "-", r["triton"]["mean_batch"], r.get("gateway_cpu_ms_per_request", "-")] for r in res.get("open_loop", [])]),
         "![latency vs throughput](latency_throughput.png)",
         "## 2. One shared channel vs a new client per request",
         _load_rows(res["channel"]),
