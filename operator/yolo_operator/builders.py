@@ -170,6 +170,11 @@ def container_security_context(read_only_root: bool = True) -> dict[str, Any]:
     }
 
 
+def _http_probe(path: str, **timing: int) -> dict[str, Any]:
+    """An HTTP GET probe on the container port named "http"."""
+    return {"httpGet": {"path": path, "port": "http"}, **timing}
+
+
 def _resources(r: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if r.requests:
@@ -244,7 +249,6 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
         volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": src.pvc.claim_name, "readOnly": True}})
     if src.secret_ref is not None and src.scheme == "gs":
         volumes.append({"name": "credentials", "secret": {"secretName": src.secret_ref.name}})
-    probe = lambda path, **kw: {"httpGet": {"path": path, "port": "http"}, **kw}  # noqa: E731
     container = {
         "name": "triton",
         "image": t.image,
@@ -271,9 +275,9 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
         ],
         "resources": _resources(t.resources),
         "securityContext": container_security_context(),
-        "startupProbe": probe("/v2/health/ready", periodSeconds=5, failureThreshold=120, timeoutSeconds=3),
-        "readinessProbe": probe("/v2/health/ready", periodSeconds=5, failureThreshold=3, timeoutSeconds=3),
-        "livenessProbe": probe("/v2/health/live", periodSeconds=10, failureThreshold=6, timeoutSeconds=5),
+        "startupProbe": _http_probe("/v2/health/ready", periodSeconds=5, failureThreshold=120, timeoutSeconds=3),
+        "readinessProbe": _http_probe("/v2/health/ready", periodSeconds=5, failureThreshold=3, timeoutSeconds=3),
+        "livenessProbe": _http_probe("/v2/health/live", periodSeconds=10, failureThreshold=6, timeoutSeconds=5),
         "volumeMounts": [
             {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -362,7 +366,6 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         "YOLO_GATEWAY_MAX_DET": str(g.defaults.max_det),
         "YOLO_GATEWAY_SHUTDOWN_GRACE_S": str(g.shutdown_grace_seconds),
     }
-    probe = lambda path, **kw: {"httpGet": {"path": path, "port": "http"}, **kw}  # noqa: E731
     container = {
         "name": "gateway",
         "image": g.image,
@@ -370,8 +373,8 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         "env": [{"name": k, "value": v} for k, v in env.items()],
         "resources": _resources(g.resources),
         "securityContext": container_security_context(),
-        "readinessProbe": probe("/readyz", periodSeconds=5, failureThreshold=2, timeoutSeconds=2),
-        "livenessProbe": probe("/healthz", periodSeconds=10, failureThreshold=3, timeoutSeconds=2),
+        "readinessProbe": _http_probe("/readyz", periodSeconds=5, failureThreshold=2, timeoutSeconds=2),
+        "livenessProbe": _http_probe("/healthz", periodSeconds=10, failureThreshold=3, timeoutSeconds=2),
         # Endpoints drop the pod before uvicorn stops accepting; then in-flight requests drain.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
