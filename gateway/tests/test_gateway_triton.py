@@ -153,9 +153,27 @@ def test_413_comes_before_the_body_is_sent(gateway):
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
         s.sendall(b"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000000000\r\n\r\n")
         s.sendall(b"\xff\xd8\xff" + b"\0" * 1000)
-        response = s.recv(65536).decode("latin-1")
+        response = _read_http_response(s)
     assert response.startswith("HTTP/1.1 413"), response[:200]
     assert "payload_too_large" in response
+
+
+def _read_http_response(s: socket.socket) -> str:
+    """Headers and the whole Content-Length body, however the bytes are split into segments."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode("latin-1")
 
 
 def test_metrics_expose_stages_inflight_and_requests(client, jpeg):

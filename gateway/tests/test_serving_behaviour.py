@@ -220,7 +220,7 @@ def test_sigterm_drains_in_flight_requests(triton, tmp_path):
 
         async with httpx.AsyncClient(base_url=gw.url, timeout=60, limits=httpx.Limits(max_connections=64)) as c:
             tasks = [asyncio.create_task(one(c, bodies[i % 4])) for i in range(32)]
-            await asyncio.sleep(0.2)  # requests are in flight
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)  # the rest are in flight
             signalled = time.monotonic()
             gw.terminate()
             return await asyncio.gather(*tasks), done_at, signalled
