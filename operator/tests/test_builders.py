@@ -100,6 +100,12 @@ def test_config_pbtxt_parses_back(fmt, platform):
     assert json.loads(cfg.parameters["class_names"].string_value) == ["circle", "rectangle", "triangle"]
 
 
+def test_queue_policy_can_be_turned_off():
+    spec = parse_spec(sample_spec(**{"triton.dynamicBatching": {"queuePolicy": {"enabled": False}}}))
+    cfg = text_format.Parse(b.render_config_pbtxt(spec), model_config_pb2.ModelConfig())
+    assert cfg.HasField("dynamic_batching") and not cfg.dynamic_batching.HasField("default_queue_policy")
+
+
 def test_generated_config_matches_the_committed_production_config():
     """The operator and model_repository/production describe the same model the same way."""
     spec = parse_spec(sample_spec(**{"triton.dynamicBatching": {"preferredBatchSizes": [8, 16], "maxQueueDelayMicroseconds": 1000}}))

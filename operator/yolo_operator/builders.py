@@ -114,14 +114,17 @@ def render_config_pbtxt(spec: YoloServiceSpec) -> str:
     ]
     if db.preferred_batch_sizes:
         lines.append(f"  preferred_batch_size: {_pb_list(sorted(set(db.preferred_batch_sizes)))}")
+    lines.append(f"  max_queue_delay_microseconds: {db.max_queue_delay_microseconds}")
+    if qp.enabled:
+        lines += [
+            "  default_queue_policy {",
+            f"    timeout_action: {qp.timeout_action}",
+            f"    default_timeout_microseconds: {qp.timeout_microseconds}",
+            "    allow_timeout_override: true",
+            f"    max_queue_size: {qp.max_queue_size}",
+            "  }",
+        ]
     lines += [
-        f"  max_queue_delay_microseconds: {db.max_queue_delay_microseconds}",
-        "  default_queue_policy {",
-        f"    timeout_action: {qp.timeout_action}",
-        f"    default_timeout_microseconds: {qp.timeout_microseconds}",
-        "    allow_timeout_override: true",
-        f"    max_queue_size: {qp.max_queue_size}",
-        "  }",
         "}",
         f"instance_group [ {{ kind: {kind}, count: {count} }} ]",
         "version_policy: { latest: { num_versions: 1 } }",

@@ -90,6 +90,11 @@ class ModelSpec(_Model):
 
 
 class QueuePolicy(_Model):
+    enabled: bool = Field(
+        True,
+        description="Triton sheds load itself (429 when the queue is full). Triton 2.51's batcher can then idle "
+        "up to 500 ms on back-to-back requests (see BENCHMARKS.md); off leaves shedding to the gateway",
+    )
     max_queue_size: int = Field(1024, ge=0)
     timeout_microseconds: int = Field(5_000_000, ge=0)
     timeout_action: Literal["REJECT", "DELAY"] = "REJECT"

@@ -71,6 +71,7 @@ class Bench:
             return edit
 
         write_variant(repo, "yolo_nobatch", edit=no_batching)
+        write_variant(repo, "yolo_noqueuepolicy", edit=lambda cfg: cfg.dynamic_batching.ClearField("default_queue_policy"))
         write_variant(repo, "yolo_delay0", edit=delay(0))
         write_variant(repo, "yolo_delay10ms", edit=delay(10_000))
         # the cheap model: the real model's output on one image, returned for any input
@@ -201,6 +202,12 @@ class Bench:
                 gw.stop()
             results["direct_vs_gateway"] = rows
             results["open_loop"] = [open_row]
+
+            print("1b. Triton 2.51's batcher with and without a queue policy, back-to-back requests (c=1, direct)", flush=True)
+            results["queue_policy"] = [
+                self.measure("queue policy (max_queue_size, REJECT)", self.direct_sender("yolo"), 1, "yolo"),
+                self.measure("no queue policy", self.direct_sender("yolo_noqueuepolicy"), 1, "yolo_noqueuepolicy"),
+            ]
 
             print("2. one shared channel vs a new client per request (c=64, cheap model)", flush=True)
             results["channel"] = [
