@@ -28,7 +28,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: venv
+# The control plane is built (once, cached) before pytest: a cold build takes ~20 minutes,
+# longer than any single test may run.
+test: venv cluster-build
 	$(BIN)/python -m pytest
 
 test-unit: venv

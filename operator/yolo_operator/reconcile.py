@@ -55,12 +55,11 @@ def _write_status(body: kopf.Body, status: dict[str, Any]) -> bool:
     return True
 
 
-def _fail_invalid(body: kopf.Body, meta: builders.Meta, exc: InvalidSpec) -> Outcome:
+def _report_invalid(body: kopf.Body, meta: builders.Meta, exc: InvalidSpec) -> None:
+    """Ready=False with reason InvalidSpec and the message; an Event when that is news."""
     conditions = merge_conditions((body.get("status") or {}).get("conditions", []), invalid_spec_conditions(str(exc)), meta.generation, now_rfc3339())
-    written = _write_status(body, {"observedGeneration": meta.generation, "conditions": conditions})
-    if written:
+    if _write_status(body, {"observedGeneration": meta.generation, "conditions": conditions}):
         kopf.warn(body, reason="InvalidSpec", message=str(exc))
-    return Outcome(status_written=written, message=str(exc))
 
 
 def reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger = log) -> Outcome:
@@ -68,7 +67,7 @@ def reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger = log) -> Ou
     try:
         spec: YoloServiceSpec = parse_spec(body.get("spec") or {})
     except InvalidSpec as exc:
-        outcome = _fail_invalid(body, meta, exc)
+        _report_invalid(body, meta, exc)
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc
     outcome = Outcome()
     live: dict[tuple[str, str], dict[str, Any] | None] = {}
