@@ -65,7 +65,7 @@ def _load_rows(rows: list[dict], extra: list[str] = ()) -> str:  # type: ignore[
     return _table(headers, body)
 
 
-def markdown(res: dict[str, Any]) -> str:
+def markdown(res: dict[str, Any], prefix: str = "") -> str:
     m = res["machine"]
     parts = [
         f"# Benchmark results ({'quick' if res['quick'] else 'full'} run, {res['seconds']} s)",
@@ -77,7 +77,7 @@ def markdown(res: dict[str, Any]) -> str:
         _load_rows(res["direct_vs_gateway"], ["gateway_cpu_ms_per_request"]),
         "Open loop (a fixed request rate, 60% of the gateway's closed-loop capacity; latency counts from the scheduled start):",
         _table(["side", "rate /s", "achieved rps", "p50 ms", "p95 ms", "p99 ms", "errors", "mean batch", "gateway CPU ms/req"], [[r["label"], r["rate"], r["rps"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["errors"] or "-", r["triton"]["mean_batch"], r.get("gateway_cpu_ms_per_request", "-")] for r in res.get("open_loop", [])]),
-        "![latency vs throughput](latency_throughput.png)",
+        f"![latency vs throughput]({prefix}latency_throughput.png)",
         "## 1b. Triton's dynamic batcher with and without a queue policy (c=1, back-to-back, direct)",
         "With any `default_queue_policy`, Triton 2.51's batcher sometimes sleeps its 500 ms idle wait while a request waits in the queue.",
         _load_rows(res.get("queue_policy", [])),
@@ -85,7 +85,7 @@ def markdown(res: dict[str, Any]) -> str:
         _load_rows(res["channel"]),
         "## 3. Dynamic batching",
         _load_rows(res["batching"]),
-        "![batch sizes](batch_sizes.png)",
+        f"![batch sizes]({prefix}batch_sizes.png)",
         "## 4. Input encoding and NMS placement (through the gateway)",
         _load_rows(res["encoding"], ["gateway_cpu_ms_per_request", "wire_bytes_per_request"]),
         "## 5. The gateway alone (cheap model)",
@@ -101,7 +101,7 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def plots(res: dict[str, Any], out: Path) -> None:
+def plots(res: dict[str, Any], out: Path, prefix: str = "") -> None:
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -121,7 +121,7 @@ def plots(res: dict[str, Any], out: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "latency_throughput.png", dpi=110)
+    fig.savefig(out / f"{prefix}latency_throughput.png", dpi=110)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -138,10 +138,12 @@ def plots(res: dict[str, Any], out: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "batch_sizes.png", dpi=110)
+    fig.savefig(out / f"{prefix}batch_sizes.png", dpi=110)
     plt.close(fig)
 
 
 def write(res: dict[str, Any], out: Path, name: str) -> None:
-    (out / f"{name}.md").write_text(markdown(res))
-    plots(res, out)
+    """latest.md with latency_throughput.png and batch_sizes.png; other runs prefix their plots."""
+    prefix = "" if name == "latest" else f"{name}_"
+    (out / f"{name}.md").write_text(markdown(res, prefix))
+    plots(res, out, prefix)
