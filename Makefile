@@ -64,7 +64,7 @@ bench: venv
 	$(BIN)/python -m yolo_gateway.bench $(if $(filter-out 0,$(QUICK)),--quick,)
 
 lint: venv
-	$(BIN)/python -m compileall -q gateway operator model_repository
+	$(BIN)/ruff check gateway operator k8s-tests model_repository
 
 model-repo: venv
 	$(BIN)/python model_repository/tools/build_repository.py

@@ -7,7 +7,19 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from e2e_helpers import CHART, GROUP, RELEASE, RELEASE_NS, ROOT, Kube, OperatorProcess, cluster, run, sa_kubeconfig, wait_for
+from e2e_helpers import (
+    CHART,
+    GROUP,
+    RELEASE,
+    RELEASE_NS,
+    ROOT,
+    Kube,
+    OperatorProcess,
+    cluster,
+    run,
+    sa_kubeconfig,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from e2e_helpers import CHART, ROOT, Kube
 
 from yolo_operator.builders import Meta
 from yolo_operator.children import desired_children
 from yolo_operator.spec import parse_spec
-
-from e2e_helpers import CHART, ROOT, Kube
 
 pytestmark = pytest.mark.k8s
 

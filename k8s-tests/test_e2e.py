@@ -7,7 +7,6 @@ import json
 import time
 
 import pytest
-
 from e2e_helpers import GROUP, RELEASE, RELEASE_NS, Kube, OperatorProcess, condition, sample, wait_for
 
 pytestmark = pytest.mark.k8s

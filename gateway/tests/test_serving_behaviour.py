@@ -10,13 +10,12 @@ import time
 import httpx
 import numpy as np
 import pytest
+from gw_helpers import boxes_of, gateway_app, triton_stats
 
 from yolo_gateway.local_triton import LocalTriton, TritonPorts, free_port
 from yolo_gateway.settings import Settings
 from yolo_gateway.stack import GatewayProcess
 from yolo_gateway.synthetic import encode, make_scene, match
-
-from gw_helpers import boxes_of, gateway_app, triton_stats
 
 pytestmark = pytest.mark.triton
 

@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 from google.protobuf import text_format
+from op_helpers import META, sample_spec
 from tritonclient.grpc import model_config_pb2
 
 from yolo_operator import builders as b
 from yolo_operator.children import desired_children
 from yolo_operator.spec import parse_spec
-
-from op_helpers import META, sample_spec
 
 GOLDEN = Path(__file__).parent / "golden"
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,13 +7,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from op_helpers import META, sample_spec
 
 from yolo_operator import builders as b
 from yolo_operator.children import desired_children, is_subset, needs_apply, with_hash
 from yolo_operator.spec import InvalidSpec, YoloServiceSpec, parse_spec
-from yolo_operator.status import Condition, autoscaling_condition, deployment_condition, merge_conditions, ready_condition
-
-from op_helpers import META, sample_spec
+from yolo_operator.status import (
+    Condition,
+    autoscaling_condition,
+    deployment_condition,
+    merge_conditions,
+    ready_condition,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "charts" / "yolo-operator" / "crds" / "yoloservices.serving.yolo.dev.yaml"
