@@ -76,6 +76,13 @@ def test_sample_becomes_ready_with_every_child(kube: Kube, ns: str):
     assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in status["conditions"])
     assert all(c["reason"][0].isupper() and " " not in c["reason"] for c in status["conditions"])
 
+    def applied_events() -> list[str]:
+        events = kube.items("events", ns)
+        return [e["message"] for e in events if e["involvedObject"].get("uid") == uid and e.get("reason") == "Applied"]
+
+    messages = wait_for("Events for what the operator applied", applied_events)
+    assert any("Deployment/shapes-triton" in m for m in messages), messages
+
 
 def test_triton_pods_run_only_on_gpu_nodes(kube: Kube, ns: str):
     ready(kube, "shapes")
