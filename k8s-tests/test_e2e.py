@@ -193,7 +193,7 @@ def test_operator_restart_mid_reconcile_converges(kube: Kube, ns: str, operator:
     assert owned <= live, "no orphans"
 
 
-def test_no_op_reconcile_writes_nothing(kube: Kube, ns: str):
+def test_no_op_reconcile_writes_nothing(kube: Kube, ns: str, operator: OperatorProcess):
     ready(kube, "multi-0")
     sel = "app.kubernetes.io/instance=multi-0"
 
@@ -207,8 +207,15 @@ def test_no_op_reconcile_writes_nothing(kube: Kube, ns: str):
         return out
 
     before = versions()
+    log_start = operator.log.stat().st_size
     time.sleep(10)  # three resync timers
     after = versions()
+    with operator.log.open() as f:
+        f.seek(log_start)
+        window = f.read()
+    assert "Timer 'resync'" in window, "the resync timer ran in the window"
+    applied = [line for line in window.splitlines() if line.startswith("applied [")]
+    assert not applied, f"a steady-state resync sent apply requests: {applied}"
     # Deployments' status may move (kwok); spec-managed objects must not change at all
     changed = {k for k in before if before[k] != after.get(k) and not k.startswith("deployment/")}
     assert not changed, f"resyncs wrote to {changed}"

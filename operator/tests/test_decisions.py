@@ -124,6 +124,15 @@ def test_no_op_means_no_apply_and_drift_means_apply():
     assert needs_apply(changed, _live(dep))  # the spec changed: the hash differs
 
 
+def test_zero_values_the_server_omits_still_match():
+    svc = with_hash(b.build_triton_service(parse_spec(sample_spec()), META))
+    live = _live(svc)
+    del live["spec"]["publishNotReadyAddresses"]  # false is omitted by the API server
+    assert not needs_apply(svc, live)
+    assert is_subset({"a": False, "b": "", "c": [], "d": {}, "e": None}, {})
+    assert not is_subset({"a": 0}, {}) and not is_subset({"a": True}, {})  # 0 is a real value: replicas 0
+
+
 def test_removed_field_is_applied_even_if_live_is_a_superset():
     with_replicas = with_hash(b.build_triton_deployment(parse_spec(sample_spec(**{"triton.autoscaling": {"enabled": False}})), META))
     under_hpa = with_hash(b.build_triton_deployment(parse_spec(sample_spec()), META))

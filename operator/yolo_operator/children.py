@@ -77,10 +77,23 @@ def _same_scalar(want: Any, have: Any) -> bool:
     return False
 
 
+def _zero(value: Any) -> bool:
+    """A value the API server leaves out: null, false, "", [] or {} (but 0 is kept: replicas: 0)."""
+    if value is None or value is False:
+        return True
+    return isinstance(value, (str, list, dict)) and not value
+
+
 def is_subset(want: Any, have: Any) -> bool:
-    """True when every field of `want` is in `have` with the same value (server defaults may add more)."""
+    """True when every field of `want` is in `have` with the same value (server defaults may add more).
+
+    The API server omits zero values (false, "", [], {}; `omitempty`), so a
+    field we want at its zero value matches an absent one.
+    """
     if isinstance(want, dict):
-        return isinstance(have, dict) and all(k in have and is_subset(v, have[k]) for k, v in want.items())
+        return isinstance(have, dict) and all(
+            is_subset(v, have[k]) if k in have else _zero(v) for k, v in want.items()
+        )
     if isinstance(want, list):
         return isinstance(have, list) and len(want) == len(have) and all(is_subset(w, h) for w, h in zip(want, have))
     return _same_scalar(want, have)

@@ -63,6 +63,10 @@ def _report_invalid(body: kopf.Body, meta: builders.Meta, exc: InvalidSpec) -> N
 
 
 def reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger = log) -> Outcome:
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
+        # Being deleted: the garbage collector takes the children through their owner
+        # references. Writing now would only race kopf's removal of its finalizer.
+        return Outcome(ready=True, message="being deleted")
     meta = builders.Meta.from_body(body)
     try:
         spec: YoloServiceSpec = parse_spec(body.get("spec") or {})
