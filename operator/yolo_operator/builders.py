@@ -187,6 +187,26 @@ def _resources(r: Any) -> dict[str, Any]:
     return out
 
 
+def _deployment(
+    meta: Meta, name: str, component: str, *, pod_annotations: dict[str, str], pod_spec: dict[str, Any], autoscaled: bool, replicas: int
+) -> dict[str, Any]:
+    """A Deployment that rolls one pod at a time with no capacity dip. Under an HPA it carries
+    no `replicas` at all: the HPA owns that field and the operator never fights it."""
+    deployment: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(meta, name, component),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(meta, component)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": labels(meta, component), "annotations": pod_annotations}, "spec": pod_spec},
+        },
+    }
+    if not autoscaled:
+        deployment["spec"]["replicas"] = replicas
+    return deployment
+
+
 # --------------------------------------------------------------------------- Triton
 
 
@@ -302,30 +322,13 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
         pod_spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     if t.affinity:
         pod_spec["affinity"] = t.affinity
-    deployment: dict[str, Any] = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(meta, n["triton"], "triton"),
-        "spec": {
-            "selector": {"matchLabels": selector_labels(meta, "triton")},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {
-                "metadata": {
-                    "labels": labels(meta, "triton"),
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(TRITON_METRICS),
-                        "prometheus.io/path": "/metrics",
-                        f"{GROUP}/config-hash": config_hash,  # a new model config rolls the pods
-                    },
-                },
-                "spec": pod_spec,
-            },
-        },
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(TRITON_METRICS),
+        "prometheus.io/path": "/metrics",
+        f"{GROUP}/config-hash": config_hash,  # a new model config rolls the pods
     }
-    if not t.autoscaling.enabled:  # never write replicas under an HPA
-        deployment["spec"]["replicas"] = t.replicas
-    return deployment
+    return _deployment(meta, n["triton"], "triton", pod_annotations=annotations, pod_spec=pod_spec, autoscaled=t.autoscaling.enabled, replicas=t.replicas)
 
 
 def build_triton_service(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
@@ -382,34 +385,14 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    deployment: dict[str, Any] = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(meta, names(meta)["gateway"], "gateway"),
-        "spec": {
-            "selector": {"matchLabels": selector_labels(meta, "gateway")},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {
-                "metadata": {
-                    "labels": labels(meta, "gateway"),
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(GATEWAY_PORT),
-                        "prometheus.io/path": "/metrics",
-                    },
-                },
-                "spec": {
-                    "securityContext": pod_security_context(),
-                    "terminationGracePeriodSeconds": PRESTOP_SECONDS + g.shutdown_grace_seconds + 5,
-                    "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
-                },
-            },
-        },
+    annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(GATEWAY_PORT), "prometheus.io/path": "/metrics"}
+    pod_spec = {
+        "securityContext": pod_security_context(),
+        "terminationGracePeriodSeconds": PRESTOP_SECONDS + g.shutdown_grace_seconds + 5,
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
     }
-    if not g.autoscaling.enabled:
-        deployment["spec"]["replicas"] = g.replicas
-    return deployment
+    return _deployment(meta, names(meta)["gateway"], "gateway", pod_annotations=annotations, pod_spec=pod_spec, autoscaled=g.autoscaling.enabled, replicas=g.replicas)
 
 
 def build_gateway_service(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
