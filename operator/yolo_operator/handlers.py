@@ -28,6 +28,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
     settings.posting.level = 20  # INFO: events for what the operator did
     settings.execution.max_workers = int(os.environ.get("YOLO_OPERATOR_WORKERS", "8"))
+    # On deletion kopf waits for the resync timer to stop. A sync timer caught mid-reconcile was
+    # re-checked only after 60 s (the default), holding the finalizer and the deletion that long.
+    settings.background.cancellation_polling = 1
+    settings.background.instant_exit_timeout = 2
 
 
 def _converge(body: kopf.Body, logger: kopf.Logger) -> None:
