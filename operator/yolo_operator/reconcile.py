@@ -35,7 +35,6 @@ class Outcome:
     applied: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     ready: bool = False
-    status_written: bool = False
     message: str = ""
 
 
@@ -114,7 +113,7 @@ def reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger = log) -> Ou
         "tritonReplicas": replica_summary(triton),
         "gatewayReplicas": replica_summary(gateway),
     }
-    outcome.status_written = _write_status(body, status)
+    _write_status(body, status)
     outcome.ready = ready.status == "True"
     outcome.message = ready.message
     return outcome

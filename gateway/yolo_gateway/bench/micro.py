@@ -34,17 +34,6 @@ from ..synthetic import encode, make_scene
 SIZE = 640
 
 
-def median_ms(fn: Callable[[], object], repeat: int, min_time: float = 0.3) -> float:
-    fn()  # warm
-    times = []
-    start = time.perf_counter()
-    while len(times) < repeat or (time.perf_counter() - start < min_time and len(times) < repeat * 20):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3)
-
-
 def interleaved_ms(methods: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
     """Median ms per method, timing one call of each method per round."""
     for fn in methods.values():
