@@ -49,7 +49,14 @@ def triton(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def gateway(triton: LocalTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """The gateway as a real uvicorn process in front of the session's Triton."""
     logs = tmp_path_factory.mktemp("gwlogs")
-    env = {"YOLO_GATEWAY_TRITON_URL": triton.grpc_target, "YOLO_GATEWAY_MODEL_NAME": "yolo", "YOLO_GATEWAY_MAX_BODY_BYTES": str(8 * 1024 * 1024)}
+    env = {
+        "YOLO_GATEWAY_TRITON_URL": triton.grpc_target,
+        "YOLO_GATEWAY_MODEL_NAME": "yolo",
+        "YOLO_GATEWAY_MAX_BODY_BYTES": str(8 * 1024 * 1024),
+        # Room for the 200-request burst of the batching test: queued, not shed.
+        "YOLO_GATEWAY_MAX_QUEUE": "256",
+        "YOLO_GATEWAY_QUEUE_TIMEOUT_S": "8",
+    }
     with GatewayProcess(free_port(), env, log_path=logs / "gateway.log") as gw:
         yield gw
 

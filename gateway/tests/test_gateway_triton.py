@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import socket
-import time
 
 import httpx
 import numpy as np
@@ -197,10 +196,3 @@ def test_openapi_documents_the_image_bodies(client):
     params = {p["name"] for p in spec["paths"]["/v1/detect"]["post"]["parameters"]}
     assert params == {"conf", "iou", "max_det", "classes"}
     assert client.get("/docs").status_code == 200
-
-
-def test_slow_client_cannot_hang_a_request(client, jpeg):
-    """Sanity: a normal request completes well within the request deadline."""
-    t = time.monotonic()
-    assert client.post("/v1/detect", content=jpeg, headers={"content-type": "image/jpeg"}).status_code == 200
-    assert time.monotonic() - t < 10

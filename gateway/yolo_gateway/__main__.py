@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 
-import uvicorn
-
+from . import server
 from .app import create_app
 from .settings import Settings
 
@@ -13,15 +12,16 @@ from .settings import Settings
 def main() -> None:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(
+    server.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        request_timeout_s=settings.request_timeout_s,
+        drain_max_bytes=settings.drain_max_bytes,
+        drain_timeout_s=settings.drain_timeout_s,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),  # SIGTERM drains in-flight requests
         access_log=False,
-        loop="uvloop",
-        http="httptools",
     )
 
 

@@ -19,10 +19,11 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__, errors, metrics
-from .errors import BadParameter, GatewayOverloaded, PayloadTooLarge, TritonTimeout, UnsupportedMediaType
+from . import __version__, errors, metrics, server
+from .errors import BadParameter, PayloadTooLarge, RequestTimeout, TritonTimeout, UnsupportedMediaType
 from .pipeline import Detector, Upload
 from .postprocess import DetectParams
 from .schemas import BatchResponse, DetectResponse, ErrorResponse, Health, ModelsResponse
@@ -46,30 +47,34 @@ class JSONResponse(Response):
 
 
 class RequestContext:
-    """Pure ASGI middleware: x-request-id, X-Process-Time, request metrics,
-    the in-flight gauge for detection routes, load shedding, and slow-request logs."""
+    """Pure ASGI middleware, outermost of the app's own: x-request-id, X-Process-Time, the
+    request's deadline (from its first byte, as the server measured it), request metrics,
+    slow-request logs, and a JSON 500 for a bug that keeps the connection usable."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        state = scope.setdefault("state", {})
+        first_byte = state.get(server.REQUEST_START, loop.time())
+        state["deadline"] = first_byte + self.settings.request_timeout_s
         headers = Headers(scope=scope)
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state["request_id"] = request_id
         path = scope["path"]
-        counted = path in DETECT_ROUTES
         status = 500
+        started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 extra = [
                     (b"x-request-id", request_id.encode("latin-1")),
                     (b"x-process-time", f"{(time.perf_counter() - start) * 1e3:.3f}ms".encode()),
@@ -77,25 +82,19 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
-        if counted:
-            if self.inflight >= self.settings.max_inflight:
-                status = 503
-                response = errors.error_response(503, GatewayOverloaded.code, "gateway overloaded, retry later", 1)
-                await response(scope, receive, send_wrapper)
-                metrics.REQUESTS.labels(path, "503").inc()
-                return
-            self.inflight += 1
-            metrics.INFLIGHT.inc()
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unhandled error id=%s path=%s", request_id, path)
+            if started:
+                raise  # a broken response: the server must close the connection
+            status = 500
+            await errors.unexpected_error_response()(scope, receive, send_wrapper)
         finally:
-            if counted:
-                self.inflight -= 1
-                metrics.INFLIGHT.dec()
             route = scope.get("route")
             metrics.REQUESTS.labels(getattr(route, "path", "unmatched"), str(status)).inc()
             elapsed = time.perf_counter() - start
-            if counted:
+            if path in DETECT_ROUTES:
                 metrics.STAGE_SECONDS.labels("total").observe(elapsed)
             if elapsed * 1e3 > self.settings.slow_request_ms:
                 log.warning("slow request id=%s path=%s status=%s ms=%.1f", request_id, path, status, elapsed * 1e3)
@@ -105,7 +104,8 @@ class RequestContext:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing with 413 before reading it whole when it is too large."""
+    """Read the body before the request's deadline (408 after it), refusing with 413 before
+    reading it whole when it is too large (the server then drains the rest, bounded)."""
     length = request.headers.get("content-length")
     if length is not None:
         try:
@@ -116,11 +116,18 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout_at(request.state.deadline):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        request.scope["state"][server.CUT] = True  # a slow client: close, do not drain
+        raise RequestTimeout(f"request body not received within the deadline ({size} bytes so far)") from exc
+    except ClientDisconnect as exc:
+        raise RequestTimeout("the client disconnected before sending the whole body") from exc
     return b"".join(chunks)
 
 
@@ -192,12 +199,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         400: "Bad parameters or malformed multipart",
+        408: "Request headers or body not received within the deadline",
         413: "Body too large",
         415: "Unsupported content type or image format",
         422: "Empty, corrupt or truncated image, or over the pixel limit",
         429: "Triton's queue is full",
         502: "Triton rejected the request",
-        503: "Triton unavailable (circuit open) or gateway overloaded; see Retry-After",
+        503: "Triton unavailable (circuit open) or gateway overloaded (shed at once); see Retry-After",
         504: "Deadline exceeded",
     }.items()
 }
@@ -205,12 +213,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter()
 
 
-async def _run(detector: Detector, uploads: list[Upload], params: DetectParams, request: Request) -> list[dict[str, Any]]:
-    try:
-        async with asyncio.timeout(detector.settings.request_timeout_s):
-            return await detector.detect(uploads, params, request.state.request_id)
-    except TimeoutError as exc:
-        raise TritonTimeout(f"request deadline of {detector.settings.request_timeout_s}s exceeded") from exc
+async def _run(detector: Detector, request: Request, params: DetectParams, many: bool) -> list[dict[str, Any]]:
+    """Read the images, wait for an admission slot, detect: all before the request's deadline."""
+    uploads = await read_uploads(request, detector.settings, many=many)
+    deadline = request.state.deadline
+    async with detector.admission.slot(deadline):
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await detector.detect(uploads, params, request.state.request_id, deadline)
+        except TimeoutError as exc:
+            raise TritonTimeout(f"request deadline of {detector.settings.request_timeout_s:g}s exceeded") from exc
 
 
 @router.post(
@@ -227,8 +239,7 @@ async def _run(detector: Detector, uploads: list[Upload], params: DetectParams, 
     },
 )
 async def detect(request: Request, detector: DetectorDep, params: ParamsDep) -> Response:
-    uploads = await read_uploads(request, detector.settings, many=False)
-    (result,) = await _run(detector, uploads, params, request)
+    (result,) = await _run(detector, request, params, many=False)
     return JSONResponse(result)
 
 
@@ -242,8 +253,7 @@ async def detect(request: Request, detector: DetectorDep, params: ParamsDep) -> 
     openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": _multipart_many}}},
 )
 async def detect_batch(request: Request, detector: DetectorDep, params: ParamsDep) -> Response:
-    uploads = await read_uploads(request, detector.settings, many=True)
-    results = await _run(detector, uploads, params, request)
+    results = await _run(detector, request, params, many=True)
     return JSONResponse({"results": results})
 
 

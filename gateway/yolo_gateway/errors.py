@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-log = logging.getLogger("yolo_gateway")
-
 
 class GatewayError(Exception):
     status = 500
     code = "internal_error"
+    close_connection = False  # answer with `Connection: close`
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -25,6 +22,13 @@ class GatewayError(Exception):
 
 class BadParameter(GatewayError):
     status, code = 400, "bad_parameter"
+
+
+class RequestTimeout(GatewayError):
+    """The client did not send its request (headers and body) before the deadline."""
+
+    status, code = 408, "request_timeout"
+    close_connection = True
 
 
 class PayloadTooLarge(GatewayError):
@@ -65,18 +69,30 @@ class TritonRejected(GatewayError):
     status, code = 502, "triton_error"
 
 
-def error_response(status: int, code: str, message: str, retry_after: float | None = None) -> Response:
-    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
+def error_response(
+    status: int, code: str, message: str, retry_after: float | None = None, close_connection: bool = False
+) -> Response:
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else {}
+    if close_connection:
+        headers["Connection"] = "close"
     body = orjson.dumps({"error": {"code": code, "message": message}})
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
+def unexpected_error_response() -> Response:
+    """A bug, never bad input: still JSON, and the connection stays usable."""
+    return error_response(500, GatewayError.code, "internal error")
+
+
 def install(app: FastAPI) -> None:
-    """Register the one mapping from exceptions to JSON error responses."""
+    """Register the one mapping from exceptions to JSON error responses. Anything else
+    (a bug) is answered by `unexpected_error_response` in the app's outer middleware,
+    which, unlike Starlette's ServerErrorMiddleware, does not re-raise and so keeps the
+    keep-alive connection and the `x-request-id` header."""
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.retry_after)
+        return error_response(exc.status, exc.code, exc.message, exc.retry_after, exc.close_connection)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
@@ -89,8 +105,3 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
         return error_response(exc.status_code, "http_error", str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:  # a bug, never bad input
-        log.exception("unhandled error on %s", request.url.path)
-        return error_response(500, "internal_error", "internal error")

@@ -14,6 +14,7 @@ Used by `make serve`, `make demo`, the test fixtures and the benchmarks.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import shutil
 import signal
@@ -21,9 +22,11 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +57,30 @@ def backend_directory(cache: Path) -> Path:
         if not dst.exists() or dst.stat().st_size != src.stat().st_size:
             shutil.copy2(src, dst)
     return cache
+
+
+def _set_pdeathsig() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the child get SIGTERM when this process dies, however it dies.
+    The kernel ties this to the thread that forks, so only starts from the main thread use it."""
+    return _set_pdeathsig if threading.current_thread() is threading.main_thread() else None
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP unwind the main thread once (closing servers through their context
+    managers); repeats, as `timeout`, systemd or a container runtime may send, are ignored
+    so that they cannot interrupt the clean-up itself."""
+
+    def handler(signum: int, _frame: object) -> None:
+        for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(s, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, handler)
 
 
 def free_port() -> int:
@@ -146,7 +173,12 @@ class LocalTriton:
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
             out = self._log_file
         self.process = subprocess.Popen(
-            self.command(), env=self.environment(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            self.command(),
+            env=self.environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         self.wait_ready(timeout)
         return self
@@ -215,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--metrics-port", type=int, default=int(os.environ.get("TRITON_METRICS_PORT", 8002)))
     args = ap.parse_args(argv)
     triton = LocalTriton(args.model_repository, TritonPorts(args.http_port, args.grpc_port, args.metrics_port))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stop_on_signals()
     with triton:
         print(f"triton ready: grpc {triton.grpc_target}, http {triton.http_url}", flush=True)
         try:

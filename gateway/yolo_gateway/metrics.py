@@ -11,8 +11,17 @@ STAGE_SECONDS = Histogram(
     ["stage"],
     buckets=_STAGE_BUCKETS,
 )
-INFLIGHT = Gauge("yolo_gateway_inflight_requests", "Detection requests in flight (the HPA's signal)")
+INFLIGHT = Gauge(
+    "yolo_gateway_inflight_requests",
+    "Detection requests in flight, running or queued for a slot, once their body has arrived (the autoscaler's signal)",
+)
+ADMISSION_LIMIT = Gauge("yolo_gateway_admission_limit", "Requests allowed to run at once")
+ADMISSION_ACTIVE = Gauge("yolo_gateway_admission_active", "Requests holding a slot")
+ADMISSION_QUEUED = Gauge("yolo_gateway_admission_queued", "Requests waiting for a slot")
+SHED = Counter("yolo_gateway_shed_total", "Requests shed with 503 by admission control, by reason", ["reason"])
 TRITON_ERRORS = Counter("yolo_gateway_triton_errors_total", "Failed Triton calls by kind", ["kind"])
 CIRCUIT_STATE = Gauge("yolo_gateway_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open")
 IMAGES = Counter("yolo_gateway_images_total", "Images processed")
 DETECTIONS = Counter("yolo_gateway_detections_total", "Detections returned")
+for _reason in ("queue_full", "queue_timeout"):
+    SHED.labels(_reason)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics
+from .admission import Admission
 from .errors import BadParameter, TritonTimeout
 from .postprocess import DECODERS, Detections, DetectParams, decode_end2end
 from .preprocess import Prepared, prepare_image
@@ -57,6 +58,7 @@ class Detector:
         self.settings = settings
         self.triton = triton
         self.pool = ThreadPoolExecutor(max_workers=settings.workers(), thread_name_prefix="yolo-cpu")
+        self.admission = Admission(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -93,8 +95,8 @@ class Detector:
             ids.append(idx)
         return tuple(sorted(set(ids))) or None
 
-    async def detect(self, uploads: list[Upload], params: DetectParams, request_id: str) -> list[dict[str, Any]]:
-        """Detect on every upload; one Triton call per `max_batch_size` images."""
+    async def detect(self, uploads: list[Upload], params: DetectParams, request_id: str, deadline: float) -> list[dict[str, Any]]:
+        """Detect on every upload; one Triton call per `max_batch_size` images, before `deadline` (loop time)."""
         s = self.settings
         start = time.perf_counter()
         sig = self.triton.require_signature()
@@ -111,6 +113,7 @@ class Detector:
                         layout=sig.layout,
                         dtype=sig.input_dtype,
                         max_pixels=s.max_pixels,
+                        max_scans=s.max_jpeg_scans,
                     ),
                 )
                 for u in uploads
@@ -122,7 +125,7 @@ class Detector:
         for i in range(0, len(prepared), chunk):
             part = prepared[i : i + chunk]
             batch = np.stack([p.tensor for p in part]) if sig.max_batch_size else part[0].tensor
-            remaining = s.request_timeout_s - (time.perf_counter() - start)
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TritonTimeout("request deadline exceeded before inference")
             calls.append(self.triton.infer(batch, request_id, min(s.infer_timeout_s, remaining)))

@@ -8,27 +8,22 @@ the model's input size. Decoders are allowlisted: JPEG, PNG and WebP.
 
 from __future__ import annotations
 
-import io
 import time
-import warnings
 from dataclasses import dataclass
-from struct import error as struct_error
 
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import Image, UnidentifiedImageError
 
-from .errors import InvalidImage, UnsupportedMediaType
+from . import imageheader
+from .errors import GatewayError, InvalidImage, UnsupportedMediaType
 
-Image.MAX_IMAGE_PIXELS = None  # our own pixel limit applies, read from the header
 cv2.setNumThreads(1)  # parallelism comes from the gateway's thread pool
 
 FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 MEDIA_TYPES = {v: k for k, v in FORMATS.items()} | {"image/jpg": "jpeg"}
 GENERIC_TYPES = {"", "application/octet-stream"}
 PAD_VALUE = 114
-_ORIENTATION_TAG = 0x0112
 
 _SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
     ("jpeg", b"\xff\xd8\xff", 0),
@@ -84,22 +79,21 @@ class ImageHeader:
         return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (self.width, self.height)
 
 
-def read_header(data: bytes, fmt: str, max_pixels: int) -> ImageHeader:
-    """Size and orientation from the header alone; 422 for a bomb or a broken header."""
+def read_header(data: bytes, fmt: str, max_pixels: int, max_scans: int = 256) -> ImageHeader:
+    """Size and orientation from the header bytes alone (nothing is decoded or decompressed):
+    422 for a bomb, a broken header, or an image the decoders would refuse."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data), formats=[fmt.upper()]) as im:
-                w, h = im.size
-                orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct_error) as exc:
+        info = imageheader.parse(data, fmt)
+    except imageheader.HeaderError as exc:
         raise InvalidImage(f"corrupt {fmt.upper()} header: {exc}") from exc
-    if w <= 0 or h <= 0:
-        raise InvalidImage("image has zero width or height")
+    w, h = info.width, info.height
     if w * h > max_pixels:
         raise InvalidImage(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (decompression bomb guard)")
-    if orientation not in range(1, 9):
-        orientation = 1
+    if info.scans > max_scans:
+        raise InvalidImage(f"progressive JPEG with {info.scans} scans, over the limit of {max_scans}")
+    if fmt == "webp" and info.frames > 1:
+        raise InvalidImage("animated WebP is not supported: send one frame")
+    orientation = info.orientation
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     return ImageHeader(fmt, w, h, orientation)
@@ -209,13 +203,22 @@ def prepare_image(
     layout: str,
     dtype: str,
     max_pixels: int,
+    max_scans: int = 256,
 ) -> Prepared:
-    """Bytes → model input tensor (uint8 NHWC or fp32 NCHW in 0..1) and its letterbox."""
+    """Bytes → model input tensor (uint8 NHWC or fp32 NCHW in 0..1) and its letterbox.
+
+    Every failure is a `GatewayError`: whatever a decoder raises on hostile bytes
+    (OpenCV's errors, an overflow, an allocation it cannot make) is a 422."""
     t0 = time.perf_counter()
     fmt = check_format(data, declared_type)
-    header = read_header(data, fmt, max_pixels)
+    header = read_header(data, fmt, max_pixels, max_scans)
     geometry, new_w, new_h = letterbox_geometry(header.width, header.height, in_w, in_h)
-    img = decode(data, header, new_w, new_h)
+    try:
+        img = decode(data, header, new_w, new_h)
+    except GatewayError:
+        raise
+    except (cv2.error, ValueError, OverflowError, MemoryError, RuntimeError) as exc:
+        raise InvalidImage(f"{fmt.upper()} could not be decoded: {type(exc).__name__}") from exc
     t1 = time.perf_counter()
     canvas = letterbox(img, geometry, new_w, new_h, in_w, in_h)
     if layout == "NCHW":

@@ -20,7 +20,9 @@ class Settings(BaseSettings):
     model_name: str = "yolo"
     model_version: str = Field("", description="empty: Triton's latest")
     infer_timeout_s: float = Field(5.0, gt=0, description="deadline of each Triton call")
-    request_timeout_s: float = Field(10.0, gt=0, description="deadline of a whole request")
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="deadline of a whole request from its first byte: headers, body (408 after it), processing (504)"
+    )
     grpc_keepalive_time_ms: int = 10_000
     grpc_keepalive_timeout_ms: int = 5_000
     grpc_max_message_bytes: int = 256 * 1024 * 1024
@@ -41,8 +43,15 @@ class Settings(BaseSettings):
     # Limits
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_pixels: int = Field(40_000_000, gt=0, description="decompression-bomb guard, read from the header")
+    max_jpeg_scans: int = Field(256, ge=1, description="progressive JPEG scans (each one a pass over the image)")
     max_batch_images: int = Field(32, ge=1)
-    max_inflight: int = Field(512, ge=1, description="above this the gateway sheds load with 503")
+    drain_max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="unread body bytes discarded after an early response")
+    drain_timeout_s: float = Field(5.0, ge=0, description="time allowed to discard them; then the connection is cut")
+
+    # Admission: a concurrency limit with a short bounded queue; the rest is shed with 503 at once
+    max_concurrency: int = Field(64, ge=1, description="requests decoding, at Triton or in NMS at once")
+    max_queue: int = Field(64, ge=0, description="requests waiting for a slot; more are shed at once")
+    queue_timeout_s: float = Field(0.1, ge=0, description="longest wait for a slot before a 503 with Retry-After")
     pool_size: int = Field(0, ge=0, description="CPU worker threads; 0: the CPUs this process may use")
 
     # Detection defaults

@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .local_triton import LocalTriton, TritonPorts
+from .local_triton import LocalTriton, TritonPorts, die_with_parent, stop_on_signals
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPOSITORY = REPO_ROOT / "model_repository" / "local"
@@ -47,7 +47,9 @@ class GatewayProcess:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
             out = self._log
-        self.process = subprocess.Popen([sys.executable, "-m", "yolo_gateway"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "yolo_gateway"], env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent()
+        )
         self.wait("/readyz" if wait_ready else "/healthz", timeout)
         return self
 
@@ -114,17 +116,19 @@ class LocalStack:
         )
 
     def start(self) -> LocalStack:
-        self.triton.start()
-        try:
+        try:  # a signal (SystemExit) or a failure at any point still stops what was started
+            self.triton.start()
             self.gateway.start()
-        except Exception:
-            self.triton.stop()
+        except BaseException:
+            self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        self.gateway.stop()
-        self.triton.stop()
+        try:
+            self.gateway.stop()
+        finally:
+            self.triton.stop()
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -143,7 +147,7 @@ def _ports_from_env() -> TritonPorts:
 
 def serve(args: argparse.Namespace) -> None:
     stack = LocalStack(args.model_repository, args.model, triton_ports=_ports_from_env(), log_dir=args.log_dir)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stop_on_signals()
     with stack:
         print(f"gateway: {stack.gateway.url}  (docs: {stack.gateway.url}/docs)", flush=True)
         print(f"triton:  grpc {stack.triton.grpc_target}, metrics {stack.triton.metrics_url}", flush=True)

@@ -1,0 +1,175 @@
+"""The HTTP server: uvicorn with httptools and uvloop, plus bounds for hostile clients.
+
+uvicorn alone has no deadline for a request's headers (a slowloris client holds
+its connection for as long as it likes), closes a `Connection: close` request's
+socket as soon as the response is written even when the client is still sending
+its body (the client then sees a reset instead of its 413), and discards an unread
+body for as long as the client keeps sending. `GatewayProtocol` adds:
+
+- **one deadline per request, from its first byte**: the headers must arrive
+  before it or the client gets 408 and the connection is closed. The time of the
+  first byte is handed to the app (`scope["state"][REQUEST_START]`, loop time), whose
+  body read and processing run under the same deadline;
+- **a bounded drain**: after an early response (413, 408, ...) the rest of the body
+  is read and thrown away, at most `drain_max_bytes` within `drain_timeout_s`, so
+  that every client, whatever library it uses, can read the response; past either
+  bound the connection is cut;
+- a response the app marks with `scope["state"][CUT] = True` (a 408 for a slow body)
+  closes the connection at once instead of draining it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import orjson
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+REQUEST_START = "yolo.request_start"
+CUT = "yolo.cut"
+
+
+class _DeferredClose:
+    """The transport as the request cycle sees it: `close()` waits until the body is drained."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GatewayProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def close(self) -> None:
+        self._protocol.close_after_body()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class GatewayProtocol(HttpToolsProtocol):
+    request_timeout_s: float = 10.0
+    drain_max_bytes: int = 64 * 1024 * 1024
+    drain_timeout_s: float = 5.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._headers_done = True  # no request started yet
+        self._message_done = True
+        self._close_pending = False
+        self._drained = 0
+        self._deadline: asyncio.TimerHandle | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
+        # A connection that never sends a request is closed at the deadline too.
+        self._deadline = self.loop.call_later(self.request_timeout_s, self._on_deadline)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._deadline, self._drain_timer):
+            if timer is not None:
+                timer.cancel()
+        self._deadline = self._drain_timer = None
+
+    # ------------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        now = self.loop.time()
+        self.scope["state"][REQUEST_START] = now
+        self._headers_done = False
+        self._message_done = False
+        self._drained = 0
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_at(now + self.request_timeout_s, self._on_deadline)
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        real = self.transport
+        self.transport = _DeferredClose(real, self)  # type: ignore[assignment]  # the new cycle keeps this one
+        try:
+            super().on_headers_complete()
+        finally:
+            self.transport = real
+
+    def on_body(self, body: bytes) -> None:
+        if self.cycle is not None and self.cycle.response_complete:
+            self._drained += len(body)
+            if self._drained > self.drain_max_bytes:
+                self._close_now()
+                return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._message_done = True
+        super().on_message_complete()
+        if self._close_pending:
+            self._close_now()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self._message_done and not self.transport.is_closing():
+            self._arm_drain()
+
+    # ------------------------------------------------------------------ closing
+
+    def _arm_drain(self) -> None:
+        if self._drain_timer is None:
+            self._drain_timer = self.loop.call_later(self.drain_timeout_s, self._close_now)
+
+    def close_after_body(self) -> None:
+        cut = self.cycle is not None and self.cycle.scope["state"].get(CUT)
+        if cut or self._message_done or self.transport.is_closing():
+            self._close_now()
+        else:
+            self._close_pending = True
+            self._arm_drain()
+
+    def _close_now(self) -> None:
+        self._cancel_timers()
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        if self._headers_done and self._message_done:  # idle: nothing was sent
+            self._close_now()
+        elif not self._headers_done:
+            self._send_408()
+
+    def _send_408(self) -> None:
+        body = orjson.dumps(
+            {"error": {"code": "request_timeout", "message": f"request headers not received within {self.request_timeout_s:g}s"}}
+        )
+        head = (
+            "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nx-request-id: {uuid.uuid4().hex}\r\nconnection: close\r\n\r\n"
+        )
+        if not self.transport.is_closing():
+            self.transport.write(head.encode("latin-1") + body)
+        self._close_now()
+
+
+def protocol_class(request_timeout_s: float, drain_max_bytes: int, drain_timeout_s: float) -> type[GatewayProtocol]:
+    """A `GatewayProtocol` bound to these limits (uvicorn instantiates the class itself)."""
+    return type(
+        "BoundGatewayProtocol",
+        (GatewayProtocol,),
+        {"request_timeout_s": request_timeout_s, "drain_max_bytes": drain_max_bytes, "drain_timeout_s": drain_timeout_s},
+    )
+
+
+def run(app: Any, *, host: str, port: int, request_timeout_s: float, drain_max_bytes: int, drain_timeout_s: float, **kw: Any) -> None:
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http=protocol_class(request_timeout_s, drain_max_bytes, drain_timeout_s),
+        **kw,
+    )
