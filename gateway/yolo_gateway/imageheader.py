@@ -153,9 +153,11 @@ def png_header(data: bytes) -> HeaderInfo:
         if pos + 8 > n:
             break
         length, kind = _u32be(data, pos), data[pos + 4 : pos + 8]
-        if length > 2**31 - 1:
-            raise HeaderError("PNG chunk length over 2^31 - 1")
         body = pos + 8
+        if length > 2**31 - 1 or body + length + 4 > n:
+            # OpenCV's reader allocates a chunk's declared length before it reads it: a lying
+            # length is a memory bomb of up to 2 GB in a few bytes.
+            raise HeaderError(f"PNG chunk {kind!r} claims {length} bytes, past the end of the data")
         if kind == b"eXIf" and body + length <= n:
             block = data[body : body + length]
             orientation = exif_orientation(block[6:] if block.startswith(b"Exif\x00\x00") else block)

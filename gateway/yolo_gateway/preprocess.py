@@ -87,6 +87,8 @@ def read_header(data: bytes, fmt: str, max_pixels: int, max_scans: int = 256) ->
     except imageheader.HeaderError as exc:
         raise InvalidImage(f"corrupt {fmt.upper()} header: {exc}") from exc
     w, h = info.width, info.height
+    if w <= 0 or h <= 0:
+        raise InvalidImage("image has zero width or height")
     if w * h > max_pixels:
         raise InvalidImage(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (decompression bomb guard)")
     if info.scans > max_scans:

@@ -110,6 +110,9 @@ class GatewayProtocol(HttpToolsProtocol):
         super().on_message_complete()
         if self._close_pending:
             self._close_now()
+        elif self._drain_timer is not None:  # drained in time: the connection lives on
+            self._drain_timer.cancel()
+            self._drain_timer = None
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

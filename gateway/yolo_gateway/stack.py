@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from .local_triton import LocalTriton, TritonPorts, die_with_parent, stop_on_signals
@@ -29,9 +30,12 @@ DEFAULT_REPOSITORY = REPO_ROOT / "model_repository" / "local"
 class GatewayProcess:
     """`python -m yolo_gateway` as a child process, configured through YOLO_GATEWAY_* env."""
 
-    def __init__(self, port: int, env: dict[str, str], log_path: str | Path | None = None) -> None:
+    def __init__(
+        self, port: int, env: dict[str, str], log_path: str | Path | None = None, preexec: Callable[[], None] | None = None
+    ) -> None:
         self.port = port
         self.env = env
+        self.preexec = preexec  # run in the child before exec, e.g. to join a memory cgroup
         self.log_path = Path(log_path) if log_path else None
         self.process: subprocess.Popen[bytes] | None = None
         self._log = None
@@ -48,10 +52,16 @@ class GatewayProcess:
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
             out = self._log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "yolo_gateway"], env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent()
+            [sys.executable, "-m", "yolo_gateway"], env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=self._preexec
         )
         self.wait("/readyz" if wait_ready else "/healthz", timeout)
         return self
+
+    def _preexec(self) -> None:
+        if (die := die_with_parent()) is not None:
+            die()
+        if self.preexec is not None:
+            self.preexec()
 
     def wait(self, path: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
