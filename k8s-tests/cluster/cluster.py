@@ -8,9 +8,15 @@ etcd, kube-apiserver (RBAC, generated certificates and service-account keys),
 kube-controller-manager (deployment, replicaset, garbage collector, namespace,
 service accounts, HPA with short sync periods, disruption, endpoints),
 kube-scheduler, and kwok, which runs fake nodes: GPU nodes that advertise
-`nvidia.com/gpu` (tainted, as GPU pools are) and CPU-only nodes. Everything
-listens on 127.0.0.1. State lives in `.cluster/` (git-ignored); the admin
-kubeconfig is `.cluster/kubeconfig`.
+`nvidia.com/gpu` (tainted, as GPU pools are) and CPU-only nodes. State lives in
+`.cluster/` (git-ignored); the admin kubeconfig is `.cluster/kubeconfig`
+(https://127.0.0.1:16443).
+
+Where it can (root, and build.sh built the node's parts), a real node joins too:
+containerd, kubelet, kube-proxy and CoreDNS on this machine (see realnode.py). Then the
+apiserver also listens on the node IP 198.18.255.1, the address it advertises to pods
+(the `kubernetes` Service, 198.19.0.1:443). YOLO_REAL_NODE=0 leaves the node out; =1 makes it
+an error when the node cannot run. Without the node everything listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -26,10 +32,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import realnode
+
 ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("YOLO_CLUSTER_DIR", ROOT / ".cluster"))
 BIN = Path(os.environ.get("YOLO_CLUSTER_BIN", ROOT / ".bin"))
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+PKI_REV = "2"  # bump when the certificates change (names, SANs): the next `up` makes new ones
 
 
 class ClusterError(RuntimeError):
@@ -79,9 +88,20 @@ def _cert(pki: Path, name: str, subject: str, ca: bool = False, server_ips: tupl
 
 
 def make_pki(pki: Path) -> None:
+    rev = pki / "rev"
+    if pki.exists() and (not rev.exists() or rev.read_text().strip() != PKI_REV):
+        shutil.rmtree(pki)
     pki.mkdir(parents=True, exist_ok=True)
+    rev.write_text(PKI_REV + "\n")
     _cert(pki, "ca", "/CN=yolo-operator-test-ca", ca=True)
-    _cert(pki, "apiserver", "/CN=kube-apiserver", server_ips=("127.0.0.1", "10.96.0.1"), dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"))
+    _cert(
+        pki,
+        "apiserver",
+        "/CN=kube-apiserver",
+        server_ips=("127.0.0.1", realnode.KUBERNETES_SERVICE_IP, realnode.NODE_IP),
+        dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"),
+    )
+    _cert(pki, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
     _cert(pki, "admin", "/O=system:masters/CN=kubernetes-admin")
     _cert(pki, "controller-manager", "/CN=system:kube-controller-manager")
     _cert(pki, "scheduler", "/CN=system:kube-scheduler")
@@ -113,18 +133,50 @@ def _pidfile(name: str) -> Path:
 
 def _alive(pid: int) -> bool:
     try:
+        os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child (up and down in one process)
+    except ChildProcessError:
+        pass
+    try:
         os.kill(pid, 0)
-        return True
     except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False
 
 
-def _start(name: str, cmd: list[str]) -> None:
+def _start(name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
     (STATE / "pids").mkdir(parents=True, exist_ok=True)
     (STATE / "logs").mkdir(parents=True, exist_ok=True)
     log = open(STATE / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
     _pidfile(name).write_text(str(proc.pid))
+
+
+def _stop(name: str, grace: float = 10) -> None:
+    """SIGTERM the component's process group, SIGKILL it after `grace` seconds."""
+    pf = _pidfile(name)
+    if not pf.exists():
+        return
+    pid = int(pf.read_text())
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pf.unlink(missing_ok=True)
+        return
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        deadline = time.monotonic() + 5
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    pf.unlink(missing_ok=True)
 
 
 def _wait(what: str, check, timeout: float = 90.0, name: str | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -176,19 +228,58 @@ def _node(name: str, labels: dict, extra: dict, taints: list) -> dict:
     }
 
 
+def _node_marker() -> Path:
+    return STATE / "real-node"
+
+
+def _want_node() -> bool:
+    """Whether this `up` adds the real node (YOLO_REAL_NODE, see realnode.mode)."""
+    mode = realnode.mode()
+    if mode == "off":
+        return False
+    lack = realnode.missing(BIN)
+    if not lack:
+        return True
+    if mode == "on":
+        raise ClusterError(f"YOLO_REAL_NODE=1 but the real node cannot run here; missing: {', '.join(lack)}")
+    print(f"cluster: no real node (missing: {', '.join(lack)}); kwok nodes only", file=sys.stderr)
+    return False
+
+
+def components() -> tuple[str, ...]:
+    return COMPONENTS + (realnode.COMPONENTS if _node_marker().exists() else ())
+
+
 def up(gpu_nodes: int = 2, cpu_nodes: int = 1, gpus_per_node: int = 4) -> Path:
-    ports = Ports()
     if status(quiet=True):
         print(f"cluster already running: {STATE / 'kubeconfig'}")
         return STATE / "kubeconfig"
     down(quiet=True)
+    try:
+        return _up(gpu_nodes, cpu_nodes, gpus_per_node)
+    except BaseException as exc:  # a half-started cluster is stopped and cleaned, whatever failed
+        down(quiet=True)
+        if isinstance(exc, Exception) and not isinstance(exc, ClusterError):
+            raise ClusterError(f"{type(exc).__name__}: {exc}") from exc
+        raise
+
+
+def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
+    ports = Ports()
     start = time.monotonic()
+    with_node = _want_node()
+    node = realnode.RealNode(sys.modules[__name__]) if with_node else None
     pki = STATE / "pki"
     make_pki(pki)
     admin = kubeconfig(STATE / "kubeconfig", pki, "admin", ports.apiserver)
     cm_cfg = kubeconfig(STATE / "controller-manager.kubeconfig", pki, "controller-manager", ports.apiserver)
     sched_cfg = kubeconfig(STATE / "scheduler.kubeconfig", pki, "scheduler", ports.apiserver)
     kwok_cfg = kubeconfig(STATE / "kwok.kubeconfig", pki, "kwok", ports.apiserver)
+    if node:
+        _node_marker().write_text(realnode.NODE_NAME + "\n")
+        node.certs()
+        node.network()
+        node.start_containerd()  # starts while etcd and the apiserver do
 
     etcd_url = f"http://127.0.0.1:{ports.etcd}"
     _start(
@@ -208,13 +299,17 @@ def up(gpu_nodes: int = 2, cpu_nodes: int = 1, gpus_per_node: int = 4) -> Path:
     )
     _wait("etcd", lambda: _run(["curl", "-sf", f"{etcd_url}/health"]) != "", name="etcd")
 
+    if node:
+        # Pods reach the apiserver on the node IP (through the kubernetes Service); the host keeps 127.0.0.1.
+        address = ["--bind-address=0.0.0.0", f"--advertise-address={realnode.NODE_IP}", "--endpoint-reconciler-type=lease"]
+    else:
+        address = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"]
     _start(
         "kube-apiserver",
         [
             binary("kube-apiserver"),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            *address,
             f"--secure-port={ports.apiserver}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -223,15 +318,20 @@ def up(gpu_nodes: int = 2, cpu_nodes: int = 1, gpus_per_node: int = 4) -> Path:
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             "--api-audiences=https://kubernetes.default.svc.cluster.local",
-            "--authorization-mode=RBAC",
-            "--service-cluster-ip-range=10.96.0.0/16",
+            "--authorization-mode=Node,RBAC",
+            f"--service-cluster-ip-range={realnode.SERVICE_CIDR}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=false",
-            "--endpoint-reconciler-type=none",
             "--enable-priority-and-fairness=false",
             "--profiling=false",
             "--v=1",
         ],
     )
+    if node:
+        node.wait_containerd()
     _wait("kube-apiserver /readyz", lambda: kubectl("get", "--raw=/readyz", kubeconfig_path=admin).strip() == "ok", timeout=120, name="kube-apiserver")
 
     _start(
@@ -250,7 +350,7 @@ def up(gpu_nodes: int = 2, cpu_nodes: int = 1, gpus_per_node: int = 4) -> Path:
             "--controllers=deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller,"
             "serviceaccount-controller,serviceaccount-token-controller,horizontal-pod-autoscaler-controller,"
             "disruption-controller,endpoints-controller,endpointslice-controller,pod-garbage-collector-controller,"
-            "node-lifecycle-controller",
+            "node-lifecycle-controller,root-ca-certificate-publisher-controller,job-controller",
             "--horizontal-pod-autoscaler-sync-period=2s",
             "--horizontal-pod-autoscaler-downscale-stabilization=10s",
             "--concurrent-deployment-syncs=10",
@@ -270,11 +370,13 @@ def up(gpu_nodes: int = 2, cpu_nodes: int = 1, gpus_per_node: int = 4) -> Path:
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--node-ip=127.0.0.1",
-            "--cidr=10.244.0.0/16",
+            f"--cidr={realnode.KWOK_POD_CIDR}",
             "--node-lease-duration-seconds=40",
             "--server-address=127.0.0.1:0",
         ],
     )
+    if node:
+        node.start_node(ports.apiserver)
     nodes = [gpu_node(f"gpu-node-{i}", gpus_per_node) for i in range(gpu_nodes)] + [cpu_node(f"cpu-node-{i}") for i in range(cpu_nodes)]
     kubectl("apply", "-f", "-", kubeconfig_path=admin, input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
 
@@ -283,38 +385,47 @@ def up(gpu_nodes: int = 2, cpu_nodes: int = 1, gpus_per_node: int = 4) -> Path:
         ready = [
             n
             for n in out["items"]
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+            if n["metadata"]["name"] in {x["metadata"]["name"] for x in nodes}
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
             and not any(t["key"].startswith("node.kubernetes.io/") for t in n.get("spec", {}).get("taints", []))
         ]
         return len(ready) == len(nodes)
 
     _wait("kwok nodes Ready and untainted by the node lifecycle controller", nodes_ready, timeout=90, name="kwok")
+    if node:
+        node.wait_ready()
     _wait("the default ServiceAccount", lambda: bool(kubectl("get", "serviceaccount", "default", "-o", "name", kubeconfig_path=admin)), timeout=60, name="kube-controller-manager")
-    for name in COMPONENTS:
+    for name in components():
         if not _alive(int(_pidfile(name).read_text())):
             raise ClusterError(f"{name} is not running; see {STATE / 'logs' / (name + '.log')}")
-    print(f"cluster up in {time.monotonic() - start:.1f}s: {len(nodes)} nodes; KUBECONFIG={admin}")
+    extra = f" + real node {realnode.NODE_NAME} ({realnode.NODE_IP})" if node else ""
+    print(f"cluster up in {time.monotonic() - start:.1f}s: {len(nodes)} kwok nodes{extra}; KUBECONFIG={admin}")
     return admin
 
 
+def _node_traces() -> bool:
+    return _node_marker().exists() or any(Path("/sys/class/net", link).exists() for link in (realnode.DUMMY, realnode.BRIDGE)) or (realnode.RUN / "containerd").exists() or (STATE / "node" / "sysctl.orig.json").exists()
+
+
 def down(quiet: bool = False) -> None:
-    """Stop every component (SIGTERM, then SIGKILL) and remove the state, keeping nothing running."""
-    for name in reversed(COMPONENTS):
-        pf = _pidfile(name)
-        if not pf.exists():
-            continue
-        pid = int(pf.read_text())
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pf.unlink(missing_ok=True)
-            continue
-        deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-        pf.unlink(missing_ok=True)
+    """Stop every component (SIGTERM, then SIGKILL) and remove the state, keeping nothing running.
+
+    With the real node: first the controllers (no new pods), then the node's pods are deleted while
+    the kubelet still runs, then the kubelet, kube-proxy, CoreDNS and the control plane stop, and
+    realnode.teardown() removes what is left (containers, mounts, links, iptables, cgroups)."""
+    node = realnode.RealNode(sys.modules[__name__]) if _node_traces() else None
+    for name in ("kwok", "kube-scheduler", "kube-controller-manager"):
+        _stop(name)
+    if node:
+        if _pidfile("kubelet").exists() and _pidfile("kube-apiserver").exists() and _alive(int(_pidfile("kubelet").read_text())):
+            node.drain()
+        for name in ("kubelet", "kube-proxy", "coredns"):
+            _stop(name)
+    for name in ("kube-apiserver", "etcd"):
+        _stop(name)
+    if node:
+        node.teardown()
+        _node_marker().unlink(missing_ok=True)
     for sub in ("etcd", "pids"):
         shutil.rmtree(STATE / sub, ignore_errors=True)
     if not quiet:
@@ -323,12 +434,16 @@ def down(quiet: bool = False) -> None:
 
 def status(quiet: bool = False) -> bool:
     running = {}
-    for name in COMPONENTS:
+    for name in components():
         pf = _pidfile(name)
         running[name] = pf.exists() and _alive(int(pf.read_text()))
     if not quiet:
         for name, ok in running.items():
             print(f"{name:<24} {'running' if ok else 'stopped'}")
+        if _node_marker().exists():
+            print(f"real node {realnode.NODE_NAME}: node IP {realnode.NODE_IP}, pods {realnode.POD_CIDR}, Services {realnode.SERVICE_CIDR}, DNS {realnode.DNS_IP}, containerd {realnode.CONTAINERD_SOCK}")
+        elif not all(running.values()) and os.geteuid() == 0 and _node_traces():
+            print("real node: traces of an earlier run are left; `down` removes them")
     return all(running.values())
 
 

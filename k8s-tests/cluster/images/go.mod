@@ -1,0 +1,3 @@
+module yolo-operator/node-images
+
+go 1.22
