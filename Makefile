@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-12)
 TRAIN_VENV ?= .cache/train-venv
 
-.PHONY: help venv test test-unit test-triton test-e2e demo serve lint bench model-repo train clean cluster-build cluster-up cluster-down operator
+.PHONY: help venv test test-unit test-triton test-e2e demo serve lint bench model-repo train clean cluster-build cluster-up cluster-down operator fuzz
 
 help:
 	@echo "make demo         start Triton + the gateway, detect on a fresh image, stop"
@@ -16,6 +16,7 @@ help:
 	@echo "make cluster-up   a real control plane on loopback (built from Go modules once); cluster-down stops it"
 	@echo "make operator     run the operator against the current kubeconfig"
 	@echo "make bench        benchmarks (QUICK=1 for a short run)"
+	@echo "make fuzz         10^5 fuzzed requests against a gateway in a memory cgroup (COUNT=...)"
 	@echo "make model-repo   rebuild the serving ONNX variants from model_repository/source"
 	@echo "make train        retrain the bundled detector (needs the 'train' extra: torch, ultralytics)"
 
@@ -62,6 +63,9 @@ serve: venv
 
 bench: venv
 	$(BIN)/python -m yolo_gateway.bench $(if $(filter-out 0,$(QUICK)),--quick,)
+
+fuzz: venv
+	$(BIN)/python -m yolo_gateway.fuzz --count $(or $(COUNT),100000)
 
 lint: venv
 	$(BIN)/ruff check gateway operator k8s-tests model_repository

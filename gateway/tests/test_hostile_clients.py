@@ -24,7 +24,7 @@ import pytest
 import requests
 import uvicorn
 
-from yolo_gateway import server
+from yolo_gateway import fuzz, server
 from yolo_gateway.app import create_app
 from yolo_gateway.local_triton import LocalTriton, free_port
 from yolo_gateway.settings import Settings
@@ -285,3 +285,16 @@ def test_unexpected_error_is_json_with_request_id_and_keeps_the_connection(buggy
     r = conn.getresponse()
     assert r.status == 200 and json.loads(r.read()) == {"status": "ok"}
     conn.close()
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+
+def test_fuzzed_requests_get_no_500_no_hang_no_reset(triton, tmp_path):
+    """A bounded fuzz run (make fuzz runs 10^5) against a gateway in a 1.5 GiB memory cage."""
+    report = fuzz.fuzz_gateway(triton.grpc_target, count=3000, seed=11, memory_mb=1536, workers=4, log_dir=tmp_path)
+    print(f"\nfuzz: {report.count} inputs, statuses {dict(report.statuses)}, RSS {report.rss_before_mb} -> "
+          f"{report.rss_after_mb} MB (peak {report.rss_peak_mb}), {report.memory_limit}")
+    assert report.failures == [] and report.hangs == 0 and report.resets == 0
+    assert report.count == 3000
+    assert {200, 400, 415, 422} <= set(report.statuses), "the mutations reach every outcome"

@@ -406,30 +406,36 @@ class MemoryCage:
                     time.sleep(0.1)
 
 
-def fuzz_local(count: int, seed: int, memory_mb: int, workers: int, log_dir: Path) -> Report:
-    """A real Triton and a caged gateway process, fuzzed; both stopped afterwards."""
-    from .local_triton import LocalTriton, TritonPorts, free_port  # noqa: PLC0415
-    from .stack import DEFAULT_REPOSITORY, GatewayProcess  # noqa: PLC0415
+def fuzz_gateway(triton_target: str, count: int, seed: int, memory_mb: int, workers: int, log_dir: Path) -> Report:
+    """A gateway process in a memory cage in front of `triton_target`, fuzzed, then stopped."""
+    from .local_triton import free_port  # noqa: PLC0415
+    from .stack import GatewayProcess  # noqa: PLC0415
 
     cage = MemoryCage(memory_mb << 20)
+    env = {"YOLO_GATEWAY_TRITON_URL": triton_target, "YOLO_GATEWAY_MODEL_NAME": "yolo", "YOLO_GATEWAY_LOG_LEVEL": "warning"}
     try:
-        with LocalTriton(DEFAULT_REPOSITORY, TritonPorts.free(), log_path=log_dir / "fuzz-triton.log") as triton:
-            env = {"YOLO_GATEWAY_TRITON_URL": triton.grpc_target, "YOLO_GATEWAY_MODEL_NAME": "yolo", "YOLO_GATEWAY_LOG_LEVEL": "warning"}
-            gw = GatewayProcess(free_port(), env, log_path=log_dir / "fuzz-gateway.log", preexec=cage.preexec)
-            with gw:
-                pid = gw.process.pid  # type: ignore[union-attr]
-                run_cases(gw.url, min(50, count), seed + 1, workers)  # warm-up: imports, arenas, first inferences
-                before, _ = rss_mb(pid)
-                report = run_cases(gw.url, count, seed, workers)
-                if gw.process is None or gw.process.poll() is not None:
-                    report.failures.append({"error": f"the gateway died (exit {gw.process.returncode if gw.process else '?'}); see {gw.log_path}"})
-                else:
-                    report.rss_after_mb, report.rss_peak_mb = rss_mb(pid)
-                report.rss_before_mb = before
-                report.memory_limit = cage.kind
+        with GatewayProcess(free_port(), env, log_path=log_dir / "fuzz-gateway.log", preexec=cage.preexec) as gw:
+            pid = gw.process.pid  # type: ignore[union-attr]
+            run_cases(gw.url, min(50, count), seed + 1, workers)  # warm-up: imports, arenas, first inferences
+            before, _ = rss_mb(pid)
+            report = run_cases(gw.url, count, seed, workers)
+            report.rss_before_mb, report.memory_limit = before, cage.kind
+            if gw.process is None or gw.process.poll() is not None:
+                report.failures.append({"error": f"the gateway died (exit {gw.process.returncode if gw.process else '?'}); see {gw.log_path}"})
+            else:
+                report.rss_after_mb, report.rss_peak_mb = rss_mb(pid)
         return report
     finally:
         cage.close()
+
+
+def fuzz_local(count: int, seed: int, memory_mb: int, workers: int, log_dir: Path) -> Report:
+    """A real Triton on the bundled model, and a caged gateway in front of it."""
+    from .local_triton import LocalTriton, TritonPorts  # noqa: PLC0415
+    from .stack import DEFAULT_REPOSITORY  # noqa: PLC0415
+
+    with LocalTriton(DEFAULT_REPOSITORY, TritonPorts.free(), log_path=log_dir / "fuzz-triton.log") as triton:
+        return fuzz_gateway(triton.grpc_target, count, seed, memory_mb, workers, log_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
