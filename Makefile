@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-12)
 TRAIN_VENV ?= .cache/train-venv
 
-.PHONY: help venv test test-unit test-triton test-e2e demo serve lint bench model-repo train clean cluster-build cluster-up cluster-down operator fuzz
+.PHONY: help venv test test-unit test-triton test-e2e demo serve lint bench model-repo train clean cluster-build cluster-up cluster-down operator images images-load fuzz
 
 help:
 	@echo "make demo         start Triton + the gateway, detect on a fresh image, stop"
@@ -78,6 +78,14 @@ train:
 	$(TRAIN_VENV)/bin/pip install -q -e '.[train]'
 	$(TRAIN_VENV)/bin/python model_repository/tools/train.py --work .cache/train
 	$(MAKE) model-repo
+
+# Container images with buildah, offline (a local Debian base, host-built wheelhouses), smoke
+# tested; loaded into the local node's containerd when its socket exists. docker/build-images.py
+images:
+	$(PYTHON) docker/build-images.py
+
+images-load:
+	$(PYTHON) docker/build-images.py --load-only
 
 clean:
 	rm -rf .cache .pytest_cache
