@@ -261,8 +261,32 @@ def build_wheels(ws: WheelSet) -> Path:
 # ------------------------------------------------------------------------------------- 3./4. build and export
 
 
+# What the builds read from the context (a superset of their COPY lines): when none of it changed,
+# nor the base or the wheelhouse, the image is not even handed to buildah (seconds saved per image).
+INPUTS = ["docker", ".dockerignore", "pyproject.toml", "README.md", "gateway", "operator", "model_repository/python_backend"]
+SKIP_PARTS = {"__pycache__", "tests", "wheelhouse", ".pytest_cache"}
+
+
+def inputs_digest(img: Image, wheels: Path) -> str:
+    h = hashlib.sha256(json.dumps([img.dockerfile, img.ref, wheels.name, image_id(BASE_REF)]).encode())
+    for top in INPUTS:
+        base = ROOT / top
+        paths = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file() and not SKIP_PARTS & set(p.relative_to(ROOT).parts))
+        for p in paths:
+            st = p.lstat()
+            h.update(f"{p.relative_to(ROOT)}\0{st.st_mode:o}\0".encode())
+            h.update(os.readlink(p).encode() if p.is_symlink() else p.read_bytes())
+    return h.hexdigest()
+
+
 def build_image(img: Image) -> str:
     wheels = build_wheels(img.wheels)
+    digest = inputs_digest(img, wheels)
+    inputs = CACHE / f"{img.name}.inputs"
+    info = image_info(img.ref)
+    if info and stamp(inputs) == f"{digest} {info['FromImageID']}":
+        log(f"{img.ref} = {info['FromImageID'][:12]} (inputs unchanged)")
+        return info["FromImageID"]
     t0 = time.monotonic()
     buildah(
         "bud", "--layers", "--pull-never", "--signature-policy", str(POLICY),
@@ -273,8 +297,18 @@ def build_image(img: Image) -> str:
         str(ROOT),
     )  # fmt: skip
     iid = image_id(img.ref)
+    stamp(inputs, f"{digest} {iid}")
     log(f"{img.ref} = {iid[:12]} ({time.monotonic() - t0:.0f}s)")
     return iid
+
+
+def prune_if_large() -> None:
+    """--layers keeps every intermediate image; past IMAGES_PRUNE_GB (default 8) drop the dangling ones."""
+    limit = float(os.environ.get("IMAGES_PRUNE_GB", "8"))
+    used = int(run(["du", "-sb", str(STORAGE)], capture=True).stdout.split()[0]) / 1e9
+    if used > limit:
+        log(f"storage {used:.1f} GB > {limit:g} GB: pruning dangling images (the layer cache of older builds)")
+        buildah("rmi", "--prune", capture=True, check=False)
 
 
 def export_image(img: Image, iid: str) -> None:
@@ -628,6 +662,7 @@ def main() -> None:
             for img in chosen:
                 ids[img.name] = build_image(img)
                 export_image(img, ids[img.name])
+            prune_if_large()
             verified = CACHE / "verified"
             key = json.dumps({n: image_id(i.ref) for n, i in all_images.items() if image_info(i.ref)}, sort_keys=True)
             if args.verify or (args.verify is None and stamp(verified) != key):
