@@ -77,6 +77,9 @@ def ns(kube: Kube) -> Iterator[str]:
         pytest.skip(f"this cluster has no real node ({', '.join(realnode.missing(cluster.BIN)) or 'YOLO_REAL_NODE=0'})")
     # what every other image takes too: an oci-archive imported into the node's containerd
     run("ctr", "-a", str(realnode.CONTAINERD_SOCK), "-n", "k8s.io", "images", "import", str((cluster.BIN / "node-images" / "echo.oci.tar").resolve()))
+    if kube.get("namespace", NS):  # from a run that was interrupted: start clean
+        kube.kubectl("delete", "namespace", NS, "--wait=false")
+        wait_for(f"the old namespace {NS} to be gone", lambda: kube.get("namespace", NS) is None, timeout=120, interval=1)
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
     wait_for("kube-root-ca.crt in the namespace", lambda: kube.get("configmap", "kube-root-ca.crt", NS), timeout=30)
     wait_for("the default ServiceAccount", lambda: kube.get("serviceaccount", "default", NS), timeout=30)

@@ -426,6 +426,8 @@ def down(quiet: bool = False) -> None:
     if node:
         node.teardown()
         _node_marker().unlink(missing_ok=True)
+        for left in node.leftovers():
+            print(f"cluster down: left behind: {left}", file=sys.stderr)
     for sub in ("etcd", "pids"):
         shutil.rmtree(STATE / sub, ignore_errors=True)
     if not quiet:

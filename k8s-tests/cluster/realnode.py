@@ -229,6 +229,7 @@ oom_score = 0
   runtime_type = "io.containerd.runc.v2"
 [{cri}.containerd.runtimes.runc.options]
   SystemdCgroup = false
+  Root = "{RUN / 'containerd' / 'runc'}"
 [{cri}.cni]
   bin_dir = "{CNI_BIN}"
   conf_dir = "{self.cni_conf}"
@@ -244,9 +245,20 @@ oom_score = 0
 
     def wait_containerd(self) -> None:
         self.c._wait("containerd", lambda: self.ctr("version", check=False).returncode == 0, timeout=60, name="containerd")
+        self._remove_containers()  # records a crashed run left behind: this node starts empty
         archive = self.c.BIN / "node-images" / "pause.oci.tar"
         if self.pause_ref not in self.ctr("images", "ls", "-q").stdout.split():
             self.ctr("images", "import", str(archive.resolve()))
+
+    def _remove_containers(self) -> None:
+        """Kill and delete every container in containerd's k8s.io namespace (the images stay)."""
+        tasks = self.ctr("tasks", "ls", "-q", check=False, timeout=30).stdout.split()
+        for t in tasks:
+            self.ctr("tasks", "kill", "-s", "SIGKILL", t, check=False, timeout=30)
+        for t in tasks:
+            self.ctr("tasks", "delete", "-f", t, check=False, timeout=30)
+        for cid in self.ctr("containers", "ls", "-q", check=False, timeout=30).stdout.split():
+            self.ctr("containers", "delete", cid, check=False, timeout=30)
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return _sh("ctr", "-a", str(CONTAINERD_SOCK), "-n", "k8s.io", *args, check=check, timeout=timeout)
@@ -413,13 +425,7 @@ oom_score = 0
         """Remove everything the node made; safe to run any number of times, and after a crash."""
         c = self.c
         if CONTAINERD_SOCK.exists() and self.ctr("version", check=False, timeout=10).returncode == 0:
-            tasks = [line.split()[0] for line in self.ctr("tasks", "ls", check=False, timeout=30).stdout.splitlines()[1:] if line.strip()]
-            for t in tasks:
-                self.ctr("tasks", "kill", "-s", "SIGKILL", t, check=False, timeout=30)
-            for t in tasks:
-                self.ctr("tasks", "delete", "-f", t, check=False, timeout=30)
-            for cid in self.ctr("containers", "ls", "-q", check=False, timeout=30).stdout.split():
-                self.ctr("containers", "delete", cid, check=False, timeout=30)
+            self._remove_containers()
         c._stop("containerd")
         # leftovers of a crash: our components without pid files, shims, and the pods' processes (by cgroup)
         ours = {str((c.BIN / b).resolve()) for b in ("kubelet", "kube-proxy", "coredns") if (c.BIN / b).exists()}
@@ -457,7 +463,11 @@ oom_score = 0
         self._cgroups()
         saved = self.dir / "sysctl.orig.json"
         if saved.exists():
-            for key, value in json.loads(saved.read_text()).items():
+            values = json.loads(saved.read_text())
+            others = [line.split(":")[1].strip() for line in _sh("ip", "-o", "link", "show", "type", "bridge", check=False).stdout.splitlines()]
+            if [b for b in others if b not in (DUMMY, BRIDGE)]:  # another bridge (podman's, say) may need forwarding
+                values.pop("net/ipv4/ip_forward", None)
+            for key, value in values.items():
                 p = Path("/proc/sys", key)
                 try:
                     if p.exists() and p.read_text().strip() != value:
@@ -474,9 +484,29 @@ oom_score = 0
                 pass
         for f in Path("/var/lib/cni/results").glob(f"{CNI_NETWORK}-*") if Path("/var/lib/cni/results").exists() else []:
             f.unlink(missing_ok=True)
+        self._fixed_paths()
         # the pods' state; the containerd root keeps the imported images, minus the CRI's per-pod folders
         for d in (self.kubelet_root, self.pod_logs, self.cni_ipam, self.containerd_root / "io.containerd.grpc.v1.cri" / "sandboxes", self.containerd_root / "io.containerd.grpc.v1.cri" / "containers"):
             shutil.rmtree(d, ignore_errors=True)
+
+    def _fixed_paths(self) -> None:
+        """What containerd 1.6 and the kubelet put in fixed places, whatever their configuration says:
+        the shims' sockets (/run/containerd/s: only those no process listens on) and the kubelet's
+        device-plugin socket and checkpoint; then the folders, when that leaves them empty."""
+        listening = {line.split()[-1] for line in Path("/proc/net/unix").read_text().splitlines()[1:] if line.split()[-1].startswith("/")}
+        shim_dir = Path("/run/containerd/s")
+        for sock in shim_dir.iterdir() if shim_dir.is_dir() else []:
+            if sock.is_socket() and str(sock) not in listening:
+                sock.unlink(missing_ok=True)
+        plugins = Path("/var/lib/kubelet/device-plugins")
+        if not any(exe.endswith("/kubelet") for _, exe, _, _ in _procs()):
+            for f in ("kubelet.sock", "kubelet_internal_checkpoint"):
+                (plugins / f).unlink(missing_ok=True)
+        for d in (shim_dir, Path("/run/containerd/runc"), Path("/run/containerd"), plugins, Path("/var/lib/kubelet"), Path("/var/log/containers")):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
 
     def _unmount(self) -> None:
         prefixes = (str(RUN) + "/", str(self.dir) + "/", str(RUN), str(self.dir))

@@ -3,6 +3,9 @@
 //	yolo-echo serve [ADDR]                  answer every request with JSON {pod, path, from} (default :8080)
 //	yolo-echo get URL [CA_FILE TOKEN_FILE]  GET URL and print the body; exits 1 unless 2xx
 //	yolo-echo resolve NAME                  print NAME's addresses from the pod's resolver
+//
+// get and resolve retry failures for up to 20 s (40 tries), so that a Service that is a second
+// old (kube-proxy, CoreDNS not synced yet) does not fail a test.
 package main
 
 import (
@@ -64,16 +67,27 @@ func get(url string, caFile, tokenFile string) {
 		}
 		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
 	}
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		fail(err)
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	var last error
+	for try := 0; try < 40; try++ {
+		if try > 0 {
+			time.Sleep(500 * time.Millisecond)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			last = err
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			last = fmt.Errorf("HTTP %d: %s", resp.StatusCode, body)
+			continue
+		}
+		os.Stdout.Write(body)
+		return
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	os.Stdout.Write(body)
-	if resp.StatusCode/100 != 2 {
-		fail(fmt.Errorf("HTTP %d", resp.StatusCode))
-	}
+	fail(last)
 }
 
 func fail(err error) {
@@ -106,11 +120,19 @@ func main() {
 		if len(args) < 2 {
 			fail(fmt.Errorf("resolve NAME"))
 		}
-		addrs, err := net.LookupHost(args[1])
-		if err != nil {
-			fail(err)
+		var last error
+		for try := 0; try < 40; try++ {
+			if try > 0 {
+				time.Sleep(500 * time.Millisecond)
+			}
+			addrs, err := net.LookupHost(args[1])
+			if err == nil {
+				fmt.Println(strings.Join(addrs, " "))
+				return
+			}
+			last = err
 		}
-		fmt.Println(strings.Join(addrs, " "))
+		fail(last)
 	default:
 		fail(fmt.Errorf("unknown command %q", args[0]))
 	}
