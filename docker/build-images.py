@@ -372,7 +372,7 @@ class _Store(http.server.BaseHTTPRequestHandler):
     def _send(self, head_only: bool) -> None:
         path = urllib.parse.urlsplit(self.path).path
         ok = path in ("/models/yolo.onnx", "/bucket/models/yolo.onnx", "/download/storage/v1/b/bucket/o/models%2Fyolo.onnx")
-        self.hits.append(f"{self.command} {self.path}")
+        self.hits.append(f"{self.command} {self.path} auth={self.headers.get('Authorization', '-')[:40]}")
         if not ok:
             self.send_response(404)
             self.send_header("Content-Length", "0")
@@ -400,6 +400,16 @@ class _Store(http.server.BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         self._send(True)
+
+    def do_POST(self) -> None:  # an OAuth2 token endpoint, for a service-account key file
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.hits.append(f"POST {self.path}")
+        body = json.dumps({"access_token": "smoke-token", "expires_in": 3600, "token_type": "Bearer"}).encode()
+        self.send_response(200 if self.path == "/token" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 @contextlib.contextmanager
@@ -532,9 +542,10 @@ RENDER = r"""
 import json, sys
 from yolo_operator import builders
 from yolo_operator.spec import parse_spec
-uri, name = sys.argv[1], sys.argv[2]
-spec = parse_spec({"model": {"name": name, "inputSize": 320, "classNames": ["circle", "rectangle", "triangle"], "source": {"uri": uri}},
-                   "triton": {"image": sys.argv[3], "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}}})
+uri, name, image, secret = sys.argv[1:5]
+source = {"uri": uri, **({"secretRef": {"name": secret}} if secret else {})}
+spec = parse_spec({"model": {"name": name, "inputSize": 320, "classNames": ["circle", "rectangle", "triangle"], "source": source},
+                   "triton": {"image": image, "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}}})
 init = builders._fetcher(spec)
 print(json.dumps({"config": builders.render_config_pbtxt(spec), "command": init["command"], "env": init["env"],
                   "triton_args": builders.build_triton_deployment(spec, builders.Meta("smoke", "default"))["spec"]["template"]["spec"]["containers"][0]["args"]}))
@@ -560,11 +571,12 @@ def verify(imgs: dict[str, Image]) -> None:
         brun(op, ["python", "-m", "yolo_operator", "--help"])
         with store(onnx) as (port, hits):
             rendered = {
-                scheme: json.loads(brun(op, ["python", "-c", RENDER, uri, "yolo_" + scheme, triton]).strip().splitlines()[-1])
-                for scheme, uri in (
-                    ("http", f"http://127.0.0.1:{port}/models/yolo.onnx"),
-                    ("s3", "s3://bucket/models/yolo.onnx"),
-                    ("gs", "gs://bucket/models/yolo.onnx"),
+                scheme: json.loads(brun(op, ["python", "-c", RENDER, uri, "yolo_" + scheme, triton, secret]).strip().splitlines()[-1])
+                for scheme, uri, secret in (
+                    ("http", f"http://127.0.0.1:{port}/models/yolo.onnx", ""),
+                    ("s3", "s3://bucket/models/yolo.onnx", "s3-credentials"),
+                    ("gs", "gs://bucket/models/yolo.onnx", ""),
+                    ("gskey", "gs://bucket/models/yolo.onnx", "gcs-key"),
                 )
             }
             log("operator image: renders model configs and init containers")
@@ -574,7 +586,14 @@ def verify(imgs: dict[str, Image]) -> None:
                 "http": {},
                 "s3": {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "smoke", "AWS_SECRET_ACCESS_KEY": "smoke-secret", "AWS_REGION": "us-east-1"},
                 "gs": {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"},
+                "gskey": {"GCS_ENDPOINT_URL": f"http://127.0.0.1:{port}"},
             }
+            creds = work / "credentials"  # a service-account key whose token_uri is the stand-in
+            creds.mkdir()
+            pem = run(["openssl", "genrsa", "2048"], capture=True).stdout
+            key = {"type": "service_account", "project_id": "smoke", "private_key_id": "1", "private_key": pem, "client_email": "smoke@smoke.iam.gserviceaccount.com", "client_id": "1", "token_uri": f"http://127.0.0.1:{port}/token"}
+            (creds / "key.json").write_text(json.dumps(key))
+            os.chmod(creds / "key.json", 0o644)
             models = work / "models"
             for scheme, r in rendered.items():
                 cfg = work / f"config-{scheme}"
@@ -583,7 +602,9 @@ def verify(imgs: dict[str, Image]) -> None:
                 models.mkdir(exist_ok=True)
                 os.chmod(models, 0o777)
                 env = {e["name"]: e["value"] for e in r["env"]} | stand_in[scheme]
-                brun(fetcher, r["command"], env=env, volumes=[f"{models}:/models", f"{cfg}:/config:ro", f"{work}:/tmp"])
+                if scheme == "gskey" and env.get("GOOGLE_APPLICATION_CREDENTIALS") != "/credentials/key.json":
+                    raise SystemExit(f"FAILED: the operator's gs:// init container with a secretRef has env {env}")
+                brun(fetcher, r["command"], env=env, volumes=[f"{models}:/models", f"{cfg}:/config:ro", f"{work}:/tmp", f"{creds}:/credentials:ro"])
                 got = models / f"yolo_{scheme}" / "1" / "model.onnx"
                 if not got.exists() or got.read_bytes() != onnx:
                     raise SystemExit(f"FAILED: the model-fetcher's {scheme} fetch did not write {got}; requests: {hits}")
@@ -596,7 +617,9 @@ def verify(imgs: dict[str, Image]) -> None:
                 pass
             else:
                 raise SystemExit("FAILED: fetch-model accepted a wrong sha256")
-            log(f"model-fetcher image: http, s3 (AWS_ENDPOINT_URL) and gs (STORAGE_EMULATOR_HOST) fetches ok ({len(hits)} requests)")
+            if not any("auth=AWS4-HMAC-SHA256 Credential=smoke/" in h for h in hits) or not any("auth=Bearer " in h for h in hits):
+                raise SystemExit(f"FAILED: the s3 / gs key-file fetches did not authenticate: {hits}")
+            log(f"model-fetcher image: http, s3 (AWS_ENDPOINT_URL, signed), gs (STORAGE_EMULATOR_HOST; key file + GCS_ENDPOINT_URL) ok ({len(hits)} requests)")
 
         # triton-cpu: the operator's own args on the fetched repository, plus model_repository/local.
         http_port, grpc_port, metrics_port, gw_port = free_port(), free_port(), free_port(), free_port()
@@ -607,7 +630,7 @@ def verify(imgs: dict[str, Image]) -> None:
         with background(triton, ["tritonserver", *args], work, "triton", volumes=vols) as (proc, tlog):
             base = f"http://127.0.0.1:{http_port}"
             _wait(f"{base}/v2/health/ready", proc, "tritonserver", 180, tlog)
-            for model in ("yolo", "yolo_end2end", "yolo_http", "yolo_s3", "yolo_gs"):
+            for model in ("yolo", "yolo_end2end", "yolo_http", "yolo_s3", "yolo_gs", "yolo_gskey"):
                 status, body = _http(f"{base}/v2/models/{model}/ready")
                 if status != 200:
                     raise SystemExit(f"FAILED: triton model {model} not ready ({status} {body[:200]!r}):\n{tlog.read_text()[-3000:]}")
