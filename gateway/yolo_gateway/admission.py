@@ -44,14 +44,18 @@ class Admission:
         metrics.SHED.labels(reason).inc()
         return GatewayOverloaded(message, retry_after=1)
 
+    def check(self) -> None:
+        """Refuse at the door, before the body is even read, when the queue is already full."""
+        if self.active >= self.limit and len(self._waiters) >= self.max_queue:
+            raise self._shed("queue_full", f"gateway overloaded: {self.active} requests running and {len(self._waiters)} queued")
+
     async def acquire(self, deadline: float | None = None) -> None:
         """Take a slot, waiting at most `queue_timeout_s` (and never past `deadline`, loop time)."""
         if self.active < self.limit and not self._waiters:
             self.active += 1
             self._publish()
             return
-        if len(self._waiters) >= self.max_queue:
-            raise self._shed("queue_full", f"gateway overloaded: {self.active} requests running and {len(self._waiters)} queued")
+        self.check()
         loop = asyncio.get_running_loop()
         wait = self.queue_timeout_s
         if deadline is not None:

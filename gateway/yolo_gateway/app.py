@@ -162,11 +162,15 @@ async def read_uploads(request: Request, settings: Settings, many: bool) -> list
 # --------------------------------------------------------------------------- dependencies
 
 
-def get_detector(request: Request) -> Detector:
+# Dependencies are `async def`: FastAPI runs plain `def` ones in a thread pool, a hand-off per
+# request that queues behind every other request under load.
+
+
+async def get_detector(request: Request) -> Detector:
     return request.app.state.detector
 
 
-def get_triton(request: Request) -> TritonService:
+async def get_triton(request: Request) -> TritonService:
     return request.app.state.triton
 
 
@@ -174,7 +178,7 @@ DetectorDep = Annotated[Detector, Depends(get_detector)]
 TritonDep = Annotated[TritonService, Depends(get_triton)]
 
 
-def detect_params(
+async def detect_params(
     detector: DetectorDep,
     conf: Annotated[float | None, Query(ge=0, le=1, description="confidence threshold")] = None,
     iou: Annotated[float | None, Query(ge=0, le=1, description="NMS IoU threshold")] = None,
@@ -214,7 +218,9 @@ router = APIRouter()
 
 
 async def _run(detector: Detector, request: Request, params: DetectParams, many: bool) -> list[dict[str, Any]]:
-    """Read the images, wait for an admission slot, detect: all before the request's deadline."""
+    """Read the images, wait for an admission slot, detect: all before the request's deadline.
+    A full queue refuses the request before its body is read (the server drains it)."""
+    detector.admission.check()
     uploads = await read_uploads(request, detector.settings, many=many)
     deadline = request.state.deadline
     async with detector.admission.slot(deadline):
