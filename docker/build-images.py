@@ -263,13 +263,19 @@ def build_wheels(ws: WheelSet) -> Path:
 
 # What the builds read from the context (a superset of their COPY lines): when none of it changed,
 # nor the base or the wheelhouse, the image is not even handed to buildah (seconds saved per image).
-INPUTS = ["docker", ".dockerignore", "pyproject.toml", "README.md", "gateway", "operator", "model_repository/python_backend"]
+INPUTS = {
+    "operator": ["operator"],
+    "gateway": ["gateway"],
+    "model-fetcher": [],
+    "triton-cpu": ["model_repository/python_backend"],
+}
+COMMON_INPUTS = ["docker", ".dockerignore", "pyproject.toml", "README.md"]
 SKIP_PARTS = {"__pycache__", "tests", "wheelhouse", ".pytest_cache"}
 
 
 def inputs_digest(img: Image, wheels: Path) -> str:
     h = hashlib.sha256(json.dumps([img.dockerfile, img.ref, wheels.name, image_id(BASE_REF)]).encode())
-    for top in INPUTS:
+    for top in COMMON_INPUTS + INPUTS[img.name]:
         base = ROOT / top
         paths = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file() and not SKIP_PARTS & set(p.relative_to(ROOT).parts))
         for p in paths:

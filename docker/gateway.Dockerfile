@@ -16,9 +16,10 @@ RUN python3 -m venv /opt/venv \
  && python3 /usr/local/lib/yolo-build/requirements.py pyproject.toml gateway > /tmp/requirements.txt \
  && sh /usr/local/lib/yolo-build/pip-install.sh /opt/venv/bin/python -r /tmp/requirements.txt
 COPY README.md ./
+# Only this image's package (setuptools looks in gateway/ and operator/; the other stays empty).
 COPY gateway ./gateway
-COPY operator ./operator
-RUN sh /usr/local/lib/yolo-build/pip-install.sh /opt/venv/bin/python --no-deps . \
+RUN mkdir -p operator \
+ && sh /usr/local/lib/yolo-build/pip-install.sh /opt/venv/bin/python --no-deps . \
  && /opt/venv/bin/python -m pip uninstall -q -y pip setuptools \
  && /opt/venv/bin/python -c 'import yolo_gateway.app'
 
