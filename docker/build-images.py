@@ -617,6 +617,10 @@ def verify(imgs: dict[str, Image]) -> None:
             # fetch-model itself, with a checksum, and its refusal of a wrong one.
             url = f"http://127.0.0.1:{port}/models/yolo.onnx"
             brun(fetcher, ["fetch-model", "--sha256", hashlib.sha256(onnx).hexdigest(), url, "/tmp/direct/model.onnx"], volumes=[f"{work}:/tmp"])
+            brun(fetcher, ["fetch-model", "s3://bucket/models/yolo.onnx", "/tmp/direct-s3/model.onnx"], env=stand_in["s3"], volumes=[f"{work}:/tmp"])
+            for got in (work / "direct" / "model.onnx", work / "direct-s3" / "model.onnx"):
+                if got.read_bytes() != onnx:
+                    raise SystemExit(f"FAILED: fetch-model wrote a different {got}")
             try:
                 brun(fetcher, ["fetch-model", "--sha256", "0" * 64, url, "/tmp/bad/model.onnx"], volumes=[f"{work}:/tmp"])
             except SystemExit:
