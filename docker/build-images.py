@@ -11,12 +11,12 @@ No registry and no pulls:
                into .cache/images/wheels/<set>-<hash>/; the builds install from there with
                --no-index (--build-arg WHEELS=...). The Dockerfiles default to PyPI elsewhere.
   3. build     buildah bud --layers, BASE_IMAGE = the local base; tags localhost/yolo-operator/<name>:dev.
-  4. export    an oci-archive per image: .cache/images/<name>.tar (skipped when the image is unchanged).
-  5. verify    the images run for real (buildah run, host network, loopback only, uid 1000): the
+  4. verify    the images run for real (buildah run, host network, loopback only, uid 1000): the
                operator image renders a YoloService's model config and init container; the
                model-fetcher runs that init container against local http, S3 and GCS stand-ins;
                triton-cpu serves the fetched model and model_repository/local; the gateway
                detects through it. Any failure fails the build. Skipped when nothing changed.
+  5. export    an oci-archive per image: .cache/images/<name>.tar (skipped when the image is unchanged).
   6. load      when /run/yolo-operator/containerd/containerd.sock exists: ctr import into
                the k8s.io namespace, and check the CRI sees exactly the localhost/... refs.
 
@@ -258,7 +258,7 @@ def build_wheels(ws: WheelSet) -> Path:
     return target
 
 
-# ------------------------------------------------------------------------------------- 3./4. build and export
+# ------------------------------------------------------------------------------------- 3. build, 5. export
 
 
 # What the builds read from the context (a superset of their COPY lines): when none of it changed,
@@ -270,7 +270,7 @@ INPUTS = {
     "triton-cpu": ["model_repository/python_backend"],
 }
 COMMON_INPUTS = ["docker", ".dockerignore", "pyproject.toml", "README.md"]
-SKIP_PARTS = {"__pycache__", "tests", "wheelhouse", ".pytest_cache"}
+SKIP_PARTS = {"__pycache__", "tests", "wheelhouse", ".pytest_cache", "build-images.py"}  # not read by the builds
 
 
 def inputs_digest(img: Image, wheels: Path) -> str:
@@ -364,7 +364,7 @@ def load_images(imgs: list[Image]) -> None:
         log(f"loaded {img.ref} into containerd (k8s.io)")
 
 
-# ------------------------------------------------------------------------------------- 5. verify
+# ------------------------------------------------------------------------------------- 4. verify
 # Stand-ins for the three remote stores, on loopback. Each serves the bytes of one model file.
 
 
@@ -691,23 +691,24 @@ def main() -> None:
         if not args.load_only:
             ensure_tools(need_mmdebstrap=False)
             build_base()
-            ids = {}
-            for img in chosen:
-                ids[img.name] = build_image(img)
-                export_image(img, ids[img.name])
+            ids = {img.name: build_image(img) for img in chosen}
             prune_if_large()
+            # Verify before exporting: a failed check leaves the last good archives in place.
             verified = CACHE / "verified"
-            key = json.dumps({n: image_id(i.ref) for n, i in all_images.items() if image_info(i.ref)}, sort_keys=True)
-            if args.verify or (args.verify is None and stamp(verified) != key):
-                if len({"operator", "gateway", "model-fetcher", "triton-cpu"} - {n for n, i in all_images.items() if image_info(i.ref)}) == 0:
-                    verified.unlink(missing_ok=True)
-                    verify(all_images)
-                    stamp(verified, key)
-                else:
-                    log("not verifying: the smoke checks need all four images")
+            present = {n: info["FromImageID"] for n, i in all_images.items() if (info := image_info(i.ref))}
+            key = json.dumps(present, sort_keys=True)
+            if args.verify is False:
+                log("not verifying (--no-verify)")
+            elif len(present) < len(all_images):
+                log("not verifying: the smoke checks need all four images")
+            elif args.verify or stamp(verified) != key:
+                verified.unlink(missing_ok=True)
+                verify(all_images)
+                stamp(verified, key)
             else:
                 log("images unchanged since their last verification")
             for img in chosen:
+                export_image(img, ids[img.name])
                 log(f"{img.ref}  {img.archive.stat().st_size / 1e6:.0f} MB (oci-archive)")
         if args.load_only or args.load or (args.load is None and os.path.exists(SOCKET)):
             load_images(chosen)
