@@ -4,6 +4,7 @@ round-robin over two servers, Triton dying and coming back, queue rejection and 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from gw_helpers import boxes_of, gateway_app, triton_stats
 
+from yolo_gateway.devrepo import write_variant
 from yolo_gateway.local_triton import LocalTriton, TritonPorts, free_port
 from yolo_gateway.settings import Settings
 from yolo_gateway.stack import GatewayProcess
@@ -233,3 +235,75 @@ def test_sigterm_drains_in_flight_requests(triton, tmp_path):
     assert [r.status_code for r in responses] == [200] * 32
     assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
     assert "Finished server process" in (tmp_path / "gw.log").read_text()
+
+
+def test_dns_target_follows_new_pods_and_retries_a_killed_one(single_model_repo, tmp_path):
+    """A headless Service's addresses change (a scale-up, a killed pod): the gateway re-resolves,
+    moves its one channel to the new set without a restart, and retries UNAVAILABLE elsewhere.
+    Two real Tritons on two loopback addresses share one port, as pods do; only the DNS answer
+    is played by the test (the cluster e2e tests use the real cluster DNS)."""
+    ports = TritonPorts.free()
+    slow_repo = tmp_path / "slow"
+
+    def hold_requests(cfg) -> None:  # B holds each request ~0.4 s in its queue: a kill finds some there
+        del cfg.dynamic_batching.preferred_batch_size[:]
+        cfg.dynamic_batching.max_queue_delay_microseconds = 400_000
+
+    write_variant(slow_repo, "yolo", edit=hold_requests)
+    a = LocalTriton(single_model_repo, ports, log_path=tmp_path / "a.log", address="127.0.0.2")
+    b = LocalTriton(slow_repo, ports, log_path=tmp_path / "b.log", address="127.0.0.3")
+    answer = ["127.0.0.2"]
+
+    async def fake_dns(host: str, port: int) -> list[str]:
+        assert (host, port) == ("triton.test.svc", ports.grpc)
+        return list(answer)
+
+    body = encode(make_scene(np.random.default_rng(4), 640, 480))
+    settings = Settings(triton_url=f"dns:///triton.test.svc:{ports.grpc}", resolve_interval_s=0.2, breaker_failures=3)
+
+    async def until(predicate, what: str) -> None:
+        for _ in range(100):
+            if predicate():
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(what)
+
+    async def go() -> None:
+        async with gateway_app(settings, wait_for_model=False) as c:
+            triton = c.app.state.triton
+            triton.resolver = fake_dns
+            await until(lambda: triton.addresses == ["127.0.0.2"] and triton.signature is not None, "first resolution")
+            for _ in range(4):
+                assert [r.status_code for r in await asyncio.gather(*(c.post("/v1/detect", content=body, headers=JPEG) for _ in range(5)))] == [200] * 5
+            assert triton_stats(b, "yolo")["inference_count"] == 0
+
+            answer.append("127.0.0.3")  # a second pod became ready
+            await until(lambda: triton.addresses == ["127.0.0.2", "127.0.0.3"], "the new pod noticed")
+            before_a = triton_stats(a, "yolo")["inference_count"]
+            for _ in range(10):
+                assert [r.status_code for r in await asyncio.gather(*(c.post("/v1/detect", content=body, headers=JPEG) for _ in range(10)))] == [200] * 10
+            na, nb = triton_stats(a, "yolo")["inference_count"] - before_a, triton_stats(b, "yolo")["inference_count"]
+            assert na + nb == 100 and min(na, nb) >= 30, (na, nb)
+
+            async def load() -> list[int]:
+                return [r.status_code for r in await asyncio.gather(*(c.post("/v1/detect", content=body, headers=JPEG) for _ in range(20)))]
+
+            codes: list[int] = []
+            for _ in range(3):  # a pod killed under load (SIGKILL mid-batch), still in the DNS answer
+                pending = asyncio.create_task(load())
+                await asyncio.sleep(0.2)  # half the requests now wait in B's queue
+                os.killpg(b.process.pid, signal.SIGKILL)
+                codes += await pending
+                b.process.wait(10)
+                b.stop()
+                b.start()
+                await until(lambda: triton.breaker.state == "closed", "breaker closed")
+            assert codes == [200] * 60, codes  # UNAVAILABLE on the dead pod was retried on the live one
+            text = (await c.get("/metrics")).text
+            retries = next(float(line.split()[1]) for line in text.splitlines() if line.startswith("yolo_gateway_triton_retries_total "))
+            assert retries >= 1, "the kill hit calls in flight, and they were retried"
+            assert "yolo_gateway_triton_endpoints 2.0" in text
+            assert triton.breaker.state == "closed"
+
+    with a, b:
+        asyncio.run(go())

@@ -298,14 +298,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         triton = TritonService(settings)  # the one client and channel of this process
         detector = Detector(settings, triton)
         app.state.triton, app.state.detector, app.state.draining = triton, detector, False
-        loader = asyncio.create_task(triton.keep_loading_signature())
+        background = [asyncio.create_task(triton.keep_loading_signature()), asyncio.create_task(triton.keep_resolving())]
         try:
             yield
         finally:
             app.state.draining = True
-            loader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loader
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             detector.close()
             await triton.close()
 

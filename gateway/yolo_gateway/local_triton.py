@@ -110,7 +110,9 @@ class LocalTriton:
         cache_dir: str | Path | None = None,
         log_path: str | Path | None = None,
         extra_args: tuple[str, ...] = (),
+        address: str = "127.0.0.1",
     ) -> None:
+        self.address = address  # any loopback address: several servers can share one port
         self.model_repository = Path(model_repository).resolve()
         self.ports = ports or TritonPorts()
         self.cache_dir = Path(cache_dir or os.environ.get("YOLO_CACHE_DIR", ".cache")).resolve() / "triton-backends"
@@ -121,15 +123,15 @@ class LocalTriton:
 
     @property
     def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.ports.grpc}"
+        return f"{self.address}:{self.ports.grpc}"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.http}"
+        return f"http://{self.address}:{self.ports.http}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.metrics}/metrics"
+        return f"http://{self.address}:{self.ports.metrics}/metrics"
 
     def command(self) -> list[str]:
         binary = _wheel_root() / "tritonserver" / "bin" / "tritonserver"
@@ -140,9 +142,9 @@ class LocalTriton:
             f"--http-port={self.ports.http}",
             f"--grpc-port={self.ports.grpc}",
             f"--metrics-port={self.ports.metrics}",
-            "--http-address=127.0.0.1",
-            "--grpc-address=127.0.0.1",
-            "--metrics-address=127.0.0.1",
+            f"--http-address={self.address}",
+            f"--grpc-address={self.address}",
+            f"--metrics-address={self.address}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             "--strict-readiness=true",

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     grpc_max_message_bytes: int = 256 * 1024 * 1024
     grpc_reconnect_backoff_ms: int = Field(500, description="initial and max/4 reconnect backoff")
     metadata_retry_s: float = 1.0
+    resolve_interval_s: float = Field(
+        2.0, ge=0, description="dns:/// targets: re-resolve this often and move to the new set of pods at once (0: off)"
+    )
+    infer_retries: int = Field(2, ge=0, description="retries of a call that failed UNAVAILABLE (another pod may serve it)")
+    retry_backoff_s: float = Field(0.05, gt=0, description="first retry's backoff; doubles, with jitter")
 
     # Circuit breaker
     breaker_failures: int = Field(3, ge=1, description="consecutive connection failures that open the circuit")

@@ -1,16 +1,27 @@
 """The one Triton client of a gateway process: a single gRPC channel, a circuit breaker.
 
-All requests share one `tritonclient.grpc.aio` channel for the process's life.
-With a target that names several endpoints (``ipv4:a:8001,b:8001``) or a DNS
-name with several A records (``dns:///triton-headless:8001``), gRPC's
-``round_robin`` spreads calls over every Triton pod from that one channel.
+All requests share one `tritonclient.grpc.aio` channel. With a target that names
+several endpoints (``ipv4:a:8001,b:8001``), gRPC's ``round_robin`` spreads calls
+over every Triton pod from that one channel.
+
+A ``dns:///name:port`` target (a headless Service) is resolved by the gateway itself
+every ``resolve_interval_s``: gRPC's own DNS resolver only looks again when a
+connection breaks, so Triton pods added by a scale-up would get no traffic. When the
+set of addresses changes, a channel to the new set replaces the old one at once; the
+old one closes once its calls are done. A call that fails UNAVAILABLE (a pod that was
+killed or is going away) is retried, with jittered backoff, on the channel's other
+pods, within the request's deadline and never while the circuit is open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
+import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -118,17 +129,86 @@ def channel_args(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve_addresses(host: str, port: int) -> list[str]:
+    """The sorted, distinct addresses of a name (A and AAAA records)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({info[4][0] for info in infos})
+
+
+def dns_target(url: str) -> tuple[str, int] | None:
+    """(host, port) of a ``dns:///host:port`` target, else None."""
+    if not url.startswith("dns:///"):
+        return None
+    host, _, port = url[len("dns:///") :].rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
+
+
+def ip_target(addresses: list[str], port: int) -> str:
+    v6 = [a for a in addresses if ":" in a]
+    if v6 and len(v6) == len(addresses):
+        return "ipv6:" + ",".join(f"[{a}]:{port}" for a in addresses)
+    return "ipv4:" + ",".join(f"{a}:{port}" for a in addresses if ":" not in a)
+
+
 class TritonService:
     """The process-wide client: metadata, readiness and batched inference."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, resolver: Resolver = resolve_addresses) -> None:
         self.settings = settings
         self.client = InferenceServerClient(settings.triton_url, channel_args=channel_args(settings))
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
         self.signature: ModelSignature | None = None
+        self.resolver = resolver
+        self.addresses: list[str] = []
+        self._retired: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
+        for task in list(self._retired):
+            task.cancel()
         await self.client.close()
+
+    # ------------------------------------------------------------------ endpoints
+
+    async def refresh_endpoints(self) -> bool:
+        """Resolve a dns:/// target once; swap to a channel over the new addresses if they changed."""
+        target = dns_target(self.settings.triton_url)
+        if target is None:
+            return False
+        try:
+            addresses = await self.resolver(*target)
+        except OSError as exc:  # keep the channel we have: a DNS hiccup must not drop every pod
+            log.info("resolving %s: %s", target[0], exc)
+            return False
+        if not addresses or addresses == self.addresses:
+            return False
+        log.info("Triton endpoints for %s: %s -> %s", target[0], self.addresses or "(gRPC's resolver)", addresses)
+        old, self.addresses = self.client, addresses
+        self.client = InferenceServerClient(ip_target(addresses, target[1]), channel_args=channel_args(self.settings))
+        metrics.TRITON_ENDPOINTS.set(len(addresses))
+        task = asyncio.create_task(self._retire(old))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+        return True
+
+    async def _retire(self, client: InferenceServerClient) -> None:
+        """Close a replaced channel once the calls it carries are done (they have deadlines)."""
+        try:
+            await asyncio.sleep(self.settings.infer_timeout_s + 1)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def keep_resolving(self) -> None:
+        """Background task: follow the pods behind a headless Service."""
+        interval = self.settings.resolve_interval_s
+        if not interval or dns_target(self.settings.triton_url) is None:
+            return
+        while True:
+            await self.refresh_endpoints()
+            await asyncio.sleep(interval)
 
     async def load_signature(self) -> ModelSignature:
         s = self.settings
@@ -167,32 +247,50 @@ class TritonService:
         return self.signature
 
     async def infer(self, batch: np.ndarray, request_id: str, timeout_s: float) -> dict[str, np.ndarray]:
-        """One Triton call for a batch of images; returns output name → array with batch axis."""
+        """One Triton call for a batch of images; returns output name → array with batch axis.
+        UNAVAILABLE is retried (at most `infer_retries` times, jittered backoff) within `timeout_s`."""
         sig = self.require_signature()
-        self.breaker.before_call()
         inp = InferInput(sig.input_name, list(batch.shape), sig.input_dtype)
         inp.set_data_from_numpy(batch)
         outputs = [InferRequestedOutput(n) for n in sig.output_names]
-        try:
-            result = await self.client.infer(
-                sig.name,
-                [inp],
-                model_version=self.settings.model_version,
-                outputs=outputs,
-                request_id=request_id,
-                client_timeout=timeout_s,
-            )
-        except InferenceServerException as exc:
-            error, kind, is_failure = classify(exc)
-            metrics.TRITON_ERRORS.labels(kind).inc()
-            if is_failure:
-                self.breaker.failure()
-            else:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        backoff = self.settings.retry_backoff_s
+        self.breaker.before_call()
+        for attempt in range(self.settings.infer_retries + 1):
+            try:
+                result = await self.client.infer(
+                    sig.name,
+                    [inp],
+                    model_version=self.settings.model_version,
+                    outputs=outputs,
+                    request_id=request_id,
+                    client_timeout=max(deadline - loop.time(), 0.001),
+                )
+            except InferenceServerException as exc:
+                error, kind, is_failure = classify(exc)
+                metrics.TRITON_ERRORS.labels(kind).inc()
+                pause = backoff * (2**attempt) * random.uniform(0.5, 1.5)
+                if (
+                    kind == "unavailable"
+                    and attempt < self.settings.infer_retries
+                    and self.breaker.state != CircuitBreaker.OPEN
+                    and loop.time() + pause < deadline
+                ):
+                    # Another pod may serve it; only the call's final outcome counts for the breaker,
+                    # so one killed pod among several does not open the circuit for all of them.
+                    metrics.TRITON_RETRIES.inc()
+                    await asyncio.sleep(pause)
+                    continue
+                if is_failure:
+                    self.breaker.failure()
+                else:
+                    self.breaker.release()
+                retry = self.breaker.retry_after() if self.breaker.state == CircuitBreaker.OPEN else 1.0
+                raise error(f"Triton: {exc.message()}", retry_after=retry if error is not TritonRejected else None) from exc
+            except asyncio.CancelledError:
                 self.breaker.release()
-            retry = self.breaker.retry_after() if self.breaker.state == CircuitBreaker.OPEN else 1.0
-            raise error(f"Triton: {exc.message()}", retry_after=retry if error is not TritonRejected else None) from exc
-        except asyncio.CancelledError:
-            self.breaker.release()
-            raise
-        self.breaker.success()
-        return {n: result.as_numpy(n) for n in sig.output_names}
+                raise
+            self.breaker.success()
+            return {n: result.as_numpy(n) for n in sig.output_names}
+        raise AssertionError("unreachable")  # pragma: no cover
