@@ -19,6 +19,10 @@ TRITON_HTTP, TRITON_GRPC, TRITON_METRICS = 8000, 8001, 8002
 GATEWAY_PORT = 8080
 MODELS_DIR = "/models"
 PRESTOP_SECONDS = 5
+# Triton stays up this long after its pod leaves the Service: gateways re-resolve the headless
+# Service every 2 s (plus DNS caching) and stop sending to it before it starts to drain.
+TRITON_PRESTOP_SECONDS = 10
+TRITON_EXIT_TIMEOUT_SECONDS = 30
 TRITON_PENDING_METRIC = "nv_inference_pending_request_count"
 GATEWAY_INFLIGHT_METRIC = "yolo_gateway_inflight_requests"
 OWNER_LABEL = f"{GROUP}/yoloservice"
@@ -257,6 +261,16 @@ def _fetcher(spec: YoloServiceSpec) -> dict[str, Any]:
     return container
 
 
+def _place(pod_spec: dict[str, Any], tier: Any) -> None:
+    """Node selector, tolerations and affinity of a tier, where set."""
+    if tier.node_selector:
+        pod_spec["nodeSelector"] = dict(tier.node_selector)
+    if tier.tolerations:
+        pod_spec["tolerations"] = list(tier.tolerations)
+    if tier.affinity:
+        pod_spec["affinity"] = tier.affinity
+
+
 def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
     t = spec.triton
     n = names(meta)
@@ -280,7 +294,7 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
             f"--model-repository={MODELS_DIR}",
             "--model-control-mode=none",
             "--strict-readiness=true",
-            "--exit-timeout-secs=30",
+            f"--exit-timeout-secs={TRITON_EXIT_TIMEOUT_SECONDS}",
             f"--http-port={TRITON_HTTP}",
             f"--grpc-port={TRITON_GRPC}",
             f"--metrics-port={TRITON_METRICS}",
@@ -301,6 +315,8 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
         "startupProbe": _http_probe("/v2/health/ready", periodSeconds=5, failureThreshold=120, timeoutSeconds=3),
         "readinessProbe": _http_probe("/v2/health/ready", periodSeconds=5, failureThreshold=3, timeoutSeconds=3),
         "livenessProbe": _http_probe("/v2/health/live", periodSeconds=10, failureThreshold=6, timeoutSeconds=5),
+        # Leave the Service first; then SIGTERM, and Triton finishes what it holds (exit timeout).
+        "lifecycle": {"preStop": {"sleep": {"seconds": TRITON_PRESTOP_SECONDS}}},
         "volumeMounts": [
             {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -309,19 +325,14 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
     }
     pod_spec: dict[str, Any] = {
         "securityContext": pod_security_context(),
-        "terminationGracePeriodSeconds": 45,
+        "terminationGracePeriodSeconds": TRITON_PRESTOP_SECONDS + TRITON_EXIT_TIMEOUT_SECONDS + 5,
         "initContainers": [_fetcher(spec)],
         "containers": [container],
         "volumes": volumes,
     }
-    if t.node_selector:
-        pod_spec["nodeSelector"] = dict(t.node_selector)
-    if t.tolerations:
-        pod_spec["tolerations"] = list(t.tolerations)
-    elif t.gpus:
+    _place(pod_spec, t)
+    if not t.tolerations and t.gpus:
         pod_spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    if t.affinity:
-        pod_spec["affinity"] = t.affinity
     annotations = {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(TRITON_METRICS),
@@ -392,6 +403,7 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
     }
+    _place(pod_spec, g)
     return _deployment(meta, names(meta)["gateway"], "gateway", pod_annotations=annotations, pod_spec=pod_spec, autoscaled=g.autoscaling.enabled, replicas=g.replicas)
 
 
@@ -403,7 +415,11 @@ def build_gateway_service(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
         "spec": {
             "type": spec.service.type,
             "selector": selector_labels(meta, "gateway"),
-            "ports": [{"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"},
+                # The same server's /metrics, under the port name the ServiceMonitor scrapes on both tiers.
+                {"name": "metrics", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"},
+            ],
         },
     }
 
@@ -463,10 +479,9 @@ def build_service_monitor(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
         "metadata": _metadata(meta, meta.name, "monitoring"),
         "spec": {
             "selector": {"matchLabels": {"app.kubernetes.io/instance": meta.name, OWNER_LABEL: meta.name}},
-            "endpoints": [
-                {"port": "http", "path": "/metrics", "interval": "15s"},
-                {"port": "metrics", "path": "/metrics", "interval": "15s"},
-            ],
+            # Port "metrics" on both Services: Triton's 8002, the gateway's 8080. (Triton's "http"
+            # port has no /metrics: scraping it, as an earlier version did, got 404s.)
+            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
         },
     }
 

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import kopf
 
 from .reconcile import reconcile
+from .settings import SETTINGS
 from .spec import GROUP, PLURAL, VERSION
 
-RESYNC_SECONDS = float(os.environ.get("YOLO_OPERATOR_RESYNC_SECONDS", "30"))
-WAIT_SECONDS = float(os.environ.get("YOLO_OPERATOR_WAIT_SECONDS", "5"))
+RESYNC_SECONDS = SETTINGS.resync_seconds
+WAIT_SECONDS = SETTINGS.wait_seconds
 RESOURCE = (GROUP, VERSION, PLURAL)
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Watches that stop silently are a known kopf failure: bound both ends.
-    settings.watching.server_timeout = int(os.environ.get("YOLO_OPERATOR_WATCH_SERVER_TIMEOUT", "300"))
+    settings.watching.server_timeout = SETTINGS.watch_server_timeout
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.watching.connect_timeout = 30
     settings.watching.reconnect_backoff = 1.0
@@ -27,7 +27,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
     settings.posting.level = 20  # INFO: events for what the operator did
-    settings.execution.max_workers = int(os.environ.get("YOLO_OPERATOR_WORKERS", "8"))
+    settings.execution.max_workers = SETTINGS.workers
     # On deletion kopf waits for the resync timer to stop. A sync timer caught mid-reconcile was
     # re-checked only after 60 s (the default), holding the finalizer and the deletion that long.
     settings.background.cancellation_polling = 1

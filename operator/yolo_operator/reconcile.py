@@ -16,6 +16,7 @@ import kopf
 
 from . import builders, kube
 from .children import Child, desired_children, needs_apply, with_hash
+from .settings import SETTINGS
 from .spec import InvalidSpec, YoloServiceSpec, parse_spec
 from .status import (
     autoscaling_condition,
@@ -68,7 +69,7 @@ def reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger = log) -> Ou
         return Outcome(ready=True, message="being deleted")
     meta = builders.Meta.from_body(body)
     try:
-        spec: YoloServiceSpec = parse_spec(body.get("spec") or {})
+        spec: YoloServiceSpec = parse_spec(body.get("spec") or {}, SETTINGS.images())
     except InvalidSpec as exc:
         _report_invalid(body, meta, exc)
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc

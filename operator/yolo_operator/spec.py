@@ -9,6 +9,7 @@ errors become a PermanentError with a condition saying why.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,9 +21,20 @@ PLURAL = "yoloservices"
 KIND = "YoloService"
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+DEFAULT_TRITON_CPU_IMAGE = "ghcr.io/yolo-operator/triton-cpu:0.1.0"
 DEFAULT_GATEWAY_IMAGE = "ghcr.io/yolo-operator/gateway:0.1.0"
 DEFAULT_FETCHER_IMAGE = "ghcr.io/yolo-operator/model-fetcher:0.1.0"
 _URI = re.compile(r"^(s3|gs|https?)://[^\s]+$")
+
+
+@dataclass(frozen=True)
+class ImageDefaults:
+    """The images a YoloService gets when it names none (the operator's settings)."""
+
+    triton: str = DEFAULT_TRITON_IMAGE  # GPU services
+    triton_cpu: str = DEFAULT_TRITON_CPU_IMAGE  # services that ask for no GPU
+    gateway: str = DEFAULT_GATEWAY_IMAGE
+    fetcher: str = DEFAULT_FETCHER_IMAGE
 
 
 class InvalidSpec(ValueError):
@@ -134,7 +146,7 @@ class Resources(_Model):
 
 
 class TritonSpec(_Model):
-    image: str = DEFAULT_TRITON_IMAGE
+    image: str | None = Field(None, description="empty: the operator's default, the CPU image when no GPU is asked for")
     replicas: int = Field(1, ge=0, description="used when autoscaling is off")
     resources: Resources = Resources(requests={"cpu": "2", "memory": "4Gi"}, limits={"memory": "8Gi", "nvidia.com/gpu": 1})
     instances_per_gpu: int = Field(1, ge=1)
@@ -170,13 +182,16 @@ class GatewayDefaults(_Model):
 
 
 class GatewaySpec(_Model):
-    image: str = DEFAULT_GATEWAY_IMAGE
+    image: str | None = Field(None, description="empty: the operator's default")
     replicas: int = Field(2, ge=0, description="used when autoscaling is off")
     resources: Resources = Resources(requests={"cpu": "1", "memory": "512Mi"}, limits={"memory": "1Gi"})
     limits: GatewayLimits = GatewayLimits()
     defaults: GatewayDefaults = GatewayDefaults()
     autoscaling: GatewayAutoscaling = GatewayAutoscaling(min_replicas=2, max_replicas=10)
     shutdown_grace_seconds: int = Field(20, ge=0, le=600)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    affinity: dict[str, Any] | None = None
 
 
 class ServiceSpec(_Model):
@@ -200,7 +215,7 @@ class YoloServiceSpec(_Model):
     service: ServiceSpec = ServiceSpec()
     pod_disruption_budget: PDBSpec = PDBSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
-    fetcher_image: str = DEFAULT_FETCHER_IMAGE
+    fetcher_image: str | None = None
 
     @model_validator(mode="after")
     def _cross(self) -> YoloServiceSpec:
@@ -211,10 +226,22 @@ class YoloServiceSpec(_Model):
         return self
 
 
-def parse_spec(spec: dict[str, Any]) -> YoloServiceSpec:
-    """Validate a YoloService spec; raise InvalidSpec with a readable message."""
+def with_images(spec: YoloServiceSpec, images: ImageDefaults) -> YoloServiceSpec:
+    """Fill the images the spec leaves empty: Triton's depends on whether it asks for a GPU."""
+    triton_image = spec.triton.image or (images.triton if spec.triton.gpus else images.triton_cpu)
+    return spec.model_copy(
+        update={
+            "triton": spec.triton.model_copy(update={"image": triton_image}),
+            "gateway": spec.gateway.model_copy(update={"image": spec.gateway.image or images.gateway}),
+            "fetcher_image": spec.fetcher_image or images.fetcher,
+        }
+    )
+
+
+def parse_spec(spec: dict[str, Any], images: ImageDefaults | None = None) -> YoloServiceSpec:
+    """Validate a YoloService spec and fill its default images; raise InvalidSpec with a readable message."""
     try:
-        return YoloServiceSpec.model_validate(dict(spec))
+        return with_images(YoloServiceSpec.model_validate(dict(spec)), images or ImageDefaults())
     except ValidationError as exc:
         parts = []
         for err in exc.errors():

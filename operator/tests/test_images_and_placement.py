@@ -1,0 +1,80 @@
+"""Default images come from the operator's settings (fed by the chart), Triton's from whether a GPU
+is asked for; placement applies to both tiers."""
+
+from __future__ import annotations
+
+import yaml
+from op_helpers import META, ROOT, sample_spec
+
+from yolo_operator import builders as b
+from yolo_operator.settings import OperatorSettings
+from yolo_operator.spec import ImageDefaults, parse_spec
+
+CPU = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
+LOCAL = ImageDefaults("gpu/triton:1", "cpu/triton:1", "my/gateway:1", "my/fetcher:1")
+
+
+def _images(spec) -> tuple[str, str, str]:
+    triton = b.build_triton_deployment(spec, META)["spec"]["template"]["spec"]
+    gateway = b.build_gateway_deployment(spec, META)["spec"]["template"]["spec"]
+    return triton["containers"][0]["image"], triton["initContainers"][0]["image"], gateway["containers"][0]["image"]
+
+
+def test_a_service_without_a_gpu_gets_the_cpu_triton_image():
+    assert _images(parse_spec(sample_spec(**{"triton.resources": CPU}), LOCAL)) == ("cpu/triton:1", "my/fetcher:1", "my/gateway:1")
+
+
+def test_a_gpu_service_gets_the_gpu_triton_image():
+    spec = parse_spec(sample_spec(), LOCAL)
+    assert spec.triton.gpus == 1
+    assert _images(spec)[0] == "gpu/triton:1"
+
+
+def test_images_named_in_the_spec_win():
+    spec = parse_spec(sample_spec(**{"triton.resources": CPU, "triton.image": "x/t:2", "gateway.image": "x/g:2", "fetcherImage": "x/f:2"}), LOCAL)
+    assert _images(spec) == ("x/t:2", "x/f:2", "x/g:2")
+
+
+def test_settings_read_the_environment(monkeypatch):
+    monkeypatch.setenv("YOLO_OPERATOR_TRITON_CPU_IMAGE", "localhost/yolo-operator/triton-cpu:dev")
+    monkeypatch.setenv("YOLO_OPERATOR_RESYNC_SECONDS", "3")
+    s = OperatorSettings()
+    assert s.images().triton_cpu == "localhost/yolo-operator/triton-cpu:dev" and s.resync_seconds == 3
+
+
+def test_chart_defaults_are_the_operator_defaults():
+    """One contract: the chart's defaults.images and the operator's own defaults agree."""
+    values = yaml.safe_load((ROOT / "charts" / "yolo-operator" / "values.yaml").read_text())
+    s = OperatorSettings()
+    assert values["defaults"]["images"] == {
+        "triton": s.triton_image,
+        "tritonCpu": s.triton_cpu_image,
+        "gateway": s.gateway_image,
+        "fetcher": s.fetcher_image,
+    }
+    env = (ROOT / "charts" / "yolo-operator" / "templates" / "deployment.yaml").read_text()
+    for name in ("TRITON_IMAGE", "TRITON_CPU_IMAGE", "GATEWAY_IMAGE", "FETCHER_IMAGE", "RESYNC_SECONDS", "WAIT_SECONDS", "WATCH_SERVER_TIMEOUT"):
+        assert f"name: YOLO_OPERATOR_{name}\n" in env
+        assert name.lower() in OperatorSettings.model_fields
+
+
+def test_gateway_placement_and_triton_drain():
+    toleration = {"key": "yolo.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}
+    spec = parse_spec(
+        sample_spec(**{"triton.resources": CPU, "gateway.nodeSelector": {"pool": "cpu"}, "gateway.tolerations": [toleration]})
+    )
+    gw = b.build_gateway_deployment(spec, META)["spec"]["template"]["spec"]
+    assert gw["nodeSelector"] == {"pool": "cpu"} and gw["tolerations"] == [toleration]
+    triton = b.build_triton_deployment(spec, META)["spec"]["template"]["spec"]
+    assert "tolerations" not in triton  # no GPU: no GPU toleration either
+    stop = triton["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert triton["terminationGracePeriodSeconds"] > stop + b.TRITON_EXIT_TIMEOUT_SECONDS
+
+
+def test_service_monitor_scrapes_the_metrics_port_of_both_tiers():
+    spec = parse_spec(sample_spec(**{"monitoring.serviceMonitor": True}))
+    sm = b.build_service_monitor(spec, META)
+    assert [e["port"] for e in sm["spec"]["endpoints"]] == ["metrics"]
+    triton_ports = {p["name"]: p["port"] for p in b.build_triton_service(spec, META)["spec"]["ports"]}
+    gateway_ports = {p["name"]: p["port"] for p in b.build_gateway_service(spec, META)["spec"]["ports"]}
+    assert triton_ports["metrics"] == b.TRITON_METRICS and gateway_ports["metrics"] == b.GATEWAY_PORT

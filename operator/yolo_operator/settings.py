@@ -1,0 +1,38 @@
+"""The operator's own settings, from the environment with the prefix YOLO_OPERATOR_ (the chart sets them).
+
+The default images are here, not in the CRD: a YoloService that names no image gets the
+one that fits it (the CPU Triton image when it asks for no GPU), and a cluster admin
+changes them for every service at once through the chart's `defaults.images`.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .spec import (
+    DEFAULT_FETCHER_IMAGE,
+    DEFAULT_GATEWAY_IMAGE,
+    DEFAULT_TRITON_CPU_IMAGE,
+    DEFAULT_TRITON_IMAGE,
+    ImageDefaults,
+)
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="YOLO_OPERATOR_")
+
+    triton_image: str = Field(DEFAULT_TRITON_IMAGE, description="Triton for services with a GPU (onnxruntime, TensorRT)")
+    triton_cpu_image: str = Field(DEFAULT_TRITON_CPU_IMAGE, description="Triton for services without a GPU")
+    gateway_image: str = DEFAULT_GATEWAY_IMAGE
+    fetcher_image: str = DEFAULT_FETCHER_IMAGE
+    resync_seconds: float = Field(30.0, gt=0, description="seconds between resyncs of each YoloService")
+    wait_seconds: float = Field(5.0, gt=0, description="retry delay while children become ready")
+    watch_server_timeout: int = Field(300, gt=0, description="watch timeout asked of the API server")
+    workers: int = Field(8, ge=1, description="kopf's thread pool for the sync handlers")
+
+    def images(self) -> ImageDefaults:
+        return ImageDefaults(self.triton_image, self.triton_cpu_image, self.gateway_image, self.fetcher_image)
+
+
+SETTINGS = OperatorSettings()
