@@ -167,3 +167,56 @@ def test_autoscaling_condition():
     c = autoscaling_condition({"triton": True, "gateway": True}, {"triton": failing, "gateway": {"status": {}}})
     assert (c.status, c.reason) == ("False", "MetricsUnavailable") and "FailedGetPodsMetric" in c.message
     assert autoscaling_condition({"triton": True, "gateway": True}, {"triton": {}, "gateway": {}}).status == "True"
+
+
+# --------------------------------------------------------------------------- why a tier is not ready
+
+_DEP = {"metadata": {"generation": 1}, "spec": {"replicas": 1}, "status": {"observedGeneration": 1, "replicas": 1}}
+
+
+def _pod(**status) -> dict:
+    return {"metadata": {"name": "p"}, "status": status}
+
+
+@pytest.mark.parametrize(
+    "pod,reason,fragment",
+    [
+        (
+            _pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]),
+            "Unschedulable",
+            "Insufficient nvidia.com/gpu",
+        ),
+        (
+            _pod(initContainerStatuses=[{"name": "fetch-model", "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                         "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                                                                      "message": "download failed\nfatal error: An error occurred (403) when calling the HeadObject operation: Forbidden\n"}}}]),
+            "ModelFetchFailed",
+            "(403)",
+        ),
+        (
+            _pod(initContainerStatuses=[{"name": "fetch-model", "state": {"terminated": {"exitCode": 22, "message": "curl: (22) The requested URL returned error: 404"}}}]),
+            "ModelFetchFailed",
+            "returned error: 404",
+        ),
+        (
+            _pod(containerStatuses=[{"name": "triton", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"x\""}}}]),
+            "ImagePullFailed",
+            "Back-off pulling",
+        ),
+        (
+            _pod(containerStatuses=[{"name": "triton", "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                     "lastState": {"terminated": {"exitCode": 1, "message": "error: creating server: Internal - failed to load all models"}}}]),
+            "CrashLoopBackOff",
+            "failed to load all models",
+        ),
+    ],
+)
+def test_a_tier_that_is_not_ready_says_why(pod, reason, fragment):
+    c = deployment_condition("TritonReady", _DEP, [pod])
+    assert (c.status, c.reason) == ("False", reason)
+    assert fragment in c.message
+
+
+def test_pods_that_are_only_starting_are_not_a_problem():
+    starting = _pod(initContainerStatuses=[{"name": "fetch-model", "state": {"running": {}}}], containerStatuses=[{"name": "triton", "state": {"waiting": {"reason": "PodInitializing"}}}])
+    assert deployment_condition("TritonReady", _DEP, [starting]).reason == "ReplicasNotReady"

@@ -246,6 +246,8 @@ def _fetcher(spec: YoloServiceSpec) -> dict[str, Any]:
         "image": spec.fetcher_image,
         "command": ["/bin/sh", "-c", _fetch_script(spec)],
         "env": [{"name": "HOME", "value": "/tmp"}],
+        # The log tail becomes the termination message: the YoloService's condition quotes it.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security_context(),
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         "volumeMounts": mounts,
@@ -289,6 +291,7 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
     container = {
         "name": "triton",
         "image": t.image,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "command": ["tritonserver"],
         "args": [
             f"--model-repository={MODELS_DIR}",

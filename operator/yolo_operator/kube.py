@@ -84,6 +84,11 @@ def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any
         raise
 
 
+def list_pods(namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+    query = [("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(selector.items())))]
+    return (_call("GET", f"/api/v1/namespaces/{namespace}/pods", query=query) or {}).get("items", [])
+
+
 def apply(manifest: dict[str, Any]) -> dict[str, Any]:
     md = manifest["metadata"]
     url = path(manifest["apiVersion"], manifest["kind"], md["namespace"], md["name"])

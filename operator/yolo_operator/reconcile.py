@@ -62,6 +62,14 @@ def _report_invalid(body: kopf.Body, meta: builders.Meta, exc: InvalidSpec) -> N
         kopf.warn(body, reason="InvalidSpec", message=str(exc))
 
 
+def _tier_condition(kind: str, dep: dict[str, Any] | None, meta: builders.Meta, component: str) -> Any:
+    """The Deployment's condition; its pods are read only when it is not available, to say why."""
+    condition = deployment_condition(kind, dep)
+    if condition.status == "True" or dep is None:
+        return condition
+    return deployment_condition(kind, dep, kube.list_pods(meta.namespace, builders.selector_labels(meta, component)))
+
+
 def reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger = log) -> Outcome:
     if (body.get("metadata") or {}).get("deletionTimestamp"):
         # Being deleted: the garbage collector takes the children through their owner
@@ -98,7 +106,7 @@ def reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger = log) -> Ou
     n = builders.names(meta)
     triton = live.get(("Deployment", n["triton"]))
     gateway = live.get(("Deployment", n["gateway"]))
-    parts = [deployment_condition("TritonReady", triton), deployment_condition("GatewayReady", gateway)]
+    parts = [_tier_condition("TritonReady", triton, meta, "triton"), _tier_condition("GatewayReady", gateway, meta, "gateway")]
     parts.append(
         autoscaling_condition(
             {"triton": spec.triton.autoscaling.enabled, "gateway": spec.gateway.autoscaling.enabled},

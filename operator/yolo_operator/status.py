@@ -32,7 +32,55 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def deployment_condition(kind: str, dep: dict[str, Any] | None) -> Condition:
+_IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"}
+_FETCHER = "fetch-model"
+
+
+def _tail(text: str | None, limit: int = 300) -> str:
+    """The last lines of a termination message (the container's log tail), on one line."""
+    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
+    out = " | ".join(lines[-3:])
+    return out if len(out) <= limit else "…" + out[-limit:]
+
+
+def _failed_exit(status: dict[str, Any]) -> dict[str, Any] | None:
+    for key in ("state", "lastState"):
+        term = (status.get(key) or {}).get("terminated")
+        if term and term.get("exitCode", 0) != 0:
+            return term
+    return None
+
+
+def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """Why a Deployment's pods are not ready, as (CamelCase reason, message): what the
+    scheduler or the kubelet said. None when nothing is wrong beyond waiting."""
+    for pod in pods:
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        st = pod.get("status") or {}
+        for c in st.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+                return "Unschedulable", c.get("message", "")
+        for kind, statuses in (("init container", st.get("initContainerStatuses")), ("container", st.get("containerStatuses"))):
+            for cs in statuses or []:
+                name = cs.get("name", "")
+                waiting = (cs.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") in _IMAGE_PULL:
+                    return "ImagePullFailed", f"{kind} {name}: {waiting['reason']}: {waiting.get('message', '')}".strip()
+                term = _failed_exit(cs)
+                if term is None:
+                    continue
+                detail = _tail(term.get("message")) or term.get("reason", "")
+                if name == _FETCHER:
+                    return "ModelFetchFailed", f"the model could not be fetched (exit {term.get('exitCode')}): {detail}"
+                if waiting.get("reason") == "CrashLoopBackOff" or cs.get("restartCount", 0):
+                    return "CrashLoopBackOff", f"{kind} {name} restarted {cs.get('restartCount', 0)} times; last exit {term.get('exitCode')}: {detail}"
+    return None
+
+
+def deployment_condition(kind: str, dep: dict[str, Any] | None, pods: list[dict[str, Any]] | None = None) -> Condition:
+    """TritonReady / GatewayReady from a Deployment; when it is not available, the pods' own
+    trouble (unschedulable, image pull, model fetch, crash loop) is the reason and message."""
     if dep is None:
         return Condition(kind, "False", "DeploymentMissing", "the Deployment does not exist yet")
     st = dep.get("status") or {}
@@ -45,6 +93,9 @@ def deployment_condition(kind: str, dep: dict[str, Any] | None) -> Condition:
         return Condition(kind, "True", "MinimumReplicasAvailable", f"{ready}/{want} replicas ready")
     if want == 0:
         return Condition(kind, "False", "ScaledToZero", "the Deployment has 0 replicas")
+    problem = pod_problem(pods or [])
+    if problem is not None:
+        return Condition(kind, "False", *problem)
     for c in st.get("conditions") or []:
         if c.get("type") == "Progressing" and c.get("status") == "False":
             return Condition(kind, "False", "ProgressDeadlineExceeded", c.get("message", ""))

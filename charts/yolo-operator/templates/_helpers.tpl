@@ -89,6 +89,10 @@ Rules the operator needs on the objects it manages, in every namespace it watche
 - apiGroups: [""]
   resources: [configmaps, services]
   verbs: [get, list, watch, create, update, patch, delete]
+# Read-only: why a tier is not ready (unschedulable, image pull, model fetch, crash loop).
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, update, patch, delete]
