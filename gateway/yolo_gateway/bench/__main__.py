@@ -33,7 +33,7 @@ from ..settings import Settings
 from ..stack import GatewayProcess
 from ..synthetic import encode, make_scene
 from ..triton import channel_args
-from . import micro, report
+from . import loadgen, micro, report
 from .loadgen import LoadResult, closed_loop, open_loop, process_cpu_seconds, triton_split, triton_stats
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -165,8 +165,16 @@ class Bench:
         print(f"  {label:<42} {where:<7} {result.rps:8.1f} rps  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  batch {row['triton']['mean_batch']:5.2f}" + (f"  cpu {row.get('gateway_cpu_ms_per_request', 0):.2f} ms/req" if gateway else ""), flush=True)
         return row
 
-    def with_gateway(self, model: str) -> GatewayProcess:
-        env = {"YOLO_GATEWAY_TRITON_URL": self.triton.grpc_target, "YOLO_GATEWAY_MODEL_NAME": model, "YOLO_GATEWAY_LOG_LEVEL": "warning", "YOLO_GATEWAY_MAX_INFLIGHT": "4096"}  # type: ignore[union-attr]
+    def with_gateway(self, model: str, **settings: str) -> GatewayProcess:
+        """A gateway for `model`; admission control opened wide unless `settings` say otherwise
+        (the load sweeps measure the pipeline, not shedding)."""
+        env = {
+            "YOLO_GATEWAY_TRITON_URL": self.triton.grpc_target,  # type: ignore[union-attr]
+            "YOLO_GATEWAY_MODEL_NAME": model,
+            "YOLO_GATEWAY_LOG_LEVEL": "warning",
+            "YOLO_GATEWAY_MAX_CONCURRENCY": "4096",
+            **{f"YOLO_GATEWAY_{k.upper()}": v for k, v in settings.items()},
+        }
         return GatewayProcess(free_port(), env, log_path=self.work / f"gateway-{model}.log").start()
 
     def run(self) -> dict:
@@ -243,6 +251,23 @@ class Bench:
                 results["cheap_gateway"] = [self.measure("gateway, cheap model", self.gateway_sender(gw.url), 16, "cheap", gw)]
             finally:
                 gw.stop()
+
+            n = 200 if self.quick else 500
+            print(f"6. a burst of {n} requests at once: admission control (the defaults) vs none", flush=True)
+            rows = []
+            for label, settings in (
+                ("admission control (defaults: 64 running, 64 queued, 0.1 s)", {"max_concurrency": "64", "max_queue": "64", "queue_timeout_s": "0.1"}),
+                ("none (everything admitted, 10 s deadline)", {}),
+            ):
+                gw = self.with_gateway("yolo", **settings)
+                try:
+                    loadgen.burst(gw.port, self.jpegs[0], 16)  # warm
+                    row = {"label": label, **loadgen.burst(gw.port, self.jpegs[0], n)}
+                finally:
+                    gw.stop()
+                print(f"  {label:<62} {row['statuses']}  p50 {row['p50_ms']}  p95 {row['p95_ms']}", flush=True)
+                rows.append(row)
+            results["burst"] = rows
         finally:
             self.triton.stop()
         results["targets"] = report.targets(results)

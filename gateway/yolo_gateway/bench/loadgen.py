@@ -199,3 +199,51 @@ def triton_split(before: dict, after: dict) -> dict:
             sizes[int(b["batch_size"])] = n
     out["batch_sizes"] = dict(sorted(sizes.items()))
     return out
+
+
+def burst(port: int, body: bytes, n: int, limit_s: float = 60.0) -> dict:
+    """`n` requests at once on `n` pre-opened raw sockets (no client library in the way):
+    status counts and latency percentiles per status, from the moment all were sent."""
+    import selectors  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    request = f"POST /v1/detect HTTP/1.1\r\nHost: bench\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=limit_s) for _ in range(n)]
+    sel = selectors.DefaultSelector()
+    start = time.perf_counter()
+    for s in socks:
+        s.sendall(request)
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, bytearray())
+    latencies: dict[int, list[float]] = {}
+    retry_after = 0
+    end = time.monotonic() + limit_s
+    while len(sel.get_map()) and time.monotonic() < end:
+        for key, _ in sel.select(1):
+            buf: bytearray = key.data
+            try:
+                chunk = key.fileobj.recv(65536)  # type: ignore[union-attr]
+            except OSError:
+                chunk = b""
+            buf += chunk
+            head, sep, rest = bytes(buf).partition(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            length = next((int(x.split(b":")[1]) for x in lines if x.lower().startswith(b"content-length:")), 0)
+            if chunk and not (sep and len(rest) >= length):
+                continue
+            code = int(lines[0].split()[1]) if sep else 0  # 0: closed without a response
+            latencies.setdefault(code, []).append((time.perf_counter() - start) * 1e3)
+            retry_after += any(x.lower().startswith(b"retry-after:") for x in lines)
+            sel.unregister(key.fileobj)
+            key.fileobj.close()  # type: ignore[union-attr]
+    for key in list(sel.get_map().values()):
+        latencies.setdefault(-1, []).append(limit_s * 1e3)  # no answer in time
+        key.fileobj.close()  # type: ignore[union-attr]
+    return {
+        "requests": n,
+        "statuses": {str(c): len(v) for c, v in sorted(latencies.items())},
+        "with_retry_after": retry_after,
+        "p50_ms": {str(c): round(float(np.percentile(v, 50)), 1) for c, v in sorted(latencies.items())},
+        "p95_ms": {str(c): round(float(np.percentile(v, 95)), 1) for c, v in sorted(latencies.items())},
+    }

@@ -90,6 +90,13 @@ def markdown(res: dict[str, Any], prefix: str = "") -> str:
         _load_rows(res["encoding"], ["gateway_cpu_ms_per_request", "wire_bytes_per_request"]),
         "## 5. The gateway alone (cheap model)",
         _load_rows(res["cheap_gateway"], ["gateway_cpu_ms_per_request"]),
+        "## 6. A burst far over capacity: admission control vs none",
+        "All requests sent at once on raw sockets; latency from the moment all were sent, per status. "
+        "Shedding answers the excess with 503 + Retry-After at once instead of a 504 at the deadline.",
+        _table(
+            ["gateway", "requests", "statuses", "with Retry-After", "p50 ms by status", "p95 ms by status"],
+            [[r["label"], r["requests"], r["statuses"], r["with_retry_after"], r["p50_ms"], r["p95_ms"]] for r in res.get("burst", [])],
+        ),
         "## Gateway stage microbenchmarks (median ms, single thread)",
         _table(
             ["image", "bytes", *res["micro"]["decode_letterbox"][0]["ms"].keys(), "decode floor", "ours / best alt.", "ours / floor"],
