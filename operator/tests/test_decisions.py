@@ -161,12 +161,18 @@ def test_deployment_and_ready_conditions():
 
 
 def test_autoscaling_condition():
-    assert autoscaling_condition({"triton": False, "gateway": False}, {}).reason == "AutoscalingDisabled"
-    assert autoscaling_condition({"triton": True, "gateway": False}, {"triton": None}).reason == "HPAMissing"
+    assert autoscaling_condition({"triton": (None, None), "gateway": (None, None)}).reason == "AutoscalingDisabled"
+    assert autoscaling_condition({"triton": ("hpa", None), "gateway": (None, None)}).reason == "HPAMissing"
     failing = {"status": {"conditions": [{"type": "ScalingActive", "status": "False", "reason": "FailedGetPodsMetric", "message": "no metrics"}]}}
-    c = autoscaling_condition({"triton": True, "gateway": True}, {"triton": failing, "gateway": {"status": {}}})
+    c = autoscaling_condition({"triton": ("hpa", failing), "gateway": ("hpa", {"status": {}})})
     assert (c.status, c.reason) == ("False", "MetricsUnavailable") and "FailedGetPodsMetric" in c.message
-    assert autoscaling_condition({"triton": True, "gateway": True}, {"triton": {}, "gateway": {}}).status == "True"
+    assert autoscaling_condition({"triton": ("hpa", {}), "gateway": ("hpa", {})}).status == "True"
+    # KEDA: its ScaledObject's Ready condition; engine keda without KEDA installed says so
+    so_failing = {"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "ScaledObjectCheckFailed", "message": "prometheus unreachable"}]}}
+    c = autoscaling_condition({"triton": ("keda", so_failing), "gateway": ("keda", {})}, keda_installed=True)
+    assert (c.status, c.reason) == ("False", "MetricsUnavailable") and "prometheus unreachable" in c.message
+    assert autoscaling_condition({"triton": ("keda", {}), "gateway": ("hpa", {})}, keda_installed=True).status == "True"
+    assert autoscaling_condition({"triton": ("keda", None), "gateway": (None, None)}, keda_installed=False).reason == "KEDAMissing"
 
 
 # --------------------------------------------------------------------------- why a tier is not ready

@@ -53,7 +53,8 @@ def test_chart_defaults_are_the_operator_defaults():
         "fetcher": s.fetcher_image,
     }
     env = (ROOT / "charts" / "yolo-operator" / "templates" / "deployment.yaml").read_text()
-    for name in ("TRITON_IMAGE", "TRITON_CPU_IMAGE", "GATEWAY_IMAGE", "FETCHER_IMAGE", "RESYNC_SECONDS", "WAIT_SECONDS", "WATCH_SERVER_TIMEOUT"):
+    assert values["autoscaling"]["prometheusUrl"] == s.prometheus_url
+    for name in ("TRITON_IMAGE", "TRITON_CPU_IMAGE", "GATEWAY_IMAGE", "FETCHER_IMAGE", "PROMETHEUS_URL", "RESYNC_SECONDS", "WAIT_SECONDS", "WATCH_SERVER_TIMEOUT"):
         assert f"name: YOLO_OPERATOR_{name}\n" in env
         assert name.lower() in OperatorSettings.model_fields
 

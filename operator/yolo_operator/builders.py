@@ -427,43 +427,7 @@ def build_gateway_service(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------- autoscaling and disruption
-
-
-def _hpa(meta: Meta, component: str, target: str, a: Any, metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    hpa: dict[str, Any] = {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(meta, target, component),
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
-            "minReplicas": a.min_replicas,
-            "maxReplicas": a.max_replicas,
-            "metrics": metrics,
-        },
-    }
-    if a.behavior:
-        hpa["spec"]["behavior"] = a.behavior
-    return hpa
-
-
-def _pods_metric(name: str, average: int) -> dict[str, Any]:
-    return {"type": "Pods", "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": str(average)}}}
-
-
-def build_triton_hpa(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
-    """Scale Triton on its queue depth: pending requests per pod (via prometheus-adapter)."""
-    a = spec.triton.autoscaling
-    return _hpa(meta, "triton", names(meta)["triton"], a, [_pods_metric(TRITON_PENDING_METRIC, a.target_pending_requests)])
-
-
-def build_gateway_hpa(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
-    """Scale the gateway on in-flight requests per pod, and on CPU."""
-    a = spec.gateway.autoscaling
-    metrics = [_pods_metric(GATEWAY_INFLIGHT_METRIC, a.target_inflight_requests)]
-    if a.target_cpu_utilization:
-        metrics.append({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization}}})
-    return _hpa(meta, "gateway", names(meta)["gateway"], a, metrics)
+# --------------------------------------------------------------------------- disruption and monitoring
 
 
 def build_pdb(spec: YoloServiceSpec, meta: Meta, component: str) -> dict[str, Any]:

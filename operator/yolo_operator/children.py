@@ -15,6 +15,7 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
+from . import autoscaling
 from . import builders as b
 from .spec import GROUP, YoloServiceSpec
 
@@ -33,7 +34,12 @@ class Child:
         return f"{self.kind}/{self.name}"
 
 
-def desired_children(spec: YoloServiceSpec, meta: b.Meta, service_monitor_crd: bool) -> list[Child]:
+def desired_children(
+    spec: YoloServiceSpec, meta: b.Meta, service_monitor_crd: bool, keda_crd: bool = False, prometheus_url: str = ""
+) -> list[Child]:
+    """Every child, with None for those that must not exist. Each autoscaled tier gets one
+    autoscaler: a KEDA ScaledObject or an HPA (`autoscaling.tier_engine`); the other kind
+    is deleted, so that a tier never has two autoscalers fighting over it."""
     n = b.names(meta)
     children: list[tuple[str, str, str, dict[str, Any] | None]] = [
         ("v1", "ConfigMap", n["config"], b.build_model_configmap(spec, meta)),
@@ -41,9 +47,15 @@ def desired_children(spec: YoloServiceSpec, meta: b.Meta, service_monitor_crd: b
         ("v1", "Service", n["triton"], b.build_triton_service(spec, meta)),
         ("apps/v1", "Deployment", n["gateway"], b.build_gateway_deployment(spec, meta)),
         ("v1", "Service", n["service"], b.build_gateway_service(spec, meta)),
-        ("autoscaling/v2", "HorizontalPodAutoscaler", n["triton"], b.build_triton_hpa(spec, meta) if spec.triton.autoscaling.enabled else None),
-        ("autoscaling/v2", "HorizontalPodAutoscaler", n["gateway"], b.build_gateway_hpa(spec, meta) if spec.gateway.autoscaling.enabled else None),
     ]
+    hpas = {"triton": autoscaling.build_triton_hpa, "gateway": autoscaling.build_gateway_hpa}
+    for component, a in (("triton", spec.triton.autoscaling), ("gateway", spec.gateway.autoscaling)):
+        engine = autoscaling.tier_engine(a, keda_crd)
+        hpa = hpas[component](spec, meta) if engine == "hpa" else None
+        children.append(("autoscaling/v2", "HorizontalPodAutoscaler", n[component], hpa))
+        if keda_crd:  # without KEDA's CRD there is nothing to create or delete
+            so = autoscaling.build_scaled_object(spec, meta, component, prometheus_url) if engine == "keda" else None
+            children.append((autoscaling.KEDA_API, "ScaledObject", n[component], so))
     pdb = spec.pod_disruption_budget.enabled
     children += [
         ("policy/v1", "PodDisruptionBudget", n["triton"], b.build_pdb(spec, meta, "triton") if pdb else None),

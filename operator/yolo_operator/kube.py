@@ -27,6 +27,7 @@ PLURALS = {
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "ServiceMonitor": "servicemonitors",
+    "ScaledObject": "scaledobjects",
     "YoloService": PLURAL,
 }
 

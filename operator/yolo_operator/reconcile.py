@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from . import builders, kube
+from . import autoscaling, builders, kube
 from .children import Child, desired_children, needs_apply, with_hash
 from .settings import SETTINGS
 from .spec import InvalidSpec, YoloServiceSpec, parse_spec
@@ -62,6 +62,15 @@ def _report_invalid(body: kopf.Body, meta: builders.Meta, exc: InvalidSpec) -> N
         kopf.warn(body, reason="InvalidSpec", message=str(exc))
 
 
+def _autoscalers(spec: YoloServiceSpec, n: dict[str, str], live: dict[tuple[str, str], Any], keda: bool) -> dict[str, tuple[str | None, Any]]:
+    out = {}
+    for component, a in (("triton", spec.triton.autoscaling), ("gateway", spec.gateway.autoscaling)):
+        engine = autoscaling.tier_engine(a, keda)
+        kind = "ScaledObject" if engine == "keda" else "HorizontalPodAutoscaler"
+        out[component] = (engine, live.get((kind, n[component])))
+    return out
+
+
 def _tier_condition(kind: str, dep: dict[str, Any] | None, meta: builders.Meta, component: str) -> Any:
     """The Deployment's condition; its pods are read only when it is not available, to say why."""
     condition = deployment_condition(kind, dep)
@@ -83,7 +92,8 @@ def reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger = log) -> Ou
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc
     outcome = Outcome()
     live: dict[tuple[str, str], dict[str, Any] | None] = {}
-    for child in desired_children(spec, meta, kube.has_api("monitoring.coreos.com/v1", "ServiceMonitor")):
+    keda = kube.has_api(autoscaling.KEDA_API, "ScaledObject")
+    for child in desired_children(spec, meta, kube.has_api("monitoring.coreos.com/v1", "ServiceMonitor"), keda, SETTINGS.prometheus_url):
         current = kube.get(child.api_version, child.kind, meta.namespace, child.name)
         if child.manifest is None:
             if current is not None and kube.delete(child.api_version, child.kind, meta.namespace, child.name):
@@ -108,10 +118,7 @@ def reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger = log) -> Ou
     gateway = live.get(("Deployment", n["gateway"]))
     parts = [_tier_condition("TritonReady", triton, meta, "triton"), _tier_condition("GatewayReady", gateway, meta, "gateway")]
     parts.append(
-        autoscaling_condition(
-            {"triton": spec.triton.autoscaling.enabled, "gateway": spec.gateway.autoscaling.enabled},
-            {"triton": live.get(("HorizontalPodAutoscaler", n["triton"])), "gateway": live.get(("HorizontalPodAutoscaler", n["gateway"]))},
-        )
+        autoscaling_condition(_autoscalers(spec, n, live, keda), keda)
     )
     ready = ready_condition(parts)
     old = (body.get("status") or {}).get("conditions", [])

@@ -26,6 +26,9 @@ class OperatorSettings(BaseSettings):
     triton_cpu_image: str = Field(DEFAULT_TRITON_CPU_IMAGE, description="Triton for services without a GPU")
     gateway_image: str = DEFAULT_GATEWAY_IMAGE
     fetcher_image: str = DEFAULT_FETCHER_IMAGE
+    prometheus_url: str = Field(
+        "http://prometheus-operated.monitoring.svc:9090", description="Prometheus that KEDA's triggers query (the PromQL is the operator's)"
+    )
     resync_seconds: float = Field(30.0, gt=0, description="seconds between resyncs of each YoloService")
     wait_seconds: float = Field(5.0, gt=0, description="retry delay while children become ready")
     watch_server_timeout: int = Field(300, gt=0, description="watch timeout asked of the API server")

@@ -120,9 +120,12 @@ class DynamicBatching(_Model):
 
 class Autoscaling(_Model):
     enabled: bool = True
+    engine: Literal["auto", "keda", "hpa"] = Field(
+        "auto", description="keda: a KEDA ScaledObject; hpa: an autoscaling/v2 HPA (prometheus-adapter); auto: KEDA when installed"
+    )
     min_replicas: int = Field(1, ge=1)
     max_replicas: int = Field(4, ge=1)
-    behavior: dict[str, Any] | None = None
+    behavior: dict[str, Any] | None = Field(None, description="HPA scaling behaviour; empty: the operator's defaults")
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
@@ -132,7 +135,9 @@ class Autoscaling(_Model):
 
 
 class TritonAutoscaling(Autoscaling):
+    metric: Literal["pendingRequests", "queueTime"] = "pendingRequests"
     target_pending_requests: int = Field(10, ge=1, description="average pending requests per Triton pod")
+    target_queue_time_microseconds: int = Field(50_000, ge=1, description="mean queue time per request (metric: queueTime)")
 
 
 class GatewayAutoscaling(Autoscaling):

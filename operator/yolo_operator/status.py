@@ -102,25 +102,31 @@ def deployment_condition(kind: str, dep: dict[str, Any] | None, pods: list[dict[
     return Condition(kind, "False", "ReplicasNotReady", f"{ready}/{want} replicas ready")
 
 
-def autoscaling_condition(enabled: dict[str, bool], hpas: dict[str, dict[str, Any] | None]) -> Condition:
+def autoscaling_condition(tiers: dict[str, tuple[str | None, dict[str, Any] | None]], keda_installed: bool = False) -> Condition:
+    """From each tier's (engine, live autoscaler): 'hpa' with its HPA, 'keda' with its ScaledObject, None when off."""
     t = "AutoscalingReady"
-    if not any(enabled.values()):
+    if not any(engine for engine, _ in tiers.values()):
         return Condition(t, "True", "AutoscalingDisabled", "autoscaling is off; replicas come from the spec")
-    problems = []
-    for component, on in enabled.items():
-        if not on:
+    problems: list[tuple[str, str]] = []
+    for component, (engine, obj) in tiers.items():
+        if engine is None:
             continue
-        hpa = hpas.get(component)
-        if hpa is None:
-            problems.append(f"{component}: HPA missing")
-            continue
-        for c in (hpa.get("status") or {}).get("conditions") or []:
-            if c.get("type") in ("AbleToScale", "ScalingActive") and c.get("status") == "False":
-                problems.append(f"{component}: {c.get('reason')}: {c.get('message', '')}".strip())
+        if engine == "keda" and not keda_installed:
+            problems.append(("KEDAMissing", f"{component}: autoscaling.engine is keda, but the cluster has no KEDA (keda.sh ScaledObject)"))
+        elif obj is None:
+            kind = "ScaledObject" if engine == "keda" else "HPA"
+            problems.append((f"{kind}Missing", f"{component}: {kind} missing"))
+        else:
+            for c in (obj.get("status") or {}).get("conditions") or []:
+                bad_hpa = engine == "hpa" and c.get("type") in ("AbleToScale", "ScalingActive")
+                bad_keda = engine == "keda" and c.get("type") == "Ready"
+                if (bad_hpa or bad_keda) and c.get("status") == "False":
+                    problems.append(("MetricsUnavailable", f"{component}: {c.get('reason')}: {c.get('message', '')}".strip()))
     if problems:
-        reason = "HPAMissing" if any("HPA missing" in p for p in problems) else "MetricsUnavailable"
-        return Condition(t, "False", reason, "; ".join(problems))
-    return Condition(t, "True", "HPAsActive", "HPAs scale Triton on pending requests and the gateway on in-flight requests")
+        return Condition(t, "False", problems[0][0], "; ".join(p for _, p in problems))
+    engines = sorted({engine for engine, _ in tiers.values() if engine})
+    by = " and ".join("KEDA ScaledObjects" if e == "keda" else "HPAs" for e in engines)
+    return Condition(t, "True", "AutoscalersActive", f"{by} scale Triton on its queue and the gateway on in-flight requests")
 
 
 def ready_condition(parts: list[Condition]) -> Condition:

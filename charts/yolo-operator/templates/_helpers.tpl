@@ -102,6 +102,10 @@ Rules the operator needs on the objects it manages, in every namespace it watche
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, list, watch, create, update, patch, delete]
+# KEDA ScaledObjects, where KEDA is installed (the default autoscaling engine there).
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [get, list, watch, create, update, patch, delete]
 {{- if .Values.rbac.serviceMonitors }}
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
