@@ -54,7 +54,7 @@ def test_chart_defaults_are_the_operator_defaults():
     }
     env = (ROOT / "charts" / "yolo-operator" / "templates" / "deployment.yaml").read_text()
     assert values["autoscaling"]["prometheusUrl"] == s.prometheus_url
-    for name in ("TRITON_IMAGE", "TRITON_CPU_IMAGE", "GATEWAY_IMAGE", "FETCHER_IMAGE", "PROMETHEUS_URL", "RESYNC_SECONDS", "WAIT_SECONDS", "WATCH_SERVER_TIMEOUT"):
+    for name in ("TRITON_IMAGE", "TRITON_CPU_IMAGE", "GATEWAY_IMAGE", "FETCHER_IMAGE", "PROMETHEUS_URL", "SERVICE_MONITORS", "RESYNC_SECONDS", "WAIT_SECONDS", "WATCH_SERVER_TIMEOUT"):
         assert f"name: YOLO_OPERATOR_{name}\n" in env
         assert name.lower() in OperatorSettings.model_fields
 
@@ -79,3 +79,24 @@ def test_service_monitor_scrapes_the_metrics_port_of_both_tiers():
     triton_ports = {p["name"]: p["port"] for p in b.build_triton_service(spec, META)["spec"]["ports"]}
     gateway_ports = {p["name"]: p["port"] for p in b.build_gateway_service(spec, META)["spec"]["ports"]}
     assert triton_ports["metrics"] == b.TRITON_METRICS and gateway_ports["metrics"] == b.GATEWAY_PORT
+
+
+def test_the_gateway_deployment_env_is_valid_gateway_settings():
+    """One contract between the operator and the gateway: every YOLO_GATEWAY_* variable the
+    operator writes is a field of the gateway's own Settings, with a value it accepts."""
+    from yolo_gateway.settings import Settings  # noqa: PLC0415 - the gateway package, in the same dev environment
+
+    spec = parse_spec(sample_spec(**{"gateway.limits": {"maxBodyBytes": 1 << 20, "maxPixels": 10**7, "maxBatchImages": 4}}))
+    (container,) = b.build_gateway_deployment(spec, META)["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    prefix = Settings.model_config["env_prefix"]
+    fields = {prefix + name.upper() for name in Settings.model_fields}
+    assert set(env) <= fields, set(env) - fields
+    settings = Settings(**{k[len(prefix) :].lower(): v for k, v in env.items()})
+    assert (settings.max_body_bytes, settings.max_pixels, settings.max_batch_images) == (1 << 20, 10**7, 4)
+    assert settings.triton_url == b.triton_target(META) and settings.port == b.GATEWAY_PORT
+    assert settings.shutdown_grace_s == spec.gateway.shutdown_grace_seconds
+    # the metric the autoscalers read is the one the gateway exports
+    from yolo_gateway import metrics  # noqa: PLC0415
+
+    assert metrics.INFLIGHT._name == b.GATEWAY_INFLIGHT_METRIC

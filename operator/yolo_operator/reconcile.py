@@ -93,7 +93,9 @@ def reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger = log) -> Ou
     outcome = Outcome()
     live: dict[tuple[str, str], dict[str, Any] | None] = {}
     keda = kube.has_api(autoscaling.KEDA_API, "ScaledObject")
-    for child in desired_children(spec, meta, kube.has_api("monitoring.coreos.com/v1", "ServiceMonitor"), keda, SETTINGS.prometheus_url):
+    # ServiceMonitors only where the CRD exists and the chart granted them (else every reconcile would 403).
+    monitors = SETTINGS.service_monitors and kube.has_api("monitoring.coreos.com/v1", "ServiceMonitor")
+    for child in desired_children(spec, meta, monitors, keda, SETTINGS.prometheus_url):
         current = kube.get(child.api_version, child.kind, meta.namespace, child.name)
         if child.manifest is None:
             if current is not None and kube.delete(child.api_version, child.kind, meta.namespace, child.name):

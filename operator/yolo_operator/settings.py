@@ -29,6 +29,9 @@ class OperatorSettings(BaseSettings):
     prometheus_url: str = Field(
         "http://prometheus-operated.monitoring.svc:9090", description="Prometheus that KEDA's triggers query (the PromQL is the operator's)"
     )
+    service_monitors: bool = Field(
+        True, description="the chart granted ServiceMonitors (rbac.serviceMonitors): without the grant they are never touched"
+    )
     resync_seconds: float = Field(30.0, gt=0, description="seconds between resyncs of each YoloService")
     wait_seconds: float = Field(5.0, gt=0, description="retry delay while children become ready")
     watch_server_timeout: int = Field(300, gt=0, description="watch timeout asked of the API server")
