@@ -43,8 +43,13 @@ def _wheel_root() -> Path:
     return Path(pytriton.__file__).resolve().parent
 
 
+ONNX_BACKEND = Path(__file__).resolve().parents[2] / "model_repository" / "python_backend" / "onnx_model.py"
+
+
 def backend_directory(cache: Path) -> Path:
-    """Assemble <cache>/python/{libtriton_python.so, utils, stub} and return <cache>."""
+    """Assemble <cache>/python/{libtriton_python.so, utils, stub} and return <cache>. Also
+    <cache>/onnxruntime/model.py: a python-based backend that serves `platform: "onnxruntime_onnx"`
+    configs (what the operator generates) with onnxruntime, as the CPU Triton image does."""
     root = _wheel_root() / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
@@ -56,6 +61,9 @@ def backend_directory(cache: Path) -> Path:
         dst = target / src.name
         if not dst.exists() or dst.stat().st_size != src.stat().st_size:
             shutil.copy2(src, dst)
+    if ONNX_BACKEND.exists():  # a source checkout (the runtime images assemble their own)
+        (cache / "onnxruntime").mkdir(exist_ok=True)
+        shutil.copy2(ONNX_BACKEND, cache / "onnxruntime" / "model.py")
     return cache
 
 

@@ -82,9 +82,11 @@ def test_hpas_scale_on_queue_depth():
 
 @pytest.mark.parametrize("fmt,platform", [("onnx", "onnxruntime_onnx"), ("end2end", "onnxruntime_onnx"), ("tensorrt", "tensorrt_plan")])
 def test_config_pbtxt_parses_back(fmt, platform):
-    spec = parse_spec(sample_spec(**{"model.format": fmt, "triton.dynamicBatching": {"preferredBatchSizes": [16, 4, 8], "maxQueueDelayMicroseconds": 750, "queuePolicy": {"maxQueueSize": 64, "timeoutMicroseconds": 2000000}}}))
+    spec = parse_spec(sample_spec(**{"model.format": fmt, "triton.dynamicBatching": {"preferredBatchSizes": [16, 4, 8], "maxQueueDelayMicroseconds": 750, "queuePolicy": {"enabled": True, "maxQueueSize": 64, "timeoutMicroseconds": 2000000}}}))
     cfg = text_format.Parse(b.render_config_pbtxt(spec), model_config_pb2.ModelConfig())
     assert cfg.name == "yolo" and cfg.platform == platform and cfg.max_batch_size == 16
+    (warmup,) = cfg.model_warmup
+    assert warmup.batch_size == 1 and list(warmup.inputs["images"].dims) == [320, 320, 3] and warmup.inputs["images"].zero_data
     assert cfg.input[0].name == "images" and cfg.input[0].data_type == model_config_pb2.TYPE_UINT8
     assert list(cfg.input[0].dims) == [320, 320, 3]
     if fmt == "end2end":
@@ -99,10 +101,12 @@ def test_config_pbtxt_parses_back(fmt, platform):
     assert json.loads(cfg.parameters["class_names"].string_value) == ["circle", "rectangle", "triangle"]
 
 
-def test_queue_policy_can_be_turned_off():
-    spec = parse_spec(sample_spec(**{"triton.dynamicBatching": {"queuePolicy": {"enabled": False}}}))
-    cfg = text_format.Parse(b.render_config_pbtxt(spec), model_config_pb2.ModelConfig())
+def test_queue_policy_is_off_by_default_and_can_be_turned_on():
+    cfg = text_format.Parse(b.render_config_pbtxt(parse_spec(sample_spec())), model_config_pb2.ModelConfig())
     assert cfg.HasField("dynamic_batching") and not cfg.dynamic_batching.HasField("default_queue_policy")
+    spec = parse_spec(sample_spec(**{"triton.dynamicBatching": {"queuePolicy": {"enabled": True}}}))
+    cfg = text_format.Parse(b.render_config_pbtxt(spec), model_config_pb2.ModelConfig())
+    assert cfg.dynamic_batching.default_queue_policy.max_queue_size == 1024
 
 
 def test_generated_config_matches_the_committed_production_config():

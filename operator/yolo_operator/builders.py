@@ -130,6 +130,9 @@ def render_config_pbtxt(spec: YoloServiceSpec) -> str:
         ]
     lines += [
         "}",
+        # One inference on the model's real input before the model reports ready: the first
+        # user request does not pay for lazy initialisation (CUDA, TensorRT, onnxruntime arenas).
+        f'model_warmup [ {{ name: "zeros", batch_size: 1, inputs {{ key: "images", value: {{ data_type: TYPE_UINT8, dims: {_pb_list([s, s, 3])}, zero_data: true }} }} }} ]',
         f"instance_group [ {{ kind: {kind}, count: {count} }} ]",
         "version_policy: { latest: { num_versions: 1 } }",
         f'parameters {{ key: "class_names", value: {{ string_value: {json.dumps(json.dumps(m.class_names))} }} }}',

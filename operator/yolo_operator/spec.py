@@ -103,9 +103,10 @@ class ModelSpec(_Model):
 
 class QueuePolicy(_Model):
     enabled: bool = Field(
-        True,
-        description="Triton sheds load itself (429 when the queue is full). Triton 2.51's batcher can then idle "
-        "up to 500 ms on back-to-back requests (see BENCHMARKS.md); off leaves shedding to the gateway",
+        False,
+        description="on: Triton sheds load itself too (429 when its queue is full). Off by default: Triton 2.51's "
+        "batcher then idles up to 500 ms on back-to-back requests (p99 516 vs 20 ms, BENCHMARKS.md), and the "
+        "gateway already bounds what it sends (admission control) and sheds the rest with 503",
     )
     max_queue_size: int = Field(1024, ge=0)
     timeout_microseconds: int = Field(5_000_000, ge=0)

@@ -1,0 +1,71 @@
+"""The operator's generated Triton configs, loaded by a real tritonserver and served through the
+gateway: the bundled ONNX in the raw and end2end layouts, as a YoloService without a GPU gets them
+(`platform: onnxruntime_onnx`, KIND_CPU, model_warmup; served here, as in the CPU Triton image,
+by the python-based onnxruntime backend)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import numpy as np
+import pytest
+from gw_helpers import boxes_of, gateway_app, triton_stats
+
+from yolo_gateway.devrepo import LOCAL_REPO
+from yolo_gateway.local_triton import LocalTriton, TritonPorts
+from yolo_gateway.settings import Settings
+from yolo_gateway.synthetic import CLASS_NAMES, encode, make_scene, match
+from yolo_operator.builders import render_config_pbtxt
+from yolo_operator.spec import parse_spec
+
+pytestmark = pytest.mark.triton
+
+FORMATS = {"yolo": ("onnx", "yolo"), "yolo_e2e": ("end2end", "yolo_end2end")}  # served name -> (format, committed ONNX)
+
+
+def _spec(name: str, fmt: str):
+    return parse_spec(
+        {
+            "model": {"name": name, "format": fmt, "inputSize": 320, "classNames": list(CLASS_NAMES), "source": {"uri": "https://models.example/m.onnx"}},
+            "triton": {"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}, "maxBatchSize": 8},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def operator_triton(tmp_path_factory: pytest.TempPathFactory):
+    repo = tmp_path_factory.mktemp("operator_repo")
+    for name, (fmt, source) in FORMATS.items():
+        (repo / name / "1").mkdir(parents=True)
+        (repo / name / "config.pbtxt").write_text(render_config_pbtxt(_spec(name, fmt)))
+        shutil.copy(LOCAL_REPO / source / "1" / "model.onnx", repo / name / "1" / "model.onnx")
+    with LocalTriton(repo, TritonPorts.free(), log_path=repo.parent / "triton.log") as server:
+        yield server
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_generated_config_loads_warms_up_and_detects(operator_triton, name):
+    fmt, _ = FORMATS[name]
+    config = render_config_pbtxt(_spec(name, fmt))
+    assert "model_warmup" in config and "KIND_CPU" in config and 'platform: "onnxruntime_onnx"' in config
+    # The warm-up ran before the model reported ready: one execution before any request.
+    assert triton_stats(operator_triton, name) == {"inference_count": 1, "execution_count": 1}
+
+    async def go() -> tuple[int, int, int]:
+        tp = fp = fn = 0
+        rng = np.random.default_rng(20261122)  # the held-out scenes of the accuracy test
+        sizes = [(640, 480), (1280, 720), (480, 640), (1024, 1024), (800, 450)]
+        async with gateway_app(Settings(triton_url=operator_triton.grpc_target, model_name=name)) as c:
+            assert c.app.state.triton.signature.output_format == ("end2end" if fmt == "end2end" else "raw")
+            for i in range(30):
+                scene = make_scene(rng, *sizes[i % len(sizes)])
+                r = await c.post("/v1/detect", content=encode(scene), headers={"content-type": "image/jpeg"})
+                assert r.status_code == 200, r.text
+                boxes, classes, _ = boxes_of(r.json())
+                a, b, m = match(boxes, classes, scene.boxes, scene.classes, 0.5)
+                tp, fp, fn = tp + a, fp + b, fn + m
+        return tp, fp, fn
+
+    tp, fp, fn = asyncio.run(go())
+    assert tp / max(1, tp + fp) >= 0.9 and tp / max(1, tp + fn) >= 0.9, (tp, fp, fn)
