@@ -23,10 +23,10 @@ async def gateway_app(settings: Settings, wait_for_model: bool = True) -> AsyncI
     async with app.router.lifespan_context(app):
         if wait_for_model:
             for _ in range(300):
-                if app.state.triton.signature is not None:
+                if app.state.triton.signature is not None and app.state.detector.warm:
                     break
                 await asyncio.sleep(0.05)
-            assert app.state.triton.signature is not None, "model metadata never loaded"
+            assert app.state.detector.warm, "model metadata never loaded, or the warm-up never succeeded"
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as c:
             c.app = app  # type: ignore[attr-defined]

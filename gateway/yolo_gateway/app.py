@@ -277,6 +277,8 @@ async def healthz() -> Response:
 async def readyz(request: Request, triton: TritonDep) -> Response:
     if request.app.state.draining:
         return JSONResponse({"status": "draining"}, status_code=503)
+    if not request.app.state.detector.warm:
+        return JSONResponse({"status": "warming up"}, status_code=503)
     if await triton.ready():
         return JSONResponse({"status": "ready"})
     return JSONResponse({"status": "not ready"}, status_code=503)
@@ -298,7 +300,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         triton = TritonService(settings)  # the one client and channel of this process
         detector = Detector(settings, triton)
         app.state.triton, app.state.detector, app.state.draining = triton, detector, False
-        background = [asyncio.create_task(triton.keep_loading_signature()), asyncio.create_task(triton.keep_resolving())]
+        background = [
+            asyncio.create_task(triton.keep_loading_signature()),
+            asyncio.create_task(triton.keep_resolving()),
+            asyncio.create_task(detector.keep_warming_up()),
+        ]
         try:
             yield
         finally:

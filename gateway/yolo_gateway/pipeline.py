@@ -7,21 +7,25 @@ libjpeg release the GIL), so one process uses the pod's cores.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import simplejpeg
 
 from . import metrics
 from .admission import Admission
-from .errors import BadParameter, TritonTimeout
+from .errors import BadParameter, GatewayError, TritonTimeout
 from .postprocess import DECODERS, Detections, DetectParams, decode_end2end
 from .preprocess import Prepared, prepare_image
 from .settings import Settings
 from .signature import ModelSignature
 from .triton import TritonService
+
+log = logging.getLogger("yolo_gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +63,28 @@ class Detector:
         self.triton = triton
         self.pool = ThreadPoolExecutor(max_workers=settings.workers(), thread_name_prefix="yolo-cpu")
         self.admission = Admission(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s)
+        self.warm = False  # /readyz waits for one detection through the pipeline
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def keep_warming_up(self) -> None:
+        """Background task: once the model is known, one detection through the whole pipeline
+        (decode, letterbox, Triton, NMS) before the gateway reports ready, so the first user
+        request pays for no thread start, first-call initialisation or cold channel."""
+        image = simplejpeg.encode_jpeg(np.full((64, 64, 3), 114, np.uint8), colorspace="RGB")
+        loop = asyncio.get_running_loop()
+        while not self.warm:
+            if self.triton.signature is not None:
+                try:
+                    params = self.params(None, None, None, None)
+                    await self.detect([Upload(image, "image/jpeg")], params, "warmup", loop.time() + self.settings.request_timeout_s)
+                    self.warm = True
+                    log.info("warm: one detection through the pipeline")
+                    return
+                except GatewayError as exc:  # Triton not serving yet: try again
+                    log.info("warm-up: %s", exc.message)
+            await asyncio.sleep(self.settings.metadata_retry_s)
 
     def params(self, conf: float | None, iou: float | None, max_det: int | None, classes: list[str] | None) -> DetectParams:
         s = self.settings
