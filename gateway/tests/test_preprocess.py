@@ -163,3 +163,15 @@ def test_prepare_image_matches_model_layout(scene, layout, dtype, shape, np_dtyp
     ref = cv2.resize(rgb, (320, 240), interpolation=cv2.INTER_LINEAR)
     got = p.tensor if layout == "NHWC" else np.round(p.tensor.transpose(1, 2, 0) * 255).astype(np.uint8)
     assert np.abs(got[40:280].astype(int) - ref.astype(int)).mean() < 2
+
+
+def test_boxes_map_back_with_each_axis_own_factor():
+    """An odd size: 1001x333 into 320 resizes to 320x106, so y scales by 106/333, not 320/1001.
+    A box over the whole resized image maps back to the whole original image exactly."""
+    geo, new_w, new_h = letterbox_geometry(1001, 333, 320, 320)
+    assert (new_w, new_h) == (320, 106)
+    assert geo.scale_y != pytest.approx(geo.scale_x, abs=1e-6)
+    whole = np.array([[geo.pad_x, geo.pad_y, geo.pad_x + new_w, geo.pad_y + new_h]], np.float32)
+    np.testing.assert_allclose(geo.to_original(whole)[0], [0, 0, 1001, 333], atol=1e-3)
+    single_scale = (whole[0, 3] - geo.pad_y) / (320 / 1001)  # the old mapping, one factor for both: ~1.4 px off
+    assert abs(single_scale - 333) > 1

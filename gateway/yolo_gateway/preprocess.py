@@ -122,19 +122,28 @@ def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class Letterbox:
-    """How an original image maps into the model input: x_in = x * scale + pad_x."""
+    """How an original image maps into the model input: x_in = x * scale_x + pad_x (and y alike).
 
-    scale: float
+    The resize rounds each side to whole pixels, so the two axes scale by slightly different
+    factors (new_w / width, new_h / height); boxes map back with each axis's own factor."""
+
+    scale_x: float
+    scale_y: float
     pad_x: int
     pad_y: int
     width: int  # original (oriented) image size
     height: int
 
+    @property
+    def scale(self) -> float:
+        """The smaller of the two factors."""
+        return min(self.scale_x, self.scale_y)
+
     def to_original(self, boxes: np.ndarray) -> np.ndarray:
         """Map xyxy boxes from model-input pixels back to original pixels, clipped."""
         out = np.empty((len(boxes), 4), np.float32)
-        out[:, 0::2] = np.clip((boxes[:, 0::2] - self.pad_x) / self.scale, 0, self.width)
-        out[:, 1::2] = np.clip((boxes[:, 1::2] - self.pad_y) / self.scale, 0, self.height)
+        out[:, 0::2] = np.clip((boxes[:, 0::2] - self.pad_x) / self.scale_x, 0, self.width)
+        out[:, 1::2] = np.clip((boxes[:, 1::2] - self.pad_y) / self.scale_y, 0, self.height)
         return out
 
 
@@ -143,7 +152,8 @@ def letterbox_geometry(width: int, height: int, in_w: int, in_h: int) -> tuple[L
     scale = min(in_w / width, in_h / height)
     new_w = max(1, min(in_w, round(width * scale)))
     new_h = max(1, min(in_h, round(height * scale)))
-    return Letterbox(scale, (in_w - new_w) // 2, (in_h - new_h) // 2, width, height), new_w, new_h
+    geometry = Letterbox(new_w / width, new_h / height, (in_w - new_w) // 2, (in_h - new_h) // 2, width, height)
+    return geometry, new_w, new_h
 
 
 def decode(data: bytes, header: ImageHeader, min_width: int = 0, min_height: int = 0) -> np.ndarray:
