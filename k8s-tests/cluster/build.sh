@@ -8,6 +8,7 @@
 #   kubelet, kube-proxy                                       (k8s.io/kubernetes, the same wrapper go.mod)
 #   coredns 1.12 with only the plugins the cluster uses       (github.com/coredns/coredns, via a wrapper main)
 #   the pause image and the yolo-echo test image              (static Go from images/, buildah from scratch, oci-archives)
+#   the test object store: versitygw, an S3 gateway over a folder (github.com/versity/versitygw, from scratch)
 # node-deps.sh installs the node's Debian packages (containerd, runc, CNI plugins, buildah) when they are missing.
 #
 # Binaries land in a per-version cache ($YOLO_K8S_CACHE, default ~/.cache/yolo-operator/k8s-<versions>;
@@ -21,6 +22,7 @@ ETCD_VERSION=${ETCD_VERSION:-v3.5.35}
 KWOK_VERSION=${KWOK_VERSION:-v0.7.0}
 HELM_VERSION=${HELM_VERSION:-v3.19.0}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.12.4}
+VERSITYGW_VERSION=${VERSITYGW_VERSION:-v1.8.0}
 YOLO_REAL_NODE=${YOLO_REAL_NODE:-auto}  # auto: build the node when its packages are (or can be) installed; 1: must; 0: skip
 BUILD_REV=2  # bump when the build flags change: a new cache key
 NODE_REV=1   # the same for the node's parts
@@ -202,12 +204,46 @@ node_images() {
   done
 }
 
+store_image() {  # the S3-compatible store the pod tests fetch models from (k8s-tests/manifests/store.yaml)
+  local dir=$NODE_CACHE/images/versitygw-$VERSITYGW_VERSION ref="localhost/yolo-operator/s3:$VERSITYGW_VERSION"
+  if [ ! -f "$dir/s3.oci.tar" ]; then
+    need_go
+    log "versitygw $VERSITYGW_VERSION (S3 store image)"
+    local start work=$NODE_CACHE/src/versitygw
+    start=$(date +%s)
+    mkdir -p "$dir" "$work"
+    cat >"$work/go.mod" <<GOMOD
+module yolo-operator/s3-build
+
+go 1.25.0
+
+require github.com/versity/versitygw $VERSITYGW_VERSION
+GOMOD
+    cat >"$work/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import _ "github.com/versity/versitygw/cmd/versitygw"
+GO
+    (cd "$work" && go mod tidy >/dev/null 2>&1 || go mod tidy)
+    (cd "$work" && go build -trimpath -ldflags "-s -w" -o "$dir/versitygw" github.com/versity/versitygw/cmd/versitygw)
+    oci_image "$ref" "$dir/versitygw" '["/versitygw"]' "$dir/s3.oci.tar"
+    rm -rf "$NODE_CACHE/buildah"
+    log "versitygw built in $(( $(date +%s) - start ))s"
+  fi
+  mkdir -p "$BIN_DIR/node-images"
+  ln -sf "$dir/s3.oci.tar" "$BIN_DIR/node-images/s3.oci.tar"
+  echo "$ref" >"$BIN_DIR/node-images/s3.ref"
+}
+
 node() {
   local b given
   for given in "${YOLO_K8S_BIN:-}" "${KUBEBUILDER_ASSETS:-}"; do
     if [ -n "$given" ] && [ -x "$given/kubelet" ] && [ -x "$given/kube-proxy" ] && [ -x "$given/coredns" ]; then
       for b in "${NODE_BINARIES[@]}"; do ln -sf "$given/$b" "$BIN_DIR/$b"; done
       node_images
+      store_image
       return 0
     fi
   done
@@ -265,6 +301,7 @@ GO
   mkdir -p "$BIN_DIR"
   for b in "${NODE_BINARIES[@]}"; do ln -sf "$NODE_CACHE/$b" "$BIN_DIR/$b"; done
   node_images
+  store_image
   local took=$(( $(date +%s) - start ))
   [ $took -gt 2 ] && log "node built in ${took}s: $NODE_CACHE"
   return 0
