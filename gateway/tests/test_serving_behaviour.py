@@ -274,7 +274,7 @@ def test_dns_target_follows_new_pods_and_retries_a_killed_one(single_model_repo,
         async with gateway_app(settings, wait_for_model=False) as c:
             triton = c.app.state.triton
             triton.resolver = fake_dns
-            await until(lambda: triton.addresses == ["127.0.0.2"] and triton.signature is not None, "first resolution")
+            await until(lambda: triton.addresses == ["127.0.0.2"] and c.app.state.detector.warm, "first resolution, then the warm-up")
             for _ in range(4):
                 assert [r.status_code for r in await asyncio.gather(*(c.post("/v1/detect", content=body, headers=JPEG) for _ in range(5)))] == [200] * 5
             assert triton_stats(b, "yolo")["inference_count"] == 0
