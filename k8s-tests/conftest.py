@@ -1,5 +1,12 @@
 """End-to-end fixtures: the real control plane, the chart installed by helm, and the operator
-running as a local process authenticated as the chart's own ServiceAccount."""
+running as a local process authenticated as the chart's own ServiceAccount.
+
+The pod tests (test_pods.py) use a second set, below: the project's images in the real node's
+containerd, the object store, and the chart's operator running IN the cluster as a pod on the
+real node. Only one operator may act on a namespace, so the two operators never overlap: the
+in-cluster one watches only the pod tests' namespace (rbac.clusterWide=false), and its fixture
+first stops any local operator (test_e2e.py, which runs before test_pods.py, has stopped its own
+and uninstalled the release by then; the in-cluster operator is the same release, installed anew)."""
 
 from __future__ import annotations
 
@@ -56,3 +63,68 @@ def operator(kube: Kube, chart: str, tmp_path_factory: pytest.TempPathFactory) -
     yield op
     op.stop()
     assert not op.forbidden(), "the operator hit RBAC denials:\n" + "\n".join(op.forbidden()[:20])
+
+
+# ----------------------------------------------------------------------------- pods on the real node
+
+PODS_NS = "yolo-pods"
+
+
+def _delete_namespace(kube: Kube, ns: str) -> None:
+    if kube.get("namespace", ns):
+        kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        wait_for(f"namespace {ns} to be gone", lambda: kube.get("namespace", ns) is None, timeout=180, interval=1)
+
+
+@pytest.fixture(scope="session")
+def real_node(kube: Kube) -> Kube:
+    if not cluster._node_marker().exists():
+        if cluster.realnode.mode() == "on":
+            pytest.fail("YOLO_REAL_NODE=1 but the cluster has no real node", pytrace=False)
+        pytest.skip(f"this cluster has no real node ({', '.join(cluster.realnode.missing(cluster.BIN)) or 'YOLO_REAL_NODE=0'})")
+    return kube
+
+
+@pytest.fixture(scope="session")
+def images(real_node: Kube) -> None:
+    """The four images (docker/build-images.py: cached, seconds when nothing changed) and the
+    store's, imported into the real node's containerd."""
+    from pod_helpers import build_and_load_images
+
+    build_and_load_images()
+
+
+@pytest.fixture(scope="session")
+def store(real_node: Kube, images: None) -> Iterator[object]:
+    """versitygw in the namespace yolo-store, seeded with the bundled model; the same file over HTTP."""
+    from pod_helpers import STORE_NS, Store
+
+    _delete_namespace(real_node, STORE_NS)  # a run that was interrupted left it: start clean
+    yield Store(real_node).deploy()
+    _delete_namespace(real_node, STORE_NS)
+
+
+@pytest.fixture(scope="session")
+def pods_ns(real_node: Kube) -> Iterator[str]:
+    """The pod tests' namespace, enforcing the restricted Pod Security Standard."""
+    _delete_namespace(real_node, PODS_NS)
+    labels = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
+    real_node.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": PODS_NS, "labels": labels}})
+    wait_for("kube-root-ca.crt in the namespace", lambda: real_node.get("configmap", "kube-root-ca.crt", PODS_NS), timeout=30)
+    yield PODS_NS
+    _delete_namespace(real_node, PODS_NS)
+
+
+@pytest.fixture(scope="session")
+def in_cluster_operator(real_node: Kube, images: None, pods_ns: str) -> Iterator[str]:
+    """helm install the chart with ci/local-values.yaml: the operator as a pod on the real node,
+    from localhost/yolo-operator/operator:dev, under the chart's RBAC, watching only pods_ns."""
+    from pod_helpers import install_operator, uninstall_operator
+
+    for op in OperatorProcess.started:
+        op.stop()
+    install_operator(real_node, [pods_ns])
+    yield RELEASE
+    for y in real_node.items("yoloservices", pods_ns):  # while the operator runs: it removes its finalizers
+        real_node.kubectl("delete", "ys", y["metadata"]["name"], "-n", pods_ns, "--wait=true", "--timeout=60s", check=False)
+    uninstall_operator(real_node)

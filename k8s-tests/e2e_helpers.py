@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -95,6 +95,8 @@ def sa_kubeconfig(kube: Kube, path: Path) -> Path:
 class OperatorProcess:
     """`python -m yolo_operator`, the same code the image runs, as the chart's ServiceAccount."""
 
+    started: ClassVar[list[OperatorProcess]] = []  # so that the in-cluster operator's fixture can stop them first
+
     def __init__(self, kubeconfig: Path, log: Path) -> None:
         self.kubeconfig = kubeconfig
         self.log = log
@@ -111,7 +113,11 @@ class OperatorProcess:
         out = open(self.log, "ab")  # noqa: SIM115 - kept for the child's life
         cmd = [sys.executable, "-m", "yolo_operator", "--all-namespaces", "--peering=yolo-operator", "--liveness=", "--verbose"]
         self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        OperatorProcess.started.append(self)
         return self
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -1,0 +1,304 @@
+"""Running the real thing on the real node: the project's images, the chart's in-cluster operator,
+the object store, the CPU sample, and a load generator. Used by the pod tests (conftest.py,
+test_pods.py) and by `make k8s-demo` (demo.py).
+
+Everything here talks only to loopback (the apiserver) and to the pods and Services of the
+cluster our own scripts started (198.18.0.0/15)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import secrets
+import string
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import s3
+import yaml
+from e2e_helpers import CHART, RELEASE, RELEASE_NS, ROOT, Kube, cluster, run, wait_for
+
+realnode = cluster.realnode  # (k8s-tests/cluster is on sys.path once e2e_helpers is imported)
+
+MANIFESTS = Path(__file__).parent / "manifests"
+STORE_NS = "yolo-store"
+STORE_URL = f"http://s3.{STORE_NS}.svc.cluster.local"
+HTTP_MODEL_URL = f"http://models.{STORE_NS}.svc.cluster.local/yolo/model.onnx"
+BUCKET, KEY = "models", "yolo/model.onnx"
+MODEL_FILE = ROOT / "model_repository" / "local" / "yolo" / "1" / "model.onnx"
+LOCAL_VALUES = CHART / "ci" / "local-values.yaml"
+SECRET = "model-store"  # the YoloService's model.source.secretRef in its namespace
+PLACEMENT = {
+    "nodeSelector": {realnode.NODE_LABEL: "true"},
+    "tolerations": [{"key": realnode.NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+
+def ctr(*args: str, check: bool = True) -> str:
+    return run("ctr", "-a", str(realnode.CONTAINERD_SOCK), "-n", "k8s.io", *args, check=check).stdout
+
+
+# --------------------------------------------------------------------------- images
+
+
+def build_and_load_images() -> None:
+    """`make images` (cached: seconds when nothing changed), imported into the node's containerd."""
+    if not realnode.CONTAINERD_SOCK.exists():
+        raise AssertionError(f"no containerd at {realnode.CONTAINERD_SOCK}: the cluster has no real node")
+    r = run("python3", str(ROOT / "docker" / "build-images.py"), "--load", check=False)
+    if r.returncode != 0:
+        raise AssertionError(f"make images failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    s3_ref = (cluster.BIN / "node-images" / "s3.ref").read_text().strip()
+    if s3_ref not in ctr("images", "ls", "-q").split():
+        ctr("images", "import", str((cluster.BIN / "node-images" / "s3.oci.tar").resolve()))
+
+
+# --------------------------------------------------------------------------- the object store
+
+
+def _render(path: Path, **values: str) -> list[dict[str, Any]]:
+    text = string.Template(path.read_text()).substitute(values)
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+@dataclass
+class Store:
+    """versitygw on the real node (manifests/store.yaml), seeded with the bundled model, and the
+    same file over plain HTTP (manifests/http.yaml). Credentials are made afresh for each run."""
+
+    kube: Kube
+    creds: s3.Credentials = field(default_factory=lambda: s3.Credentials("yolo-" + secrets.token_hex(4), secrets.token_urlsafe(24)))
+
+    @property
+    def endpoint(self) -> str:
+        """The store's ClusterIP, as the host reaches it (through kube-proxy)."""
+        return "http://" + self.kube.get("service", "s3", STORE_NS)["spec"]["clusterIP"]
+
+    def deploy(self) -> Store:
+        s3_ref = (cluster.BIN / "node-images" / "s3.ref").read_text().strip()
+        fetcher = local_images()["fetcher"]
+        values = {"S3_IMAGE": s3_ref, "FETCHER_IMAGE": fetcher, "ACCESS_KEY": self.creds.access_key, "SECRET_KEY": self.creds.secret_key}
+        self.kube.apply({"apiVersion": "v1", "kind": "List", "items": _render(MANIFESTS / "store.yaml", **values)})
+        self.kube.kubectl("rollout", "restart", "deployment/s3", "-n", STORE_NS)  # new credentials: a new pod
+        self.kube.kubectl("rollout", "status", "deployment/s3", "-n", STORE_NS, "--timeout=120s")
+        self.seed()
+        self.kube.apply({"apiVersion": "v1", "kind": "List", "items": _render(MANIFESTS / "http.yaml", **values)})
+        self.kube.kubectl("rollout", "restart", "deployment/models", "-n", STORE_NS)
+        self.kube.kubectl("rollout", "status", "deployment/models", "-n", STORE_NS, "--timeout=120s")
+        return self
+
+    def seed(self) -> None:
+        """Bucket `models`, key `yolo/model.onnx`: the bundled model, uploaded from the host."""
+        data = MODEL_FILE.read_bytes()
+
+        def put_bucket() -> bool:
+            try:
+                status, body = s3.request("PUT", f"{self.endpoint}/{BUCKET}", self.creds)
+            except OSError as exc:  # the Service is seconds old: kube-proxy may not have synced yet
+                raise AssertionError(str(exc)) from exc
+            assert status in (200, 409), (status, body[:300])  # 409: it exists (BucketAlreadyOwnedByYou)
+            return True
+
+        wait_for("the store to create the bucket", put_bucket, timeout=60, interval=1)
+        status, body = s3.request("PUT", f"{self.endpoint}/{BUCKET}/{KEY}", self.creds, data, timeout=30)
+        assert status == 200, (status, body[:300])
+        status, body = s3.request("GET", f"{self.endpoint}/{BUCKET}/{KEY}", self.creds, timeout=30)
+        assert status == 200 and hashlib.sha256(body).digest() == hashlib.sha256(data).digest(), status
+
+    def secret(self, namespace: str, name: str = SECRET, creds: s3.Credentials | None = None) -> dict[str, Any]:
+        """The Secret a YoloService's model.source.secretRef names (the fetcher's envFrom)."""
+        c = creds or self.creds
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "type": "Opaque",
+            "stringData": {"AWS_ACCESS_KEY_ID": c.access_key, "AWS_SECRET_ACCESS_KEY": c.secret_key, "AWS_ENDPOINT_URL": STORE_URL, "AWS_REGION": c.region},
+        }
+
+
+def local_images() -> dict[str, str]:
+    """The chart's local values' default images (what the operator gives a YoloService)."""
+    return yaml.safe_load(LOCAL_VALUES.read_text())["defaults"]["images"]
+
+
+# --------------------------------------------------------------------------- the in-cluster operator
+
+
+def install_operator(kube: Kube, namespaces: list[str], *extra: str) -> None:
+    """helm install the chart with the local values: the operator runs as a pod from its image on
+    the real node, under the chart's RBAC, watching only `namespaces` (Roles there, no ClusterRole)."""
+    for ns in namespaces:
+        if not kube.get("namespace", ns):
+            raise AssertionError(f"namespace {ns} must exist before the chart's Roles go in")
+    args = ["upgrade", "--install", RELEASE, str(CHART), "-n", RELEASE_NS, "--create-namespace", "-f", str(LOCAL_VALUES)]
+    args += ["--set", "rbac.clusterWide=false", "--set", "watchNamespaces={" + ",".join(namespaces) + "}"]
+    args += ["--set", "operator.resyncSeconds=10", "--set", "operator.waitSeconds=2", *extra, "--wait", "--timeout=180s"]
+    r = kube.helm(*args, check=False)
+    if r.returncode != 0:
+        pods = kube.kubectl("get", "pods", "-n", RELEASE_NS, "-o", "wide", check=False).stdout
+        raise AssertionError(f"helm install failed:\n{r.stderr[-3000:]}\n{pods}")
+
+
+def uninstall_operator(kube: Kube) -> None:
+    kube.helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait", "--timeout=90s", check=False)
+
+
+def operator_logs(kube: Kube) -> str:
+    return kube.kubectl("logs", "-n", RELEASE_NS, "deployment/" + RELEASE, "--tail=200", check=False).stdout
+
+
+# --------------------------------------------------------------------------- the sample
+
+
+def cpu_sample(name: str = "yolo", **patch: Any) -> dict[str, Any]:
+    """examples/yoloservice-cpu.yaml, placed on the real node (both tiers), with dotted patches."""
+    docs = [d for d in yaml.safe_load_all((ROOT / "examples" / "yoloservice-cpu.yaml").read_text()) if d]
+    obj = copy.deepcopy(next(d for d in docs if d["kind"] == "YoloService"))
+    obj["metadata"]["name"] = name
+    for tier in ("triton", "gateway"):
+        obj["spec"].setdefault(tier, {}).update(copy.deepcopy(PLACEMENT))
+    for dotted, value in patch.items():
+        node = obj["spec"]
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return obj
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    for c in ((obj or {}).get("status") or {}).get("conditions", []):
+        if c["type"] == kind:
+            return c
+    return {}
+
+
+def wait_ready(kube: Kube, name: str, namespace: str, timeout: float = 240) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = kube.get("yoloservice", name, namespace)
+        if obj and condition(obj, "Ready").get("status") == "True" and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]:
+            return obj
+        return None
+
+    try:
+        return wait_for(f"YoloService {name} Ready", check, timeout=timeout, interval=1)
+    except AssertionError as exc:
+        pods = kube.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
+        obj = kube.get("yoloservice", name, namespace)
+        raise AssertionError(f"{exc}\n{pods}\nstatus: {json.dumps((obj or {}).get('status'), indent=1)}") from None
+
+
+def pods(kube: Kube, namespace: str, name: str, component: str) -> list[dict[str, Any]]:
+    sel = f"app.kubernetes.io/instance={name},app.kubernetes.io/component={component}"
+    return [p for p in kube.items("pods", namespace, sel) if not p["metadata"].get("deletionTimestamp")]
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions", []))
+
+
+def ready_pods(kube: Kube, namespace: str, name: str, component: str) -> list[dict[str, Any]]:
+    return [p for p in pods(kube, namespace, name, component) if is_ready(p)]
+
+
+def gateway_url(kube: Kube, name: str, namespace: str) -> str:
+    svc = kube.get("service", name, namespace)
+    return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+
+
+def triton_served(pod_ip: str, model: str = "yolo") -> int:
+    """Requests this Triton pod has served successfully (its own statistics API)."""
+    with urllib.request.urlopen(f"http://{pod_ip}:8000/v2/models/{model}/stats", timeout=3) as r:  # noqa: S310 - our pod
+        stats = json.loads(r.read())
+    return sum(int(m["inference_stats"]["success"]["count"]) for m in stats.get("model_stats", []))
+
+
+# --------------------------------------------------------------------------- requests and load
+
+
+def detect(url: str, image: bytes, timeout: float = 15) -> tuple[int, dict[str, str], bytes]:
+    """One POST /v1/detect on a new connection (urllib closes it): (status, headers, body)."""
+    req = urllib.request.Request(f"{url}/v1/detect", data=image, method="POST", headers={"content-type": "image/jpeg"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - our gateway Service
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+    except OSError as e:
+        return 0, {}, str(e).encode()
+
+
+@dataclass
+class Outcome:
+    t: float  # monotonic time the request ended
+    status: int
+    retry_after: str | None
+    detail: str
+
+
+class Load:
+    """Steady load: `workers` threads, each sending at most `rate` requests per second, each
+    request on a new connection (as a load balancer's clients would), until stop()."""
+
+    def __init__(self, url: str, images: list[bytes], workers: int = 4, rate: float = 5.0) -> None:
+        self.url, self.images, self.workers, self.period = url, images, workers, 1.0 / rate
+        self.outcomes: list[Outcome] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def _work(self, i: int) -> None:
+        n = i
+        while not self._stop.is_set():
+            start = time.monotonic()
+            status, headers, body = detect(self.url, self.images[n % len(self.images)])
+            n += self.workers
+            ok_body = status != 200 or b'"detections"' in body
+            detail = "" if status == 200 and ok_body else body[:200].decode(errors="replace")
+            with self._lock:
+                self.outcomes.append(Outcome(time.monotonic(), status if ok_body else -1, headers.get("Retry-After") or headers.get("retry-after"), detail))
+            self._stop.wait(max(0.0, self.period - (time.monotonic() - start)))
+
+    def start(self) -> Load:
+        for i in range(self.workers):
+            t = threading.Thread(target=self._work, args=(i,), daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> list[Outcome]:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+        return self.outcomes
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.outcomes)
+
+    def wait_count(self, n: int, timeout: float) -> None:
+        wait_for(f"{n} requests sent", lambda: self.count() >= n, timeout=timeout, interval=0.2)
+
+    def since(self, t: float) -> list[Outcome]:
+        with self._lock:
+            return [o for o in self.outcomes if o.t >= t]
+
+    def __enter__(self) -> Load:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    c = Counter(o.status for o in outcomes)
+    details = Counter(o.detail for o in outcomes if o.status != 200)
+    return f"{len(outcomes)} requests, statuses {dict(c)}; failures: {dict(details.most_common(5))}"

@@ -1,0 +1,331 @@
+"""The real thing on the real node: the chart's operator running in the cluster from its image,
+the CPU sample (examples/yoloservice-cpu.yaml) fetched from an in-cluster S3 store, Triton
+(triton-cpu) and the gateway as real pods, and traffic from the host through the gateway's
+ClusterIP Service: accuracy, round robin over the headless Service, scale-up, probes, rollouts
+and a SIGKILL under load, Pod Security, and bad model sources.
+
+One YoloService (`yolo`) is shared by the tests in order; each test leaves it Ready. Load comes
+from the host, each request on a new connection (urllib), as a load balancer's clients' would."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import urllib.request
+from typing import Any
+
+import numpy as np
+import pytest
+import s3
+from e2e_helpers import Kube, wait_for
+from pod_helpers import (
+    BUCKET,
+    HTTP_MODEL_URL,
+    KEY,
+    MODEL_FILE,
+    STORE_NS,
+    Load,
+    Store,
+    condition,
+    cpu_sample,
+    ctr,
+    detect,
+    gateway_url,
+    is_ready,
+    local_images,
+    pods,
+    ready_pods,
+    summary,
+    triton_served,
+    wait_ready,
+)
+
+from yolo_gateway.synthetic import encode, make_scene, match
+
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(900)]  # the first test includes building the images (cold: ~6 min)
+
+NAME = "yolo"
+SIZES = [(640, 480), (1280, 720), (480, 640), (1024, 1024), (800, 450)]
+
+
+def boxes_of(result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    dets = result["detections"]
+    boxes = np.array([[d["box"][k] for k in ("x1", "y1", "x2", "y2")] for d in dets], np.float32).reshape(-1, 4)
+    return boxes, np.array([d["class_id"] for d in dets])
+
+
+def load_images(n: int = 16, seed: int = 7) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    return [encode(make_scene(rng, 480, 360), ".jpg") for _ in range(n)]
+
+
+def patch(kube: Kube, ns: str, spec: dict[str, Any]) -> None:
+    kube.kubectl("patch", "ys", NAME, "-n", ns, "--type=merge", "-p", json.dumps({"spec": spec}))
+
+
+def triton_replicas(kube: Kube, ns: str, n: int) -> list[dict[str, Any]]:
+    """Set spec.triton.replicas and wait until exactly n Triton pods are Ready (and no others left)."""
+    patch(kube, ns, {"triton": {"replicas": n}})
+
+    def settled() -> tuple[list[dict[str, Any]]] | None:
+        every = kube.items("pods", ns, f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component=triton")
+        ready = [p for p in every if is_ready(p) and not p["metadata"].get("deletionTimestamp")]
+        return (ready,) if len(ready) == n and len(every) == n else None
+
+    return wait_for(f"{n} Triton pods Ready", settled, timeout=180, interval=1)[0]
+
+
+def rollout_done(kube: Kube, ns: str, deployment: str, old_uids: set[str]) -> None:
+    kube.kubectl("rollout", "status", f"deployment/{deployment}", "-n", ns, "--timeout=240s")
+    component = deployment.rsplit("-", 1)[1]
+    wait_for(f"the old {component} pods gone", lambda: not old_uids & {p["metadata"]["uid"] for p in kube.items("pods", ns, f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component={component}")}, timeout=120, interval=1)
+
+
+@pytest.fixture(scope="module")
+def svc(real_node: Kube, store: Store, pods_ns: str, in_cluster_operator: str) -> dict[str, Any]:
+    """The sample, Ready; and, created at once so that they fail while the other tests run, two
+    YoloServices whose model cannot be fetched (a wrong URL, wrong credentials)."""
+    kube, ns = real_node, pods_ns
+    kube.apply(store.secret(ns))
+    wrong = s3.Credentials(store.creds.access_key, store.creds.secret_key[::-1] + "x")
+    kube.apply(store.secret(ns, "wrong-credentials", wrong))
+    kube.apply(cpu_sample(NAME), "-n", ns)
+    cheap = {"triton.resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}, "gateway.replicas": 0}
+    kube.apply(cpu_sample("bad-url", **{"model.source": {"uri": HTTP_MODEL_URL.replace("model.onnx", "missing.onnx")}, **cheap}), "-n", ns)
+    kube.apply(cpu_sample("bad-credentials", **{"model.source": {"uri": f"s3://{BUCKET}/{KEY}", "secretRef": {"name": "wrong-credentials"}}, **cheap}), "-n", ns)
+    started = time.monotonic()
+    obj = wait_ready(kube, NAME, ns, timeout=300)
+    print(f"\nthe sample was Ready {time.monotonic() - started:.0f}s after kubectl apply")
+    return {"kube": kube, "ns": ns, "obj": obj, "url": gateway_url(kube, NAME, ns)}
+
+
+def test_store_serves_the_model_and_rejects_wrong_credentials(store: Store):
+    data = MODEL_FILE.read_bytes()
+    url = f"{store.endpoint}/{BUCKET}/{KEY}"
+    status, body = s3.request("GET", url, store.creds, timeout=30)
+    assert status == 200 and hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    wrong_secret = s3.Credentials(store.creds.access_key, "not-the-secret")
+    unknown_key = s3.Credentials("nobody", store.creds.secret_key)
+    # versitygw answers an unknown access key with 404 XAdminUserNotFound, the others with 403
+    for creds, code in ((wrong_secret, b"SignatureDoesNotMatch"), (unknown_key, b"XAdminUserNotFound"), (None, b"AccessDenied")):
+        status, body = s3.request("GET", url, creds)
+        assert status in (403, 404) and b"<Code>" + code in body, (creds, status, body[:300])
+    # and the same file over plain HTTP, through the models Service
+    kube = store.kube
+    http = f"http://{kube.get('service', 'models', STORE_NS)['spec']['clusterIP']}/yolo/model.onnx"
+    with urllib.request.urlopen(http, timeout=30) as r:  # noqa: S310 - our own cluster's Service
+        assert hashlib.sha256(r.read()).digest() == hashlib.sha256(data).digest()
+
+
+def test_sample_runs_on_the_real_node_and_detects_accurately(svc: dict[str, Any]):
+    kube, ns = svc["kube"], svc["ns"]
+    want = local_images()
+    for component, image in (("triton", want["tritonCpu"]), ("gateway", want["gateway"])):
+        (pod,) = pods(kube, ns, NAME, component)
+        assert pod["spec"]["nodeName"] == "yolo-node-0" and pod["status"]["phase"] == "Running" and is_ready(pod), component
+        assert pod["spec"]["containers"][0]["image"] == image
+    (triton,) = pods(kube, ns, NAME, "triton")
+    assert triton["spec"]["initContainers"][0]["image"] == want["fetcher"]
+    assert "nvidia.com/gpu" not in json.dumps(triton["spec"]["containers"][0]["resources"])
+    assert condition(svc["obj"], "TritonReady")["status"] == "True" and condition(svc["obj"], "GatewayReady")["status"] == "True"
+
+    rng = np.random.default_rng(20261201)  # fresh scenes, never seen in training
+    tp = fp = fn = 0
+    for i in range(50):
+        w, h = SIZES[i % len(SIZES)]
+        scene = make_scene(rng, w, h)
+        status, _, body = detect(svc["url"], encode(scene, ".jpg"))
+        assert status == 200, body[:500]
+        result = json.loads(body)
+        assert result["image"] == {"width": w, "height": h}
+        boxes, classes = boxes_of(result)
+        a, b, c = match(boxes, classes, scene.boxes, scene.classes, 0.5)
+        tp, fp, fn = tp + a, fp + b, fn + c
+    precision, recall = tp / max(1, tp + fp), tp / max(1, tp + fn)
+    print(f"\nthrough the gateway Service: precision {precision:.3f}, recall {recall:.3f} (tp {tp}, fp {fp}, fn {fn})")
+    assert precision >= 0.9 and recall >= 0.9
+
+
+def test_every_pod_is_admitted_under_restricted_pod_security(svc: dict[str, Any]):
+    kube, ns = svc["kube"], svc["ns"]
+    labels = kube.get("namespace", ns)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    # enforcement is live: a pod that breaks the standard is refused
+    root = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root", "namespace": ns}, "spec": {"containers": [{"name": "c", "image": local_images()["gateway"], "securityContext": {"allowPrivilegeEscalation": True}}]}}
+    r = kube.apply(root, "--dry-run=server", check=False)
+    assert r.returncode != 0 and "violates PodSecurity" in r.stderr, r.stderr
+    # every ReplicaSet of every YoloService got its pods: none was refused at admission
+    for rs in kube.items("replicasets", ns):
+        failure = [c for c in (rs.get("status") or {}).get("conditions", []) if c["type"] == "ReplicaFailure"]
+        assert not failure, (rs["metadata"]["name"], failure)
+        assert int((rs.get("status") or {}).get("replicas", 0)) == int(rs["spec"].get("replicas", 0)), rs["metadata"]["name"]
+    refused = [e["message"] for e in kube.items("events", ns) if e.get("reason") == "FailedCreate"]
+    assert not refused, refused
+    everything = kube.items("pods", ns)
+    assert len(everything) >= 4  # the sample's two, and the bad sources' Triton pods
+    assert all(p["spec"]["nodeName"] == "yolo-node-0" for p in everything)
+
+
+def test_probes_gate_readiness(svc: dict[str, Any]):
+    """Triton is not Ready until its model is loaded; a gateway is not Ready while no Triton is."""
+    kube, ns = svc["kube"], svc["ns"]
+    triton_replicas(kube, ns, 0)
+    wait_for("the gateway NotReady with no Triton", lambda: not ready_pods(kube, ns, NAME, "gateway"), timeout=90, interval=1)
+    patch(kube, ns, {"triton": {"replicas": 1}})
+    samples: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        every = kube.items("pods", ns, f"app.kubernetes.io/instance={NAME}")
+        triton = [p for p in every if p["metadata"]["labels"]["app.kubernetes.io/component"] == "triton"]
+        gateway = [p for p in every if p["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway"]
+        s: dict[str, Any] = {"triton_ready": any(is_ready(p) for p in triton), "gateway_ready": any(is_ready(p) for p in gateway), "running": False, "model_ready": False}
+        for p in triton:
+            st = {c["name"]: c for c in (p["status"].get("containerStatuses") or [])}.get("triton", {})
+            if "running" in (st.get("state") or {}) and p["status"].get("podIP"):
+                s["running"] = True
+                try:
+                    with urllib.request.urlopen(f"http://{p['status']['podIP']}:8000/v2/models/yolo/ready", timeout=1) as r:  # noqa: S310
+                        s["model_ready"] = r.status == 200
+                except OSError:
+                    pass
+        samples.append(s)
+        if s["gateway_ready"]:
+            break
+        time.sleep(0.3)
+    assert samples and samples[-1]["gateway_ready"], f"the gateway did not become Ready again: {samples[-5:]}"
+    # Triton: Ready only with the model loaded, and it was running for a while before that
+    assert all(s["model_ready"] for s in samples if s["triton_ready"]), samples
+    assert any(s["running"] and not s["triton_ready"] for s in samples), "never saw Triton running but not Ready"
+    # the gateway: never Ready while no Triton pod was (one listing: a consistent snapshot)
+    assert all(s["triton_ready"] for s in samples if s["gateway_ready"]), samples
+    assert not samples[0]["gateway_ready"]
+    wait_ready(kube, NAME, ns)
+
+
+def test_scale_up_under_load_moves_traffic_to_the_new_pod(svc: dict[str, Any]):
+    kube, ns = svc["kube"], svc["ns"]
+    (old,) = triton_replicas(kube, ns, 1)
+    (gw,) = ready_pods(kube, ns, NAME, "gateway")
+    with Load(svc["url"], load_images()) as load:
+        load.wait_count(40, timeout=60)
+        patch(kube, ns, {"triton": {"replicas": 2}})
+
+        def new_ready() -> dict[str, Any] | None:
+            return next((p for p in ready_pods(kube, ns, NAME, "triton") if p["metadata"]["uid"] != old["metadata"]["uid"]), None)
+
+        new = wait_for("the new Triton pod Ready", new_ready, timeout=180, interval=0.5)
+        t_ready = time.monotonic()
+        ips = {"old": old["status"]["podIP"], "new": new["status"]["podIP"]}
+        time.sleep(max(0.0, t_ready + 11 - time.monotonic()))
+        before = {k: triton_served(ip) for k, ip in ips.items()}
+        time.sleep(max(0.0, t_ready + 15 - time.monotonic()))
+        after = {k: triton_served(ip) for k, ip in ips.items()}
+        outcomes = list(load.outcomes)
+    served = {k: after[k] - before[k] for k in ips}
+    share = served["new"] / max(1, sum(served.values()))
+    print(f"\nscale-up: 11-15 s after the new pod was Ready it served {served['new']} of {sum(served.values())} requests ({share:.0%}); {summary(outcomes)}")
+    assert sum(served.values()) >= 20
+    assert share >= 0.3, served
+    (gw_after,) = ready_pods(kube, ns, NAME, "gateway")
+    assert gw_after["metadata"]["uid"] == gw["metadata"]["uid"], "the gateway pod was replaced"
+    assert all(c["restartCount"] == 0 for c in gw_after["status"]["containerStatuses"]), "the gateway restarted"
+    assert all(o.status == 200 for o in outcomes), summary(outcomes)
+
+
+def test_round_robin_over_the_headless_service(svc: dict[str, Any]):
+    kube, ns = svc["kube"], svc["ns"]
+    tritons = triton_replicas(kube, ns, 2)
+    ips = [p["status"]["podIP"] for p in tritons]
+    time.sleep(8)  # both in the gateway's resolved set (DNS cache 5 s, re-resolved every 2 s)
+    before = [triton_served(ip) for ip in ips]
+    images = load_images()
+    with Load(svc["url"], images, workers=4, rate=10) as load:
+        load.wait_count(200, timeout=120)
+    outcomes = load.outcomes
+    after = [triton_served(ip) for ip in ips]
+    served = [a - b for a, b in zip(after, before)]
+    shares = [s / max(1, sum(served)) for s in served]
+    print(f"\nround robin: {len(outcomes)} requests, Triton pods served {served} ({', '.join(f'{s:.0%}' for s in shares)})")
+    assert all(o.status == 200 for o in outcomes), summary(outcomes)
+    assert sum(served) == len(outcomes)
+    assert min(shares) >= 0.3, served
+
+
+def test_rollouts_under_steady_load_lose_nothing(svc: dict[str, Any]):
+    kube, ns = svc["kube"], svc["ns"]
+    wait_ready(kube, NAME, ns)
+    times = {}
+    with Load(svc["url"], load_images()) as load:
+        load.wait_count(40, timeout=60)
+        for component in ("gateway", "triton"):
+            old = {p["metadata"]["uid"] for p in pods(kube, ns, NAME, component)}
+            start = time.monotonic()
+            kube.kubectl("rollout", "restart", f"deployment/{NAME}-{component}", "-n", ns)
+            rollout_done(kube, ns, f"{NAME}-{component}", old)
+            times[component] = time.monotonic() - start
+            n = load.count()
+            load.wait_count(n + 40, timeout=60)  # a few seconds of load after the old pods are gone
+        load.wait_count(400, timeout=120)
+    outcomes = load.outcomes
+    print(f"\nrollouts: gateway {times['gateway']:.0f}s, triton {times['triton']:.0f}s; {summary(outcomes)}")
+    assert len(outcomes) >= 400
+    assert all(o.status == 200 for o in outcomes), summary(outcomes)
+    wait_ready(kube, NAME, ns)
+
+
+def test_sigkill_of_a_triton_pod_under_load(svc: dict[str, Any]):
+    kube, ns = svc["kube"], svc["ns"]
+    tritons = triton_replicas(kube, ns, 2)
+    victim = tritons[0]
+    cid = next(c for c in victim["status"]["containerStatuses"] if c["name"] == "triton")["containerID"].split("://", 1)[1]
+    restarts = next(c for c in victim["status"]["containerStatuses"] if c["name"] == "triton")["restartCount"]
+    time.sleep(8)  # both pods in the gateway's set
+    with Load(svc["url"], load_images()) as load:
+        load.wait_count(60, timeout=60)
+        t_kill = time.monotonic()
+        ctr("tasks", "kill", "-s", "SIGKILL", cid)
+
+        def back() -> bool:
+            p = kube.get("pod", victim["metadata"]["name"], ns)
+            st = next(c for c in p["status"]["containerStatuses"] if c["name"] == "triton")
+            return st["restartCount"] > restarts and is_ready(p) and triton_served(p["status"]["podIP"]) > 0
+
+        wait_for("the killed Triton restarted, Ready and serving", back, timeout=90, interval=0.5)
+        t_back = time.monotonic() - t_kill
+        time.sleep(max(0.0, t_kill + 35 - time.monotonic()))
+        outcomes = list(load.outcomes)
+    during = [o for o in outcomes if o.t >= t_kill]
+    ok = [o for o in during if o.status == 200]
+    rate = len(ok) / max(1, len(during))
+    failures = [o for o in during if o.status != 200]
+    late = [o for o in failures if o.t > t_kill + 30]
+    print(f"\nSIGKILL: {rate:.1%} of {len(during)} requests after the kill succeeded; the pod served again {t_back:.1f}s after; {summary(during)}")
+    assert rate >= 0.9, summary(during)
+    assert all(o.status == 503 and o.retry_after for o in failures), summary(failures)
+    assert not late, f"failures more than 30 s after the kill: {summary(late)}"
+    assert t_back <= 30, f"the killed pod served again only {t_back:.0f}s after the kill"
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [("bad-url", ["missing.onnx", "404"]), ("bad-credentials", ["403", "SignatureDoesNotMatch"])],
+)
+def test_a_model_that_cannot_be_fetched_gets_a_condition_saying_so(svc: dict[str, Any], name: str, says: list[str]):
+    kube, ns = svc["kube"], svc["ns"]
+
+    def failed() -> dict[str, Any] | None:
+        obj = kube.get("yoloservice", name, ns)
+        c = condition(obj, "TritonReady")
+        return obj if c.get("reason") == "ModelFetchFailed" else None
+
+    try:
+        obj = wait_for(f"{name}: TritonReady reason ModelFetchFailed", failed, timeout=150, interval=1)
+    except AssertionError as exc:
+        obj = kube.get("yoloservice", name, ns)
+        raise AssertionError(f"{exc}\nconditions: {json.dumps((obj or {}).get('status', {}).get('conditions'), indent=1)}") from None
+    triton, ready = condition(obj, "TritonReady"), condition(obj, "Ready")
+    print(f"\n{name}: TritonReady {triton['reason']}: {triton['message']}")
+    assert triton["status"] == "False" and ready["status"] == "False"
+    assert any(s in triton["message"] for s in says), triton["message"]
+    assert triton["message"] in ready["message"]
