@@ -25,5 +25,8 @@ TRITON_RETRIES = Counter("yolo_gateway_triton_retries_total", "Triton calls retr
 CIRCUIT_STATE = Gauge("yolo_gateway_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open")
 IMAGES = Counter("yolo_gateway_images_total", "Images processed")
 DETECTIONS = Counter("yolo_gateway_detections_total", "Detections returned")
+# Every label value from the start, so the series exist (and rate() works) before the first event.
 for _reason in ("queue_full", "queue_timeout"):
     SHED.labels(_reason)
+for _kind in ("queue_full", "queue_timeout", "deadline", "unavailable", "model_not_ready", "rejected"):
+    TRITON_ERRORS.labels(_kind)
