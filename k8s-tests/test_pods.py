@@ -253,7 +253,9 @@ def test_round_robin_over_the_headless_service(svc: dict[str, Any]):
 
 
 def test_rollouts_under_steady_load_lose_nothing(svc: dict[str, Any]):
+    """One pod of each tier, the hardest case: the new pod must take over before the old one goes."""
     kube, ns = svc["kube"], svc["ns"]
+    triton_replicas(kube, ns, 1)
     wait_ready(kube, NAME, ns)
     times = {}
     with Load(svc["url"], load_images()) as load:
