@@ -85,14 +85,20 @@ class Store:
         s3_ref = (cluster.BIN / "node-images" / "s3.ref").read_text().strip()
         fetcher = local_images()["fetcher"]
         values = {"S3_IMAGE": s3_ref, "FETCHER_IMAGE": fetcher, "ACCESS_KEY": self.creds.access_key, "SECRET_KEY": self.creds.secret_key}
-        self.kube.apply({"apiVersion": "v1", "kind": "List", "items": _render(MANIFESTS / "store.yaml", **values)})
-        self.kube.kubectl("rollout", "restart", "deployment/s3", "-n", STORE_NS)  # new credentials: a new pod
-        self.kube.kubectl("rollout", "status", "deployment/s3", "-n", STORE_NS, "--timeout=120s")
-        self.seed()
-        self.kube.apply({"apiVersion": "v1", "kind": "List", "items": _render(MANIFESTS / "http.yaml", **values)})
-        self.kube.kubectl("rollout", "restart", "deployment/models", "-n", STORE_NS)
-        self.kube.kubectl("rollout", "status", "deployment/models", "-n", STORE_NS, "--timeout=120s")
+        for manifest, deployment in (("store.yaml", "s3"), ("http.yaml", "models")):
+            items = _render(MANIFESTS / manifest, **values)
+            for d in items:  # new credentials roll the pods (their env comes from the Secret)
+                if d["kind"] == "Deployment":
+                    d["spec"]["template"]["metadata"].setdefault("annotations", {})["yolo.dev/credentials"] = self.revision
+            self.kube.apply({"apiVersion": "v1", "kind": "List", "items": items})
+            self.kube.kubectl("rollout", "status", f"deployment/{deployment}", "-n", STORE_NS, "--timeout=120s")
+            if deployment == "s3":
+                self.seed()  # before the HTTP server's init container copies the model out of the store
         return self
+
+    @property
+    def revision(self) -> str:
+        return hashlib.sha256(f"{self.creds.access_key}:{self.creds.secret_key}".encode()).hexdigest()[:12]
 
     def seed(self) -> None:
         """Bucket `models`, key `yolo/model.onnx`: the bundled model, uploaded from the host."""

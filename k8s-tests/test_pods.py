@@ -114,8 +114,16 @@ def test_store_serves_the_model_and_rejects_wrong_credentials(store: Store):
     # and the same file over plain HTTP, through the models Service
     kube = store.kube
     http = f"http://{kube.get('service', 'models', STORE_NS)['spec']['clusterIP']}/yolo/model.onnx"
-    with urllib.request.urlopen(http, timeout=30) as r:  # noqa: S310 - our own cluster's Service
-        assert hashlib.sha256(r.read()).digest() == hashlib.sha256(data).digest()
+
+    def fetch() -> bytes:
+        try:
+            with urllib.request.urlopen(http, timeout=30) as r:  # noqa: S310 - our own cluster's Service
+                return r.read()
+        except OSError as exc:  # the Service is seconds old: kube-proxy may not have its rules yet
+            raise AssertionError(str(exc)) from exc
+
+    body = wait_for("the model over HTTP through the models Service", fetch, timeout=30, interval=0.5)
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
 
 
 def test_sample_runs_on_the_real_node_and_detects_accurately(svc: dict[str, Any]):
@@ -243,13 +251,17 @@ def test_round_robin_over_the_headless_service(svc: dict[str, Any]):
     with Load(svc["url"], images, workers=4, rate=10) as load:
         load.wait_count(200, timeout=120)
     outcomes = load.outcomes
-    after = [triton_served(ip) for ip in ips]
-    served = [a - b for a, b in zip(after, before)]
-    shares = [s / max(1, sum(served)) for s in served]
-    print(f"\nround robin: {len(outcomes)} requests, Triton pods served {served} ({', '.join(f'{s:.0%}' for s in shares)})")
     assert all(o.status == 200 for o in outcomes), summary(outcomes)
-    assert sum(served) == len(outcomes)
-    assert min(shares) >= 0.3, served
+
+    def served() -> tuple[list[int]] | None:  # Triton counts a request a moment after it answers it
+        counts = [triton_served(ip) - b for ip, b in zip(ips, before)]
+        return (counts,) if sum(counts) >= len(outcomes) else None
+
+    (counts,) = wait_for("Triton's statistics to count every request", served, timeout=10, interval=0.2)
+    shares = [s / max(1, sum(counts)) for s in counts]
+    print(f"\nround robin: {len(outcomes)} requests, Triton pods served {counts} ({', '.join(f'{s:.0%}' for s in shares)})")
+    assert sum(counts) == len(outcomes), "each request was served once"
+    assert min(shares) >= 0.3, counts
 
 
 def test_rollouts_under_steady_load_lose_nothing(svc: dict[str, Any]):
