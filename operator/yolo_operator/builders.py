@@ -229,7 +229,7 @@ def _fetch_script(spec: YoloServiceSpec) -> str:
     elif src.scheme == "gs":
         fetch = f"gcloud storage cp {shlex.quote(src.uri or '')} {target}"
     else:
-        fetch = f"curl -fsSL --retry 5 --retry-all-errors -o {target} {shlex.quote(src.uri or '')}"
+        fetch = f"curl -fsSL --retry 5 --retry-connrefused -o {target} {shlex.quote(src.uri or '')}"
     return " && ".join(
         [
             "set -eu",
