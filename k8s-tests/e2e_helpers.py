@@ -137,8 +137,8 @@ class OperatorProcess:
         return [line for line in text.splitlines() if "403" in line and "orbidden" in line]
 
 
-def sample(name: str, **patch: Any) -> dict[str, Any]:
-    obj = yaml.safe_load((ROOT / "examples" / "yoloservice.yaml").read_text())
+def patch_spec(obj: dict[str, Any], name: str, **patch: Any) -> dict[str, Any]:
+    """`obj` renamed, with dotted-path values set in its spec (e.g. "triton.replicas": 2)."""
     obj["metadata"]["name"] = name
     for dotted, value in patch.items():
         node = obj["spec"]
@@ -147,6 +147,10 @@ def sample(name: str, **patch: Any) -> dict[str, Any]:
             node = node.setdefault(p, {})
         node[leaf] = value
     return obj
+
+
+def sample(name: str, **patch: Any) -> dict[str, Any]:
+    return patch_spec(yaml.safe_load((ROOT / "examples" / "yoloservice.yaml").read_text()), name, **patch)
 
 
 def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import s3
 import yaml
-from e2e_helpers import CHART, RELEASE, RELEASE_NS, ROOT, Kube, cluster, run, wait_for
+from e2e_helpers import CHART, RELEASE, RELEASE_NS, ROOT, Kube, cluster, condition, patch_spec, run, wait_for
 
 realnode = cluster.realnode  # (k8s-tests/cluster is on sys.path once e2e_helpers is imported)
 
@@ -168,23 +168,9 @@ def cpu_sample(name: str = "yolo", **patch: Any) -> dict[str, Any]:
     """examples/yoloservice-cpu.yaml, placed on the real node (both tiers), with dotted patches."""
     docs = [d for d in yaml.safe_load_all((ROOT / "examples" / "yoloservice-cpu.yaml").read_text()) if d]
     obj = copy.deepcopy(next(d for d in docs if d["kind"] == "YoloService"))
-    obj["metadata"]["name"] = name
     for tier in ("triton", "gateway"):
         obj["spec"].setdefault(tier, {}).update(copy.deepcopy(PLACEMENT))
-    for dotted, value in patch.items():
-        node = obj["spec"]
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return obj
-
-
-def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
-    for c in ((obj or {}).get("status") or {}).get("conditions", []):
-        if c["type"] == kind:
-            return c
-    return {}
+    return patch_spec(obj, name, **patch)
 
 
 def wait_ready(kube: Kube, name: str, namespace: str, timeout: float = 240) -> dict[str, Any]:
