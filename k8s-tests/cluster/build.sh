@@ -9,7 +9,8 @@
 #   coredns 1.12 with only the plugins the cluster uses       (github.com/coredns/coredns, via a wrapper main)
 #   the pause image and the yolo-echo test image              (static Go from images/, buildah from scratch, oci-archives)
 #   the test object store: versitygw, an S3 gateway over a folder (github.com/versity/versitygw, from scratch)
-# node-deps.sh installs the node's Debian packages (containerd, runc, CNI plugins, buildah) when they are missing.
+#   KEDA's operator and metrics API server, and its CRDs        (github.com/kedacore/keda/v2, via a wrapper go.mod)
+# node-deps.sh installs the node's Debian packages (containerd, runc, CNI plugins, buildah, prometheus) when they are missing.
 #
 # Binaries land in a per-version cache ($YOLO_K8S_CACHE, default ~/.cache/yolo-operator/k8s-<versions>;
 # the node's in $YOLO_NODE_CACHE, default ~/.cache/yolo-operator/node-<versions>) and are linked into
@@ -23,6 +24,7 @@ KWOK_VERSION=${KWOK_VERSION:-v0.7.0}
 HELM_VERSION=${HELM_VERSION:-v3.19.0}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.12.4}
 VERSITYGW_VERSION=${VERSITYGW_VERSION:-v1.8.0}
+KEDA_VERSION=${KEDA_VERSION:-v2.16.1}
 YOLO_REAL_NODE=${YOLO_REAL_NODE:-auto}  # auto: build the node when its packages are (or can be) installed; 1: must; 0: skip
 BUILD_REV=2  # bump when the build flags change: a new cache key
 NODE_REV=1   # the same for the node's parts
@@ -34,6 +36,7 @@ KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VE
 CACHE=${YOLO_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/yolo-operator/$KEY}
 NODE_KEY="node-k8s-${K8S_VERSION}_coredns-${COREDNS_VERSION}_r${NODE_REV}"
 NODE_CACHE=${YOLO_NODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/yolo-operator/$NODE_KEY}
+KEDA_CACHE=${YOLO_KEDA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/yolo-operator/keda-$KEDA_VERSION}
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok helm)
 NODE_BINARIES=(kubelet kube-proxy coredns)
 
@@ -237,6 +240,48 @@ GO
   echo "$ref" >"$BIN_DIR/node-images/s3.ref"
 }
 
+keda() {  # KEDA's operator and metrics API server, and its CRDs (the autoscaling tests; k8s-tests/cluster/autoscale.py)
+  if [ ! -x "$KEDA_CACHE/keda" ] || [ ! -x "$KEDA_CACHE/keda-adapter" ] || [ ! -d "$KEDA_CACHE/crds" ]; then
+    need_go
+    log "keda $KEDA_VERSION (operator and metrics adapter)"
+    local start work=$KEDA_CACHE/src
+    start=$(date +%s)
+    mkdir -p "$work"
+    cat >"$work/go.mod" <<GOMOD
+module yolo-operator/keda-build
+
+go 1.23.0
+
+require github.com/kedacore/keda/v2 $KEDA_VERSION
+GOMOD
+    cat >"$work/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "github.com/kedacore/keda/v2/cmd/adapter"
+	_ "github.com/kedacore/keda/v2/cmd/operator"
+)
+GO
+    (cd "$work" && go mod tidy >/dev/null 2>&1 || go mod tidy)
+    local kv="-X github.com/kedacore/keda/v2/version.Version=${KEDA_VERSION#v}"
+    (cd "$work" && go build -trimpath -ldflags "-s -w $kv" -o "$KEDA_CACHE/keda.tmp" github.com/kedacore/keda/v2/cmd/operator)
+    (cd "$work" && go build -trimpath -ldflags "-s -w $kv" -o "$KEDA_CACHE/keda-adapter.tmp" github.com/kedacore/keda/v2/cmd/adapter)
+    rm -rf "$KEDA_CACHE/crds.tmp" && mkdir -p "$KEDA_CACHE/crds.tmp"
+    cp "$(cd "$work" && go list -m -f '{{.Dir}}' github.com/kedacore/keda/v2)"/config/crd/bases/*.yaml "$KEDA_CACHE/crds.tmp/"
+    chmod -R u+w "$KEDA_CACHE/crds.tmp"
+    rm -rf "$KEDA_CACHE/crds" && mv "$KEDA_CACHE/crds.tmp" "$KEDA_CACHE/crds"
+    mv "$KEDA_CACHE/keda.tmp" "$KEDA_CACHE/keda"
+    mv "$KEDA_CACHE/keda-adapter.tmp" "$KEDA_CACHE/keda-adapter"
+    log "keda built in $(( $(date +%s) - start ))s: $KEDA_CACHE"
+  fi
+  mkdir -p "$BIN_DIR"
+  ln -sf "$KEDA_CACHE/keda" "$BIN_DIR/keda"
+  ln -sf "$KEDA_CACHE/keda-adapter" "$BIN_DIR/keda-adapter"
+  ln -sfn "$KEDA_CACHE/crds" "$BIN_DIR/keda-crds"
+}
+
 node() {
   local b given
   for given in "${YOLO_K8S_BIN:-}" "${KUBEBUILDER_ASSETS:-}"; do
@@ -244,6 +289,7 @@ node() {
       for b in "${NODE_BINARIES[@]}"; do ln -sf "$given/$b" "$BIN_DIR/$b"; done
       node_images
       store_image
+      keda
       return 0
     fi
   done
@@ -302,6 +348,7 @@ GO
   for b in "${NODE_BINARIES[@]}"; do ln -sf "$NODE_CACHE/$b" "$BIN_DIR/$b"; done
   node_images
   store_image
+  keda
   local took=$(( $(date +%s) - start ))
   [ $took -gt 2 ] && log "node built in ${took}s: $NODE_CACHE"
   return 0

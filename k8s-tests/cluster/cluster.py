@@ -32,13 +32,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import metrics_pipeline as metrics
 import realnode
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("YOLO_CLUSTER_DIR", ROOT / ".cluster"))
 BIN = Path(os.environ.get("YOLO_CLUSTER_BIN", ROOT / ".bin"))
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-PKI_REV = "2"  # bump when the certificates change (names, SANs): the next `up` makes new ones
+PKI_REV = "3"  # bump when the certificates change (names, SANs): the next `up` makes new ones
 
 
 class ClusterError(RuntimeError):
@@ -106,6 +107,7 @@ def make_pki(pki: Path) -> None:
     _cert(pki, "controller-manager", "/CN=system:kube-controller-manager")
     _cert(pki, "scheduler", "/CN=system:kube-scheduler")
     _cert(pki, "kwok", "/O=system:masters/CN=kwok")
+    _cert(pki, "front-proxy-client", "/CN=front-proxy-client")  # the apiserver's client cert toward aggregated APIs
     if not (pki / "sa.key").exists():
         _run(["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"])
         _run(["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")])
@@ -246,8 +248,25 @@ def _want_node() -> bool:
     return False
 
 
+def _metrics_marker() -> Path:
+    return STATE / "metrics-pipeline"
+
+
 def components() -> tuple[str, ...]:
-    return COMPONENTS + (realnode.COMPONENTS if _node_marker().exists() else ())
+    node = realnode.COMPONENTS if _node_marker().exists() else ()
+    return COMPONENTS + node + (metrics.COMPONENTS if _metrics_marker().exists() else ())
+
+
+def _want_metrics(with_node: bool) -> bool:
+    """Prometheus and KEDA run with the real node (they scrape and scale its pods), where built."""
+    if not with_node:
+        return False
+    lack = metrics.missing(BIN)
+    if lack:
+        if realnode.mode() == "on":
+            raise ClusterError(f"YOLO_REAL_NODE=1 but the metrics pipeline cannot run; missing: {', '.join(lack)}")
+        print(f"cluster: no Prometheus/KEDA (missing: {', '.join(lack)})", file=sys.stderr)
+    return not lack
 
 
 def up(gpu_nodes: int = 2, cpu_nodes: int = 1, gpus_per_node: int = 4) -> Path:
@@ -269,6 +288,7 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
     start = time.monotonic()
     with_node = _want_node()
     node = realnode.RealNode(sys.modules[__name__]) if with_node else None
+    pipeline = metrics.Metrics(sys.modules[__name__]) if _want_metrics(with_node) else None
     pki = STATE / "pki"
     make_pki(pki)
     admin = kubeconfig(STATE / "kubeconfig", pki, "admin", ports.apiserver)
@@ -325,6 +345,15 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
             f"--kubelet-certificate-authority={pki / 'ca.crt'}",
             "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=false",
+            # Aggregated APIs (KEDA's external metrics): the front proxy, and routing to the Service's endpoints.
+            f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+            "--enable-aggregator-routing=true",
             "--enable-priority-and-fairness=false",
             "--profiling=false",
             "--v=1",
@@ -394,11 +423,16 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
     _wait("kwok nodes Ready and untainted by the node lifecycle controller", nodes_ready, timeout=90, name="kwok")
     if node:
         node.wait_ready()
+    if pipeline:
+        _metrics_marker().write_text("prometheus keda\n")
+        pipeline.start()
+        pipeline.wait_ready()
     _wait("the default ServiceAccount", lambda: bool(kubectl("get", "serviceaccount", "default", "-o", "name", kubeconfig_path=admin)), timeout=60, name="kube-controller-manager")
     for name in components():
         if not _alive(int(_pidfile(name).read_text())):
             raise ClusterError(f"{name} is not running; see {STATE / 'logs' / (name + '.log')}")
     extra = f" + real node {realnode.NODE_NAME} ({realnode.NODE_IP})" if node else ""
+    extra += f" + Prometheus ({metrics.PROMETHEUS_URL}) and KEDA" if pipeline else ""
     print(f"cluster up in {time.monotonic() - start:.1f}s: {len(nodes)} kwok nodes{extra}; KUBECONFIG={admin}")
     return admin
 
@@ -414,8 +448,9 @@ def down(quiet: bool = False) -> None:
     the kubelet still runs, then the kubelet, kube-proxy, CoreDNS and the control plane stop, and
     realnode.teardown() removes what is left (containers, mounts, links, iptables, cgroups)."""
     node = realnode.RealNode(sys.modules[__name__]) if _node_traces() else None
-    for name in ("kwok", "kube-scheduler", "kube-controller-manager"):
+    for name in ("kwok", "kube-scheduler", "kube-controller-manager", *metrics.COMPONENTS):
         _stop(name)
+    _metrics_marker().unlink(missing_ok=True)
     if node:
         if _pidfile("kubelet").exists() and _pidfile("kube-apiserver").exists() and _alive(int(_pidfile("kubelet").read_text())):
             node.drain()
@@ -443,6 +478,8 @@ def status(quiet: bool = False) -> bool:
         for name, ok in running.items():
             print(f"{name:<24} {'running' if ok else 'stopped'}")
         if _node_marker().exists():
+            if _metrics_marker().exists():
+                print(f"metrics: Prometheus {metrics.PROMETHEUS_URL}, KEDA (external metrics API), ScaledObjects in any namespace")
             print(f"real node {realnode.NODE_NAME}: node IP {realnode.NODE_IP}, pods {realnode.POD_CIDR}, Services {realnode.SERVICE_CIDR}, DNS {realnode.DNS_IP}, containerd {realnode.CONTAINERD_SOCK}")
         elif not all(running.values()) and os.geteuid() == 0 and _node_traces():
             print("real node: traces of an earlier run are left; `down` removes them")

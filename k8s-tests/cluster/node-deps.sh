@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the real node needs: containerd + runc (the CRI runtime), the CNI plugins
-# (bridge, host-local, portmap, loopback) and buildah (builds the pause and test images from scratch).
+# (bridge, host-local, portmap, loopback), buildah (builds the pause and test images from scratch)
+# and prometheus (scrapes the pods for the autoscalers).
 # Idempotent: returns at once when everything is installed. Needs root (apt-get) only when something is missing.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ command -v runc >/dev/null || missing+=(runc)
 command -v buildah >/dev/null || missing+=(buildah)
 command -v iptables >/dev/null || missing+=(iptables)
 command -v conntrack >/dev/null || missing+=(conntrack)
+command -v prometheus >/dev/null || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then
