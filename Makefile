@@ -7,11 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-12)
 TRAIN_VENV ?= .cache/train-venv
 
-.PHONY: help venv test test-unit test-triton test-e2e demo serve lint bench model-repo train clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo
+.PHONY: help venv test test-unit test-triton test-e2e demo serve lint bench model-repo train clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo
 
 help:
 	@echo "make demo         start Triton + the gateway, detect on a fresh image, stop"
 	@echo "make k8s-demo     the same on the local cluster: helm install, S3 store, YoloService, detect, all down"
+	@echo "make autoscale-demo  a 1x -> 8x -> 1x load step on the cluster, KEDA scaling both tiers: JSON + SVG plot"
 	@echo "make test         every test (installs everything on first use)"
 	@echo "make serve        the local stack in the foreground (GATEWAY_PORT, TRITON_*_PORT)"
 	@echo "make cluster-up   a real control plane on loopback (built from Go modules once); cluster-down stops it"
@@ -63,6 +64,11 @@ demo: venv
 # one detection through the gateway Service, then everything down. k8s-tests/demo.py
 k8s-demo: venv cluster-build
 	$(BIN)/python k8s-tests/demo.py
+
+# the same cluster, the autoscaled CPU sample, a 1x -> 8x -> 1x load step: bench/results/autoscale.{json,svg}
+# (reaction times in BENCHMARKS.md). k8s-tests/autoscale_demo.py
+autoscale-demo: venv cluster-build
+	$(BIN)/python k8s-tests/autoscale_demo.py
 
 serve: venv
 	$(BIN)/python -m yolo_gateway.stack serve

@@ -192,6 +192,52 @@ def test_gateway_starts_before_triton_and_becomes_ready(single_model_repo, tmp_p
         server.stop()
 
 
+def test_cold_start_requests_wait_for_triton_instead_of_503(single_model_repo, tmp_path):
+    """Scale to zero: with a cold-start timeout the gateway is ready with no Triton; requests that
+    arrive then wait (counted as in flight and as Triton demand) and all succeed once one starts.
+    Past the timeout a request gets a clear 503, not a hang."""
+    from prometheus_client import REGISTRY
+
+    ports = TritonPorts.free()
+    server = LocalTriton(single_model_repo, ports, log_path=tmp_path / "t.log")
+    body = encode(make_scene(np.random.default_rng(5), 640, 480))
+
+    def gauge(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    async def go() -> None:
+        settings = Settings(triton_url=server.grpc_target, metadata_retry_s=0.2, cold_start_timeout_s=60, request_timeout_s=10)
+        async with gateway_app(settings, wait_for_model=False) as c:
+            ready = await c.get("/readyz")
+            assert ready.status_code == 200 and "cold start" in ready.json()["status"]
+            waiting = [asyncio.create_task(c.post("/v1/detect", content=body, headers=JPEG)) for _ in range(12)]
+            for _ in range(100):
+                if gauge("yolo_gateway_cold_start_waiting") == 12:
+                    break
+                await asyncio.sleep(0.05)
+            assert gauge("yolo_gateway_cold_start_waiting") == 12
+            assert gauge("yolo_gateway_triton_requests") == 12, "waiting requests are the Triton tier's demand"
+            assert gauge("yolo_gateway_inflight_requests") == 12
+            await asyncio.sleep(1.0)
+            assert not any(t.done() for t in waiting), "they wait; no 503 while the tier starts"
+            server.start()  # the request deadline (10 s) is extended by the wait: the start may take longer
+            responses = await asyncio.gather(*waiting)
+            assert [r.status_code for r in responses] == [200] * 12
+            assert all(r.json()["detections"] for r in responses)
+            assert gauge("yolo_gateway_cold_start_waiting") == 0 and gauge("yolo_gateway_triton_requests") == 0
+            assert (await c.get("/readyz")).json()["status"] == "ready"
+
+        short = Settings(triton_url="127.0.0.1:1", metadata_retry_s=0.2, cold_start_timeout_s=0.5)
+        async with gateway_app(short, wait_for_model=False) as c:
+            r = await c.post("/v1/detect", content=body, headers=JPEG)
+            assert r.status_code == 503 and "retry-after" in r.headers and "within 0.5s" in r.json()["error"]["message"]
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.stop()
+
+
 def test_triton_queue_full_is_429_and_nothing_is_lost(triton):
     """yolo_q1 queues one request: under 40 concurrent requests Triton itself rejects some."""
     body = encode(make_scene(np.random.default_rng(4), 640, 480))

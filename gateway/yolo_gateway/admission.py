@@ -6,8 +6,9 @@ served, for at most `queue_timeout_s`. Everything past that is shed at once with
 503 and Retry-After, so an overload is answered in about `queue_timeout_s` instead
 of by a 504 at the deadline, and the requests that are admitted keep their latency.
 
-`active + queued` is the gateway's in-flight signal, the autoscaler's input: a
-slow upload is not in flight until its body has arrived.
+`active + queued` (+ requests waiting for a cold start, see `waiting()`) is the
+gateway's in-flight signal, the autoscaler's input: a slow upload is not in flight
+until its body has arrived.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from . import metrics
 from .errors import GatewayOverloaded
@@ -27,6 +28,7 @@ class Admission:
         self.max_queue = max_queue
         self.queue_timeout_s = queue_timeout_s
         self.active = 0
+        self.cold = 0  # requests waiting for a Triton to exist (scaled to zero), before they ask for a slot
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         metrics.ADMISSION_LIMIT.set(limit)
         self._publish()
@@ -36,7 +38,7 @@ class Admission:
         return len(self._waiters)
 
     def _publish(self) -> None:
-        metrics.INFLIGHT.set(self.active + len(self._waiters))
+        metrics.INFLIGHT.set(self.active + len(self._waiters) + self.cold)
         metrics.ADMISSION_ACTIVE.set(self.active)
         metrics.ADMISSION_QUEUED.set(len(self._waiters))
 
@@ -91,6 +93,21 @@ class Admission:
                 return
         self.active -= 1
         self._publish()
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Count a request that waits for a cold start as in flight (and in the Triton tier's demand)."""
+        self.cold += 1
+        self._publish()
+        metrics.COLD_WAITING.inc()
+        metrics.TRITON_REQUESTS.inc()
+        try:
+            yield
+        finally:
+            self.cold -= 1
+            self._publish()
+            metrics.COLD_WAITING.dec()
+            metrics.TRITON_REQUESTS.dec()
 
     @contextlib.asynccontextmanager
     async def slot(self, deadline: float | None = None) -> AsyncIterator[None]:

@@ -222,7 +222,7 @@ async def _run(detector: Detector, request: Request, params: DetectParams, many:
     A full queue refuses the request before its body is read (the server drains it)."""
     detector.admission.check()
     uploads = await read_uploads(request, detector.settings, many=many)
-    deadline = request.state.deadline
+    deadline = request.state.deadline + await detector.wait_for_triton()
     async with detector.admission.slot(deadline):
         try:
             async with asyncio.timeout_at(deadline):
@@ -277,7 +277,12 @@ async def healthz() -> Response:
 async def readyz(request: Request, triton: TritonDep) -> Response:
     if request.app.state.draining:
         return JSONResponse({"status": "draining"}, status_code=503)
-    if not request.app.state.detector.warm:
+    detector = request.app.state.detector
+    if detector.settings.cold_start_timeout_s:  # Triton may be at zero: requests wait for it here, so stay ready
+        if detector.warm and triton.serving.is_set():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "ready: no Triton serves the model now; requests wait for one (cold start)"})
+    if not detector.warm:
         return JSONResponse({"status": "warming up"}, status_code=503)
     if await triton.ready():
         return JSONResponse({"status": "ready"})
@@ -305,6 +310,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(triton.keep_resolving()),
             asyncio.create_task(detector.keep_warming_up()),
         ]
+        if settings.cold_start_timeout_s:
+            background.append(asyncio.create_task(triton.keep_watching(lambda: detector.admission.cold)))
         try:
             yield
         finally:

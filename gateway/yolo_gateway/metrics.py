@@ -13,8 +13,13 @@ STAGE_SECONDS = Histogram(
 )
 INFLIGHT = Gauge(
     "yolo_gateway_inflight_requests",
-    "Detection requests in flight, running or queued for a slot, once their body has arrived (the autoscaler's signal)",
+    "Detection requests in flight once their body has arrived: running, queued for a slot, or waiting for a cold start",
 )
+TRITON_REQUESTS = Gauge(
+    "yolo_gateway_triton_requests",
+    "Requests waiting for a Triton (cold start) or in a Triton call: the Triton tier's demand, as the gateway sees it",
+)
+COLD_WAITING = Gauge("yolo_gateway_cold_start_waiting", "Requests waiting for a Triton to serve the model (scaled to zero)")
 ADMISSION_LIMIT = Gauge("yolo_gateway_admission_limit", "Requests allowed to run at once")
 ADMISSION_ACTIVE = Gauge("yolo_gateway_admission_active", "Requests holding a slot")
 ADMISSION_QUEUED = Gauge("yolo_gateway_admission_queued", "Requests waiting for a slot")

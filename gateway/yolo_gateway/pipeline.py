@@ -18,7 +18,7 @@ import simplejpeg
 
 from . import metrics
 from .admission import Admission
-from .errors import BadParameter, GatewayError, TritonTimeout
+from .errors import BadParameter, GatewayError, GatewayOverloaded, TritonTimeout, TritonUnavailable
 from .postprocess import DECODERS, Detections, DetectParams, decode_end2end
 from .preprocess import Prepared, prepare_image
 from .settings import Settings
@@ -86,6 +86,30 @@ class Detector:
                     log.info("warm-up: %s", exc.message)
             await asyncio.sleep(self.settings.metadata_retry_s)
 
+    async def wait_for_triton(self) -> float:
+        """Cold-start mode (`cold_start_timeout_s` > 0, Triton may be scaled to zero): wait, bounded,
+        until a Triton serves the model; return the seconds waited. The waiting request counts as in
+        flight and as Triton demand, which is what activates the Triton tier from zero."""
+        s = self.settings
+        if not s.cold_start_timeout_s or self.triton.serving.is_set():
+            return 0.0
+        if self.admission.cold >= s.cold_start_max_waiting:
+            raise GatewayOverloaded(f"{self.admission.cold} requests already wait for Triton to start", retry_after=5)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with self.admission.waiting():
+            try:
+                await asyncio.wait_for(self.triton.serving.wait(), s.cold_start_timeout_s)
+            except TimeoutError:
+                raise TritonUnavailable(
+                    f"no Triton served the model within {s.cold_start_timeout_s:g}s (the tier is scaled to zero and starting)",
+                    retry_after=5,
+                ) from None
+        waited = loop.time() - start
+        if waited > 0.5:
+            log.info("cold start: waited %.1fs for a Triton", waited)
+        return waited
+
     def params(self, conf: float | None, iou: float | None, max_det: int | None, classes: list[str] | None) -> DetectParams:
         s = self.settings
         if max_det is not None and max_det > s.max_det_limit:
@@ -152,7 +176,8 @@ class Detector:
             if remaining <= 0:
                 raise TritonTimeout("request deadline exceeded before inference")
             calls.append(self.triton.infer(batch, request_id, min(s.infer_timeout_s, remaining)))
-        parts = await asyncio.gather(*calls)
+        with metrics.TRITON_REQUESTS.track_inprogress():
+            parts = await asyncio.gather(*calls)
         outputs = {n: np.concatenate([p[n] for p in parts]) if len(parts) > 1 else parts[0][n] for n in sig.output_names}
         if not sig.max_batch_size:
             outputs = {n: v[None] for n, v in outputs.items()}

@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     infer_retries: int = Field(2, ge=0, description="retries of a call that failed UNAVAILABLE (another pod may serve it)")
     retry_backoff_s: float = Field(0.05, gt=0, description="first retry's backoff; doubles, with jitter")
 
+    cold_start_timeout_s: float = Field(
+        0.0,
+        ge=0,
+        description="Triton may be scaled to zero: the gateway stays ready without it, and a request waits up to this "
+        "long for a Triton to serve the model (its deadline is extended by the wait) before a 503 (0: off)",
+    )
+    cold_start_max_waiting: int = Field(1024, ge=1, description="requests waiting for a cold start at once; more get 503")
+
     # Circuit breaker
     breaker_failures: int = Field(3, ge=1, description="consecutive connection failures that open the circuit")
     breaker_reset_s: float = Field(2.0, gt=0, description="open time before one probe request is let through")

@@ -163,6 +163,7 @@ class TritonService:
         self.signature: ModelSignature | None = None
         self.resolver = resolver
         self.addresses: list[str] = []
+        self.serving = asyncio.Event()  # a Triton served the model at the last look (cold-start mode follows it)
         self._retired: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
@@ -231,6 +232,16 @@ class TritonService:
             if self.signature is None:
                 await asyncio.sleep(self.settings.metadata_retry_s)
 
+    async def keep_watching(self, waiting: Callable[[], int]) -> None:
+        """Background task (cold-start mode): follow whether any Triton serves the model, every
+        second, or every 0.25 s while requests wait for one."""
+        while True:
+            if await self.ready():
+                self.serving.set()
+            else:
+                self.serving.clear()
+            await asyncio.sleep(0.25 if waiting() else 1.0)
+
     async def ready(self) -> bool:
         if self.signature is None or self.breaker.state == CircuitBreaker.OPEN:
             return False
@@ -292,5 +303,6 @@ class TritonService:
                 self.breaker.release()
                 raise
             self.breaker.success()
+            self.serving.set()
             return {n: result.as_numpy(n) for n in sig.output_names}
         raise AssertionError("unreachable")  # pragma: no cover

@@ -76,7 +76,7 @@ def test_hpas_scale_on_queue_depth():
     assert (triton["minReplicas"], triton["maxReplicas"]) == (1, 4)
     assert triton["metrics"] == [{"type": "Pods", "pods": {"metric": {"name": "nv_inference_pending_request_count"}, "target": {"type": "AverageValue", "averageValue": "10"}}}]
     gw = hpas["shapes-gateway"]["metrics"]
-    assert gw[0]["pods"]["metric"]["name"] == "yolo_gateway_inflight_requests" and gw[0]["pods"]["target"]["averageValue"] == "32"
+    assert gw[0]["pods"]["metric"]["name"] == "yolo_gateway_work_requests" and gw[0]["pods"]["target"]["averageValue"] == "32"
     assert gw[1]["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
 
 

@@ -158,6 +158,12 @@ def test_deployment_and_ready_conditions():
     assert stale.status == "False"
     assert ready_condition([ok, stale]).status == "False"
     assert ready_condition([ok, deployment_condition("GatewayReady", dep)]).reason == "AllComponentsReady"
+    # at zero: not ready, unless the tier may scale to zero (its first request starts it)
+    zero = {"metadata": {"generation": 3}, "spec": {"replicas": 0}, "status": {"observedGeneration": 3}}
+    assert (deployment_condition("TritonReady", zero).status, deployment_condition("TritonReady", zero).reason) == ("False", "ScaledToZero")
+    idle = deployment_condition("TritonReady", zero, scale_to_zero=True)
+    assert (idle.status, idle.reason) == ("True", "ScaledToZero")
+    assert ready_condition([idle, ok]).status == "True"
 
 
 def test_autoscaling_condition():
@@ -173,6 +179,8 @@ def test_autoscaling_condition():
     assert (c.status, c.reason) == ("False", "MetricsUnavailable") and "prometheus unreachable" in c.message
     assert autoscaling_condition({"triton": ("keda", {}), "gateway": ("hpa", {})}, keda_installed=True).status == "True"
     assert autoscaling_condition({"triton": ("keda", None), "gateway": (None, None)}, keda_installed=False).reason == "KEDAMissing"
+    c = autoscaling_condition({"triton": ("hpa", {}), "gateway": ("hpa", {})}, zero_without_keda=True)
+    assert (c.status, c.reason) == ("True", "ScaleToZeroNeedsKEDA")
 
 
 # --------------------------------------------------------------------------- why a tier is not ready

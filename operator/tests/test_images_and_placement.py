@@ -100,3 +100,5 @@ def test_the_gateway_deployment_env_is_valid_gateway_settings():
     from yolo_gateway import metrics  # noqa: PLC0415
 
     assert metrics.INFLIGHT._name == b.GATEWAY_INFLIGHT_METRIC
+    assert metrics.TRITON_REQUESTS._name == b.GATEWAY_TRITON_METRIC
+    assert settings.cold_start_timeout_s == 0, "no scale to zero: the gateway's readiness follows Triton"

@@ -25,6 +25,7 @@ TRITON_PRESTOP_SECONDS = 10
 TRITON_EXIT_TIMEOUT_SECONDS = 30
 TRITON_PENDING_METRIC = "nv_inference_pending_request_count"
 GATEWAY_INFLIGHT_METRIC = "yolo_gateway_inflight_requests"
+GATEWAY_TRITON_METRIC = "yolo_gateway_triton_requests"  # in a Triton call or waiting for one (cold start)
 OWNER_LABEL = f"{GROUP}/yoloservice"
 
 
@@ -388,6 +389,8 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         "YOLO_GATEWAY_IOU": str(g.defaults.iou),
         "YOLO_GATEWAY_MAX_DET": str(g.defaults.max_det),
         "YOLO_GATEWAY_SHUTDOWN_GRACE_S": str(g.shutdown_grace_seconds),
+        # Triton may be scaled to zero: the gateway stays ready and holds requests while it starts.
+        "YOLO_GATEWAY_COLD_START_TIMEOUT_S": str(spec.triton.autoscaling.cold_start_timeout_seconds if spec.triton.autoscaling.scale_to_zero else 0),
     }
     container = {
         "name": "gateway",

@@ -136,14 +136,29 @@ class Autoscaling(_Model):
 
 
 class TritonAutoscaling(Autoscaling):
+    min_replicas: int = Field(1, ge=0, description="0: scale to zero when idle (KEDA only); the gateway holds requests meanwhile")
     metric: Literal["pendingRequests", "queueTime"] = "pendingRequests"
     target_pending_requests: int = Field(10, ge=1, description="average pending requests per Triton pod")
     target_queue_time_microseconds: int = Field(50_000, ge=1, description="mean queue time per request (metric: queueTime)")
+    idle_seconds: int = Field(300, ge=0, description="minReplicas 0: scale to zero after this long without demand (KEDA cooldownPeriod)")
+    cold_start_timeout_seconds: int = Field(
+        120, ge=1, le=600, description="minReplicas 0: how long the gateway holds a request while the tier starts from zero"
+    )
+
+    @model_validator(mode="after")
+    def _zero_needs_keda(self) -> TritonAutoscaling:
+        if self.enabled and self.min_replicas == 0 and self.engine == "hpa":
+            raise ValueError("triton.autoscaling.minReplicas 0 (scale to zero) needs KEDA: engine keda or auto, not hpa")
+        return self
+
+    @property
+    def scale_to_zero(self) -> bool:
+        return self.enabled and self.min_replicas == 0
 
 
 class GatewayAutoscaling(Autoscaling):
     target_inflight_requests: int = Field(32, ge=1, description="average in-flight requests per gateway pod")
-    target_cpu_utilization: int | None = Field(70, ge=1, le=100)
+    target_cpu_utilization: int | None = Field(70, ge=0, le=100, description="0: no CPU metric (clusters without metrics-server)")
 
 
 class Resources(_Model):

@@ -78,9 +78,12 @@ def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
     return None
 
 
-def deployment_condition(kind: str, dep: dict[str, Any] | None, pods: list[dict[str, Any]] | None = None) -> Condition:
+def deployment_condition(
+    kind: str, dep: dict[str, Any] | None, pods: list[dict[str, Any]] | None = None, scale_to_zero: bool = False
+) -> Condition:
     """TritonReady / GatewayReady from a Deployment; when it is not available, the pods' own
-    trouble (unschedulable, image pull, model fetch, crash loop) is the reason and message."""
+    trouble (unschedulable, image pull, model fetch, crash loop) is the reason and message.
+    A tier that may scale to zero is ready at zero: its first request starts it."""
     if dep is None:
         return Condition(kind, "False", "DeploymentMissing", "the Deployment does not exist yet")
     st = dep.get("status") or {}
@@ -91,6 +94,8 @@ def deployment_condition(kind: str, dep: dict[str, Any] | None, pods: list[dict[
     current = int(st.get("observedGeneration", 0) or 0) >= int(dep.get("metadata", {}).get("generation", 0) or 0)
     if available >= 1 and current and updated >= min(want, 1):
         return Condition(kind, "True", "MinimumReplicasAvailable", f"{ready}/{want} replicas ready")
+    if want == 0 and scale_to_zero:
+        return Condition(kind, "True", "ScaledToZero", "idle at 0 replicas; the first request starts one, and the gateway holds it meanwhile")
     if want == 0:
         return Condition(kind, "False", "ScaledToZero", "the Deployment has 0 replicas")
     problem = pod_problem(pods or [])
@@ -102,7 +107,9 @@ def deployment_condition(kind: str, dep: dict[str, Any] | None, pods: list[dict[
     return Condition(kind, "False", "ReplicasNotReady", f"{ready}/{want} replicas ready")
 
 
-def autoscaling_condition(tiers: dict[str, tuple[str | None, dict[str, Any] | None]], keda_installed: bool = False) -> Condition:
+def autoscaling_condition(
+    tiers: dict[str, tuple[str | None, dict[str, Any] | None]], keda_installed: bool = False, zero_without_keda: bool = False
+) -> Condition:
     """From each tier's (engine, live autoscaler): 'hpa' with its HPA, 'keda' with its ScaledObject, None when off."""
     t = "AutoscalingReady"
     if not any(engine for engine, _ in tiers.values()):
@@ -124,6 +131,8 @@ def autoscaling_condition(tiers: dict[str, tuple[str | None, dict[str, Any] | No
                     problems.append(("MetricsUnavailable", f"{component}: {c.get('reason')}: {c.get('message', '')}".strip()))
     if problems:
         return Condition(t, "False", problems[0][0], "; ".join(p for _, p in problems))
+    if zero_without_keda:
+        return Condition(t, "True", "ScaleToZeroNeedsKEDA", "triton.autoscaling.minReplicas is 0 but the cluster has no KEDA: an HPA keeps at least 1 replica")
     engines = sorted({engine for engine, _ in tiers.values() if engine})
     by = " and ".join("KEDA ScaledObjects" if e == "keda" else "HPAs" for e in engines)
     return Condition(t, "True", "AutoscalersActive", f"{by} scale Triton on its queue and the gateway on in-flight requests")

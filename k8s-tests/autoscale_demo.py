@@ -1,0 +1,128 @@
+"""`make autoscale-demo`: a load step on the local cluster, measured, as JSON and a plot.
+
+Starts the local cluster (control plane, the real node, Prometheus and KEDA), builds and imports
+the images, helm installs the operator, seeds the S3 store, applies the autoscaled CPU sample
+(k8s-tests/autoscale_helpers.py: both tiers on KEDA ScaledObjects), then sends 1 client for
+30 s, 8 clients for 180 s and 1 client until both tiers are back at their minimum. It writes
+
+    bench/results/autoscale.json   every sample (1 s), 5 s windows of rate and p99, the analysis
+    bench/results/autoscale.svg    offered load, p99, queue depth and both tiers' replicas over time
+
+(OUT=dir elsewhere) and prints the reaction times: load step -> scaling decision -> new pod
+serving, and the scale-down. Then it brings down what it started.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pod_helpers as ph
+from autoscale_helpers import run_step, scaler_sample
+from e2e_helpers import RELEASE_NS, Kube, cluster
+from plot import Panel, Series, write
+
+from yolo_gateway.synthetic import encode, make_scene
+
+NS = "yolo-autoscale"
+NAME = "scaler"
+OUT = Path(os.environ.get("OUT") or Path(__file__).resolve().parents[1] / "bench" / "results")
+
+
+def say(msg: str) -> None:
+    print(f"[autoscale-demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def plot(record: dict, path: Path) -> None:
+    samples, windows, ev = record["samples"], record["windows"], record["events"]
+    steps = record["steps"] + [{"t": ev.get("end", 0), "clients": record["steps"][-1]["clients"] if record["steps"] else 0}]
+    s = lambda key, sub: [(x["t"], x[key][sub]) for x in samples]  # noqa: E731
+    nan = lambda v: math.nan if v is None else v  # noqa: E731
+    panels = [
+        Panel("Offered load and throughput", "", [
+            Series("clients (closed loop)", [(x["t"], x["clients"]) for x in steps], step=True),
+            Series("completed req/s (5 s)", [(w["t"], w["rps"]) for w in windows]),
+        ]),
+        Panel("Latency", "ms", [Series("p99 (5 s windows)", [(w["t"], nan(w["p99_ms"])) for w in windows])]),
+        Panel("Queue depth (Prometheus)", "requests", [
+            Series("gateway in flight", s("queue", "gateway_inflight")),
+            Series("gateway → Triton (demand)", s("queue", "gateway_triton")),
+            Series("Triton pending", s("queue", "triton_pending")),
+        ]),
+        Panel("Replicas", "pods", [
+            Series("Triton desired (HPA)", s("desired", "triton"), step=True),
+            Series("Triton ready", s("ready", "triton"), step=True, dashed=True),
+            Series("gateway desired (HPA)", s("desired", "gateway"), step=True),
+            Series("gateway ready", s("ready", "gateway"), step=True, dashed=True),
+        ], integer=True),
+    ]
+    cfg = record["config"]
+    markers = [(ev["step"], f"load ×{cfg['peak']}"), (ev["release"], f"load ×{cfg['base']}")]
+    if "scaled_down" in ev:
+        markers.append((ev["scaled_down"], "both tiers at min"))
+    write(path, panels, "yolo-operator: a load step on the local cluster (KEDA on queue depth, 2 CPUs)", markers=markers)
+
+
+def run(kube: Kube) -> None:
+    say("images: make images (cached) and import into the node's containerd")
+    ph.build_and_load_images()
+    for ns in (NS, ph.STORE_NS):
+        kube.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", "--ignore-not-found", check=False)
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    say(f"helm install the operator into {RELEASE_NS}, watching {NS}")
+    ph.install_operator(kube, [NS])
+    store = ph.Store(kube).deploy()
+    kube.apply(store.secret(NS))
+    say("the autoscaled CPU sample: both tiers on KEDA ScaledObjects")
+    kube.apply(scaler_sample(NAME), "-n", NS)
+    ph.wait_ready(kube, NAME, NS, timeout=300)
+    rng = np.random.default_rng(11)
+    images = [encode(make_scene(rng, 480, 360), ".jpg") for _ in range(12)]
+    analysis, record = run_step(str(kube.kubeconfig), NS, NAME, ph.gateway_url(kube, NAME, NS), images, cluster.metrics.PROMETHEUS_URL, log=say)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "autoscale.json").write_text(json.dumps(record, indent=1, allow_nan=False))
+    plot(record, OUT / "autoscale.svg")
+    say(f"wrote {OUT / 'autoscale.json'} and {OUT / 'autoscale.svg'}")
+    print(json.dumps(analysis, indent=1))
+
+
+def main() -> int:
+    reuse = cluster.status(quiet=True)
+    say("cluster up (control plane, real node, Prometheus, KEDA)" + (": reusing the running one" if reuse else ""))
+    try:
+        kube = Kube(cluster.up())
+    except cluster.ClusterError as exc:
+        print(f"autoscale-demo: the cluster did not start: {exc}", file=sys.stderr)
+        return 1
+    if not cluster._metrics_marker().exists():
+        print("autoscale-demo: the cluster has no real node with Prometheus and KEDA (make cluster-build; YOLO_REAL_NODE=1)", file=sys.stderr)
+        if not reuse:
+            cluster.down()
+        return 1
+    rc = 0
+    try:
+        run(kube)
+    except (AssertionError, OSError, KeyError, ValueError) as exc:
+        print(f"autoscale-demo failed: {exc}", file=sys.stderr)
+        print(ph.operator_logs(kube)[-3000:], file=sys.stderr)
+        rc = 1
+    finally:
+        if reuse:
+            say("removing what the demo added (the cluster was already running)")
+            kube.kubectl("delete", "ys", NAME, "-n", NS, "--wait=true", "--timeout=90s", check=False)
+            ph.uninstall_operator(kube)
+            for ns in (NS, ph.STORE_NS):
+                kube.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", "--ignore-not-found", check=False)
+        else:
+            say("cluster down")
+            cluster.down()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
