@@ -150,7 +150,13 @@ def patch_spec(obj: dict[str, Any], name: str, **patch: Any) -> dict[str, Any]:
 
 
 def sample(name: str, **patch: Any) -> dict[str, Any]:
-    return patch_spec(yaml.safe_load((ROOT / "examples" / "yoloservice.yaml").read_text()), name, **patch)
+    """examples/yoloservice.yaml with dotted patches, on the HPA engine unless a patch says otherwise:
+    the cluster serves KEDA too (test_autoscale.py runs that path on the real node), and these
+    tests hold the operator's own HPAs (the prometheus-adapter path) to their contract."""
+    obj = patch_spec(yaml.safe_load((ROOT / "examples" / "yoloservice.yaml").read_text()), name, **patch)
+    for tier in ("triton", "gateway"):
+        obj["spec"].setdefault(tier, {}).setdefault("autoscaling", {}).setdefault("engine", "hpa")
+    return obj
 
 
 def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:

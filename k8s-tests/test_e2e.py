@@ -117,13 +117,26 @@ def test_batching_change_updates_config_and_rolls_triton(kube: Kube, ns: str):
     ready(kube, "shapes")
 
 
-def test_edited_or_deleted_children_are_restored(kube: Kube, ns: str):
+def test_edited_or_deleted_children_are_restored(kube: Kube, ns: str, operator: OperatorProcess):
+    """Within 5 s, by the operator's watch on its children (its log says which event), not only
+    by the resync timer."""
+    log_start = operator.log.stat().st_size
     kube.kubectl("set", "image", "deployment/shapes-gateway", "gateway=evil/image:latest", "-n", ns)
     kube.kubectl("delete", "service", "shapes", "-n", ns)
     kube.kubectl("delete", "hpa", "shapes-triton", "-n", ns)
-    wait_for("the gateway image restored", lambda: kube.get("deployment", "shapes-gateway", ns)["spec"]["template"]["spec"]["containers"][0]["image"] != "evil/image:latest")
-    wait_for("the gateway Service recreated", lambda: kube.get("service", "shapes", ns))
-    wait_for("the Triton HPA recreated", lambda: kube.get("hpa", "shapes-triton", ns))
+    kube.kubectl("delete", "configmap", "shapes-model-config", "-n", ns)
+    wait_for("the gateway image restored", lambda: kube.get("deployment", "shapes-gateway", ns)["spec"]["template"]["spec"]["containers"][0]["image"] != "evil/image:latest", timeout=5)
+    wait_for("the gateway Service recreated", lambda: kube.get("service", "shapes", ns), timeout=5)
+    wait_for("the Triton HPA recreated", lambda: kube.get("hpa", "shapes-triton", ns), timeout=5)
+    wait_for("the model ConfigMap recreated", lambda: kube.get("configmap", "shapes-model-config", ns), timeout=5)
+
+    def seen() -> bool:
+        with operator.log.open() as f:
+            f.seek(log_start)
+            window = f.read()
+        return all(f"{what} DELETED" in window for what in ("Service/shapes", "HorizontalPodAutoscaler/shapes-triton", "ConfigMap/shapes-model-config"))
+
+    wait_for("the operator's log naming the child events it reacted to", seen, timeout=5)
 
 
 def test_scaling_under_an_hpa_is_not_overwritten(kube: Kube, ns: str):
@@ -156,6 +169,8 @@ def test_disabling_autoscaling_deletes_the_hpas(kube: Kube, ns: str):
         ({"model.inputSize": 330}, "multiple of 32"),
         ({"model.format": "yolov99"}, "Unsupported value"),
         ({"model.source": {"uri": "ftp://x/m.onnx"}}, "should match"),
+        ({"triton.autoscaling": {"minReplicas": 0, "engine": "hpa"}}, "scale to zero) needs KEDA"),
+        ({"gateway.autoscaling": {"minReplicas": 0}}, "should be greater than or equal to 1"),
     ],
 )
 def test_schema_and_cel_reject_invalid_specs(kube: Kube, ns: str, patch: dict, message: str):

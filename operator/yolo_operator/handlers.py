@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import Any
 
 import kopf
 
+from . import kube
 from .reconcile import reconcile
 from .settings import SETTINGS
 from .spec import GROUP, PLURAL, VERSION
@@ -13,6 +17,20 @@ from .spec import GROUP, PLURAL, VERSION
 RESYNC_SECONDS = SETTINGS.resync_seconds
 WAIT_SECONDS = SETTINGS.wait_seconds
 RESOURCE = (GROUP, VERSION, PLURAL)
+KIND = "YoloService"
+MANAGED = {"app.kubernetes.io/managed-by": "yolo-operator"}
+# The children the operator writes; an event on any of them (edited, deleted, its status changed)
+# reconciles its YoloService within about a second. The resync timer stays as a safety net.
+CHILD_RESOURCES = (
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("", "v1", "configmaps"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("keda.sh", "v1alpha1", "scaledobjects"),
+)
+DEBOUNCE_S = 0.5
+log = logging.getLogger("yolo_operator")
 
 
 @kopf.on.startup()
@@ -62,6 +80,88 @@ def resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         reconcile(body, logger)
     except kopf.PermanentError:
         pass
+
+
+# --------------------------------------------------------------------------- children
+
+
+class Dirty:
+    """YoloServices whose children changed: coalesced (many events, one reconcile) and worked
+    off by one background task, at most `workers` at a time."""
+
+    def __init__(self) -> None:
+        self.keys: dict[tuple[str, str], set[str]] = {}
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def mark(self, namespace: str, name: str, why: str) -> None:
+        self.keys.setdefault((namespace, name), set()).add(why)
+        self.wake.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        limit = asyncio.Semaphore(SETTINGS.workers)
+
+        async def one(ns: str, name: str, why: set[str]) -> None:
+            async with limit:
+                # Deployments' status moves often (pods, autoscalers): only other events are worth a line
+                quiet = all(w.startswith("Deployment/") and w.endswith(" MODIFIED") for w in why)
+                (log.debug if quiet else log.info)("child events for %s/%s: %s", ns, name, ", ".join(sorted(why)[:6]))
+                await loop.run_in_executor(None, reconcile_by_name, ns, name)
+
+        while True:
+            await self.wake.wait()
+            await asyncio.sleep(DEBOUNCE_S)  # let a burst of events (a rollout, a scale-up) settle into one
+            self.wake.clear()
+            keys, self.keys = self.keys, {}
+            await asyncio.gather(*(one(ns, name, why) for (ns, name), why in sorted(keys.items())), return_exceptions=True)
+
+
+DIRTY = Dirty()
+
+
+def reconcile_by_name(namespace: str, name: str) -> None:
+    body = kube.get(f"{GROUP}/{VERSION}", KIND, namespace, name)
+    if body is None:
+        return  # deleted meanwhile: the garbage collector takes its children
+    try:
+        reconcile(kopf.Body(body), log)
+    except kopf.PermanentError:
+        pass  # an invalid spec: its condition says so already
+    except Exception as exc:  # the next event or the resync timer tries again
+        log.warning("reconcile of %s/%s after a child event: %s", namespace, name, exc)
+
+
+def owner(body: kopf.Body) -> str | None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(f"{GROUP}/") and ref.get("controller"):
+            return ref.get("name")
+    return None
+
+
+@kopf.on.startup()
+async def start_child_watch(**_: Any) -> None:
+    DIRTY.task = asyncio.get_running_loop().create_task(DIRTY.run())
+
+
+@kopf.on.cleanup()
+async def stop_child_watch(**_: Any) -> None:
+    if DIRTY.task:
+        DIRTY.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await DIRTY.task
+
+
+async def _on_child_event(body: kopf.Body, type: str | None, namespace: str | None, **_: Any) -> None:  # noqa: A002 - kopf's name
+    if type is None:
+        return  # the initial listing: the resume handlers reconcile every YoloService anyway
+    parent = owner(body)
+    if parent and namespace:
+        DIRTY.mark(namespace, parent, f"{body.get('kind')}/{body.get('metadata', {}).get('name')} {type}")
+
+
+for _group, _version, _plural in CHILD_RESOURCES:
+    kopf.on.event(_group, _version, _plural, labels=MANAGED, id=f"child-{_plural}")(_on_child_event)
 
 
 @kopf.on.probe(id="reconciler")

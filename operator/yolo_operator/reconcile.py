@@ -9,6 +9,7 @@ success), and patches status only when it changed.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,15 +72,29 @@ def _autoscalers(spec: YoloServiceSpec, n: dict[str, str], live: dict[tuple[str,
     return out
 
 
-def _tier_condition(kind: str, dep: dict[str, Any] | None, meta: builders.Meta, component: str) -> Any:
+def _tier_condition(kind: str, dep: dict[str, Any] | None, meta: builders.Meta, component: str, scale_to_zero: bool = False) -> Any:
     """The Deployment's condition; its pods are read only when it is not available, to say why."""
-    condition = deployment_condition(kind, dep)
+    condition = deployment_condition(kind, dep, scale_to_zero=scale_to_zero)
     if condition.status == "True" or dep is None:
         return condition
-    return deployment_condition(kind, dep, kube.list_pods(meta.namespace, builders.selector_labels(meta, component)))
+    return deployment_condition(kind, dep, kube.list_pods(meta.namespace, builders.selector_labels(meta, component)), scale_to_zero)
+
+
+_locks: dict[tuple[str, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
 
 
 def reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger = log) -> Outcome:
+    """One YoloService at a time: kopf's handlers, the child watch and the timer may all ask at once."""
+    md = body.get("metadata") or {}
+    key = (md.get("namespace") or "", md.get("name") or "")
+    with _locks_guard:
+        lock = _locks.setdefault(key, threading.Lock())
+    with lock:
+        return _reconcile(body, logger)
+
+
+def _reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger) -> Outcome:
     if (body.get("metadata") or {}).get("deletionTimestamp"):
         # Being deleted: the garbage collector takes the children through their owner
         # references. Writing now would only race kopf's removal of its finalizer.
@@ -118,9 +133,10 @@ def reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger = log) -> Ou
     n = builders.names(meta)
     triton = live.get(("Deployment", n["triton"]))
     gateway = live.get(("Deployment", n["gateway"]))
-    parts = [_tier_condition("TritonReady", triton, meta, "triton"), _tier_condition("GatewayReady", gateway, meta, "gateway")]
+    zero = spec.triton.autoscaling.scale_to_zero and autoscaling.tier_engine(spec.triton.autoscaling, keda) == "keda"
+    parts = [_tier_condition("TritonReady", triton, meta, "triton", zero), _tier_condition("GatewayReady", gateway, meta, "gateway")]
     parts.append(
-        autoscaling_condition(_autoscalers(spec, n, live, keda), keda)
+        autoscaling_condition(_autoscalers(spec, n, live, keda), keda, spec.triton.autoscaling.scale_to_zero and not zero)
     )
     ready = ready_condition(parts)
     old = (body.get("status") or {}).get("conditions", [])
