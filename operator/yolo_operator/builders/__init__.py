@@ -1,0 +1,50 @@
+"""Pure builders: one function per child object, (spec, meta) -> manifest dict, one module per
+child kind (as KServe keeps one reconciler per child):
+
+    model_config     the generated config.pbtxt and its ConfigMap
+    triton           the Triton Deployment and its headless Service
+    gateway          the gateway Deployment and its Service
+    pdb              PodDisruptionBudgets
+    service_monitor  the ServiceMonitor
+    common           names, labels, constants, what every pod shares
+
+HPAs and KEDA ScaledObjects are built in `yolo_operator.autoscaling`. No cluster access here.
+Owner references are added by the reconciler (`kopf.adopt`), so these functions stay pure and
+unit-testable. Everything is re-exported here: `from yolo_operator import builders as b`.
+"""
+
+from __future__ import annotations
+
+from .common import (
+    GATEWAY_INFLIGHT_METRIC,
+    GATEWAY_PORT,
+    GATEWAY_TRITON_METRIC,
+    MODELS_DIR,
+    OWNER_LABEL,
+    PRESTOP_SECONDS,
+    TRITON_EXIT_TIMEOUT_SECONDS,
+    TRITON_GRPC,
+    TRITON_HTTP,
+    TRITON_METRICS,
+    TRITON_PENDING_METRIC,
+    TRITON_PRESTOP_SECONDS,
+    Meta,
+    _deployment,
+    _digest,
+    _http_probe,
+    _metadata,
+    _place,
+    _resources,
+    container_security_context,
+    labels,
+    names,
+    pod_security_context,
+    selector_labels,
+)
+from .gateway import build_gateway_deployment, build_gateway_service, triton_target
+from .model_config import _pb_list, build_model_configmap, render_config_pbtxt
+from .pdb import build_pdb
+from .service_monitor import build_service_monitor
+from .triton import _fetch_script, _fetcher, build_triton_deployment, build_triton_service
+
+__all__ = ["GATEWAY_INFLIGHT_METRIC", "GATEWAY_PORT", "GATEWAY_TRITON_METRIC", "MODELS_DIR", "Meta", "OWNER_LABEL", "PRESTOP_SECONDS", "TRITON_EXIT_TIMEOUT_SECONDS", "TRITON_GRPC", "TRITON_HTTP", "TRITON_METRICS", "TRITON_PENDING_METRIC", "TRITON_PRESTOP_SECONDS", "_deployment", "_digest", "_fetch_script", "_fetcher", "_http_probe", "_metadata", "_pb_list", "_place", "_resources", "build_gateway_deployment", "build_gateway_service", "build_model_configmap", "build_pdb", "build_service_monitor", "build_triton_deployment", "build_triton_service", "container_security_context", "labels", "names", "pod_security_context", "render_config_pbtxt", "selector_labels", "triton_target"]

@@ -1,0 +1,84 @@
+"""The gateway Deployment (its environment is the gateway's Settings) and its Service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..spec import YoloServiceSpec
+from .common import (
+    GATEWAY_PORT,
+    PRESTOP_SECONDS,
+    TRITON_GRPC,
+    Meta,
+    _deployment,
+    _http_probe,
+    _metadata,
+    _place,
+    _resources,
+    container_security_context,
+    names,
+    pod_security_context,
+    selector_labels,
+)
+
+
+def triton_target(meta: Meta) -> str:
+    return f"dns:///{names(meta)['triton']}.{meta.namespace}.svc.cluster.local:{TRITON_GRPC}"
+
+
+def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
+    g = spec.gateway
+    env = {
+        "YOLO_GATEWAY_TRITON_URL": triton_target(meta),
+        "YOLO_GATEWAY_MODEL_NAME": spec.model.name,
+        "YOLO_GATEWAY_HOST": "0.0.0.0",
+        "YOLO_GATEWAY_PORT": str(GATEWAY_PORT),
+        "YOLO_GATEWAY_MAX_BODY_BYTES": str(g.limits.max_body_bytes),
+        "YOLO_GATEWAY_MAX_PIXELS": str(g.limits.max_pixels),
+        "YOLO_GATEWAY_MAX_BATCH_IMAGES": str(g.limits.max_batch_images),
+        "YOLO_GATEWAY_CONF": str(g.defaults.conf),
+        "YOLO_GATEWAY_IOU": str(g.defaults.iou),
+        "YOLO_GATEWAY_MAX_DET": str(g.defaults.max_det),
+        "YOLO_GATEWAY_SHUTDOWN_GRACE_S": str(g.shutdown_grace_seconds),
+        # Triton may be scaled to zero: the gateway stays ready and holds requests while it starts.
+        "YOLO_GATEWAY_COLD_START_TIMEOUT_S": str(spec.triton.autoscaling.cold_start_timeout_seconds if spec.triton.autoscaling.scale_to_zero else 0),
+    }
+    container = {
+        "name": "gateway",
+        "image": g.image,
+        "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "resources": _resources(g.resources),
+        "securityContext": container_security_context(),
+        "readinessProbe": _http_probe("/readyz", periodSeconds=5, failureThreshold=2, timeoutSeconds=2),
+        "livenessProbe": _http_probe("/healthz", periodSeconds=10, failureThreshold=3, timeoutSeconds=2),
+        # Endpoints drop the pod before uvicorn stops accepting; then in-flight requests drain.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(GATEWAY_PORT), "prometheus.io/path": "/metrics"}
+    pod_spec = {
+        "securityContext": pod_security_context(),
+        "terminationGracePeriodSeconds": PRESTOP_SECONDS + g.shutdown_grace_seconds + 5,
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    _place(pod_spec, g)
+    return _deployment(meta, names(meta)["gateway"], "gateway", pod_annotations=annotations, pod_spec=pod_spec, autoscaled=g.autoscaling.enabled, replicas=g.replicas)
+
+
+def build_gateway_service(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(meta, names(meta)["service"], "gateway"),
+        "spec": {
+            "type": spec.service.type,
+            "selector": selector_labels(meta, "gateway"),
+            "ports": [
+                {"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"},
+                # The same server's /metrics, under the port name the ServiceMonitor scrapes on both tiers.
+                {"name": "metrics", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"},
+            ],
+        },
+    }

@@ -1,0 +1,83 @@
+"""Triton's generated config.pbtxt, and the ConfigMap that carries it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..spec import YoloServiceSpec
+from .common import Meta, _metadata, names
+
+
+def _pb_list(values: list[int]) -> str:
+    return "[ " + ", ".join(str(v) for v in values) + " ]"
+
+
+def render_config_pbtxt(spec: YoloServiceSpec) -> str:
+    """The Triton model configuration (protobuf text format) for the production backends."""
+    m, t = spec.model, spec.triton
+    s, nc = m.input_size, len(m.class_names)
+    platform = "tensorrt_plan" if m.format == "tensorrt" else "onnxruntime_onnx"
+    if m.format == "end2end":
+        outputs = [
+            ("num_dets", "TYPE_INT32", [1]),
+            ("det_boxes", "TYPE_FP32", [m.max_detections, 4]),
+            ("det_scores", "TYPE_FP32", [m.max_detections]),
+            ("det_classes", "TYPE_INT32", [m.max_detections]),
+        ]
+    else:
+        outputs = [("output0", "TYPE_FP32", [4 + nc, m.num_anchors])]
+    db, qp = t.dynamic_batching, t.dynamic_batching.queue_policy
+    kind = "KIND_GPU" if t.gpus else "KIND_CPU"
+    count = t.instances_per_gpu
+    lines = [
+        f'name: "{m.name}"',
+        f'platform: "{platform}"',
+        f"max_batch_size: {t.max_batch_size}",
+        "input [",
+        f'  {{ name: "images", data_type: TYPE_UINT8, dims: {_pb_list([s, s, 3])} }}',
+        "]",
+        "output [",
+        ",\n".join(f'  {{ name: "{n}", data_type: {d}, dims: {_pb_list(dims)} }}' for n, d, dims in outputs),
+        "]",
+        "dynamic_batching {",
+    ]
+    if db.preferred_batch_sizes:
+        lines.append(f"  preferred_batch_size: {_pb_list(sorted(set(db.preferred_batch_sizes)))}")
+    lines.append(f"  max_queue_delay_microseconds: {db.max_queue_delay_microseconds}")
+    if qp.enabled:
+        lines += [
+            "  default_queue_policy {",
+            f"    timeout_action: {qp.timeout_action}",
+            f"    default_timeout_microseconds: {qp.timeout_microseconds}",
+            "    allow_timeout_override: true",
+            f"    max_queue_size: {qp.max_queue_size}",
+            "  }",
+        ]
+    lines += [
+        "}",
+        # One inference on the model's real input before the model reports ready: the first
+        # user request does not pay for lazy initialisation (CUDA, TensorRT, onnxruntime arenas).
+        f'model_warmup [ {{ name: "zeros", batch_size: 1, inputs {{ key: "images", value: {{ data_type: TYPE_UINT8, dims: {_pb_list([s, s, 3])}, zero_data: true }} }} }} ]',
+        f"instance_group [ {{ kind: {kind}, count: {count} }} ]",
+        "version_policy: { latest: { num_versions: 1 } }",
+        f'parameters {{ key: "class_names", value: {{ string_value: {json.dumps(json.dumps(m.class_names))} }} }}',
+    ]
+    if m.format in ("onnx", "end2end") and t.gpus:
+        lines += [
+            "optimization { execution_accelerators { gpu_execution_accelerator: [ {",
+            '  name: "tensorrt"',
+            '  parameters { key: "precision_mode", value: "FP16" }',
+            '  parameters { key: "max_workspace_size_bytes", value: "1073741824" }',
+            "} ] } }",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def build_model_configmap(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(meta, names(meta)["config"], "model-config"),
+        "data": {"config.pbtxt": render_config_pbtxt(spec)},
+    }

@@ -1,0 +1,22 @@
+"""The Prometheus operator's ServiceMonitor, when monitoring.serviceMonitor is on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..spec import YoloServiceSpec
+from .common import OWNER_LABEL, Meta, _metadata
+
+
+def build_service_monitor(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _metadata(meta, meta.name, "monitoring"),
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/instance": meta.name, OWNER_LABEL: meta.name}},
+            # Port "metrics" on both Services: Triton's 8002, the gateway's 8080. (Triton's "http"
+            # port has no /metrics: scraping it, as an earlier version did, got 404s.)
+            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
+        },
+    }

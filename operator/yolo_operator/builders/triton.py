@@ -1,0 +1,168 @@
+"""The Triton Deployment (the model fetcher init container, Triton, probes) and its headless Service."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from ..spec import GROUP, YoloServiceSpec
+from .common import (
+    MODELS_DIR,
+    TRITON_EXIT_TIMEOUT_SECONDS,
+    TRITON_GRPC,
+    TRITON_HTTP,
+    TRITON_METRICS,
+    TRITON_PRESTOP_SECONDS,
+    Meta,
+    _deployment,
+    _digest,
+    _http_probe,
+    _metadata,
+    _place,
+    _resources,
+    container_security_context,
+    names,
+    pod_security_context,
+    selector_labels,
+)
+from .model_config import render_config_pbtxt
+
+
+def _fetch_script(spec: YoloServiceSpec) -> str:
+    m = spec.model
+    ext = "plan" if m.format == "tensorrt" else "onnx"
+    target = f"{MODELS_DIR}/{m.name}/1/model.{ext}"
+    src = m.source
+    if src.pvc is not None:
+        fetch = f"cp {shlex.quote('/source/' + src.pvc.path.lstrip('/'))} {target}"
+    elif src.scheme == "s3":
+        fetch = f"aws s3 cp --only-show-errors {shlex.quote(src.uri or '')} {target}"
+    elif src.scheme == "gs":
+        fetch = f"gcloud storage cp {shlex.quote(src.uri or '')} {target}"
+    else:
+        fetch = f"curl -fsSL --retry 5 --retry-connrefused -o {target} {shlex.quote(src.uri or '')}"
+    return " && ".join(
+        [
+            "set -eu",
+            f"mkdir -p {MODELS_DIR}/{m.name}/1",
+            f"cp /config/config.pbtxt {MODELS_DIR}/{m.name}/config.pbtxt",
+            fetch,
+            f"test -s {target}",
+        ]
+    )
+
+
+def _fetcher(spec: YoloServiceSpec) -> dict[str, Any]:
+    src = spec.model.source
+    mounts = [{"name": "models", "mountPath": MODELS_DIR}, {"name": "model-config", "mountPath": "/config", "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"}]
+    container: dict[str, Any] = {
+        "name": "fetch-model",
+        "image": spec.fetcher_image,
+        "command": ["/bin/sh", "-c", _fetch_script(spec)],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        # The log tail becomes the termination message: the YoloService's condition quotes it.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security_context(),
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "volumeMounts": mounts,
+    }
+    if src.pvc is not None:
+        mounts.append({"name": "source", "mountPath": "/source", "readOnly": True})
+    if src.secret_ref is not None:
+        # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION, or a GCP key file under /credentials
+        container["envFrom"] = [{"secretRef": {"name": src.secret_ref.name}}]
+        if src.scheme == "gs":
+            mounts.append({"name": "credentials", "mountPath": "/credentials", "readOnly": True})
+            container["env"].append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/credentials/key.json"})
+    return container
+
+
+def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
+    t = spec.triton
+    n = names(meta)
+    config_hash = _digest(render_config_pbtxt(spec))
+    volumes: list[dict[str, Any]] = [
+        {"name": "models", "emptyDir": {}},
+        {"name": "model-config", "configMap": {"name": n["config"]}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+    ]
+    src = spec.model.source
+    if src.pvc is not None:
+        volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": src.pvc.claim_name, "readOnly": True}})
+    if src.secret_ref is not None and src.scheme == "gs":
+        volumes.append({"name": "credentials", "secret": {"secretName": src.secret_ref.name}})
+    container = {
+        "name": "triton",
+        "image": t.image,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "command": ["tritonserver"],
+        "args": [
+            f"--model-repository={MODELS_DIR}",
+            "--model-control-mode=none",
+            "--strict-readiness=true",
+            f"--exit-timeout-secs={TRITON_EXIT_TIMEOUT_SECONDS}",
+            f"--http-port={TRITON_HTTP}",
+            f"--grpc-port={TRITON_GRPC}",
+            f"--metrics-port={TRITON_METRICS}",
+            "--allow-metrics=true",
+            "--grpc-keepalive-time=10000",
+            "--grpc-keepalive-timeout=5000",
+            "--grpc-keepalive-permit-without-calls=1",
+            "--grpc-http2-max-pings-without-data=0",
+            "--log-verbose=0",
+        ],
+        "ports": [
+            {"name": "http", "containerPort": TRITON_HTTP, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": TRITON_GRPC, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": TRITON_METRICS, "protocol": "TCP"},
+        ],
+        "resources": _resources(t.resources),
+        "securityContext": container_security_context(),
+        "startupProbe": _http_probe("/v2/health/ready", periodSeconds=5, failureThreshold=120, timeoutSeconds=3),
+        "readinessProbe": _http_probe("/v2/health/ready", periodSeconds=5, failureThreshold=3, timeoutSeconds=3),
+        "livenessProbe": _http_probe("/v2/health/live", periodSeconds=10, failureThreshold=6, timeoutSeconds=5),
+        # Leave the Service first; then SIGTERM, and Triton finishes what it holds (exit timeout).
+        "lifecycle": {"preStop": {"sleep": {"seconds": TRITON_PRESTOP_SECONDS}}},
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+    }
+    pod_spec: dict[str, Any] = {
+        "securityContext": pod_security_context(),
+        "terminationGracePeriodSeconds": TRITON_PRESTOP_SECONDS + TRITON_EXIT_TIMEOUT_SECONDS + 5,
+        "initContainers": [_fetcher(spec)],
+        "containers": [container],
+        "volumes": volumes,
+    }
+    _place(pod_spec, t)
+    if not t.tolerations and t.gpus:
+        pod_spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(TRITON_METRICS),
+        "prometheus.io/path": "/metrics",
+        f"{GROUP}/config-hash": config_hash,  # a new model config rolls the pods
+    }
+    return _deployment(meta, n["triton"], "triton", pod_annotations=annotations, pod_spec=pod_spec, autoscaled=t.autoscaling.enabled, replicas=t.replicas)
+
+
+def build_triton_service(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
+    """Headless: the gateway's one gRPC channel resolves every pod and round-robins over them."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(meta, names(meta)["triton"], "triton"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": False,
+            "selector": selector_labels(meta, "triton"),
+            "ports": [
+                {"name": "grpc", "port": TRITON_GRPC, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
+                {"name": "http", "port": TRITON_HTTP, "targetPort": "http", "protocol": "TCP"},
+                {"name": "metrics", "port": TRITON_METRICS, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
