@@ -80,6 +80,37 @@ def test_crd_schema_and_pydantic_model_name_the_same_fields():
     assert schema == model
 
 
+def _apply_defaults(schema: dict, value: object) -> object:
+    """The API server's structural defaulting: a missing property with a default gets it, then recurse."""
+    if not isinstance(value, dict):
+        return value
+    out = dict(value)
+    for name, sub in (schema.get("properties") or {}).items():
+        if name not in out and "default" in sub:
+            out[name] = copy.deepcopy(sub["default"])
+        if name in out:
+            out[name] = _apply_defaults(sub, out[name])
+    return out
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"model": {"classNames": ["a"], "source": {"uri": "https://x/m.onnx"}}},
+        {"model": {"classNames": ["a"], "source": {"uri": "https://x/m.onnx"}}, "triton": {"autoscaling": {"minReplicas": 0}}, "gateway": {"autoscaling": {}}},
+        {"model": {"classNames": ["a"], "source": {"uri": "https://x/m.onnx"}}, "triton": {"dynamicBatching": {}}, "gateway": {"limits": {}, "defaults": {}}},
+    ],
+)
+def test_crd_defaults_are_the_pydantic_defaults(spec: dict):
+    """What the API server stores after its defaulting parses to the same spec as the bare object:
+    the CRD's defaults and the pydantic model's cannot drift apart."""
+    crd = yaml.safe_load(CRD.read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    defaulted = _apply_defaults(schema, spec)
+    assert defaulted != spec, "the CRD defaults something"
+    assert parse_spec(defaulted) == parse_spec(spec)
+
+
 def test_children_follow_feature_switches():
     base = refs(sample_spec())
     assert all(base.values()) and len(base) == 9

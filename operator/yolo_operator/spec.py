@@ -157,6 +157,8 @@ class TritonAutoscaling(Autoscaling):
 
 
 class GatewayAutoscaling(Autoscaling):
+    min_replicas: int = Field(2, ge=1)
+    max_replicas: int = Field(10, ge=1)
     target_inflight_requests: int = Field(32, ge=1, description="average in-flight requests per gateway pod")
     target_cpu_utilization: int | None = Field(70, ge=0, le=100, description="0: no CPU metric (clusters without metrics-server)")
 
@@ -208,7 +210,7 @@ class GatewaySpec(_Model):
     resources: Resources = Resources(requests={"cpu": "1", "memory": "512Mi"}, limits={"memory": "1Gi"})
     limits: GatewayLimits = GatewayLimits()
     defaults: GatewayDefaults = GatewayDefaults()
-    autoscaling: GatewayAutoscaling = GatewayAutoscaling(min_replicas=2, max_replicas=10)
+    autoscaling: GatewayAutoscaling = GatewayAutoscaling()
     shutdown_grace_seconds: int = Field(20, ge=0, le=600)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
