@@ -98,8 +98,14 @@ def test_query_parameters(client, jpeg):
     only = post("?classes=circle&classes=2").json()["detections"]
     assert {d["class_name"] for d in only} <= {"circle", "triangle"}
     assert post("?classes=0,1,2").json()["detections"] == base
-    for q in ("?conf=2", "?conf=abc", "?iou=-0.1", "?max_det=0", "?max_det=100000", "?classes=dog", "?classes=7"):
+    for q in ("?conf=2", "?conf=abc", "?iou=-0.1", "?max_det=0", "?max_det=100000", "?classes=dog", "?classes=7", "?preprocess=exact"):
         _error(post(q), 400, "bad_parameter")
+    # Ultralytics' own preprocessing: the same objects, boxes within a few pixels of the fast path's
+    parity = post("?preprocess=parity").json()["detections"]
+    assert sorted(d["class_id"] for d in parity) == sorted(d["class_id"] for d in base)
+    for p in parity:
+        best = min(base, key=lambda b: sum(abs(p["box"][k] - b["box"][k]) for k in ("x1", "y1", "x2", "y2")))
+        assert p["class_id"] == best["class_id"] and all(abs(p["box"][k] - best["box"][k]) < 6 for k in ("x1", "y1", "x2", "y2"))
 
 
 def test_unsupported_media_types_are_415(client, jpeg):

@@ -175,3 +175,51 @@ def test_boxes_map_back_with_each_axis_own_factor():
     np.testing.assert_allclose(geo.to_original(whole)[0], [0, 0, 1001, 333], atol=1e-3)
     single_scale = (whole[0, 3] - geo.pad_y) / (320 / 1001)  # the old mapping, one factor for both: ~1.4 px off
     assert abs(single_scale - 333) > 1
+
+
+def _ultralytics_letterbox(data: bytes, in_w: int, in_h: int) -> np.ndarray:
+    """Ultralytics' own path, as in ultralytics/data/augment.py LetterBox (auto=False, center=True)
+    after cv2.imread: a full OpenCV decode (EXIF applied), INTER_LINEAR, pads round(d ± 0.1), RGB."""
+    im = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    h, w = im.shape[:2]
+    r = min(in_h / h, in_w / w)
+    new_unpad = int(round(w * r)), int(round(h * r))
+    dw, dh = (in_w - new_unpad[0]) / 2, (in_h - new_unpad[1]) / 2
+    if (w, h) != new_unpad:
+        im = cv2.resize(im, new_unpad, interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    im = cv2.copyMakeBorder(im, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(114, 114, 114))
+    return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
+
+
+def _ultralytics_scale_boxes(boxes: np.ndarray, in_w: int, in_h: int, w: int, h: int) -> np.ndarray:
+    """ultralytics/utils/ops.py scale_boxes (padding=True), then clip."""
+    gain = min(in_h / h, in_w / w)
+    pad_x, pad_y = round((in_w - w * gain) / 2 - 0.1), round((in_h - h * gain) / 2 - 0.1)
+    out = boxes.astype(np.float64).copy()
+    out[:, [0, 2]] = np.clip((out[:, [0, 2]] - pad_x) / gain, 0, w)
+    out[:, [1, 3]] = np.clip((out[:, [1, 3]] - pad_y) / gain, 0, h)
+    return out
+
+
+@pytest.mark.parametrize(("w", "h", "fmt"), [(1920, 1080, ".jpg"), (641, 479, ".jpg"), (333, 777, ".png"), (1001, 1003, ".jpg"), (200, 120, ".png")])
+def test_parity_mode_is_ultralytics_preprocessing_exactly(w, h, fmt):
+    data = encode(make_scene(np.random.default_rng(w + h), w, h), fmt)
+    ours = prepare_image(data, None, in_w=320, in_h=320, layout="NHWC", dtype="UINT8", max_pixels=10**8, parity=True)
+    assert np.array_equal(ours.tensor, _ultralytics_letterbox(data, 320, 320)), "byte-identical input tensor"
+    boxes = np.array([[0, 0, 320, 320], [100.3, 80.7, 200.1, 250.9], [160, 160, 161, 161]], np.float32)
+    assert np.allclose(ours.letterbox.to_original(boxes), _ultralytics_scale_boxes(boxes, 320, 320, w, h), atol=1e-3)
+    fast = prepare_image(data, None, in_w=320, in_h=320, layout="NHWC", dtype="UINT8", max_pixels=10**8)
+    diff = np.abs(fast.tensor.astype(np.int16) - ours.tensor.astype(np.int16))
+    assert diff.mean() < 8, "the fast path is close to it (it decodes DCT-scaled and shrinks with INTER_AREA)"
+
+
+def test_parity_mode_applies_exif_orientation_as_opencv_does():
+    img = make_scene(np.random.default_rng(9), 480, 300).image[:, :, ::-1].copy()  # BGR -> RGB for Pillow
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _pil_bytes(Image.fromarray(img), "JPEG", exif=exif, quality=92)
+    ours = prepare_image(data, "image/jpeg", in_w=320, in_h=320, layout="NHWC", dtype="UINT8", max_pixels=10**8, parity=True)
+    assert (ours.letterbox.width, ours.letterbox.height) == (300, 480)
+    assert np.array_equal(ours.tensor, _ultralytics_letterbox(data, 320, 320))

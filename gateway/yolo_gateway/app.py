@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -184,8 +184,12 @@ async def detect_params(
     iou: Annotated[float | None, Query(ge=0, le=1, description="NMS IoU threshold")] = None,
     max_det: Annotated[int | None, Query(ge=1, description="detections per image")] = None,
     classes: Annotated[list[str] | None, Query(description="keep these class ids or names (comma-separated or repeated)")] = None,
+    preprocess: Annotated[
+        Literal["fast", "parity"] | None,
+        Query(description="fast (default): DCT-scaled decode, INTER_AREA; parity: Ultralytics' own preprocessing, for comparing with its validation numbers"),
+    ] = None,
 ) -> DetectParams:
-    return detector.params(conf, iou, max_det, classes)
+    return detector.params(conf, iou, max_det, classes, preprocess)
 
 
 ParamsDep = Annotated[DetectParams, Depends(detect_params)]

@@ -110,7 +110,9 @@ class Detector:
             log.info("cold start: waited %.1fs for a Triton", waited)
         return waited
 
-    def params(self, conf: float | None, iou: float | None, max_det: int | None, classes: list[str] | None) -> DetectParams:
+    def params(
+        self, conf: float | None, iou: float | None, max_det: int | None, classes: list[str] | None, preprocess: str | None = None
+    ) -> DetectParams:
         s = self.settings
         if max_det is not None and max_det > s.max_det_limit:
             raise BadParameter(f"max_det must be <= {s.max_det_limit}")
@@ -120,6 +122,7 @@ class Detector:
             max_det=s.max_det if max_det is None else max_det,
             classes=self._class_ids(classes),
             max_nms=s.max_nms,
+            preprocess=preprocess or s.preprocess,
         )
 
     def _class_ids(self, classes: list[str] | None) -> tuple[int, ...] | None:
@@ -161,6 +164,7 @@ class Detector:
                         dtype=sig.input_dtype,
                         max_pixels=s.max_pixels,
                         max_scans=s.max_jpeg_scans,
+                        parity=params.preprocess == "parity",
                     ),
                 )
                 for u in uploads

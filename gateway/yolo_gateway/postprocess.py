@@ -27,6 +27,7 @@ class DetectParams:
     max_det: int
     classes: tuple[int, ...] | None = None  # keep only these class ids
     max_nms: int = 10_000
+    preprocess: str = "fast"  # or "parity": Ultralytics' own decode, resize and box mapping (preprocess.py)
 
 
 @dataclass(slots=True)

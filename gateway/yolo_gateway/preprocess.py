@@ -156,6 +156,14 @@ def letterbox_geometry(width: int, height: int, in_w: int, in_h: int) -> tuple[L
     return geometry, new_w, new_h
 
 
+def parity_geometry(width: int, height: int, in_w: int, in_h: int) -> tuple[Letterbox, int, int]:
+    """Ultralytics' LetterBox and scale_boxes: one gain for both axes, pads round(d/2 - 0.1)."""
+    gain = min(in_w / width, in_h / height)
+    new_w, new_h = round(width * gain), round(height * gain)
+    pad_x, pad_y = round((in_w - new_w) / 2 - 0.1), round((in_h - new_h) / 2 - 0.1)
+    return Letterbox(gain, gain, pad_x, pad_y, width, height), new_w, new_h
+
+
 def decode(data: bytes, header: ImageHeader, min_width: int = 0, min_height: int = 0) -> np.ndarray:
     """Decode to RGB uint8, upright. `min_width`/`min_height` (as displayed) allow a
     reduced-size decode: JPEGs are DCT-scaled by libjpeg to the smallest scale
@@ -188,11 +196,12 @@ def _decode_cv2(data: bytes, header: ImageHeader) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def letterbox(img: np.ndarray, geometry: Letterbox, new_w: int, new_h: int, in_w: int, in_h: int) -> np.ndarray:
-    """Resize an RGB image into the centre of a padded (in_h, in_w, 3) uint8 canvas."""
+def letterbox(img: np.ndarray, geometry: Letterbox, new_w: int, new_h: int, in_w: int, in_h: int, linear: bool = False) -> np.ndarray:
+    """Resize an RGB image into the centre of a padded (in_h, in_w, 3) uint8 canvas
+    (INTER_AREA when shrinking more than 2x, unless `linear`: Ultralytics' INTER_LINEAR always)."""
     canvas = np.full((in_h, in_w, 3), PAD_VALUE, np.uint8)
     if img.shape[1] != new_w or img.shape[0] != new_h:
-        shrink = img.shape[1] > 2 * new_w
+        shrink = img.shape[1] > 2 * new_w and not linear
         img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     canvas[geometry.pad_y : geometry.pad_y + new_h, geometry.pad_x : geometry.pad_x + new_w] = img
     return canvas
@@ -216,23 +225,29 @@ def prepare_image(
     dtype: str,
     max_pixels: int,
     max_scans: int = 256,
+    parity: bool = False,
 ) -> Prepared:
     """Bytes → model input tensor (uint8 NHWC or fp32 NCHW in 0..1) and its letterbox.
+
+    `parity`: Ultralytics' own preprocessing, for users who compare with their validation
+    numbers: a full decode with OpenCV, INTER_LINEAR, and its letterbox and box mapping (one
+    gain for both axes). The default decodes JPEGs DCT-scaled (libjpeg) and shrinks with
+    INTER_AREA: 2-3x less CPU, boxes within about a pixel.
 
     Every failure is a `GatewayError`: whatever a decoder raises on hostile bytes
     (OpenCV's errors, an overflow, an allocation it cannot make) is a 422."""
     t0 = time.perf_counter()
     fmt = check_format(data, declared_type)
     header = read_header(data, fmt, max_pixels, max_scans)
-    geometry, new_w, new_h = letterbox_geometry(header.width, header.height, in_w, in_h)
+    geometry, new_w, new_h = (parity_geometry if parity else letterbox_geometry)(header.width, header.height, in_w, in_h)
     try:
-        img = decode(data, header, new_w, new_h)
+        img = apply_orientation(_decode_cv2(data, header), header.orientation) if parity else decode(data, header, new_w, new_h)
     except GatewayError:
         raise
     except (cv2.error, ValueError, OverflowError, MemoryError, RuntimeError) as exc:
         raise InvalidImage(f"{fmt.upper()} could not be decoded: {type(exc).__name__}") from exc
     t1 = time.perf_counter()
-    canvas = letterbox(img, geometry, new_w, new_h, in_w, in_h)
+    canvas = letterbox(img, geometry, new_w, new_h, in_w, in_h, linear=parity)
     if layout == "NCHW":
         tensor = canvas.transpose(2, 0, 1)
     else:

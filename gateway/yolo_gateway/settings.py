@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +72,9 @@ class Settings(BaseSettings):
     conf: float = Field(0.25, ge=0, le=1)
     iou: float = Field(0.45, ge=0, le=1)
     max_det: int = Field(100, ge=1)
+    preprocess: Literal["fast", "parity"] = Field(
+        "fast", description="fast: DCT-scaled decode + INTER_AREA; parity: Ultralytics' full decode + INTER_LINEAR and box mapping"
+    )
     max_det_limit: int = Field(1000, ge=1)
     max_nms: int = Field(10_000, ge=1, description="candidates kept for NMS after the confidence filter")
 

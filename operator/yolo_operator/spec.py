@@ -202,6 +202,9 @@ class GatewayDefaults(_Model):
     conf: float = Field(0.25, ge=0, le=1)
     iou: float = Field(0.45, ge=0, le=1)
     max_det: int = Field(100, ge=1)
+    preprocess: Literal["fast", "parity"] = Field(
+        "fast", description="parity: Ultralytics' own decode, resize and box mapping (per request: ?preprocess=)"
+    )
 
 
 class GatewaySpec(_Model):
