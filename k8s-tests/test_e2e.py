@@ -171,6 +171,7 @@ def test_disabling_autoscaling_deletes_the_hpas(kube: Kube, ns: str):
         ({"model.source": {"uri": "ftp://x/m.onnx"}}, "should match"),
         ({"triton.autoscaling": {"minReplicas": 0, "engine": "hpa"}}, "scale to zero) needs KEDA"),
         ({"gateway.autoscaling": {"minReplicas": 0}}, "should be greater than or equal to 1"),
+        ({"gateway.auth": {"enabled": True}}, "gateway.auth.enabled needs gateway.auth.secretRef"),
     ],
 )
 def test_schema_and_cel_reject_invalid_specs(kube: Kube, ns: str, patch: dict, message: str):

@@ -22,7 +22,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__, errors, metrics, server
+from . import __version__, auth, errors, metrics, server
+from .auth import APIKeys
 from .errors import BadParameter, PayloadTooLarge, RequestTimeout, TritonTimeout, UnsupportedMediaType
 from .pipeline import Detector, Upload
 from .postprocess import DetectParams
@@ -306,6 +307,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.api_keys_dir:
+            log.info("API keys: %d clients in %s", auth.check(settings), settings.api_keys_dir)
         triton = TritonService(settings)  # the one client and channel of this process
         detector = Detector(settings, triton)
         app.state.triton, app.state.detector, app.state.draining = triton, detector, False
@@ -337,5 +340,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     errors.install(app)
+    app.add_middleware(APIKeys, settings=settings)  # inside RequestContext: refusals get x-request-id and metrics
     app.add_middleware(RequestContext, settings=settings)
     return app

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     )
     cold_start_max_waiting: int = Field(1024, ge=1, description="requests waiting for a cold start at once; more get 503")
 
+    # API keys and rate limits (auth.py); off when api_keys_dir is empty
+    api_keys_dir: str = Field("", description="a folder with one file per client (name = client, content = key): a mounted Secret")
+    rate_limit_per_s: float = Field(0.0, ge=0, description="per-client token bucket refill rate (0: no limit)")
+    rate_limit_burst: int = Field(20, ge=1, description="per-client bucket size")
+    protect_metrics: bool = Field(False, description="/metrics needs a key too (then your Prometheus must send one)")
+
     # Circuit breaker
     breaker_failures: int = Field(3, ge=1, description="consecutive connection failures that open the circuit")
     breaker_reset_s: float = Field(2.0, gt=0, description="open time before one probe request is let through")

@@ -3,6 +3,7 @@ is asked for; placement applies to both tiers."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from op_helpers import META, ROOT, sample_spec
 
@@ -102,3 +103,23 @@ def test_the_gateway_deployment_env_is_valid_gateway_settings():
     assert metrics.INFLIGHT._name == b.GATEWAY_INFLIGHT_METRIC
     assert metrics.TRITON_REQUESTS._name == b.GATEWAY_TRITON_METRIC
     assert settings.cold_start_timeout_s == 0, "no scale to zero: the gateway's readiness follows Triton"
+
+
+def test_gateway_auth_mounts_the_secret_and_sets_valid_gateway_settings():
+    from yolo_gateway.settings import Settings  # noqa: PLC0415
+    from yolo_operator.spec import InvalidSpec  # noqa: PLC0415
+
+    off = b.build_gateway_deployment(parse_spec(sample_spec()), META)["spec"]["template"]["spec"]
+    assert [v["name"] for v in off["volumes"]] == ["tmp"]
+    assert not any(e["name"] == "YOLO_GATEWAY_API_KEYS_DIR" for e in off["containers"][0]["env"])
+    auth = {"enabled": True, "secretRef": {"name": "api-keys"}, "requestsPerSecond": 2.5, "burst": 5, "protectMetrics": True}
+    pod = b.build_gateway_deployment(parse_spec(sample_spec(**{"gateway.auth": auth})), META)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    prefix = Settings.model_config["env_prefix"]
+    settings = Settings(**{k[len(prefix) :].lower(): v for k, v in env.items()})
+    assert (settings.api_keys_dir, settings.rate_limit_per_s, settings.rate_limit_burst, settings.protect_metrics) == (b.API_KEYS_DIR, 2.5, 5, True)
+    assert {"name": "api-keys", "mountPath": b.API_KEYS_DIR, "readOnly": True} in container["volumeMounts"]
+    assert {"name": "api-keys", "secret": {"secretName": "api-keys", "defaultMode": 0o440}} in pod["volumes"]
+    with pytest.raises(InvalidSpec, match="needs gateway.auth.secretRef"):
+        parse_spec(sample_spec(**{"gateway.auth": {"enabled": True}}))

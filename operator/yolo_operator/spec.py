@@ -207,6 +207,20 @@ class GatewayDefaults(_Model):
     )
 
 
+class GatewayAuth(_Model):
+    enabled: bool = False
+    secret_ref: SecretRef | None = Field(None, description="a Secret with one key per client: name -> API key")
+    requests_per_second: float = Field(0, ge=0, description="per-client rate limit (token bucket); 0: none")
+    burst: int = Field(20, ge=1)
+    protect_metrics: bool = Field(False, description="/metrics needs a key too (your Prometheus must then send one)")
+
+    @model_validator(mode="after")
+    def _secret(self) -> GatewayAuth:
+        if self.enabled and self.secret_ref is None:
+            raise ValueError("gateway.auth.enabled needs gateway.auth.secretRef: the Secret that holds the API keys")
+        return self
+
+
 class GatewaySpec(_Model):
     image: str | None = Field(None, description="empty: the operator's default")
     replicas: int = Field(2, ge=0, description="used when autoscaling is off")
@@ -215,6 +229,7 @@ class GatewaySpec(_Model):
     defaults: GatewayDefaults = GatewayDefaults()
     autoscaling: GatewayAutoscaling = GatewayAutoscaling()
     shutdown_grace_seconds: int = Field(20, ge=0, le=600)
+    auth: GatewayAuth = GatewayAuth()
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     affinity: dict[str, Any] | None = None

@@ -21,6 +21,8 @@ from .common import (
     selector_labels,
 )
 
+API_KEYS_DIR = "/etc/yolo-gateway/api-keys"
+
 
 def triton_target(meta: Meta) -> str:
     return f"dns:///{names(meta)['triton']}.{meta.namespace}.svc.cluster.local:{TRITON_GRPC}"
@@ -44,6 +46,18 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         # Triton may be scaled to zero: the gateway stays ready and holds requests while it starts.
         "YOLO_GATEWAY_COLD_START_TIMEOUT_S": str(spec.triton.autoscaling.cold_start_timeout_seconds if spec.triton.autoscaling.scale_to_zero else 0),
     }
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    if g.auth.enabled and g.auth.secret_ref is not None:
+        env |= {
+            "YOLO_GATEWAY_API_KEYS_DIR": API_KEYS_DIR,
+            "YOLO_GATEWAY_RATE_LIMIT_PER_S": f"{g.auth.requests_per_second:g}",
+            "YOLO_GATEWAY_RATE_LIMIT_BURST": str(g.auth.burst),
+            "YOLO_GATEWAY_PROTECT_METRICS": str(g.auth.protect_metrics).lower(),
+        }
+        # A mounted Secret follows rotations; the gateway re-reads the folder every 10 s.
+        mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
+        volumes.append({"name": "api-keys", "secret": {"secretName": g.auth.secret_ref.name, "defaultMode": 0o440}})
     container = {
         "name": "gateway",
         "image": g.image,
@@ -55,14 +69,14 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         "livenessProbe": _http_probe("/healthz", periodSeconds=10, failureThreshold=3, timeoutSeconds=2),
         # Endpoints drop the pod before uvicorn stops accepting; then in-flight requests drain.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": mounts,
     }
     annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(GATEWAY_PORT), "prometheus.io/path": "/metrics"}
     pod_spec = {
         "securityContext": pod_security_context(),
         "terminationGracePeriodSeconds": PRESTOP_SECONDS + g.shutdown_grace_seconds + 5,
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "volumes": volumes,
     }
     _place(pod_spec, g)
     return _deployment(meta, names(meta)["gateway"], "gateway", pod_annotations=annotations, pod_spec=pod_spec, autoscaled=g.autoscaling.enabled, replicas=g.replicas)
