@@ -29,11 +29,15 @@ TRITON_ENDPOINTS = Gauge("yolo_gateway_triton_endpoints", "Triton addresses the 
 TRITON_RETRIES = Counter("yolo_gateway_triton_retries_total", "Triton calls retried after UNAVAILABLE")
 CIRCUIT_STATE = Gauge("yolo_gateway_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open")
 AUTH_REFUSED = Counter("yolo_gateway_auth_refused_total", "Requests refused by API-key auth: missing, invalid, rate_limited", ["reason"])
+CACHE = Counter("yolo_gateway_cache_total", "Inference cache lookups by result: hit, miss", ["result"])
+CACHE_ENTRIES = Gauge("yolo_gateway_cache_entries", "Images in the inference cache")
 IMAGES = Counter("yolo_gateway_images_total", "Images processed")
 DETECTIONS = Counter("yolo_gateway_detections_total", "Detections returned")
 # Every label value from the start, so the series exist (and rate() works) before the first event.
 for _reason in ("queue_full", "queue_timeout"):
     SHED.labels(_reason)
+for _result in ("hit", "miss"):
+    CACHE.labels(_result)
 for _reason in ("missing", "invalid", "rate_limited"):
     AUTH_REFUSED.labels(_reason)
 for _kind in ("queue_full", "queue_timeout", "deadline", "unavailable", "model_not_ready", "rejected"):

@@ -18,6 +18,7 @@ import simplejpeg
 
 from . import metrics
 from .admission import Admission
+from .cache import InferenceCache
 from .errors import BadParameter, GatewayError, GatewayOverloaded, TritonTimeout, TritonUnavailable
 from .postprocess import DECODERS, Detections, DetectParams, decode_end2end
 from .preprocess import Prepared, prepare_image
@@ -64,6 +65,9 @@ class Detector:
         self.pool = ThreadPoolExecutor(max_workers=settings.workers(), thread_name_prefix="yolo-cpu")
         self.admission = Admission(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s)
         self.warm = False  # /readyz waits for one detection through the pipeline
+        self.cache = (
+            InferenceCache(settings.cache_max_entries, settings.cache_ttl_s, settings.cache_max_distance) if settings.cache_ttl_s > 0 else None
+        )
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -165,12 +169,63 @@ class Detector:
                         max_pixels=s.max_pixels,
                         max_scans=s.max_jpeg_scans,
                         parity=params.preprocess == "parity",
+                        hash_image=self.cache is not None,
                     ),
                 )
                 for u in uploads
             )
         )
         t_infer = time.perf_counter()
+        group = (sig.name, sig.version, params.conf, params.iou, params.max_det, params.classes, params.preprocess)
+        found: list[Detections | None] = [None] * len(prepared)
+        if self.cache is not None:
+            found = [self.cache.get(p.dhash or 0, (p.letterbox.width, p.letterbox.height, *group)) for p in prepared]
+        todo = [i for i, f in enumerate(found) if f is None]
+        run = [prepared[i] for i in todo]
+        missed = set(todo)
+        infer_s = post_s = 0.0
+        if run:
+            fresh, infer_s, post_s = await self._infer(sig, run, params, request_id, deadline, t_infer)
+            for i, det in zip(todo, fresh):
+                found[i] = det
+                if self.cache is not None:
+                    p = prepared[i]
+                    self.cache.put(p.dhash or 0, (p.letterbox.width, p.letterbox.height, *group), det)
+        detections = [d for d in found if d is not None]
+        total_s = time.perf_counter() - start
+
+        if run:
+            metrics.STAGE_SECONDS.labels("infer").observe(infer_s)
+            metrics.STAGE_SECONDS.labels("postprocess").observe(post_s)
+        metrics.IMAGES.inc(len(uploads))
+        results = []
+        for i, (item, det) in enumerate(zip(prepared, detections)):
+            metrics.STAGE_SECONDS.labels("decode").observe(item.decode_s)
+            metrics.STAGE_SECONDS.labels("preprocess").observe(item.preprocess_s)
+            metrics.DETECTIONS.inc(len(det))
+            results.append(
+                {
+                    "model": {"name": sig.name, "version": sig.version},
+                    "image": {"width": item.letterbox.width, "height": item.letterbox.height},
+                    "timings_ms": {
+                        "decode": round(item.decode_s * 1e3, 3),
+                        "preprocess": round(item.preprocess_s * 1e3, 3),
+                        "infer": round(infer_s * 1e3, 3),
+                        "postprocess": round(post_s * 1e3, 3),
+                        "total": round(total_s * 1e3, 3),
+                    },
+                    "detections": _as_json(det, sig.class_names),
+                    "cached": i not in missed,
+                }
+            )
+        return results
+
+    async def _infer(
+        self, sig: ModelSignature, prepared: list[Prepared], params: DetectParams, request_id: str, deadline: float, t_infer: float
+    ) -> tuple[list[Detections], float, float]:
+        """Triton (one call per max_batch_size images) and NMS for these images."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
         chunk = sig.max_batch_size or 1
         calls = []
         for i in range(0, len(prepared), chunk):
@@ -187,28 +242,4 @@ class Detector:
             outputs = {n: v[None] for n, v in outputs.items()}
         infer_s = time.perf_counter() - t_infer
         detections, post_s = await loop.run_in_executor(self.pool, _postprocess, sig, outputs, prepared, params)
-        total_s = time.perf_counter() - start
-
-        metrics.STAGE_SECONDS.labels("infer").observe(infer_s)
-        metrics.STAGE_SECONDS.labels("postprocess").observe(post_s)
-        metrics.IMAGES.inc(len(uploads))
-        results = []
-        for item, det in zip(prepared, detections):
-            metrics.STAGE_SECONDS.labels("decode").observe(item.decode_s)
-            metrics.STAGE_SECONDS.labels("preprocess").observe(item.preprocess_s)
-            metrics.DETECTIONS.inc(len(det))
-            results.append(
-                {
-                    "model": {"name": sig.name, "version": sig.version},
-                    "image": {"width": item.letterbox.width, "height": item.letterbox.height},
-                    "timings_ms": {
-                        "decode": round(item.decode_s * 1e3, 3),
-                        "preprocess": round(item.preprocess_s * 1e3, 3),
-                        "infer": round(infer_s * 1e3, 3),
-                        "postprocess": round(post_s * 1e3, 3),
-                        "total": round(total_s * 1e3, 3),
-                    },
-                    "detections": _as_json(det, sig.class_names),
-                }
-            )
-        return results
+        return detections, infer_s, post_s

@@ -16,6 +16,7 @@ import numpy as np
 import simplejpeg
 
 from . import imageheader
+from .cache import dhash
 from .errors import GatewayError, InvalidImage, UnsupportedMediaType
 
 cv2.setNumThreads(1)  # parallelism comes from the gateway's thread pool
@@ -213,6 +214,7 @@ class Prepared:
     letterbox: Letterbox
     decode_s: float
     preprocess_s: float
+    dhash: int | None = None  # the inference cache's key (cache.py), when asked for
 
 
 def prepare_image(
@@ -226,6 +228,7 @@ def prepare_image(
     max_pixels: int,
     max_scans: int = 256,
     parity: bool = False,
+    hash_image: bool = False,
 ) -> Prepared:
     """Bytes → model input tensor (uint8 NHWC or fp32 NCHW in 0..1) and its letterbox.
 
@@ -256,4 +259,5 @@ def prepare_image(
         tensor = tensor.astype(np.float32) * np.float32(1 / 255)
     elif dtype == "FP16":
         tensor = (tensor.astype(np.float32) * np.float32(1 / 255)).astype(np.float16)
-    return Prepared(np.ascontiguousarray(tensor), geometry, t1 - t0, time.perf_counter() - t1)
+    h = dhash(canvas) if hash_image else None
+    return Prepared(np.ascontiguousarray(tensor), geometry, t1 - t0, time.perf_counter() - t1, h)

@@ -41,6 +41,7 @@ class DetectResponse(BaseModel):
     model: ModelRef
     image: ImageSize
     timings_ms: Timings
+    cached: bool = Field(False, description="the detections came from the inference cache (spec.gateway.cache)")
     detections: list[Detection]
 
 

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(20, ge=1, description="per-client bucket size")
     protect_metrics: bool = Field(False, description="/metrics needs a key too (then your Prometheus must send one)")
 
+    # Inference cache (cache.py); off when cache_ttl_s is 0
+    cache_ttl_s: float = Field(0.0, ge=0, description="keep an image's detections this long (0: no cache)")
+    cache_max_entries: int = Field(1024, ge=1)
+    cache_max_distance: int = Field(0, ge=0, le=64, description="bits of the 256-bit dHash an image may differ by and still hit")
+
     # Circuit breaker
     breaker_failures: int = Field(3, ge=1, description="consecutive connection failures that open the circuit")
     breaker_reset_s: float = Field(2.0, gt=0, description="open time before one probe request is let through")

@@ -123,3 +123,16 @@ def test_gateway_auth_mounts_the_secret_and_sets_valid_gateway_settings():
     assert {"name": "api-keys", "secret": {"secretName": "api-keys", "defaultMode": 0o440}} in pod["volumes"]
     with pytest.raises(InvalidSpec, match="needs gateway.auth.secretRef"):
         parse_spec(sample_spec(**{"gateway.auth": {"enabled": True}}))
+
+
+def test_gateway_cache_settings_reach_the_gateway():
+    from yolo_gateway.settings import Settings  # noqa: PLC0415
+
+    def settings(**patch: object) -> Settings:
+        (container,) = b.build_gateway_deployment(parse_spec(sample_spec(**patch)), META)["spec"]["template"]["spec"]["containers"]
+        prefix = Settings.model_config["env_prefix"]
+        return Settings(**{e["name"][len(prefix) :].lower(): e["value"] for e in container["env"]})
+
+    assert settings().cache_ttl_s == 0
+    on = settings(**{"gateway.cache": {"enabled": True, "ttlSeconds": 2.5, "maxEntries": 64, "maxDistance": 4}})
+    assert (on.cache_ttl_s, on.cache_max_entries, on.cache_max_distance) == (2.5, 64, 4)

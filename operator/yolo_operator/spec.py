@@ -221,6 +221,13 @@ class GatewayAuth(_Model):
         return self
 
 
+class GatewayCache(_Model):
+    enabled: bool = False
+    ttl_seconds: float = Field(10, gt=0, description="how long an image's detections are reused")
+    max_entries: int = Field(1024, ge=1, le=1_000_000)
+    max_distance: int = Field(0, ge=0, le=64, description="bits of the 256-bit dHash a frame may differ by and still hit")
+
+
 class GatewaySpec(_Model):
     image: str | None = Field(None, description="empty: the operator's default")
     replicas: int = Field(2, ge=0, description="used when autoscaling is off")
@@ -230,6 +237,7 @@ class GatewaySpec(_Model):
     autoscaling: GatewayAutoscaling = GatewayAutoscaling()
     shutdown_grace_seconds: int = Field(20, ge=0, le=600)
     auth: GatewayAuth = GatewayAuth()
+    cache: GatewayCache = GatewayCache()
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     affinity: dict[str, Any] | None = None

@@ -46,6 +46,12 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         # Triton may be scaled to zero: the gateway stays ready and holds requests while it starts.
         "YOLO_GATEWAY_COLD_START_TIMEOUT_S": str(spec.triton.autoscaling.cold_start_timeout_seconds if spec.triton.autoscaling.scale_to_zero else 0),
     }
+    if g.cache.enabled:
+        env |= {
+            "YOLO_GATEWAY_CACHE_TTL_S": f"{g.cache.ttl_seconds:g}",
+            "YOLO_GATEWAY_CACHE_MAX_ENTRIES": str(g.cache.max_entries),
+            "YOLO_GATEWAY_CACHE_MAX_DISTANCE": str(g.cache.max_distance),
+        }
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     if g.auth.enabled and g.auth.secret_ref is not None:
