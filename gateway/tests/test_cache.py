@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import cv2
 import numpy as np
 import pytest
 from gw_helpers import gateway_app
 
-from yolo_gateway.cache import InferenceCache, dhash
+from yolo_gateway.cache import InferenceCache
+from yolo_gateway.preprocess import prepare_image
 from yolo_gateway.settings import Settings
 from yolo_gateway.synthetic import encode, make_scene
 
@@ -23,44 +25,55 @@ class Clock:
         return self.t
 
 
-def rgb(seed: int, w: int = 320, h: int = 320) -> np.ndarray:
-    return make_scene(np.random.default_rng(seed), w, h).image[:, :, ::-1].copy()
+def fp_of(img_bgr: np.ndarray) -> np.ndarray:
+    """The fingerprint the gateway computes: of the letterboxed input of the JPEG-encoded frame."""
+    data = cv2.imencode(".jpg", img_bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    return prepare_image(data, None, in_w=320, in_h=320, layout="NHWC", dtype="UINT8", max_pixels=10**8, hash_image=True).fingerprint
 
 
-def test_dhash_is_stable_for_a_repeat_and_far_for_another_scene():
-    a, b = rgb(1), rgb(2)
-    assert dhash(a) == dhash(a.copy())
-    noisy = np.clip(a.astype(np.int16) + np.random.default_rng(0).integers(-2, 3, a.shape), 0, 255).astype(np.uint8)
-    assert (dhash(a) ^ dhash(noisy)).bit_count() <= 24, "sensor noise moves few bits"
-    assert (dhash(a) ^ dhash(b)).bit_count() > 60, "another scene is far away (256 bits)"
-    assert dhash(a) < 2**256
+def test_noise_stays_within_the_default_difference_and_new_objects_do_not():
+    base = make_scene(np.random.default_rng(0), 960, 540).image
+    f0 = fp_of(base).astype(np.int16)
+    for k in range(5):
+        noisy = np.clip(base + np.random.default_rng(k).normal(0, 4, base.shape), 0, 255).astype(np.uint8)
+        assert np.abs(fp_of(noisy) - f0).max() <= Settings().cache_max_difference, "sensor noise hits"
+    for k in range(5):
+        changed = base.copy()
+        cv2.rectangle(changed, (100 + 150 * k, 200), (140 + 150 * k, 280), (255, 255, 255), -1)  # a 40x80 object
+        assert np.abs(fp_of(changed) - f0).max() > Settings().cache_max_difference, "a new object misses"
 
 
-def test_hits_only_within_the_distance_the_same_group_and_the_ttl():
+def fp(value: int) -> np.ndarray:
+    return np.full((64, 64), value, np.uint8)
+
+
+def test_hits_only_within_the_difference_the_same_group_and_the_ttl():
     clock = Clock()
-    c = InferenceCache(max_entries=10, ttl_s=5, max_distance=3, clock=clock)
+    c = InferenceCache(max_entries=10, ttl_s=5, max_difference=3, clock=clock)
     g = (640, 480, "yolo", "1", 0.25)
-    c.put(0b1111, g, "dets")
-    assert c.get(0b1111, g) == "dets"
-    assert c.get(0b0111, g) == "dets", "1 bit away"
-    assert c.get(0b1111 ^ 0b1111_0000, g) is None, "4 bits away: over the threshold, never answered"
-    assert c.get(0b1111, (640, 481, "yolo", "1", 0.25)) is None, "another size"
-    assert c.get(0b1111, (640, 480, "yolo", "1", 0.5)) is None, "other parameters"
+    c.put(fp(100), g, "dets")
+    assert c.get(fp(100), g) == "dets"
+    assert c.get(fp(103), g) == "dets", "3 levels everywhere"
+    one_block = fp(100)
+    one_block[10, 20] = 104
+    assert c.get(one_block, g) is None, "one block 4 levels off: over the threshold, never answered"
+    assert c.get(fp(100), (640, 481, "yolo", "1", 0.25)) is None, "another size"
+    assert c.get(fp(100), (640, 480, "yolo", "1", 0.5)) is None, "other parameters"
     clock.t = 5.1
-    assert c.get(0b1111, g) is None and len(c) == 0, "expired and dropped"
-    exact = InferenceCache(max_entries=10, ttl_s=5, max_distance=0, clock=clock)
-    exact.put(0b1111, g, "dets")
-    assert exact.get(0b0111, g) is None, "distance 0: identical hashes only"
+    assert c.get(fp(100), g) is None and len(c) == 0, "expired and dropped"
+    exact = InferenceCache(max_entries=10, ttl_s=5, max_difference=0, clock=clock)
+    exact.put(fp(100), g, "dets")
+    assert exact.get(fp(101), g) is None, "0: identical fingerprints only"
 
 
 def test_bounded_in_entries_least_recently_used_out():
-    c = InferenceCache(max_entries=3, ttl_s=100)
-    for h in range(3):
-        c.put(h, ("g",), h)
-    assert c.get(0, ("g",)) == 0  # 0 is now the most recent
-    c.put(3, ("g",), 3)
-    assert len(c) == 3 and c.get(1, ("g",)) is None, "1 was the least recently used"
-    assert [c.get(h, ("g",)) for h in (0, 2, 3)] == [0, 2, 3]
+    c = InferenceCache(max_entries=3, ttl_s=100, max_difference=0)
+    for v in range(3):
+        c.put(fp(v * 50), ("g",), v)
+    assert c.get(fp(0), ("g",)) == 0  # now the most recent
+    c.put(fp(200), ("g",), 3)
+    assert len(c) == 3 and c.get(fp(50), ("g",)) is None, "the least recently used went out"
+    assert [c.get(fp(v), ("g",)) for v in (0, 100, 200)] == [0, 2, 3]
 
 
 @pytest.mark.triton

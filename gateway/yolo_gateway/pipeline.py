@@ -66,7 +66,7 @@ class Detector:
         self.admission = Admission(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s)
         self.warm = False  # /readyz waits for one detection through the pipeline
         self.cache = (
-            InferenceCache(settings.cache_max_entries, settings.cache_ttl_s, settings.cache_max_distance) if settings.cache_ttl_s > 0 else None
+            InferenceCache(settings.cache_max_entries, settings.cache_ttl_s, settings.cache_max_difference) if settings.cache_ttl_s > 0 else None
         )
 
     def close(self) -> None:
@@ -179,7 +179,7 @@ class Detector:
         group = (sig.name, sig.version, params.conf, params.iou, params.max_det, params.classes, params.preprocess)
         found: list[Detections | None] = [None] * len(prepared)
         if self.cache is not None:
-            found = [self.cache.get(p.dhash or 0, (p.letterbox.width, p.letterbox.height, *group)) for p in prepared]
+            found = [self.cache.get(p.fingerprint, (p.letterbox.width, p.letterbox.height, *group)) for p in prepared]
         todo = [i for i, f in enumerate(found) if f is None]
         run = [prepared[i] for i in todo]
         missed = set(todo)
@@ -190,7 +190,7 @@ class Detector:
                 found[i] = det
                 if self.cache is not None:
                     p = prepared[i]
-                    self.cache.put(p.dhash or 0, (p.letterbox.width, p.letterbox.height, *group), det)
+                    self.cache.put(p.fingerprint, (p.letterbox.width, p.letterbox.height, *group), det)
         detections = [d for d in found if d is not None]
         total_s = time.perf_counter() - start
 

@@ -16,7 +16,7 @@ import numpy as np
 import simplejpeg
 
 from . import imageheader
-from .cache import dhash
+from .cache import fingerprint
 from .errors import GatewayError, InvalidImage, UnsupportedMediaType
 
 cv2.setNumThreads(1)  # parallelism comes from the gateway's thread pool
@@ -214,7 +214,7 @@ class Prepared:
     letterbox: Letterbox
     decode_s: float
     preprocess_s: float
-    dhash: int | None = None  # the inference cache's key (cache.py), when asked for
+    fingerprint: np.ndarray | None = None  # the inference cache's key (cache.py), when asked for
 
 
 def prepare_image(
@@ -259,5 +259,5 @@ def prepare_image(
         tensor = tensor.astype(np.float32) * np.float32(1 / 255)
     elif dtype == "FP16":
         tensor = (tensor.astype(np.float32) * np.float32(1 / 255)).astype(np.float16)
-    h = dhash(canvas) if hash_image else None
+    h = fingerprint(canvas) if hash_image else None
     return Prepared(np.ascontiguousarray(tensor), geometry, t1 - t0, time.perf_counter() - t1, h)

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     # Inference cache (cache.py); off when cache_ttl_s is 0
     cache_ttl_s: float = Field(0.0, ge=0, description="keep an image's detections this long (0: no cache)")
     cache_max_entries: int = Field(1024, ge=1)
-    cache_max_distance: int = Field(0, ge=0, le=64, description="bits of the 256-bit dHash an image may differ by and still hit")
+    cache_max_difference: int = Field(3, ge=0, le=255, description="grey levels any 5x5 block of the input may differ by and still hit")
 
     # Circuit breaker
     breaker_failures: int = Field(3, ge=1, description="consecutive connection failures that open the circuit")

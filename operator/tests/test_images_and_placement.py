@@ -134,5 +134,5 @@ def test_gateway_cache_settings_reach_the_gateway():
         return Settings(**{e["name"][len(prefix) :].lower(): e["value"] for e in container["env"]})
 
     assert settings().cache_ttl_s == 0
-    on = settings(**{"gateway.cache": {"enabled": True, "ttlSeconds": 2.5, "maxEntries": 64, "maxDistance": 4}})
-    assert (on.cache_ttl_s, on.cache_max_entries, on.cache_max_distance) == (2.5, 64, 4)
+    on = settings(**{"gateway.cache": {"enabled": True, "ttlSeconds": 2.5, "maxEntries": 64, "maxDifference": 4}})
+    assert (on.cache_ttl_s, on.cache_max_entries, on.cache_max_difference) == (2.5, 64, 4)

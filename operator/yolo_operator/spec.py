@@ -225,7 +225,7 @@ class GatewayCache(_Model):
     enabled: bool = False
     ttl_seconds: float = Field(10, gt=0, description="how long an image's detections are reused")
     max_entries: int = Field(1024, ge=1, le=1_000_000)
-    max_distance: int = Field(0, ge=0, le=64, description="bits of the 256-bit dHash a frame may differ by and still hit")
+    max_difference: int = Field(3, ge=0, le=255, description="grey levels any 5x5 block of the model input may differ by and still hit (3: sensor noise)")
 
 
 class GatewaySpec(_Model):

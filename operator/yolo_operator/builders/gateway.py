@@ -50,7 +50,7 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         env |= {
             "YOLO_GATEWAY_CACHE_TTL_S": f"{g.cache.ttl_seconds:g}",
             "YOLO_GATEWAY_CACHE_MAX_ENTRIES": str(g.cache.max_entries),
-            "YOLO_GATEWAY_CACHE_MAX_DISTANCE": str(g.cache.max_distance),
+            "YOLO_GATEWAY_CACHE_MAX_DIFFERENCE": str(g.cache.max_difference),
         }
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
