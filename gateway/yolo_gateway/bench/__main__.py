@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import cv2
+import httpx
 import numpy as np
 import onnxruntime as ort
 import simplejpeg
@@ -268,11 +270,57 @@ class Bench:
                 print(f"  {label:<62} {row['statuses']}  p50 {row['p50_ms']}  p95 {row['p95_ms']}", flush=True)
                 rows.append(row)
             results["burst"] = rows
+
+            results["static_camera"] = self.static_camera()
         finally:
             self.triton.stop()
         results["targets"] = report.targets(results)
         results["seconds"] = round(time.perf_counter() - t0, 1)
         return results
+
+    def camera_frames(self, n: int = 40, states: int = 6) -> tuple[list[bytes], list[int]]:
+        """A static camera: one 1280x720 scene; every ~n/states frames a new object appears; every
+        frame has fresh sensor noise (sigma 2) and its own JPEG encoding. Returns frames, state ids."""
+        rng = np.random.default_rng(7)
+        img = make_scene(rng, 1280, 720, min_objects=2, max_objects=4).image.astype(np.float32)
+        frames, ids = [], []
+        for i in range(n):
+            state = i * states // n
+            if i and state != ids[-1]:  # a new object enters and stays
+                x, y, w = int(rng.integers(0, 1100)), int(rng.integers(0, 520)), int(rng.integers(60, 160))
+                cv2.rectangle(img, (x, y), (x + w, y + w), tuple(float(v) for v in rng.integers(0, 255, 3)), -1)
+            noisy = np.clip(img + rng.normal(0, 2, img.shape), 0, 255).astype(np.uint8)
+            frames.append(cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+            ids.append(state)
+        return frames, ids
+
+    def static_camera(self) -> list[dict]:
+        """7. The inference cache on a static camera: off vs on, the same frames in order (c=1)."""
+        frames, ids = self.camera_frames()
+        print(f"7. a static camera ({len(frames)} frames, {len(set(ids))} scenes, fresh noise each): inference cache off vs on (c=1)", flush=True)
+        rows = []
+        answers: dict[str, list[list[int]]] = {}
+        for label, settings in (("cache off", {}), ("cache on (ttl 60 s, max difference 3)", {"cache_ttl_s": "60"})):
+            gw = self.with_gateway("yolo", **settings)
+            try:
+                with httpx.Client(base_url=gw.url, timeout=30) as c:  # one ordered pass: the answers, and the hits
+                    out = [c.post("/v1/detect", content=f, headers={"content-type": "image/jpeg"}).json() for f in frames]
+                answers[label] = [sorted(d["class_id"] for d in r["detections"]) for r in out]
+                cached = sum(bool(r.get("cached")) for r in out)
+                jpegs, self.jpegs = self.jpegs, frames
+                try:
+                    row = self.measure(label, self.gateway_sender(gw.url), 1, "yolo", gw)
+                finally:
+                    self.jpegs = jpegs
+            finally:
+                gw.stop()
+            row["hit_ratio_first_pass"] = round(cached / len(frames), 3)
+            rows.append(row)
+        off, on = answers.values()
+        rows[1]["same_classes_as_uncached"] = round(sum(a == b for a, b in zip(off, on)) / len(frames), 3)
+        rows[1]["ideal_hit_ratio"] = round(1 - len(set(ids)) / len(frames), 3)
+        print(f"  hits {rows[1]['hit_ratio_first_pass']} (ideal {rows[1]['ideal_hit_ratio']}), same classes as uncached {rows[1]['same_classes_as_uncached']}", flush=True)
+        return rows
 
     def wire_bytes(self, model: str) -> dict:
         inputs = 320 * 320 * 3 * (4 if model == "yolo_fp32" else 1)
@@ -284,9 +332,21 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", default=os.environ.get("QUICK", "") not in ("", "0"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--only", choices=["static-camera"], help="one section alone, written to <out>/<section>.json")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only:
+        bench = Bench(args.quick, out)
+        bench.triton = LocalTriton(bench.build_repo(), TritonPorts.free(), log_path=bench.work / "triton.log").start(timeout=180)
+        try:
+            rows = bench.static_camera()
+        finally:
+            bench.triton.stop()
+        path = out / f"{args.only.replace('-', '_')}.json"
+        path.write_text(json.dumps(rows, indent=2) + "\n")
+        print(path)
+        return
     results = Bench(args.quick, out).run()
     name = "quick" if args.quick else "latest"
     path = out / f"{name}.json"

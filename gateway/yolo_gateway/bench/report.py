@@ -97,6 +97,11 @@ def markdown(res: dict[str, Any], prefix: str = "") -> str:
             ["gateway", "requests", "statuses", "with Retry-After", "p50 ms by status", "p95 ms by status"],
             [[r["label"], r["requests"], r["statuses"], r["with_retry_after"], r["p50_ms"], r["p95_ms"]] for r in res.get("burst", [])],
         ),
+        "## 7. A static camera: the inference cache off vs on (c=1, frames in order)",
+        _table(
+            ["gateway", "rps", "p50 ms", "gateway CPU ms/req", "Triton inferences", "hits (first pass)", "ideal", "same classes as uncached"],
+            [[r["label"], r["rps"], r["p50_ms"], r.get("gateway_cpu_ms_per_request", "-"), r["triton"]["inferences"], r["hit_ratio_first_pass"], r.get("ideal_hit_ratio", "-"), r.get("same_classes_as_uncached", "-")] for r in res.get("static_camera", [])],
+        ),
         "## Gateway stage microbenchmarks (median ms, single thread)",
         _table(
             ["image", "bytes", *res["micro"]["decode_letterbox"][0]["ms"].keys(), "decode floor", "ours / best alt.", "ours / floor"],
