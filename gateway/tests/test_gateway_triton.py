@@ -200,5 +200,19 @@ def test_openapi_documents_the_image_bodies(client):
     assert {"200", "400", "413", "415", "422", "429", "503"} <= set(responses)
     assert "DetectResponse" in spec["components"]["schemas"]
     params = {p["name"] for p in spec["paths"]["/v1/detect"]["post"]["parameters"]}
-    assert params == {"conf", "iou", "max_det", "classes"}
+    assert params == {"conf", "iou", "max_det", "classes", "preprocess"}
     assert client.get("/docs").status_code == 200
+
+
+def test_responses_are_exactly_the_documented_models(client, jpeg):
+    """Every field the gateway sends is in its response model and every required one is there
+    (extra fields are forbidden in the models), for each route and an error."""
+    from yolo_gateway.schemas import BatchResponse, DetectResponse, ErrorResponse, Health, ModelsResponse
+
+    one = client.post("/v1/detect", content=jpeg, headers={"content-type": "image/jpeg"})
+    assert DetectResponse.model_validate(one.json()).detections
+    files = [("images", ("a.jpg", jpeg, "image/jpeg")), ("images", ("b.jpg", jpeg, "image/jpeg"))]
+    assert len(BatchResponse.model_validate(client.post("/v1/detect/batch", files=files).json()).results) == 2
+    ModelsResponse.model_validate(client.get("/v1/models").json())
+    Health.model_validate(client.get("/readyz").json())
+    ErrorResponse.model_validate(client.post("/v1/detect?conf=9", content=jpeg, headers={"content-type": "image/jpeg"}).json())

@@ -1,8 +1,15 @@
-"""Response models: they document the API in OpenAPI. Responses are serialised with orjson."""
+"""Response models: they document the API in OpenAPI. Responses are serialised with orjson from
+plain dicts (no per-request validation on the hot path); the tests validate real responses against
+these models with extra fields forbidden, so the payload and the schema cannot drift apart."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel as _BaseModel
+from pydantic import ConfigDict, Field
+
+
+class BaseModel(_BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
 class Box(BaseModel):
