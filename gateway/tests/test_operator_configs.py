@@ -1,5 +1,6 @@
 """The operator's generated Triton configs, loaded by a real tritonserver and served through the
-gateway: the bundled ONNX in the raw and end2end layouts, as a YoloService without a GPU gets them
+gateway: every input (uint8 NHWC, fp32 NCHW) and output (raw, YOLOv5 objectness, end2end) the CR
+can name, as a YoloService without a GPU gets them
 (`platform: onnxruntime_onnx`, KIND_CPU, model_warmup; served here, as in the CPU Triton image,
 by the python-based onnxruntime backend)."""
 
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 from gw_helpers import boxes_of, gateway_app, triton_stats
 
-from yolo_gateway.devrepo import LOCAL_REPO
+from yolo_gateway.devrepo import LOCAL_REPO, SOURCE_ONNX
 from yolo_gateway.local_triton import LocalTriton, TritonPorts
+from yolo_gateway.prepare import prepare
 from yolo_gateway.settings import Settings
 from yolo_gateway.synthetic import CLASS_NAMES, encode, make_scene, match
 from yolo_operator.builders import render_config_pbtxt
@@ -21,13 +23,21 @@ from yolo_operator.spec import parse_spec
 
 pytestmark = pytest.mark.triton
 
-FORMATS = {"yolo": ("onnx", "yolo"), "yolo_e2e": ("end2end", "yolo_end2end")}  # served name -> (format, committed ONNX)
+# served name -> (the CR's model fields, the ONNX: a committed one, or prepare()'s options on the source export)
+FORMATS: dict[str, tuple[dict, str | dict]] = {
+    "yolo": ({"format": "onnx"}, "yolo"),
+    "yolo_e2e": ({"format": "end2end"}, "yolo_end2end"),
+    "yolo_v5": ({"format": "onnx", "output": "v5"}, {"output_format": "v5"}),
+    "yolo_fp32": ({"format": "onnx", "input": "fp32-nchw"}, {"input_layout": "fp32-nchw"}),
+    "yolo_fp32_e2e": ({"format": "onnx", "input": "fp32-nchw", "output": "end2end"}, {"input_layout": "fp32-nchw", "end2end": True}),
+}
+GATEWAY_FORMAT = {"raw": "raw", "v5": "v5", "end2end": "end2end"}
 
 
-def _spec(name: str, fmt: str):
+def _spec(name: str, model: dict):
     return parse_spec(
         {
-            "model": {"name": name, "format": fmt, "inputSize": 320, "classNames": list(CLASS_NAMES), "source": {"uri": "https://models.example/m.onnx"}},
+            "model": {"name": name, **model, "inputSize": 320, "classNames": list(CLASS_NAMES), "source": {"uri": "https://models.example/m.onnx"}},
             "triton": {"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}, "maxBatchSize": 8},
         }
     )
@@ -36,18 +46,22 @@ def _spec(name: str, fmt: str):
 @pytest.fixture(scope="module")
 def operator_triton(tmp_path_factory: pytest.TempPathFactory):
     repo = tmp_path_factory.mktemp("operator_repo")
-    for name, (fmt, source) in FORMATS.items():
+    for name, (model, source) in FORMATS.items():
         (repo / name / "1").mkdir(parents=True)
-        (repo / name / "config.pbtxt").write_text(render_config_pbtxt(_spec(name, fmt)))
-        shutil.copy(LOCAL_REPO / source / "1" / "model.onnx", repo / name / "1" / "model.onnx")
+        (repo / name / "config.pbtxt").write_text(render_config_pbtxt(_spec(name, model)))
+        if isinstance(source, dict):
+            prepare(SOURCE_ONNX, repo / name / "1" / "model.onnx", imgsz=(320, 320), **source)
+        else:
+            shutil.copy(LOCAL_REPO / source / "1" / "model.onnx", repo / name / "1" / "model.onnx")
     with LocalTriton(repo, TritonPorts.free(), log_path=repo.parent / "triton.log") as server:
         yield server
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
 def test_generated_config_loads_warms_up_and_detects(operator_triton, name):
-    fmt, _ = FORMATS[name]
-    config = render_config_pbtxt(_spec(name, fmt))
+    model, _ = FORMATS[name]
+    spec = _spec(name, model)
+    config = render_config_pbtxt(spec)
     assert "model_warmup" in config and "KIND_CPU" in config and 'platform: "onnxruntime_onnx"' in config
     # The warm-up ran before the model reported ready: one execution before any request.
     assert triton_stats(operator_triton, name) == {"inference_count": 1, "execution_count": 1}
@@ -57,7 +71,9 @@ def test_generated_config_loads_warms_up_and_detects(operator_triton, name):
         rng = np.random.default_rng(20261122)  # the held-out scenes of the accuracy test
         sizes = [(640, 480), (1280, 720), (480, 640), (1024, 1024), (800, 450)]
         async with gateway_app(Settings(triton_url=operator_triton.grpc_target, model_name=name)) as c:
-            assert c.app.state.triton.signature.output_format == ("end2end" if fmt == "end2end" else "raw")
+            sig = c.app.state.triton.signature
+            assert sig.output_format == GATEWAY_FORMAT[spec.model.output_layout]
+            assert (sig.input_dtype, sig.layout) == (("FP32", "NCHW") if spec.model.input == "fp32-nchw" else ("UINT8", "NHWC"))
             for i in range(30):
                 scene = make_scene(rng, *sizes[i % len(sizes)])
                 r = await c.post("/v1/detect", content=encode(scene), headers={"content-type": "image/jpeg"})

@@ -74,11 +74,27 @@ class ModelSource(_Model):
 
 class ModelSpec(_Model):
     name: str = "yolo"
-    format: Literal["onnx", "tensorrt", "end2end"] = "onnx"
+    format: Literal["onnx", "tensorrt", "end2end"] = Field("onnx", description="the file: ONNX or a TensorRT plan; end2end: ONNX with output end2end")
+    input: Literal["uint8-nhwc", "fp32-nchw"] = Field(
+        "uint8-nhwc", description="the model's input tensor: uint8 NHWC 0..255 (prepare's default, 4x fewer bytes) or fp32 NCHW 0..1 (a plain export)"
+    )
+    output: Literal["raw", "v5", "end2end"] | None = Field(
+        None, description="raw: [4+nc, anchors] (YOLOv8/11); v5: [anchors, 5+nc] with objectness; end2end: NMS in the graph. Empty: end2end for format end2end, else raw"
+    )
     input_size: int = Field(640, ge=32, le=4096)
     class_names: list[str] = Field(min_length=1)
     max_detections: int = Field(100, ge=1, le=1000, description="end2end: detections per image in the graph")
     source: ModelSource
+
+    @model_validator(mode="after")
+    def _output(self) -> ModelSpec:
+        if self.format == "end2end" and self.output not in (None, "end2end"):
+            raise ValueError(f"model.format end2end has output end2end, not {self.output}")
+        return self
+
+    @property
+    def output_layout(self) -> str:
+        return self.output or ("end2end" if self.format == "end2end" else "raw")
 
     @field_validator("input_size")
     @classmethod

@@ -18,15 +18,18 @@ def render_config_pbtxt(spec: YoloServiceSpec) -> str:
     m, t = spec.model, spec.triton
     s, nc = m.input_size, len(m.class_names)
     platform = "tensorrt_plan" if m.format == "tensorrt" else "onnxruntime_onnx"
-    if m.format == "end2end":
+    if m.output_layout == "end2end":
         outputs = [
             ("num_dets", "TYPE_INT32", [1]),
             ("det_boxes", "TYPE_FP32", [m.max_detections, 4]),
             ("det_scores", "TYPE_FP32", [m.max_detections]),
             ("det_classes", "TYPE_INT32", [m.max_detections]),
         ]
+    elif m.output_layout == "v5":
+        outputs = [("output0", "TYPE_FP32", [m.num_anchors, 5 + nc])]
     else:
         outputs = [("output0", "TYPE_FP32", [4 + nc, m.num_anchors])]
+    in_type, in_dims = ("TYPE_FP32", [3, s, s]) if m.input == "fp32-nchw" else ("TYPE_UINT8", [s, s, 3])
     db, qp = t.dynamic_batching, t.dynamic_batching.queue_policy
     kind = "KIND_GPU" if t.gpus else "KIND_CPU"
     count = t.instances_per_gpu
@@ -35,7 +38,7 @@ def render_config_pbtxt(spec: YoloServiceSpec) -> str:
         f'platform: "{platform}"',
         f"max_batch_size: {t.max_batch_size}",
         "input [",
-        f'  {{ name: "images", data_type: TYPE_UINT8, dims: {_pb_list([s, s, 3])} }}',
+        f'  {{ name: "images", data_type: {in_type}, dims: {_pb_list(in_dims)} }}',
         "]",
         "output [",
         ",\n".join(f'  {{ name: "{n}", data_type: {d}, dims: {_pb_list(dims)} }}' for n, d, dims in outputs),
@@ -58,7 +61,7 @@ def render_config_pbtxt(spec: YoloServiceSpec) -> str:
         "}",
         # One inference on the model's real input before the model reports ready: the first
         # user request does not pay for lazy initialisation (CUDA, TensorRT, onnxruntime arenas).
-        f'model_warmup [ {{ name: "zeros", batch_size: 1, inputs {{ key: "images", value: {{ data_type: TYPE_UINT8, dims: {_pb_list([s, s, 3])}, zero_data: true }} }} }} ]',
+        f'model_warmup [ {{ name: "zeros", batch_size: 1, inputs {{ key: "images", value: {{ data_type: {in_type}, dims: {_pb_list(in_dims)}, zero_data: true }} }} }} ]',
         f"instance_group [ {{ kind: {kind}, count: {count} }} ]",
         "version_policy: { latest: { num_versions: 1 } }",
         f'parameters {{ key: "class_names", value: {{ string_value: {json.dumps(json.dumps(m.class_names))} }} }}',
