@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import demo
 import numpy as np
 import pod_helpers as ph
 from autoscale_helpers import run_step, scaler_sample
@@ -91,37 +92,18 @@ def run(kube: Kube) -> None:
     print(json.dumps(analysis, indent=1))
 
 
+def remove(kube: Kube) -> None:
+    kube.kubectl("delete", "ys", NAME, "-n", NS, "--wait=true", "--timeout=90s", check=False)
+    ph.uninstall_operator(kube)
+    for ns in (NS, ph.STORE_NS):
+        kube.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", "--ignore-not-found", check=False)
+
+
 def main() -> int:
-    reuse = cluster.status(quiet=True)
-    say("cluster up (control plane, real node, Prometheus, KEDA)" + (": reusing the running one" if reuse else ""))
-    try:
-        kube = Kube(cluster.up())
-    except cluster.ClusterError as exc:
-        print(f"autoscale-demo: the cluster did not start: {exc}", file=sys.stderr)
-        return 1
-    if not cluster._metrics_marker().exists():
-        print("autoscale-demo: the cluster has no real node with Prometheus and KEDA (make cluster-build; YOLO_REAL_NODE=1)", file=sys.stderr)
-        if not reuse:
-            cluster.down()
-        return 1
-    rc = 0
-    try:
-        run(kube)
-    except (AssertionError, OSError, KeyError, ValueError) as exc:
-        print(f"autoscale-demo failed: {exc}", file=sys.stderr)
-        print(ph.operator_logs(kube)[-3000:], file=sys.stderr)
-        rc = 1
-    finally:
-        if reuse:
-            say("removing what the demo added (the cluster was already running)")
-            kube.kubectl("delete", "ys", NAME, "-n", NS, "--wait=true", "--timeout=90s", check=False)
-            ph.uninstall_operator(kube)
-            for ns in (NS, ph.STORE_NS):
-                kube.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", "--ignore-not-found", check=False)
-        else:
-            say("cluster down")
-            cluster.down()
-    return rc
+    def no_pipeline() -> str | None:
+        return None if cluster._metrics_marker().exists() else "real node with Prometheus and KEDA (make cluster-build; YOLO_REAL_NODE=1)"
+
+    return demo.run("autoscale-demo", run, remove, no_pipeline)
 
 
 if __name__ == "__main__":

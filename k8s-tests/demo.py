@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pod_helpers as ph
@@ -70,34 +71,47 @@ def demo(kube: Kube) -> None:
     print(f"  matched at IoU 0.5: {tp} of {len(scene.boxes)} ({fp} false positives); timings_ms {result['timings_ms']}", flush=True)
 
 
-def main() -> int:
+def run(tag: str, body: Callable[[Kube], None], remove: Callable[[Kube], None], missing: Callable[[], str | None]) -> int:
+    """Bring the cluster up (or reuse a running one), run `body`, and take down what it started:
+    the whole cluster, or, when one was already running, what `remove` names. `missing()` says
+    what the cluster lacks for `body` (None: nothing)."""
     reuse = cluster.status(quiet=True)
-    step("cluster up (control plane + real node)" + (": reusing the running one" if reuse else ""))
+    print(f"[{tag} {time.strftime('%H:%M:%S')}] cluster up" + (": reusing the running one" if reuse else ""), flush=True)
     try:
         kube = Kube(cluster.up())
     except cluster.ClusterError as exc:
-        print(f"k8s-demo: the cluster did not start: {exc}", file=sys.stderr)
+        print(f"{tag}: the cluster did not start: {exc}", file=sys.stderr)
         return 1
-    if not cluster._node_marker().exists():
-        print(f"k8s-demo: the cluster has no real node (missing: {', '.join(cluster.realnode.missing(cluster.BIN)) or 'YOLO_REAL_NODE=0'})", file=sys.stderr)
+    lack = missing()
+    if lack:
+        print(f"{tag}: the cluster has no {lack}", file=sys.stderr)
         if not reuse:
             cluster.down()
         return 1
     rc = 0
     try:
-        demo(kube)
+        body(kube)
     except (AssertionError, OSError, KeyError, ValueError) as exc:
-        print(f"k8s-demo failed: {exc}", file=sys.stderr)
+        print(f"{tag} failed: {exc}", file=sys.stderr)
         print(ph.operator_logs(kube)[-3000:], file=sys.stderr)
         rc = 1
     finally:
         if reuse:
-            step("removing what the demo added (the cluster was already running)")
-            teardown(kube)
+            print(f"[{tag}] removing what it added (the cluster was already running)", flush=True)
+            remove(kube)
         else:
-            step("cluster down")
+            print(f"[{tag}] cluster down", flush=True)
             cluster.down()
     return rc
+
+
+def main() -> int:
+    def no_node() -> str | None:
+        if cluster._node_marker().exists():
+            return None
+        return f"real node (missing: {', '.join(cluster.realnode.missing(cluster.BIN)) or 'YOLO_REAL_NODE=0'})"
+
+    return run("k8s-demo", demo, teardown, no_node)
 
 
 if __name__ == "__main__":
