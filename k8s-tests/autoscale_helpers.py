@@ -1,4 +1,4 @@
-"""The autoscaling experiment, shared by k8s-tests/test_autoscale.py and `make autoscale-demo`.
+"""The autoscaling experiment, shared by k8s-tests/test_pods_autoscale.py and `make autoscale-demo`.
 
 - `scaler_sample()`: the CPU sample with both tiers autoscaled by KEDA on queue depth, sized
   for a 2-CPU node, with a short scale-down window so that a run takes minutes.

@@ -151,7 +151,7 @@ def patch_spec(obj: dict[str, Any], name: str, **patch: Any) -> dict[str, Any]:
 
 def sample(name: str, **patch: Any) -> dict[str, Any]:
     """examples/yoloservice.yaml with dotted patches, on the HPA engine unless a patch says otherwise:
-    the cluster serves KEDA too (test_autoscale.py runs that path on the real node), and these
+    the cluster serves KEDA too (test_pods_autoscale.py runs that path on the real node), and these
     tests hold the operator's own HPAs (the prometheus-adapter path) to their contract."""
     obj = patch_spec(yaml.safe_load((ROOT / "examples" / "yoloservice.yaml").read_text()), name, **patch)
     for tier in ("triton", "gateway"):

@@ -1,5 +1,9 @@
 """Autoscaling on queue depth, on the real node, under real load from the host.
 
+(Named test_pods_* so that it runs after test_pods.py and after the kwok tests: it shares their
+session fixtures, the in-cluster operator's helm release among them, which test_chart.py and
+test_e2e.py must not find installed.)
+
 The cluster's Prometheus scrapes the pods, KEDA (operator and external metrics API server) turns
 the operator's ScaledObjects into HPAs, and the kube-controller-manager's HPA controller scales
 the Deployments. Load is closed-loop clients sending images to the gateway's ClusterIP Service.
