@@ -106,7 +106,7 @@ class Dirty:
             async with limit:
                 # Deployments' status moves often (pods, autoscalers): only other events are worth a line
                 quiet = all(w.startswith("Deployment/") and w.endswith(" MODIFIED") for w in why)
-                (log.debug if quiet else log.info)("child events for %s/%s: %s", ns, name, ", ".join(sorted(why)[:6]))
+                (log.debug if quiet else log.info)("child events for %s/%s: %s", ns, name, ", ".join(sorted(why)[:40]))
                 await loop.run_in_executor(None, reconcile_by_name, ns, name)
 
         while True:
