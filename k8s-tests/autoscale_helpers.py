@@ -284,14 +284,17 @@ def analyse(samples: list[Sample], load: StepLoad, events: dict[str, float], min
         peak = max([s.desired[tier] for s in samples if step <= s.t < release] or [base])
         down = first(samples, release, lambda s, t=tier: s.desired[t] <= min_replicas and s.spec[t] <= min_replicas)
         new_pods = sorted({p for s in samples if step <= s.t < release for p in s.served.get(tier, {}) if p not in old_pods})
-        last = next((s for s in reversed(samples) if s.t < release), None)
+        ready_at = {p: first(samples, step, lambda s, p=p, t=tier: p in s.served.get(t, {})) for p in new_pods}
         out["tiers"][tier] = {
             "baseline_desired": base,
             "peak_desired": peak,
             "step_to_decision_s": None if decided is None else round(decided - step, 1),
             "decision_to_new_pod_serving_s": None if serving is None or decided is None else round(serving - decided, 1),
             "new_pods": new_pods,
-            "new_pods_served": {p: (last.served.get(tier, {}).get(p, 0) if last else 0) for p in new_pods},
+            # the most each served while it was Ready (a pod removed before the load dropped is not in the last sample)
+            "new_pods_served": {p: max(s.served.get(tier, {}).get(p, 0) for s in samples if step <= s.t < release) for p in new_pods},
+            # how long each new pod was Ready before the load dropped (a late one may not have served yet)
+            "new_pods_ready_s": {p: round(release - t, 1) for p, t in ready_at.items() if t is not None},
             "desired_changes_after_settling": changes(samples, tier, step + 60, release),
             "release_to_scaled_down_s": None if down is None else round(down - release, 1),
         }

@@ -230,6 +230,10 @@ def test_cold_start_requests_wait_for_triton_instead_of_503(single_model_repo, t
                     break
                 await asyncio.sleep(0.05)
             assert gauge("yolo_gateway_triton_requests") == 0
+            for _ in range(100):  # its warm-up detection, retried every 0.2 s, may still be on its way
+                if (await c.get("/readyz")).json()["status"] == "ready":
+                    break
+                await asyncio.sleep(0.05)
             assert (await c.get("/readyz")).json()["status"] == "ready"
 
         short = Settings(triton_url="127.0.0.1:1", metadata_retry_s=0.2, cold_start_timeout_s=0.5)
