@@ -38,7 +38,7 @@ MAX_REPLICAS = 3
 
 def scaler_sample(name: str, **patch: Any) -> dict[str, Any]:
     """Both tiers on KEDA: Triton on its queue and the gateways' Triton-bound requests (1 pending +
-    one batch of 2 per pod), the gateway on its own work (2 per pod); no CPU trigger (no
+    one batch of 1 per pod), the gateway on its own work (2 per pod); no CPU trigger (no
     metrics-server here). Small requests: 1 + 3 Triton pods and 3 gateways fit the 2-CPU node."""
     triton = {
         "enabled": True, "engine": "keda", "minReplicas": 1, "maxReplicas": MAX_REPLICAS,
@@ -49,7 +49,7 @@ def scaler_sample(name: str, **patch: Any) -> dict[str, Any]:
         "targetInflightRequests": 2, "targetCpuUtilization": 0, "behavior": TEST_BEHAVIOR,
     }
     base = {
-        "triton.maxBatchSize": 2,
+        "triton.maxBatchSize": 1,  # demand per pod 1 + 1: 8 clients sit well above 3 pods, so the tier rests at its maximum
         "triton.dynamicBatching": {"maxQueueDelayMicroseconds": 2000},
         "triton.resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},
         "triton.autoscaling": triton,
