@@ -7,12 +7,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-12)
 TRAIN_VENV ?= .cache/train-venv
 
-.PHONY: help venv test test-unit test-triton test-e2e demo serve lint bench model-repo train clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo
+.PHONY: help venv test test-unit test-triton test-e2e demo serve lint bench model-repo train clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo scale-bench
 
 help:
 	@echo "make demo         start Triton + the gateway, detect on a fresh image, stop"
 	@echo "make k8s-demo     the same on the local cluster: helm install, S3 store, YoloService, detect, all down"
 	@echo "make autoscale-demo  a 1x -> 8x -> 1x load step on the cluster, KEDA scaling both tiers: JSON + SVG plot"
+	@echo "make scale-bench  1,000 YoloServices at once on kwok nodes: time to Ready, operator memory, API requests (COUNT=...)"
 	@echo "make test         every test (installs everything on first use)"
 	@echo "make serve        the local stack in the foreground (GATEWAY_PORT, TRITON_*_PORT)"
 	@echo "make cluster-up   a real control plane on loopback (built from Go modules once); cluster-down stops it"
@@ -69,6 +70,11 @@ k8s-demo: venv cluster-build
 # (reaction times in BENCHMARKS.md). k8s-tests/autoscale_demo.py
 autoscale-demo: venv cluster-build
 	$(BIN)/python k8s-tests/autoscale_demo.py
+
+# N YoloServices (default 1,000) at once on kwok nodes: time to all Ready, the operator's memory and
+# API requests/s (the apiserver's audit log), then writes per resync in steady state: bench/results/scale.json
+scale-bench: venv cluster-build
+	$(BIN)/python k8s-tests/scale_bench.py $(if $(COUNT),--count $(COUNT),)
 
 serve: venv
 	$(BIN)/python -m yolo_gateway.stack serve

@@ -97,21 +97,26 @@ class OperatorProcess:
 
     started: ClassVar[list[OperatorProcess]] = []  # so that the in-cluster operator's fixture can stop them first
 
-    def __init__(self, kubeconfig: Path, log: Path) -> None:
+    def __init__(self, kubeconfig: Path, log: Path, identity: str | None = None, resync_seconds: float = 3, verbose: bool = True) -> None:
         self.kubeconfig = kubeconfig
+        self.verbose = verbose
+        self.resync_seconds = resync_seconds
         self.log = log
+        # kopf's peering identity, kept across restarts as a pod's name is (the chart sets POD_ID)
+        self.identity = identity or f"local-{log.stem}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
-            "YOLO_OPERATOR_RESYNC_SECONDS": "3",
+            "YOLO_OPERATOR_RESYNC_SECONDS": str(self.resync_seconds),
             "YOLO_OPERATOR_WAIT_SECONDS": "1",
+            "POD_ID": self.identity,
             "PYTHONUNBUFFERED": "1",
         }
         out = open(self.log, "ab")  # noqa: SIM115 - kept for the child's life
-        cmd = [sys.executable, "-m", "yolo_operator", "--all-namespaces", "--peering=yolo-operator", "--liveness=", "--verbose"]
+        cmd = [sys.executable, "-m", "yolo_operator", "--all-namespaces", "--peering=yolo-operator", "--liveness="] + (["--verbose"] if self.verbose else [])
         self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         OperatorProcess.started.append(self)
         return self

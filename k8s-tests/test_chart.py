@@ -39,6 +39,20 @@ def test_values_schema_rejects_bad_values(kube: Kube):
     assert r.returncode != 0 and "clusterWide" in r.stderr
     r = kube.helm("template", "x", str(CHART), "--set", "unknownKey=1", check=False)
     assert r.returncode != 0 and "unknownKey" in r.stderr
+    # two replicas without peering would both act on every YoloService
+    r = kube.helm("template", "x", str(CHART), "--set", "operator.replicas=2", "--set", "operator.peering.enabled=false", check=False)
+    assert r.returncode != 0 and "needs operator.peering.enabled" in r.stderr
+
+
+def test_ha_values_run_standbys_with_rolling_updates(kube: Kube):
+    docs = _render(kube, CHART / "ci" / "ha-values.yaml")
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", "a stable kopf peering identity per pod"
+    assert env["YOLO_OPERATOR_PEERING_LIFETIME"]["value"] == "8"
+    single = next(d for d in _render(kube, CHART / "ci" / "default-values.yaml") if d["kind"] == "Deployment")
+    assert single["spec"]["replicas"] == 1 and single["spec"]["strategy"]["type"] == "Recreate"
 
 
 def _render(kube: Kube, values: Path) -> list[dict]:

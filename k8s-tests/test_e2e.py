@@ -4,7 +4,9 @@ restarts and deletion, with the operator running as the chart's ServiceAccount."
 from __future__ import annotations
 
 import json
+import random
 import time
+from pathlib import Path
 
 import pytest
 from e2e_helpers import GROUP, RELEASE, RELEASE_NS, Kube, OperatorProcess, condition, sample, wait_for
@@ -222,7 +224,19 @@ def test_no_op_reconcile_writes_nothing(kube: Kube, ns: str, operator: OperatorP
         out["ys"] = y["metadata"]["resourceVersion"]
         return out
 
+    # First let the world settle: the HPAs' first evaluations move AutoscalingReady a few seconds
+    # after Ready. An operator that wrote on every resync (3 s) would never get 6 quiet seconds.
+    last = {"v": versions(), "since": time.monotonic()}
+
+    def quiet() -> bool:
+        now = versions()
+        if {k: v for k, v in now.items() if not k.startswith("deployment/")} != {k: v for k, v in last["v"].items() if not k.startswith("deployment/")}:
+            last.update(v=now, since=time.monotonic())
+        return time.monotonic() - last["since"] >= 6
+
+    wait_for("6 s without a change to the service or its children", quiet, timeout=60, interval=1)
     before = versions()
+    ys_before = kube.get("yoloservice", "multi-0", ns)
     log_start = operator.log.stat().st_size
     time.sleep(10)  # three resync timers
     after = versions()
@@ -234,7 +248,7 @@ def test_no_op_reconcile_writes_nothing(kube: Kube, ns: str, operator: OperatorP
     assert not applied, f"a steady-state resync sent apply requests: {applied}"
     # Deployments' status may move (kwok); spec-managed objects must not change at all
     changed = {k for k in before if before[k] != after.get(k) and not k.startswith("deployment/")}
-    assert not changed, f"resyncs wrote to {changed}"
+    assert not changed, f"resyncs wrote to {changed}: {json.dumps(ys_before)} -> {json.dumps(kube.get('yoloservice', 'multi-0', ns))}"
 
 
 def test_deleting_a_yoloservice_garbage_collects_every_child(kube: Kube, ns: str):
@@ -245,6 +259,132 @@ def test_deleting_a_yoloservice_garbage_collects_every_child(kube: Kube, ns: str
         return not any(kids.values()) and not kube.items("pods", ns, "app.kubernetes.io/instance=multi-1")
 
     wait_for("the garbage collector to remove every child", gone, timeout=90)
+
+
+def _log_since(op: OperatorProcess, start: int) -> str:
+    with op.log.open(errors="replace") as f:
+        f.seek(start)
+        return f.read()
+
+
+def standing_by(kube: Kube, op: OperatorProcess, over: OperatorProcess, log_from: int = 0) -> bool:
+    """`op` is in the chart's peering with a lower priority than the live `over`, and paused: kopf
+    starts every watch-stream paused until peering says otherwise, and logs only the resumption."""
+    peers = (kube.get("clusterkopfpeering", "yolo-operator") or {}).get("status") or {}
+    mine, theirs = peers.get(op.identity), peers.get(over.identity)
+    return bool(mine and theirs and mine["priority"] < theirs["priority"]) and "Resuming operations" not in _log_since(op, log_from)
+
+
+def test_a_standby_operator_takes_over_within_15s_of_a_sigkill(kube: Kube, ns: str, operator: OperatorProcess, tmp_path: Path):
+    """Leader election (kopf peering, the chart's ClusterKopfPeering): a second operator waits while
+    the first lives, and serves within 15 s of the leader's SIGKILL (its keep-alive's lifetime, 10 s);
+    the killed one, restarted, is the standby, and a clean exit (SIGTERM) hands over at once."""
+    standby = OperatorProcess(operator.kubeconfig, tmp_path / "standby.log").start()
+    try:
+        wait_for("the younger operator to join the peering, a standby", lambda: standing_by(kube, standby, over=operator), timeout=30)
+        kube.apply(sample("led", **{"triton.resources": SMALL}), "-n", ns)
+        ready(kube, "led")
+        assert "applied [" not in _log_since(standby, 0), "the standby wrote nothing while the leader lived"
+
+        operator.kill()
+        killed = time.monotonic()
+        kube.apply(sample("failover", **{"triton.resources": SMALL}), "-n", ns)
+        wait_for("the standby to reconcile a new YoloService", lambda: kube.get("deployment", "failover-triton", ns), timeout=30, interval=0.25)
+        failover = time.monotonic() - killed
+        print(f"\n[failover] SIGKILLed leader -> the standby applied a new service's children in {failover:.1f}s")
+        assert failover <= 15, failover
+        ready(kube, "failover")
+
+        mark = operator.log.stat().st_size
+        operator.start()  # the old leader comes back younger: now the standby
+        wait_for("the restarted operator to join as the standby", lambda: standing_by(kube, operator, over=standby, log_from=mark), timeout=30)
+        stopped = time.monotonic()
+        standby.stop()  # SIGTERM: kopf marks itself gone on the way out
+        wait_for("the restarted operator to resume", lambda: "Resuming operations" in _log_since(operator, mark), timeout=15, interval=0.25)
+        print(f"[failover] clean exit -> the standby resumed in {time.monotonic() - stopped:.1f}s")
+        kube.kubectl("patch", "ys", "failover", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"triton": {"maxBatchSize": 8, "dynamicBatching": {"preferredBatchSizes": [8]}}}}))
+        wait_for("the resumed leader to act", lambda: "max_batch_size: 8" in kube.get("configmap", "failover-model-config", ns)["data"]["config.pbtxt"], timeout=20)
+    finally:
+        standby.stop()
+        if not operator.running():
+            operator.start()
+        for name in ("led", "failover"):
+            kube.kubectl("delete", "ys", name, "-n", ns, "--wait=false", check=False)
+
+
+SMALL = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}  # no GPU: the kwok CPU node holds them
+
+
+def test_sigkill_every_30s_through_20_cycles_converges_without_orphans(kube: Kube, ns: str, operator: OperatorProcess):
+    """Chaos: 20 create/update/delete cycles of 10 YoloServices, one every 7.5 s, while the operator
+    is SIGKILLed (and restarted, as a pod would be) every 30 s. Afterwards every survivor matches its
+    last spec (Ready at its generation, the config of the last cycle, one of each child) and nothing
+    of the deleted ones remains: no YoloService, no child, no orphan."""
+    names = [f"chaos-{i}" for i in range(10)]
+    rng = random.Random(13)
+    deleted: set[str] = set()
+    t0 = time.monotonic()
+    kills = 0
+    for cycle in range(20):
+        spec = {
+            "triton.resources": SMALL,
+            "triton.maxBatchSize": 16 + cycle,
+            "triton.dynamicBatching": {"preferredBatchSizes": [8], "maxQueueDelayMicroseconds": 100 + cycle},
+            "gateway.autoscaling.minReplicas": 1,
+        }
+        kube.apply({"apiVersion": "v1", "kind": "List", "items": [sample(n, **spec) for n in names]}, "-n", ns)
+        deleted = set(rng.sample(names, 3))
+        kube.kubectl("delete", "ys", *sorted(deleted), "-n", ns, "--wait=false", check=False)
+        while time.monotonic() < t0 + 7.5 * (cycle + 1):
+            if time.monotonic() >= t0 + 30 * (kills + 1):
+                operator.kill()
+                operator.start()
+                kills += 1
+            time.sleep(0.2)
+    assert kills >= 4, kills  # at 30, 60, 90, 120 (and 150) s
+    done = time.monotonic()
+    survivors = [n for n in names if n not in deleted]
+    last = 16 + 19
+
+    def converged() -> bool:
+        live = {y["metadata"]["name"]: y for y in kube.items("yoloservices", ns) if y["metadata"]["name"].startswith("chaos-")}
+        if set(live) != set(survivors):
+            return False
+        for n in survivors:
+            obj = live[n]
+            if condition(obj, "Ready").get("status") != "True" or obj["status"].get("observedGeneration") != obj["metadata"]["generation"]:
+                return False
+        return True
+
+    wait_for("the survivors Ready at their last spec and the deleted ones gone", converged, timeout=180, interval=2)
+    print(f"\n[chaos] {kills} SIGKILLs in 20 cycles; converged {time.monotonic() - done:.1f}s after the last cycle")
+    uids = {y["metadata"]["uid"] for y in kube.items("yoloservices", ns)}
+
+    def clean() -> bool:  # the garbage collector removes the deleted services' children
+        for n in deleted:
+            if any(children(kube, n).values()):
+                return False
+        return True
+
+    wait_for("nothing left of the deleted services", clean, timeout=90, interval=2)
+    for n in survivors:
+        kids = children(kube, n)
+        counts = {k: len(v) for k, v in kids.items()}
+        assert counts == {"configmap": 1, "deployment": 2, "service": 2, "hpa": 2, "pdb": 2}, (n, counts)
+        cm = kids["configmap"][0]["data"]["config.pbtxt"]
+        assert f"max_batch_size: {last}" in cm and "max_queue_delay_microseconds: 119" in cm, (n, cm)
+
+    def orphans() -> list[str]:  # children of these services whose owner is not a live YoloService
+        bad = []
+        for kind in ("configmap", "deployment", "service", "hpa", "pdb"):
+            for child in kube.items(kind, ns, "app.kubernetes.io/managed-by=yolo-operator"):
+                refs = child["metadata"].get("ownerReferences") or []
+                if child["metadata"]["name"].startswith("chaos-") and (not refs or any(r["uid"] not in uids for r in refs)):
+                    bad.append(f"{kind}/{child['metadata']['name']}")
+        return bad
+
+    wait_for("no orphans", lambda: not orphans(), timeout=60, interval=2)
+    kube.kubectl("delete", "ys", *survivors, "-n", ns, "--wait=false", check=False)
 
 
 def test_helm_uninstall_is_clean(kube: Kube, ns: str, operator: OperatorProcess):

@@ -207,6 +207,22 @@ def kubectl(*args: str, kubeconfig_path: Path | None = None, input_text: str | N
     return r.stdout
 
 
+# Every request the operator's ServiceAccount makes, at Metadata level (verb, resource, user, code),
+# nothing else: how many API calls the operator costs (k8s-tests/scale_bench.py, the e2e tests).
+OPERATOR_USER = "system:serviceaccount:yolo-system:yolo-operator"
+AUDIT_LOG = STATE / "audit" / "operator.log"
+
+
+def audit_flags() -> list[str]:
+    AUDIT_LOG.parent.mkdir(parents=True, exist_ok=True)
+    policy = AUDIT_LOG.parent / "policy.yaml"
+    policy.write_text(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n"
+        f"  - level: Metadata\n    users: [{OPERATOR_USER}]\n  - level: None\n"
+    )
+    return [f"--audit-policy-file={policy}", f"--audit-log-path={AUDIT_LOG}", "--audit-log-maxsize=200", "--audit-log-maxbackup=1", "--audit-log-format=json"]
+
+
 def gpu_node(name: str, gpus: int) -> dict:
     return _node(name, {"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "node.kubernetes.io/instance-type": "gpu"}, {"nvidia.com/gpu": str(gpus)}, [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}])
 
@@ -330,6 +346,7 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
             binary("kube-apiserver"),
             f"--etcd-servers={etcd_url}",
             *address,
+            *audit_flags(),
             f"--secure-port={ports.apiserver}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",

@@ -55,7 +55,7 @@ def test_chart_defaults_are_the_operator_defaults():
     }
     env = (ROOT / "charts" / "yolo-operator" / "templates" / "deployment.yaml").read_text()
     assert values["autoscaling"]["prometheusUrl"] == s.prometheus_url
-    for name in ("TRITON_IMAGE", "TRITON_CPU_IMAGE", "GATEWAY_IMAGE", "FETCHER_IMAGE", "PROMETHEUS_URL", "SERVICE_MONITORS", "RESYNC_SECONDS", "WAIT_SECONDS", "WATCH_SERVER_TIMEOUT"):
+    for name in ("TRITON_IMAGE", "TRITON_CPU_IMAGE", "GATEWAY_IMAGE", "FETCHER_IMAGE", "PROMETHEUS_URL", "SERVICE_MONITORS", "RESYNC_SECONDS", "WAIT_SECONDS", "WATCH_SERVER_TIMEOUT", "PEERING_LIFETIME"):
         assert f"name: YOLO_OPERATOR_{name}\n" in env
         assert name.lower() in OperatorSettings.model_fields
 

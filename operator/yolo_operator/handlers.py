@@ -46,6 +46,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
     settings.posting.level = 20  # INFO: events for what the operator did
     settings.execution.max_workers = SETTINGS.workers
+    # Leader election (kopf peering): the leader renews its keep-alive every 1-5 s; a standby
+    # resumes once it expires (a SIGKILLed leader) or at once (a leader that exits cleanly).
+    settings.peering.lifetime = SETTINGS.peering_lifetime
     # On deletion kopf waits for the resync timer to stop. A sync timer caught mid-reconcile was
     # re-checked only after 60 s (the default), holding the finalizer and the deletion that long.
     settings.background.cancellation_polling = 1

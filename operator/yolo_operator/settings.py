@@ -36,6 +36,9 @@ class OperatorSettings(BaseSettings):
     wait_seconds: float = Field(5.0, gt=0, description="retry delay while children become ready")
     watch_server_timeout: int = Field(300, gt=0, description="watch timeout asked of the API server")
     workers: int = Field(8, ge=1, description="kopf's thread pool for the sync handlers")
+    peering_lifetime: int = Field(
+        10, ge=2, description="seconds a peer's keep-alive stays valid: a killed leader's standby takes over within this"
+    )
 
     def images(self) -> ImageDefaults:
         return ImageDefaults(self.triton_image, self.triton_cpu_image, self.gateway_image, self.fetcher_image)
