@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 from kubernetes import client, config
@@ -113,12 +114,25 @@ def patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
     _call("PATCH", url, {"status": status}, content_type="application/merge-patch+json")
 
 
+# Discovery answers, reused for API_CACHE_S: every reconcile asks (KEDA? ServiceMonitors?), and
+# at 1,000 services on a 30 s resync that was 67 discovery GETs a second (BENCHMARKS.md).
+API_CACHE_S = 10.0
+_api_cache: dict[tuple[str, str], tuple[float, bool]] = {}
+
+
 def has_api(group_version: str, kind: str) -> bool:
-    """Whether the cluster serves a kind (e.g. ServiceMonitor from the Prometheus operator)."""
+    """Whether the cluster serves a kind (e.g. ServiceMonitor from the Prometheus operator); an
+    answer is at most API_CACHE_S old, so a CRD installed later is seen within that."""
+    key = (group_version, kind)
+    hit = _api_cache.get(key)
+    if hit and time.monotonic() - hit[0] < API_CACHE_S:
+        return hit[1]
     try:
         resources = _call("GET", f"/apis/{group_version}")
+        served = any(r.get("kind") == kind for r in (resources or {}).get("resources", []))
     except ApiException as exc:
-        if exc.status in (403, 404):
-            return False
-        raise
-    return any(r.get("kind") == kind for r in (resources or {}).get("resources", []))
+        if exc.status not in (403, 404):
+            raise
+        served = False
+    _api_cache[key] = (time.monotonic(), served)
+    return served
