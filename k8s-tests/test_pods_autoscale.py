@@ -85,8 +85,8 @@ def test_load_step_scales_up_holds_steady_and_drains_down(autoscaling):
         assert settled and all(triton["new_pods_served"][p] > 0 for p in settled), f"every new Triton pod served: {triton}"
         for tier, t in analysis["tiers"].items():
             assert t["desired_changes_after_settling"] <= 1, f"{tier} flapped under steady load: {t}"
-            # the configured window: the queries' 30 s smoothing, 20 s stabilization, then one pod per
-            # 10 s; plus KEDA's 5 s polling, the 2 s scrape and the HPA's 2 s sync
+            # the configured window: the queries' 30 s smoothing, the stabilization window, then one
+            # pod per 10 s; plus KEDA's 5 s polling, the 2 s scrape and the HPA's 2 s sync
             bound = 30 + TEST_BEHAVIOR["scaleDown"]["stabilizationWindowSeconds"] + 10 * (MAX_REPLICAS - 1) + 20
             assert t["release_to_scaled_down_s"] is not None and t["release_to_scaled_down_s"] <= bound, f"{tier} scaled down within {bound}s: {t}"
         down = analysis["phases"]["scale_down"]
