@@ -137,6 +137,12 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def log_since(self, offset: int = 0) -> str:
+        """Its log from byte `offset` on (take `self.log.stat().st_size` as a mark)."""
+        with self.log.open(errors="replace") as f:
+            f.seek(offset)
+            return f.read()
+
     def forbidden(self) -> list[str]:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return [line for line in text.splitlines() if "403" in line and "orbidden" in line]

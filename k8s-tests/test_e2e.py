@@ -133,9 +133,7 @@ def test_edited_or_deleted_children_are_restored(kube: Kube, ns: str, operator: 
     wait_for("the model ConfigMap recreated", lambda: kube.get("configmap", "shapes-model-config", ns), timeout=5)
 
     def seen() -> bool:
-        with operator.log.open() as f:
-            f.seek(log_start)
-            window = f.read()
+        window = operator.log_since(log_start)
         return all(f"{what} DELETED" in window for what in ("Service/shapes", "HorizontalPodAutoscaler/shapes-triton", "ConfigMap/shapes-model-config"))
 
     wait_for("the operator's log naming the child events it reacted to", seen, timeout=5)
@@ -240,9 +238,7 @@ def test_no_op_reconcile_writes_nothing(kube: Kube, ns: str, operator: OperatorP
     log_start = operator.log.stat().st_size
     time.sleep(10)  # three resync timers
     after = versions()
-    with operator.log.open() as f:
-        f.seek(log_start)
-        window = f.read()
+    window = operator.log_since(log_start)
     assert "Timer 'resync'" in window, "the resync timer ran in the window"
     applied = [line for line in window.splitlines() if line.startswith("applied [")]
     assert not applied, f"a steady-state resync sent apply requests: {applied}"
@@ -261,18 +257,12 @@ def test_deleting_a_yoloservice_garbage_collects_every_child(kube: Kube, ns: str
     wait_for("the garbage collector to remove every child", gone, timeout=90)
 
 
-def _log_since(op: OperatorProcess, start: int) -> str:
-    with op.log.open(errors="replace") as f:
-        f.seek(start)
-        return f.read()
-
-
 def standing_by(kube: Kube, op: OperatorProcess, over: OperatorProcess, log_from: int = 0) -> bool:
     """`op` is in the chart's peering with a lower priority than the live `over`, and paused: kopf
     starts every watch-stream paused until peering says otherwise, and logs only the resumption."""
     peers = (kube.get("clusterkopfpeering", "yolo-operator") or {}).get("status") or {}
     mine, theirs = peers.get(op.identity), peers.get(over.identity)
-    return bool(mine and theirs and mine["priority"] < theirs["priority"]) and "Resuming operations" not in _log_since(op, log_from)
+    return bool(mine and theirs and mine["priority"] < theirs["priority"]) and "Resuming operations" not in op.log_since(log_from)
 
 
 def test_a_standby_operator_takes_over_within_15s_of_a_sigkill(kube: Kube, ns: str, operator: OperatorProcess, tmp_path: Path):
@@ -284,7 +274,7 @@ def test_a_standby_operator_takes_over_within_15s_of_a_sigkill(kube: Kube, ns: s
         wait_for("the younger operator to join the peering, a standby", lambda: standing_by(kube, standby, over=operator), timeout=30)
         kube.apply(sample("led", **{"triton.resources": SMALL}), "-n", ns)
         ready(kube, "led")
-        assert "applied [" not in _log_since(standby, 0), "the standby wrote nothing while the leader lived"
+        assert "applied [" not in standby.log_since(), "the standby wrote nothing while the leader lived"
 
         operator.kill()
         killed = time.monotonic()
@@ -300,7 +290,7 @@ def test_a_standby_operator_takes_over_within_15s_of_a_sigkill(kube: Kube, ns: s
         wait_for("the restarted operator to join as the standby", lambda: standing_by(kube, operator, over=standby, log_from=mark), timeout=30)
         stopped = time.monotonic()
         standby.stop()  # SIGTERM: kopf marks itself gone on the way out
-        wait_for("the restarted operator to resume", lambda: "Resuming operations" in _log_since(operator, mark), timeout=15, interval=0.25)
+        wait_for("the restarted operator to resume", lambda: "Resuming operations" in operator.log_since(mark), timeout=15, interval=0.25)
         print(f"[failover] clean exit -> the standby resumed in {time.monotonic() - stopped:.1f}s")
         kube.kubectl("patch", "ys", "failover", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"triton": {"maxBatchSize": 8, "dynamicBatching": {"preferredBatchSizes": [8]}}}}))
         wait_for("the resumed leader to act", lambda: "max_batch_size: 8" in kube.get("configmap", "failover-model-config", ns)["data"]["config.pbtxt"], timeout=20)
