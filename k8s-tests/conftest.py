@@ -15,14 +15,12 @@ from collections.abc import Iterator
 
 import pytest
 from e2e_helpers import (
-    CHART,
-    GROUP,
     RELEASE,
-    RELEASE_NS,
     ROOT,
     Kube,
     OperatorProcess,
     cluster,
+    install_chart,
     run,
     sa_kubeconfig,
     wait_for,
@@ -48,11 +46,7 @@ def kube() -> Iterator[Kube]:
 @pytest.fixture(scope="session")
 def chart(kube: Kube) -> Iterator[str]:
     """helm install the chart (CRDs, RBAC, peering, operator Deployment)."""
-    kube.helm("upgrade", "--install", RELEASE, str(CHART), "-n", RELEASE_NS, "--create-namespace", "--wait=false", "--set", "operator.resyncSeconds=3")
-    wait_for(
-        "the CRD to be Established",
-        lambda: any(c["type"] == "Established" and c["status"] == "True" for c in (kube.get("crd", f"yoloservices.{GROUP}") or {}).get("status", {}).get("conditions", [])),
-    )
+    install_chart(kube, "--set", "operator.resyncSeconds=3")
     yield RELEASE
 
 

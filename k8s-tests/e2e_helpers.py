@@ -76,6 +76,15 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0, interva
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last}")
 
 
+def install_chart(kube: Kube, *helm_args: str) -> None:
+    """helm install (or upgrade) the chart's release, then wait for the YoloService CRD to be Established."""
+    kube.helm("upgrade", "--install", RELEASE, str(CHART), "-n", RELEASE_NS, "--create-namespace", "--wait=false", *helm_args)
+    wait_for(
+        "the CRD to be Established",
+        lambda: any(c["type"] == "Established" and c["status"] == "True" for c in (kube.get("crd", f"yoloservices.{GROUP}") or {}).get("status", {}).get("conditions", [])),
+    )
+
+
 def sa_kubeconfig(kube: Kube, path: Path) -> Path:
     """A kubeconfig that authenticates as the chart's ServiceAccount (a bound token), not as admin."""
     token = kube.kubectl("create", "token", SA, "-n", RELEASE_NS, "--duration=3h").stdout.strip()

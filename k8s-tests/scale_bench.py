@@ -31,17 +31,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from e2e_helpers import (  # noqa: E402
-    CHART,
-    GROUP,
-    RELEASE,
-    RELEASE_NS,
     ROOT,
     Kube,
     OperatorProcess,
     cluster,
+    install_chart,
     sa_kubeconfig,
     sample,
-    wait_for,
 )
 
 NS = "scale"
@@ -118,8 +114,7 @@ def main() -> int:
     op: OperatorProcess | None = None
     result: dict[str, Any] = {"count": args.count, "resync_s": args.resync}
     try:
-        kube.helm("upgrade", "--install", RELEASE, str(CHART), "-n", RELEASE_NS, "--create-namespace", "--wait=false")
-        wait_for("the CRD", lambda: kube.get("crd", f"yoloservices.{GROUP}"), timeout=60)
+        install_chart(kube)
         nodes = [
             cluster._node(f"scale-node-{i}", {"node.kubernetes.io/instance-type": "scale"}, {"cpu": "1000", "memory": "4Ti", "pods": "1000"}, [])
             for i in range(args.nodes)
