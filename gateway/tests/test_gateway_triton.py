@@ -38,7 +38,9 @@ def _error(r: httpx.Response, status: int, code: str | None = None) -> dict:
 def test_health_ready_and_models(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
-    (model,) = client.get("/v1/models").json()["models"]
+    listing = client.get("/v1/models").json()
+    (model,) = listing["models"]
+    assert listing["routes"] == [{"role": "current", "tier": None, "model": "yolo", "percent": None, "served": True, "error": None}]
     assert model["name"] == "yolo" and model["version"] == "1"
     assert model["class_names"] == list(CLASS_NAMES)
     assert model["input"] == {"name": "images", "datatype": "UINT8", "layout": "NHWC", "height": 320, "width": 320}
@@ -51,7 +53,7 @@ def test_detect_raw_body_each_format(client, scene, ext, media):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["image"] == {"width": 800, "height": 600}
-    assert body["model"] == {"name": "yolo", "version": "1"}
+    assert body["model"] == {"name": "yolo", "version": "1", "tier": None, "variant": "current"}
     assert set(body["timings_ms"]) == {"decode", "preprocess", "infer", "postprocess", "total"}
     assert body["detections"], "the bundled model finds the shapes"
     for d in body["detections"]:
@@ -200,7 +202,7 @@ def test_openapi_documents_the_image_bodies(client):
     assert {"200", "400", "413", "415", "422", "429", "503"} <= set(responses)
     assert "DetectResponse" in spec["components"]["schemas"]
     params = {p["name"] for p in spec["paths"]["/v1/detect"]["post"]["parameters"]}
-    assert params == {"conf", "iou", "max_det", "classes", "preprocess"}
+    assert params == {"conf", "iou", "max_det", "classes", "preprocess", "tier"}
     assert client.get("/docs").status_code == 200
 
 

@@ -189,8 +189,11 @@ async def detect_params(
         Literal["fast", "parity"] | None,
         Query(description="fast (default): DCT-scaled decode, INTER_AREA; parity: Ultralytics' own preprocessing, for comparing with its validation numbers"),
     ] = None,
+    tier: Annotated[
+        str | None, Query(max_length=63, description="a latency tier the service declares (spec.tiers; GET /v1/models lists them); empty: the default tier")
+    ] = None,
 ) -> DetectParams:
-    return detector.params(conf, iou, max_det, classes, preprocess)
+    return detector.params(conf, iou, max_det, classes, preprocess, tier or None)
 
 
 ParamsDep = Annotated[DetectParams, Depends(detect_params)]
@@ -268,9 +271,23 @@ async def detect_batch(request: Request, detector: DetectorDep, params: ParamsDe
     return JSONResponse({"results": results})
 
 
-@router.get("/v1/models", response_model=ModelsResponse, responses={503: ERRORS[503]})
+@router.get("/v1/models", response_model=ModelsResponse, responses={503: ERRORS[503]}, summary="The models served, and the routes to them")
 async def models(triton: TritonDep) -> Response:
-    return JSONResponse({"models": [triton.require_signature().describe()]})
+    s = triton.settings
+    primary = triton.require_signature()
+    routes = [{"role": "tier", "tier": t, "model": m, "percent": None} for t, m in sorted(s.tiers.items())]
+    if not routes:
+        routes.append({"role": "current", "tier": None, "model": s.model_name, "percent": None})
+    if s.canary_model:
+        routes.append({"role": "canary", "tier": s.default_tier or None, "model": s.canary_model, "percent": s.canary_percent})
+    if s.shadow_model:
+        routes.append({"role": "shadow", "tier": s.default_tier or None, "model": s.shadow_model, "percent": s.shadow_percent})
+    for r in routes:
+        sig = triton.signature_of(r["model"])
+        r["served"] = sig is not None
+        r["error"] = None if sig is not None else triton.model_errors.get(r["model"], "not loaded yet")
+    loaded = [primary, *(triton.signatures[m] for m in triton.extra_models if m in triton.signatures)]
+    return JSONResponse({"models": [sig.describe() for sig in loaded], "routes": routes, "default_tier": s.default_tier or None})
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness")
@@ -314,6 +331,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.triton, app.state.detector, app.state.draining = triton, detector, False
         background = [
             asyncio.create_task(triton.keep_loading_signature()),
+            asyncio.create_task(triton.keep_loading_extras()),
             asyncio.create_task(triton.keep_resolving()),
             asyncio.create_task(detector.keep_warming_up()),
         ]

@@ -31,6 +31,27 @@ CIRCUIT_STATE = Gauge("yolo_gateway_circuit_state", "Circuit breaker: 0 closed, 
 AUTH_REFUSED = Counter("yolo_gateway_auth_refused_total", "Requests refused by API-key auth: missing, invalid, rate_limited", ["reason"])
 CACHE = Counter("yolo_gateway_cache_total", "Inference cache lookups by result: hit, miss", ["result"])
 CACHE_ENTRIES = Gauge("yolo_gateway_cache_entries", "Images in the inference cache")
+MODEL_READY = Gauge("yolo_gateway_model_ready", "The gateway read this model's signature from Triton and routes to it (tiers, canary, shadow)", ["model"])
+VARIANT_REQUESTS = Counter(
+    "yolo_gateway_variant_requests_total",
+    "Requests of the default tier by the version that answered: current, canary; canary_fallback: the canary failed "
+    "and the current version answered; canary_unavailable: the canary's turn came while it was not served",
+    ["variant"],
+)
+SHADOW_REQUESTS = Counter(
+    "yolo_gateway_shadow_requests_total", "Mirrored requests by outcome: ok, error, skipped (too many in flight or not served)", ["outcome"]
+)
+SHADOW_INFLIGHT = Gauge("yolo_gateway_shadow_inflight", "Mirrored calls in flight (answers never returned)")
+_RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
+SHADOW_BOX_MATCH = Histogram(
+    "yolo_gateway_shadow_box_match_ratio",
+    "Per mirrored image: boxes matched at IoU >= 0.5 over the larger of the two detection counts (1 when both are empty)",
+    buckets=_RATIO_BUCKETS,
+)
+SHADOW_CLASS_AGREEMENT = Histogram(
+    "yolo_gateway_shadow_class_agreement_ratio", "Per mirrored image with matched boxes: matched pairs of the same class", buckets=_RATIO_BUCKETS
+)
+SHADOW_LATENCY = Histogram("yolo_gateway_shadow_latency_seconds", "The shadow model's Triton call and NMS per mirrored request", buckets=_STAGE_BUCKETS)
 IMAGES = Counter("yolo_gateway_images_total", "Images processed")
 DETECTIONS = Counter("yolo_gateway_detections_total", "Detections returned")
 # Every label value from the start, so the series exist (and rate() works) before the first event.
@@ -42,3 +63,7 @@ for _reason in ("missing", "invalid", "rate_limited"):
     AUTH_REFUSED.labels(_reason)
 for _kind in ("queue_full", "queue_timeout", "deadline", "unavailable", "model_not_ready", "rejected"):
     TRITON_ERRORS.labels(_kind)
+for _variant in ("current", "canary", "canary_fallback", "canary_unavailable"):
+    VARIANT_REQUESTS.labels(_variant)
+for _outcome in ("ok", "error", "skipped"):
+    SHADOW_REQUESTS.labels(_outcome)

@@ -7,6 +7,7 @@ libjpeg release the GIL), so one process uses the pod's cores.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +20,21 @@ import simplejpeg
 from . import metrics
 from .admission import Admission
 from .cache import InferenceCache
-from .errors import BadParameter, GatewayError, GatewayOverloaded, TritonTimeout, TritonUnavailable
+from .errors import (
+    BadParameter,
+    GatewayError,
+    GatewayOverloaded,
+    TritonOverloaded,
+    TritonRejected,
+    TritonTimeout,
+    TritonUnavailable,
+)
 from .postprocess import DECODERS, Detections, DetectParams, decode_end2end
 from .preprocess import Prepared, prepare_image
 from .settings import Settings
 from .signature import ModelSignature
 from .triton import TritonService
+from .variants import CANARY, Route, Router, agreement, same_input
 
 log = logging.getLogger("yolo_gateway")
 
@@ -35,7 +45,9 @@ class Upload:
     content_type: str | None
 
 
-def _postprocess(sig: ModelSignature, outputs: dict[str, np.ndarray], prepared: list[Prepared], p: DetectParams) -> tuple[list[Detections], float]:
+def _postprocess(
+    sig: ModelSignature, outputs: dict[str, np.ndarray], prepared: list[Prepared], p: DetectParams
+) -> tuple[list[Detections], float]:
     t0 = time.perf_counter()
     results = []
     for i, item in enumerate(prepared):
@@ -54,7 +66,9 @@ def _as_json(det: Detections, names: tuple[str, ...]) -> list[dict[str, Any]]:
     out = []
     for (x1, y1, x2, y2), score, cls in zip(boxes, scores, det.classes.tolist()):
         name = names[cls] if 0 <= cls < len(names) else str(cls)
-        out.append({"class_id": cls, "class_name": name, "confidence": score, "box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2}})
+        out.append(
+            {"class_id": cls, "class_name": name, "confidence": score, "box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2}}
+        )
     return out
 
 
@@ -66,10 +80,17 @@ class Detector:
         self.admission = Admission(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s)
         self.warm = False  # /readyz waits for one detection through the pipeline
         self.cache = (
-            InferenceCache(settings.cache_max_entries, settings.cache_ttl_s, settings.cache_max_difference) if settings.cache_ttl_s > 0 else None
+            InferenceCache(settings.cache_max_entries, settings.cache_ttl_s, settings.cache_max_difference)
+            if settings.cache_ttl_s > 0
+            else None
         )
+        self.router = Router(settings)
+        self.shadows: set[asyncio.Task[None]] = set()  # mirrored calls in flight
+        self._canary_logged = self._shadow_logged = -1e9
 
     def close(self) -> None:
+        for task in self.shadows:
+            task.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def keep_warming_up(self) -> None:
@@ -78,11 +99,18 @@ class Detector:
         request pays for no thread start, first-call initialisation or cold channel."""
         image = simplejpeg.encode_jpeg(np.full((64, 64, 3), 114, np.uint8), colorspace="RGB")
         loop = asyncio.get_running_loop()
+        tiers = set(self.settings.tiers.values())  # the current version's other configs: part of being ready
         while not self.warm:
-            if self.triton.signature is not None:
+            if self.triton.signature is not None and tiers <= {self.settings.model_name, *self.triton.signatures}:
                 try:
                     params = self.params(None, None, None, None)
-                    await self.detect([Upload(image, "image/jpeg")], params, "warmup", loop.time() + self.settings.request_timeout_s)
+                    await self.detect(
+                        [Upload(image, "image/jpeg")],
+                        params,
+                        "warmup",
+                        loop.time() + self.settings.request_timeout_s,
+                        warmup=True,
+                    )
                     self.warm = True
                     log.info("warm: one detection through the pipeline")
                     return
@@ -115,7 +143,13 @@ class Detector:
         return waited
 
     def params(
-        self, conf: float | None, iou: float | None, max_det: int | None, classes: list[str] | None, preprocess: str | None = None
+        self,
+        conf: float | None,
+        iou: float | None,
+        max_det: int | None,
+        classes: list[str] | None,
+        preprocess: str | None = None,
+        tier: str | None = None,
     ) -> DetectParams:
         s = self.settings
         if max_det is not None and max_det > s.max_det_limit:
@@ -127,6 +161,7 @@ class Detector:
             classes=self._class_ids(classes),
             max_nms=s.max_nms,
             preprocess=preprocess or s.preprocess,
+            tier=tier,
         )
 
     def _class_ids(self, classes: list[str] | None) -> tuple[int, ...] | None:
@@ -143,19 +178,31 @@ class Detector:
             elif token in by_name:
                 idx = by_name[token]
             else:
-                raise BadParameter(f"unknown class {token!r}; classes are ids 0..{len(names) - 1} or names {list(names)}")
+                raise BadParameter(
+                    f"unknown class {token!r}; classes are ids 0..{len(names) - 1} or names {list(names)}"
+                )
             if not 0 <= idx < len(names):
                 raise BadParameter(f"class id {idx} out of range 0..{len(names) - 1}")
             ids.append(idx)
         return tuple(sorted(set(ids))) or None
 
-    async def detect(self, uploads: list[Upload], params: DetectParams, request_id: str, deadline: float) -> list[dict[str, Any]]:
-        """Detect on every upload; one Triton call per `max_batch_size` images, before `deadline` (loop time)."""
+    def _signature(self, route: Route) -> ModelSignature:
+        sig = self.triton.signature_of(route.model)
+        if sig is None:
+            if route.model == self.settings.model_name:
+                return self.triton.require_signature()
+            why = self.triton.model_errors.get(route.model, "not loaded yet")
+            raise TritonUnavailable(
+                f"tier {route.tier!r}: model {route.model} is not served: {why}",
+                retry_after=self.settings.metadata_retry_s,
+            )
+        return sig
+
+    async def _prepare(self, uploads: list[Upload], sig: ModelSignature, params: DetectParams) -> list[Prepared]:
+        """Decode and letterbox every upload for this model's input, in the thread pool."""
         s = self.settings
-        start = time.perf_counter()
-        sig = self.triton.require_signature()
         loop = asyncio.get_running_loop()
-        prepared: list[Prepared] = await asyncio.gather(
+        return await asyncio.gather(
             *(
                 loop.run_in_executor(
                     self.pool,
@@ -175,37 +222,61 @@ class Detector:
                 for u in uploads
             )
         )
-        t_infer = time.perf_counter()
-        group = (sig.name, sig.version, params.conf, params.iou, params.max_det, params.classes, params.preprocess)
-        found: list[Detections | None] = [None] * len(prepared)
-        if self.cache is not None:
-            found = [self.cache.get(p.fingerprint, (p.letterbox.width, p.letterbox.height, *group)) for p in prepared]
-        todo = [i for i, f in enumerate(found) if f is None]
-        run = [prepared[i] for i in todo]
-        missed = set(todo)
-        infer_s = post_s = 0.0
-        if run:
-            fresh, infer_s, post_s = await self._infer(sig, run, params, request_id, deadline, t_infer)
-            for i, det in zip(todo, fresh):
-                found[i] = det
-                if self.cache is not None:
-                    p = prepared[i]
-                    self.cache.put(p.fingerprint, (p.letterbox.width, p.letterbox.height, *group), det)
-        detections = [d for d in found if d is not None]
+
+    async def detect(
+        self, uploads: list[Upload], params: DetectParams, request_id: str, deadline: float, warmup: bool = False
+    ) -> list[dict[str, Any]]:
+        """Detect on every upload with the model its route picks (tier, canary; variants.py); one
+        Triton call per `max_batch_size` images, before `deadline` (loop time)."""
+        start = time.perf_counter()
+        route = (
+            self.router.primary()
+            if warmup
+            else self.router.route(params.tier, self.triton.signature_of(self.settings.canary_model) is not None)
+        )
+        sig = self._signature(route)
+        prepared = await self._prepare(uploads, sig, params)
+        try:
+            detections, cached, infer_s, post_s = await self._answer(sig, prepared, params, request_id, deadline)
+        except (TritonUnavailable, TritonRejected, TritonOverloaded) as exc:
+            if route.variant != CANARY:
+                raise
+            # A failing canary never fails a request: the current version answers it.
+            if time.monotonic() - self._canary_logged > 10:  # a line per 10 s, not one per request
+                self._canary_logged = time.monotonic()
+                log.warning("canary %s failed, the current version answers: %s", route.model, exc.message)
+            metrics.VARIANT_REQUESTS.labels("canary_fallback").inc()
+            route = Route(self.settings.model_name, route.tier, "canary_fallback")
+            current = self._signature(route)
+            if not same_input(sig, current):
+                prepared = await self._prepare(uploads, current, params)
+            sig = current
+            detections, cached, infer_s, post_s = await self._answer(sig, prepared, params, request_id, deadline)
+        if not warmup:
+            if route.variant in ("current", CANARY) and route.default_tier:
+                metrics.VARIANT_REQUESTS.labels(route.variant).inc()
+            if self.router.mirror(route):
+                self._mirror(uploads, sig, prepared, detections, params, request_id)
         total_s = time.perf_counter() - start
 
-        if run:
+        if infer_s:
             metrics.STAGE_SECONDS.labels("infer").observe(infer_s)
             metrics.STAGE_SECONDS.labels("postprocess").observe(post_s)
         metrics.IMAGES.inc(len(uploads))
+        model = {
+            "name": sig.name,
+            "version": sig.version,
+            "tier": route.tier,
+            "variant": CANARY if route.variant == CANARY else "current",
+        }
         results = []
-        for i, (item, det) in enumerate(zip(prepared, detections)):
+        for item, det, hit in zip(prepared, detections, cached):
             metrics.STAGE_SECONDS.labels("decode").observe(item.decode_s)
             metrics.STAGE_SECONDS.labels("preprocess").observe(item.preprocess_s)
             metrics.DETECTIONS.inc(len(det))
             results.append(
                 {
-                    "model": {"name": sig.name, "version": sig.version},
+                    "model": model,
                     "image": {"width": item.letterbox.width, "height": item.letterbox.height},
                     "timings_ms": {
                         "decode": round(item.decode_s * 1e3, 3),
@@ -215,15 +286,105 @@ class Detector:
                         "total": round(total_s * 1e3, 3),
                     },
                     "detections": _as_json(det, sig.class_names),
-                    "cached": i not in missed,
+                    "cached": hit,
                 }
             )
         return results
 
+    async def _answer(
+        self, sig: ModelSignature, prepared: list[Prepared], params: DetectParams, request_id: str, deadline: float
+    ) -> tuple[list[Detections], list[bool], float, float]:
+        """Detections per image from the cache or Triton: (detections, from the cache, infer s, NMS s)."""
+        t_infer = time.perf_counter()
+        group = (sig.name, sig.version, params.conf, params.iou, params.max_det, params.classes, params.preprocess)
+        found: list[Detections | None] = [None] * len(prepared)
+        if self.cache is not None:
+            found = [self.cache.get(p.fingerprint, (p.letterbox.width, p.letterbox.height, *group)) for p in prepared]
+        todo = [i for i, f in enumerate(found) if f is None]
+        infer_s = post_s = 0.0
+        if todo:
+            fresh, infer_s, post_s = await self._infer(
+                sig, [prepared[i] for i in todo], params, request_id, deadline, t_infer
+            )
+            for i, det in zip(todo, fresh):
+                found[i] = det
+                if self.cache is not None:
+                    p = prepared[i]
+                    self.cache.put(p.fingerprint, (p.letterbox.width, p.letterbox.height, *group), det)
+        missed = set(todo)
+        return [d for d in found if d is not None], [i not in missed for i in range(len(prepared))], infer_s, post_s
+
+    # ------------------------------------------------------------------ shadow
+
+    def _mirror(
+        self,
+        uploads: list[Upload],
+        sig: ModelSignature,
+        prepared: list[Prepared],
+        detections: list[Detections],
+        params: DetectParams,
+        request_id: str,
+    ) -> None:
+        """Start the shadow's call for an answered request, in the background: its answer is never
+        returned and nothing waits for it. Skipped (counted) while too many are in flight."""
+        shadow = self.triton.signature_of(self.settings.shadow_model)
+        if shadow is None or len(self.shadows) >= self.settings.shadow_max_inflight:
+            metrics.SHADOW_REQUESTS.labels("skipped").inc()
+            return
+        task = asyncio.create_task(self._shadow(uploads, sig, shadow, prepared, detections, params, request_id))
+        self.shadows.add(task)
+        metrics.SHADOW_INFLIGHT.set(len(self.shadows))
+
+        def done(t: asyncio.Task[None]) -> None:
+            self.shadows.discard(t)
+            metrics.SHADOW_INFLIGHT.set(len(self.shadows))
+
+        task.add_done_callback(done)
+
+    async def _shadow(
+        self,
+        uploads: list[Upload],
+        sig: ModelSignature,
+        shadow: ModelSignature,
+        prepared: list[Prepared],
+        detections: list[Detections],
+        params: DetectParams,
+        request_id: str,
+    ) -> None:
+        start = time.perf_counter()
+        try:
+            if not same_input(sig, shadow):
+                prepared = await self._prepare(uploads, shadow, params)
+            deadline = asyncio.get_running_loop().time() + self.settings.infer_timeout_s
+            theirs, _, _ = await self._infer(
+                shadow, prepared, params, f"shadow-{request_id}", deadline, start, demand=False
+            )
+        except Exception as exc:  # a broken shadow is reported, never raised
+            metrics.SHADOW_REQUESTS.labels("error").inc()
+            if time.monotonic() - self._shadow_logged > 10:
+                self._shadow_logged = time.monotonic()
+                log.warning("shadow %s failed: %s", shadow.name, getattr(exc, "message", exc))
+            return
+        metrics.SHADOW_LATENCY.observe(time.perf_counter() - start)
+        for ours, other in zip(detections, theirs):
+            boxes, classes = agreement(ours, other)
+            metrics.SHADOW_BOX_MATCH.observe(boxes)
+            if classes is not None:
+                metrics.SHADOW_CLASS_AGREEMENT.observe(classes)
+        metrics.SHADOW_REQUESTS.labels("ok").inc()
+
     async def _infer(
-        self, sig: ModelSignature, prepared: list[Prepared], params: DetectParams, request_id: str, deadline: float, t_infer: float
+        self,
+        sig: ModelSignature,
+        prepared: list[Prepared],
+        params: DetectParams,
+        request_id: str,
+        deadline: float,
+        t_infer: float,
+        demand: bool = True,
     ) -> tuple[list[Detections], float, float]:
-        """Triton (one call per max_batch_size images) and NMS for these images."""
+        """Triton (one call per max_batch_size images) and NMS for these images. `demand`: the calls
+        count in yolo_gateway_triton_requests (a request's; a shadow's are not)."""
         s = self.settings
         loop = asyncio.get_running_loop()
         chunk = sig.max_batch_size or 1
@@ -234,10 +395,12 @@ class Detector:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TritonTimeout("request deadline exceeded before inference")
-            calls.append(self.triton.infer(batch, request_id, min(s.infer_timeout_s, remaining)))
-        with metrics.TRITON_REQUESTS.track_inprogress():
+            calls.append(self.triton.infer(batch, request_id, min(s.infer_timeout_s, remaining), sig))
+        with metrics.TRITON_REQUESTS.track_inprogress() if demand else contextlib.nullcontext():
             parts = await asyncio.gather(*calls)
-        outputs = {n: np.concatenate([p[n] for p in parts]) if len(parts) > 1 else parts[0][n] for n in sig.output_names}
+        outputs = {
+            n: np.concatenate([p[n] for p in parts]) if len(parts) > 1 else parts[0][n] for n in sig.output_names
+        }
         if not sig.max_batch_size:
             outputs = {n: v[None] for n, v in outputs.items()}
         infer_s = time.perf_counter() - t_infer

@@ -28,6 +28,7 @@ class DetectParams:
     classes: tuple[int, ...] | None = None  # keep only these class ids
     max_nms: int = 10_000
     preprocess: str = "fast"  # or "parity": Ultralytics' own decode, resize and box mapping (preprocess.py)
+    tier: str | None = None  # the latency tier the request asked for (variants.py); None: the default
 
 
 @dataclass(slots=True)

@@ -4,6 +4,8 @@ these models with extra fields forbidden, so the payload and the schema cannot d
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel as _BaseModel
 from pydantic import ConfigDict, Field
 
@@ -27,8 +29,12 @@ class Detection(BaseModel):
 
 
 class ModelRef(BaseModel):
-    name: str
+    name: str = Field(description="the Triton model that answered")
     version: str
+    tier: str | None = Field(None, description="the latency tier (spec.tiers); null when the service declares none")
+    variant: Literal["current", "canary"] = Field(
+        "current", description="canary: the canary version answered (spec.canary)"
+    )
 
 
 class ImageSize(BaseModel):
@@ -75,8 +81,19 @@ class ModelInfo(BaseModel):
     class_names: list[str]
 
 
+class RouteInfo(BaseModel):
+    role: Literal["current", "tier", "canary", "shadow"]
+    tier: str | None
+    model: str
+    percent: float | None = Field(description="canary: share served; shadow: share mirrored")
+    served: bool = Field(description="the gateway read the model from Triton and routes to it")
+    error: str | None = Field(description="why not, when not served")
+
+
 class ModelsResponse(BaseModel):
-    models: list[ModelInfo]
+    models: list[ModelInfo] = Field(description="the models the gateway has read from Triton")
+    routes: list[RouteInfo]
+    default_tier: str | None
 
 
 class ErrorBody(BaseModel):

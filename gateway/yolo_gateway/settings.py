@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,19 @@ class Settings(BaseSettings):
     )
     infer_retries: int = Field(2, ge=0, description="retries of a call that failed UNAVAILABLE (another pod may serve it)")
     retry_backoff_s: float = Field(0.05, gt=0, description="first retry's backoff; doubles, with jitter")
+
+    # Tiers, canary and shadow (variants.py): more models of the same service on the same Triton pods
+    tiers: dict[str, str] = Field(
+        default_factory=dict,
+        description='latency tiers: tier name -> Triton model ({"streaming": "yolo-streaming", "balanced": "yolo"}); '
+        "a request picks one with ?tier=, and one without gets default_tier (model_name)",
+    )
+    default_tier: str = Field("", description="the tier that model_name serves (one of tiers' names)")
+    canary_model: str = Field("", description="a Triton model that serves canary_percent of the default tier's requests for real")
+    canary_percent: float = Field(0.0, ge=0, le=100)
+    shadow_model: str = Field("", description="a Triton model that gets a mirror of shadow_percent of the default tier's requests")
+    shadow_percent: float = Field(0.0, ge=0, le=100)
+    shadow_max_inflight: int = Field(16, ge=1, description="mirrored calls at once; more are skipped (counted), never queued")
 
     cold_start_timeout_s: float = Field(
         0.0,
@@ -88,6 +101,17 @@ class Settings(BaseSettings):
     )
     max_det_limit: int = Field(1000, ge=1)
     max_nms: int = Field(10_000, ge=1, description="candidates kept for NMS after the confidence filter")
+
+    @model_validator(mode="after")
+    def _variants(self) -> Settings:
+        if self.tiers:
+            if self.default_tier not in self.tiers:
+                raise ValueError(f"default_tier {self.default_tier!r} is not one of the tiers {sorted(self.tiers)}")
+            if self.tiers[self.default_tier] != self.model_name:
+                raise ValueError(f"the default tier {self.default_tier!r} must be served by model_name {self.model_name!r}")
+        elif self.default_tier:
+            raise ValueError("default_tier needs tiers")
+        return self
 
     def workers(self) -> int:
         if self.pool_size:

@@ -160,7 +160,12 @@ class TritonService:
         self.settings = settings
         self.client = InferenceServerClient(settings.triton_url, channel_args=channel_args(settings))
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
-        self.signature: ModelSignature | None = None
+        self.signature: ModelSignature | None = None  # the primary model (model_name)
+        # The other models this gateway routes to (tiers, canary, shadow): name -> signature once read,
+        # name -> why not while it is not (a failed canary is reported, and never blocks the primary).
+        self.extra_models = sorted({*settings.tiers.values(), settings.canary_model, settings.shadow_model} - {"", settings.model_name})
+        self.signatures: dict[str, ModelSignature] = {}
+        self.model_errors: dict[str, str] = {m: "not loaded yet" for m in self.extra_models}
         self.resolver = resolver
         self.addresses: list[str] = []
         self.serving = asyncio.Event()  # a Triton served the model at the last look (cold-start mode follows it)
@@ -211,14 +216,42 @@ class TritonService:
             await self.refresh_endpoints()
             await asyncio.sleep(interval)
 
-    async def load_signature(self) -> ModelSignature:
+    async def load_signature(self, model: str | None = None) -> ModelSignature:
+        """Read a model's signature (default: the primary model's) from Triton."""
         s = self.settings
+        name, version = (model, "") if model else (s.model_name, s.model_version)
         timeout = s.infer_timeout_s
-        meta = await self.client.get_model_metadata(s.model_name, s.model_version, as_json=True, client_timeout=timeout)
-        config = await self.client.get_model_config(s.model_name, s.model_version, as_json=True, client_timeout=timeout)
-        self.signature = parse_signature(meta, config)
-        log.info("model %s v%s: %s", self.signature.name, self.signature.version, self.signature.describe())
-        return self.signature
+        meta = await self.client.get_model_metadata(name, version, as_json=True, client_timeout=timeout)
+        config = await self.client.get_model_config(name, version, as_json=True, client_timeout=timeout)
+        sig = parse_signature(meta, config)
+        log.info("model %s v%s: %s", sig.name, sig.version, sig.describe())
+        if model:
+            self.signatures[name] = sig
+            self.model_errors.pop(name, None)
+        else:
+            self.signature = sig
+        return sig
+
+    async def keep_loading_extras(self) -> None:
+        """Background task: read the other models' signatures; one that is missing or broken is
+        retried (backing off to 10 s) and reported, and the primary model serves without it."""
+        pause = self.settings.metadata_retry_s
+        while missing := [m for m in self.extra_models if m not in self.signatures]:
+            for model in missing:
+                try:
+                    await self.load_signature(model)
+                except InferenceServerException as exc:
+                    self.model_errors[model] = exc.message() or str(exc)
+                except Exception as exc:  # a model the gateway cannot serve
+                    self.model_errors[model] = str(exc)
+                if model in self.model_errors:
+                    log.info("model %s not served: %s", model, self.model_errors[model])
+                metrics.MODEL_READY.labels(model).set(0 if model in self.model_errors else 1)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 10.0)
+
+    def signature_of(self, model: str) -> ModelSignature | None:
+        return self.signature if model == self.settings.model_name else self.signatures.get(model)
 
     async def keep_loading_signature(self) -> None:
         """Background task: retry until the model's metadata is read (Triton may start later)."""
@@ -257,10 +290,13 @@ class TritonService:
             raise TritonUnavailable("the model is not loaded yet", retry_after=self.settings.metadata_retry_s)
         return self.signature
 
-    async def infer(self, batch: np.ndarray, request_id: str, timeout_s: float) -> dict[str, np.ndarray]:
-        """One Triton call for a batch of images; returns output name → array with batch axis.
-        UNAVAILABLE is retried (at most `infer_retries` times, jittered backoff) within `timeout_s`."""
-        sig = self.require_signature()
+    async def infer(self, batch: np.ndarray, request_id: str, timeout_s: float, sig: ModelSignature | None = None) -> dict[str, np.ndarray]:
+        """One Triton call for a batch of images to one model (default: the primary); returns output
+        name → array with batch axis. UNAVAILABLE is retried (at most `infer_retries` times, jittered
+        backoff) within `timeout_s`."""
+        primary = sig is None or sig.name == self.settings.model_name
+        sig = sig or self.require_signature()
+        version = self.settings.model_version if primary else ""
         inp = InferInput(sig.input_name, list(batch.shape), sig.input_dtype)
         inp.set_data_from_numpy(batch)
         outputs = [InferRequestedOutput(n) for n in sig.output_names]
@@ -273,7 +309,7 @@ class TritonService:
                 result = await self.client.infer(
                     sig.name,
                     [inp],
-                    model_version=self.settings.model_version,
+                    model_version=version,
                     outputs=outputs,
                     request_id=request_id,
                     client_timeout=max(deadline - loop.time(), 0.001),
