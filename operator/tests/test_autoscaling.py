@@ -48,9 +48,11 @@ def test_scaled_objects_match_the_golden_manifests():
 
 
 def test_queries_select_exactly_one_tier_of_one_service():
+    """The pods of one tier of one service; every model on them (latency tiers, canary and shadow
+    are models on the same Triton pods, and their queues are the pods' load too)."""
     spec = parse_spec(sample_spec())
     q = a.triton_query(spec, META)
-    assert q == 'sum(avg_over_time(nv_inference_pending_request_count{namespace="vision",pod=~"shapes-triton-[a-z0-9]+-[a-z0-9]+",model="yolo"}[30s]))'
+    assert q == 'sum(avg_over_time(nv_inference_pending_request_count{namespace="vision",pod=~"shapes-triton-[a-z0-9]+-[a-z0-9]+"}[30s]))'
     gw = 'namespace="vision",pod=~"shapes-gateway-[a-z0-9]+-[a-z0-9]+"'
     inflight, demand = f"avg_over_time(yolo_gateway_inflight_requests{{{gw}}}[30s])", f"avg_over_time(yolo_gateway_triton_requests{{{gw}}}[30s])"
     assert a.gateway_query(META) == f"clamp_min(sum({inflight}) - sum({demand}), 0)"

@@ -56,7 +56,7 @@ def _schema_fields(schema: dict) -> set[str]:
     out = set()
     for name, sub in (schema.get("properties") or {}).items():
         out.add(name)
-        out |= {f"{name}.{f}" for f in _schema_fields(sub)}
+        out |= {f"{name}.{f}" for f in _schema_fields(sub.get("items", sub))}
     return out
 
 

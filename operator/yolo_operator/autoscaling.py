@@ -60,7 +60,7 @@ def _pods(meta: b.Meta, component: str) -> str:
 
 
 def triton_query(spec: YoloServiceSpec, meta: b.Meta) -> str:
-    sel = f'{_pods(meta, "triton")},model="{spec.model.name}"'
+    sel = _pods(meta, "triton")  # every model of the service's pods: its tiers, canary and shadow too
     if spec.triton.autoscaling.metric == "queueTime":
         return (
             f"sum(rate(nv_inference_queue_duration_us{{{sel}}}[1m]))"

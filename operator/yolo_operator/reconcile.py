@@ -27,6 +27,7 @@ from .status import (
     now_rfc3339,
     ready_condition,
     replica_summary,
+    served_models,
 )
 
 log = logging.getLogger("yolo_operator")
@@ -146,6 +147,7 @@ def _reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger) -> Outcome
         "url": f"http://{n['service']}.{meta.namespace}.svc.cluster.local:{spec.service.port}",
         "tritonReplicas": replica_summary(triton),
         "gatewayReplicas": replica_summary(gateway),
+        "models": served_models(spec),
     }
     _write_status(body, status)
     outcome.ready = ready.status == "True"

@@ -273,6 +273,27 @@ class MonitoringSpec(_Model):
     service_monitor: bool = False
 
 
+class Tier(_Model):
+    """A latency tier: one more Triton model config of the same weights, on the same pods."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")
+    default: bool = Field(False, description="serves requests that name no tier (at most one; none: the first tier)")
+    max_batch_size: int = Field(16, ge=1)
+    max_queue_delay_microseconds: int = Field(1000, ge=0)
+    instances: int = Field(1, ge=1, description="model instances per GPU (per pod without one)")
+    preserve_ordering: bool = Field(False, description="responses leave Triton in the order requests came in")
+
+
+class Variant(_Model):
+    """A second version of the model (same format, input size and classes; another file), served next to the current one."""
+
+    source: ModelSource
+    percent: float = Field(ge=0, le=100, description="canary: share of the default tier's requests it answers; shadow: share mirrored to it")
+
+
+RESERVED_TIER_NAMES = ("canary", "shadow")
+
+
 class YoloServiceSpec(_Model):
     model: ModelSpec
     triton: TritonSpec = TritonSpec()
@@ -281,6 +302,9 @@ class YoloServiceSpec(_Model):
     pod_disruption_budget: PDBSpec = PDBSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
     fetcher_image: str | None = None
+    tiers: list[Tier] = Field(default_factory=list, max_length=8)
+    canary: Variant | None = None
+    shadow: Variant | None = None
 
     @model_validator(mode="after")
     def _cross(self) -> YoloServiceSpec:
@@ -288,7 +312,35 @@ class YoloServiceSpec(_Model):
             raise ValueError("model.format tensorrt needs a GPU: set triton.resources.limits['nvidia.com/gpu']")
         if self.model.source.pvc is not None and self.model.source.secret_ref is not None:
             raise ValueError("model.source.secretRef applies to s3://, gs:// and http(s):// sources, not to a PVC")
+        tier_names = [t.name for t in self.tiers]
+        if len(set(tier_names)) != len(tier_names):
+            raise ValueError(f"tiers: names must be unique, got {tier_names}")
+        if sum(t.default for t in self.tiers) > 1:
+            raise ValueError("tiers: at most one tier is the default")
+        if reserved := sorted(set(tier_names) & set(RESERVED_TIER_NAMES)):
+            raise ValueError(f"tiers: {reserved} name the canary's and shadow's models; choose another tier name")
+        for role, v in self.variants.items():
+            src, main = v.source, self.model.source
+            if src.pvc is not None and (main.pvc is None or src.pvc.claim_name != main.pvc.claim_name):
+                raise ValueError(f"{role}.source.pvc must be in the model's own claim (the fetcher mounts one volume)")
+            if src.secret_ref is not None and src.secret_ref != main.secret_ref:
+                raise ValueError(f"{role}.source.secretRef must be the model's own (the fetcher has one set of credentials)")
         return self
+
+    @property
+    def variants(self) -> dict[str, Variant]:
+        return {role: v for role, v in (("canary", self.canary), ("shadow", self.shadow)) if v is not None}
+
+    @property
+    def default_tier(self) -> Tier | None:
+        return next((t for t in self.tiers if t.default), self.tiers[0] if self.tiers else None)
+
+    def model_names(self) -> dict[str, str]:
+        """Every Triton model of this service: role ("tier:<name>", "canary", "shadow" or "current") -> model name.
+        The default tier (or the only model) keeps `model.name`; the others get a suffix."""
+        name, default = self.model.name, self.default_tier
+        out = {f"tier:{t.name}": (name if t is default else f"{name}-{t.name}") for t in self.tiers} or {"current": name}
+        return out | {role: f"{name}-{role}" for role in self.variants}
 
 
 def with_images(spec: YoloServiceSpec, images: ImageDefaults) -> YoloServiceSpec:

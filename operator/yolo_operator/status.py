@@ -167,3 +167,26 @@ def replica_summary(dep: dict[str, Any] | None) -> str:
         return "0/0"
     st = dep.get("status") or {}
     return f"{int(st.get('readyReplicas', 0) or 0)}/{int(dep.get('spec', {}).get('replicas', 0) or 0)}"
+
+
+def _source(src: Any) -> str:
+    return src.uri if src.uri else f"pvc://{src.pvc.claim_name}/{src.pvc.path.lstrip('/')}"
+
+
+def served_models(spec: Any) -> list[dict[str, Any]]:
+    """status.models: every Triton model of the service, with its role (current, tier, canary,
+    shadow), the file it serves and, for a canary or shadow, its share of the default tier."""
+    out: list[dict[str, Any]] = []
+    default = spec.default_tier
+    for role, model in spec.model_names().items():
+        entry: dict[str, Any] = {"name": model}
+        if role.startswith("tier:"):
+            tier = role.removeprefix("tier:")
+            entry |= {"role": "current", "tier": tier, "default": tier == default.name, "source": _source(spec.model.source)}
+        elif role == "current":
+            entry |= {"role": "current", "source": _source(spec.model.source)}
+        else:
+            v = spec.variants[role]
+            entry |= {"role": role, "source": _source(v.source), "percent": v.percent}
+        out.append(entry)
+    return out

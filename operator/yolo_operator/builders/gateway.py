@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..spec import YoloServiceSpec
@@ -46,6 +47,13 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         # Triton may be scaled to zero: the gateway stays ready and holds requests while it starts.
         "YOLO_GATEWAY_COLD_START_TIMEOUT_S": str(spec.triton.autoscaling.cold_start_timeout_seconds if spec.triton.autoscaling.scale_to_zero else 0),
     }
+    models = spec.model_names()
+    if spec.tiers:
+        env["YOLO_GATEWAY_TIERS"] = json.dumps({role.removeprefix("tier:"): m for role, m in models.items() if role.startswith("tier:")})
+        env["YOLO_GATEWAY_DEFAULT_TIER"] = spec.default_tier.name  # type: ignore[union-attr]
+    for role, v in spec.variants.items():
+        env[f"YOLO_GATEWAY_{role.upper()}_MODEL"] = models[role]
+        env[f"YOLO_GATEWAY_{role.upper()}_PERCENT"] = f"{v.percent:g}"
     if g.cache.enabled:
         env |= {
             "YOLO_GATEWAY_CACHE_TTL_S": f"{g.cache.ttl_seconds:g}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from ..spec import GROUP, YoloServiceSpec
+from ..spec import GROUP, ModelSource, YoloServiceSpec
 from .common import (
     MODELS_DIR,
     TRITON_EXIT_TIMEOUT_SECONDS,
@@ -25,31 +25,48 @@ from .common import (
     pod_security_context,
     selector_labels,
 )
-from .model_config import render_config_pbtxt
+from .model_config import configmap_key, model_configs
+
+
+def _fetch_command(src: ModelSource, target: str) -> str:
+    if src.pvc is not None:
+        return f"cp {shlex.quote('/source/' + src.pvc.path.lstrip('/'))} {target}"
+    if src.scheme == "s3":
+        return f"aws s3 cp --only-show-errors {shlex.quote(src.uri or '')} {target}"
+    if src.scheme == "gs":
+        return f"gcloud storage cp {shlex.quote(src.uri or '')} {target}"
+    return f"curl -fsSL --retry 5 --retry-connrefused -o {target} {shlex.quote(src.uri or '')}"
 
 
 def _fetch_script(spec: YoloServiceSpec) -> str:
+    """Fetch the model (a failure fails the pod: nothing to serve) and lay out every model of the
+    service: the tiers share its file (hard links); the canary's and the shadow's files are fetched
+    too, and a failure there leaves that model out, said in the log, and the current version serves."""
     m = spec.model
     ext = "plan" if m.format == "tensorrt" else "onnx"
     target = f"{MODELS_DIR}/{m.name}/1/model.{ext}"
-    src = m.source
-    if src.pvc is not None:
-        fetch = f"cp {shlex.quote('/source/' + src.pvc.path.lstrip('/'))} {target}"
-    elif src.scheme == "s3":
-        fetch = f"aws s3 cp --only-show-errors {shlex.quote(src.uri or '')} {target}"
-    elif src.scheme == "gs":
-        fetch = f"gcloud storage cp {shlex.quote(src.uri or '')} {target}"
-    else:
-        fetch = f"curl -fsSL --retry 5 --retry-connrefused -o {target} {shlex.quote(src.uri or '')}"
-    return " && ".join(
-        [
-            "set -eu",
-            f"mkdir -p {MODELS_DIR}/{m.name}/1",
-            f"cp /config/config.pbtxt {MODELS_DIR}/{m.name}/config.pbtxt",
-            fetch,
-            f"test -s {target}",
-        ]
-    )
+    steps = [
+        "set -eu",
+        f"mkdir -p {MODELS_DIR}/{m.name}/1",
+        f"cp /config/config.pbtxt {MODELS_DIR}/{m.name}/config.pbtxt",
+        _fetch_command(m.source, target),
+        f"test -s {target}",
+    ]
+    roles = spec.model_names()
+    for role, model in roles.items():
+        if model == m.name:
+            continue
+        folder = f"{MODELS_DIR}/{model}"
+        steps += [f"mkdir -p {folder}/1", f"cp /config/{configmap_key(spec, model)} {folder}/config.pbtxt"]
+        if role.startswith("tier:"):
+            steps.append(f"ln {target} {folder}/1/model.{ext}")
+        else:
+            fetch = f"{_fetch_command(spec.variants[role].source, f'{folder}/1/model.{ext}')} && test -s {folder}/1/model.{ext}"
+            why = shlex.quote(f"{role}: fetching its model failed; {model} is left out and the current version serves alone")
+            steps.append(f"{{ {fetch} ; }} || {{ echo {why} >&2 ; rm -rf {folder} ; }}")
+    # One command per line under `set -eu`: any failure stops the script, except the optional
+    # fetches, whose `||` catches their own failure only.
+    return "\n".join(steps)
 
 
 def _fetcher(spec: YoloServiceSpec) -> dict[str, Any]:
@@ -80,7 +97,7 @@ def _fetcher(spec: YoloServiceSpec) -> dict[str, Any]:
 def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
     t = spec.triton
     n = names(meta)
-    config_hash = _digest(render_config_pbtxt(spec))
+    config_hash = _digest("".join(model_configs(spec).values()))
     volumes: list[dict[str, Any]] = [
         {"name": "models", "emptyDir": {}},
         {"name": "model-config", "configMap": {"name": n["config"]}},
@@ -92,6 +109,9 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
         volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": src.pvc.claim_name, "readOnly": True}})
     if src.secret_ref is not None and src.scheme == "gs":
         volumes.append({"name": "credentials", "secret": {"secretName": src.secret_ref.name}})
+    # With a canary or shadow, the pod is ready when the current version is (strict readiness would
+    # also wait for them, and they may be broken).
+    ready_path = f"/v2/models/{spec.model.name}/ready" if spec.variants else "/v2/health/ready"
     container = {
         "name": "triton",
         "image": t.image,
@@ -111,6 +131,8 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
             "--grpc-keepalive-permit-without-calls=1",
             "--grpc-http2-max-pings-without-data=0",
             "--log-verbose=0",
+            # A canary or shadow that fails to load must not stop Triton: the current version serves alone.
+            *(["--exit-on-error=false"] if spec.variants else []),
         ],
         "ports": [
             {"name": "http", "containerPort": TRITON_HTTP, "protocol": "TCP"},
@@ -119,8 +141,8 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
         ],
         "resources": _resources(t.resources),
         "securityContext": container_security_context(),
-        "startupProbe": _http_probe("/v2/health/ready", periodSeconds=5, failureThreshold=120, timeoutSeconds=3),
-        "readinessProbe": _http_probe("/v2/health/ready", periodSeconds=5, failureThreshold=3, timeoutSeconds=3),
+        "startupProbe": _http_probe(ready_path, periodSeconds=5, failureThreshold=120, timeoutSeconds=3),
+        "readinessProbe": _http_probe(ready_path, periodSeconds=5, failureThreshold=3, timeoutSeconds=3),
         "livenessProbe": _http_probe("/v2/health/live", periodSeconds=10, failureThreshold=6, timeoutSeconds=5),
         # Leave the Service first; then SIGTERM, and Triton finishes what it holds (exit timeout).
         "lifecycle": {"preStop": {"sleep": {"seconds": TRITON_PRESTOP_SECONDS}}},
