@@ -172,6 +172,11 @@ def test_disabling_autoscaling_deletes_the_hpas(kube: Kube, ns: str):
         ({"triton.autoscaling": {"minReplicas": 0, "engine": "hpa"}}, "scale to zero) needs KEDA"),
         ({"gateway.autoscaling": {"minReplicas": 0}}, "should be greater than or equal to 1"),
         ({"gateway.auth": {"enabled": True}}, "gateway.auth.enabled needs gateway.auth.secretRef"),
+        ({"tiers": [{"name": "a", "default": True}, {"name": "b", "default": True}]}, "at most one tier is the default"),
+        ({"tiers": [{"name": "a"}, {"name": "a", "maxBatchSize": 2}]}, "Duplicate value"),
+        ({"tiers": [{"name": "canary"}]}, "the tier names canary and shadow are taken"),
+        ({"canary": {"source": {"uri": "https://x/m.onnx"}, "percent": 150}}, "should be less than or equal to 100"),
+        ({"shadow": {"percent": 5}}, "source: Required value"),
     ],
 )
 def test_schema_and_cel_reject_invalid_specs(kube: Kube, ns: str, patch: dict, message: str):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -343,3 +344,66 @@ def test_a_model_that_cannot_be_fetched_gets_a_condition_saying_so(svc: dict[str
     assert triton["status"] == "False" and ready["status"] == "False"
     assert any(s in triton["message"] for s in says), triton["message"]
     assert triton["message"] in ready["message"]
+
+
+def _post(url: str, image: bytes) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, data=image, method="POST", headers={"content-type": "image/jpeg"})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:  # noqa: S310 - our gateway Service
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_tiers_a_shadow_and_a_broken_canary_on_real_pods(svc: dict[str, Any]):
+    """spec.tiers, spec.shadow and a spec.canary whose file is missing, on the real pods: the fetcher
+    leaves the canary out and Triton starts without it; every tier answers; the shadow gets its
+    mirror; no request fails. Then the spec goes back to one version, and the service with it."""
+    kube, ns = svc["kube"], svc["ns"]
+    triton_replicas(kube, ns, 1)
+    wait_ready(kube, NAME, ns)
+    old = {c: {p["metadata"]["uid"] for p in pods(kube, ns, NAME, c)} for c in ("triton", "gateway")}
+    versions = {
+        "tiers": [
+            {"name": "realtime", "maxBatchSize": 1, "maxQueueDelayMicroseconds": 0},
+            {"name": "standard", "default": True, "maxBatchSize": 16, "maxQueueDelayMicroseconds": 2000},
+        ],
+        "canary": {"source": {"uri": HTTP_MODEL_URL.replace("model.onnx", "missing.onnx")}, "percent": 50},
+        "shadow": {"source": {"uri": HTTP_MODEL_URL}, "percent": 50},
+    }
+    patch(kube, ns, versions)
+    for component in ("triton", "gateway"):
+        rollout_done(kube, ns, f"{NAME}-{component}", old[component])
+    obj = wait_ready(kube, NAME, ns)
+    assert [(m["name"], m["role"]) for m in obj["status"]["models"]] == [("yolo-realtime", "current"), ("yolo", "current"), ("yolo-canary", "canary"), ("yolo-shadow", "shadow")]
+    (triton,) = pods(kube, ns, NAME, "triton")
+    fetch_log = kube.kubectl("logs", triton["metadata"]["name"], "-n", ns, "-c", "fetch-model").stdout
+    assert "canary: fetching its model failed; yolo-canary is left out" in fetch_log, fetch_log
+
+    def routes() -> dict[str, dict[str, Any]] | None:
+        with urllib.request.urlopen(f"{svc['url']}/v1/models", timeout=10) as r:  # noqa: S310 - our gateway Service
+            listing = {x["role"] if x["role"] != "tier" else x["tier"]: x for x in json.loads(r.read())["routes"]}
+        return listing if listing["shadow"]["served"] else None
+
+    listing = wait_for("the gateway reads the shadow", routes, timeout=60, interval=1)
+    assert listing["canary"]["served"] is False and "yolo-canary" in listing["canary"]["error"], listing["canary"]
+    assert listing["realtime"]["model"] == "yolo-realtime" and listing["standard"]["served"]
+    images = load_images(8)
+    seen = []
+    for query, model in (("", "yolo"), ("?tier=realtime", "yolo-realtime"), ("?tier=standard", "yolo")):
+        for image in images:
+            status, body = _post(f"{svc['url']}/v1/detect{query}", image)
+            assert status == 200, body
+            assert (body["model"]["name"], body["model"]["variant"]) == (model, "current"), body["model"]
+            seen.append(body["detections"])
+    assert seen[:8] == seen[8:16] == seen[16:], "every tier serves the same weights"
+    ip = triton["status"]["podIP"]
+    wait_for("the shadow's Triton model served its mirror", lambda: triton_served(ip, "yolo-shadow") >= 4, timeout=30, interval=0.5)
+    assert triton_served(ip, "yolo-realtime") == 8 + 1  # Triton counts its model_warmup too
+
+    old = {c: {p["metadata"]["uid"] for p in pods(kube, ns, NAME, c)} for c in ("triton", "gateway")}
+    patch(kube, ns, {"tiers": None, "canary": None, "shadow": None})
+    for component in ("triton", "gateway"):
+        rollout_done(kube, ns, f"{NAME}-{component}", old[component])
+    obj = wait_ready(kube, NAME, ns)
+    assert obj["status"]["models"] == [{"name": "yolo", "role": "current", "source": obj["spec"]["model"]["source"]["uri"]}]
