@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -33,12 +34,18 @@ from ..local_triton import LocalTriton, TritonPorts, free_port
 from ..preprocess import prepare_image
 from ..settings import Settings
 from ..stack import GatewayProcess
-from ..synthetic import encode, make_scene
+from ..synthetic import CLASS_NAMES, encode, make_scene
 from ..triton import channel_args
-from . import loadgen, micro, report
+from . import accuracy, loadgen, micro, report
 from .loadgen import LoadResult, closed_loop, open_loop, process_cpu_seconds, triton_split, triton_stats
 
 ROOT = Path(__file__).resolve().parents[3]
+# The design's streaming and batch tiers (max batch, queue delay µs, instances, ordering); streaming
+# gets 2 instances rather than 3 on a 2-CPU machine.
+TIERS = {"streaming": (8, 100, 2, True), "batch": (128, 5000, 1, False)}
+# Mixed load: camera streams at a fixed frame rate (open loop, requests/s) next to offline batch
+# clients that take all they can (closed loop, concurrency).
+MIXED = {"streaming_rate": 20.0, "batch": 32}
 
 
 class Bench:
@@ -72,6 +79,21 @@ class Bench:
 
             return edit
 
+        def tier(max_batch: int, delay_us: int, instances: int, ordered: bool = False) -> Callable[[Any], None]:
+            """A latency tier as the operator writes it (spec.tiers): its own batching and instances."""
+
+            def edit(cfg: Any) -> None:
+                cfg.max_batch_size = max_batch
+                del cfg.dynamic_batching.preferred_batch_size[:]
+                cfg.dynamic_batching.ClearField("default_queue_policy")
+                cfg.dynamic_batching.max_queue_delay_microseconds = delay_us
+                cfg.dynamic_batching.preserve_ordering = ordered
+                cfg.instance_group[0].count = instances
+
+            return edit
+
+        write_variant(repo, "yolo-streaming", edit=tier(*TIERS["streaming"]))
+        write_variant(repo, "yolo-batch", edit=tier(*TIERS["batch"]))
         write_variant(repo, "yolo_nobatch", edit=no_batching)
         write_variant(repo, "yolo_noqueuepolicy", edit=lambda cfg: cfg.dynamic_batching.ClearField("default_queue_policy"))
         write_variant(repo, "yolo_delay0", edit=delay(0))
@@ -98,7 +120,7 @@ class Bench:
                 return await open_loop(send, rate, duration_s=self.window * self.stable, window_s=self.window)
             return await closed_loop(send, concurrency, window_s=self.window, stable_windows=self.stable, max_windows=self.max_windows)
 
-    def gateway_sender(self, url: str) -> Any:
+    def gateway_sender(self, url: str, query: str = "") -> Any:
         jpegs = self.jpegs
 
         class Sender:
@@ -106,7 +128,7 @@ class Bench:
                 self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
                 async def send(i: int) -> int:
-                    async with self.session.post(f"{url}/v1/detect", data=jpegs[i % len(jpegs)], headers={"content-type": "image/jpeg"}) as r:
+                    async with self.session.post(f"{url}/v1/detect{query}", data=jpegs[i % len(jpegs)], headers={"content-type": "image/jpeg"}) as r:
                         await r.read()
                         return r.status
 
@@ -272,6 +294,8 @@ class Bench:
             results["burst"] = rows
 
             results["static_camera"] = self.static_camera()
+            results["tiers"] = self.tiers()
+            results["parity"] = self.parity()
         finally:
             self.triton.stop()
         results["targets"] = report.targets(results)
@@ -329,6 +353,71 @@ class Bench:
         )
         return rows
 
+    def mixed(self, loads: list[tuple[str, str, int, float | None]]) -> list[dict]:
+        """Several loads at once, each (label, model, concurrency, rate): a closed loop, or an open
+        loop at `rate` requests/s; all for the same number of windows."""
+        n = self.stable + 1
+        models = sorted({m for _, m, _, _ in loads})
+        before = {m: triton_stats(self.triton.http_url, m) for m in models}  # type: ignore[union-attr]
+
+        def run(send: Any, c: int, rate: float | None) -> Any:
+            if rate is not None:
+                return open_loop(send, rate, duration_s=self.window * n, window_s=self.window)
+            return closed_loop(send, c, window_s=self.window, stable_windows=n, max_windows=n)
+
+        async def go() -> list[LoadResult]:
+            async with contextlib.AsyncExitStack() as stack:
+                sends = [await stack.enter_async_context(self.direct_sender(model)()) for _, model, _, _ in loads]
+                return await asyncio.gather(*(run(send, c, rate) for send, (_, _, c, rate) in zip(sends, loads)))
+
+        results = asyncio.run(go())
+        after = {m: triton_stats(self.triton.http_url, m) for m in models}  # type: ignore[union-attr]
+        rows = []
+        for (label, model, c, rate), result in zip(loads, results):
+            row = {"label": label, "model": model, **result.to_dict(), "triton": triton_split(before[model], after[model])}
+            where = f"{rate:.0f}/s" if rate is not None else f"c={c}"
+            print(f"  {label:<42} {where:<7} {result.rps:8.1f} rps  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  batch {row['triton']['mean_batch']:5.2f}", flush=True)
+            rows.append(row)
+        return rows
+
+    def tiers(self) -> list[dict]:
+        """8. Latency tiers (spec.tiers) under mixed load: camera streams at a fixed rate and batch
+        clients that take all they can, at once, on one model config, then each on its own tier
+        (direct Triton, preprocessed tensors: the tier is Triton's batching, not the gateway)."""
+        rate, b = MIXED["streaming_rate"], MIXED["batch"]
+        print(f"8. latency tiers under mixed load: camera streams at {rate:g} requests/s + {b} batch clients at once (direct)", flush=True)
+        one = self.mixed([("one config: the camera streams", "yolo", 1, rate), ("one config: the batch clients", "yolo", b, None)])
+        tiered = self.mixed([("tiers: streaming tier", "yolo-streaming", 1, rate), ("tiers: batch tier", "yolo-batch", b, None)])
+        for row in one:  # one model serves both: Triton's statistics cannot tell them apart
+            row["triton"] = {k: "-" for k in row["triton"]}
+        return one + tiered
+
+    def parity(self) -> list[dict]:
+        """9. preprocess=fast (DCT-scaled decode, INTER_AREA) vs parity (Ultralytics' full decode,
+        INTER_LINEAR, its letterbox and box mapping): mAP50 and precision/recall at conf 0.25 on
+        held-out scenes, and gateway CPU per 1080p request (c=4)."""
+        rng = np.random.default_rng(20261122)  # the held-out scenes of the accuracy tests
+        sizes = [(640, 480), (1280, 720), (480, 640), (1024, 1024), (800, 450), (1920, 1080)]
+        scenes = [make_scene(rng, *sizes[i % len(sizes)]) for i in range(30 if self.quick else 120)]
+        images = [encode(scene, ".jpg", 90) for scene in scenes]
+        print(f"9. preprocess=fast vs parity: accuracy on {len(scenes)} held-out scenes, gateway CPU per 1080p request", flush=True)
+        rows = []
+        gw = self.with_gateway("yolo")
+        try:
+            with httpx.Client(base_url=gw.url, timeout=30) as c:
+                for mode in ("fast", "parity"):
+                    query = f"?preprocess={mode}"
+                    # every candidate down to conf 0.001 (as Ultralytics' val does), for the whole precision/recall curve
+                    preds = [accuracy.from_response(c.post(f"/v1/detect{query}&conf=0.001&max_det=300", content=img, headers={"content-type": "image/jpeg"}).json()) for img in images]
+                    row = self.measure(f"preprocess={mode}", self.gateway_sender(gw.url, query), 4, "yolo", gw)
+                    precision, recall = accuracy.precision_recall(preds, scenes, 0.25)
+                    row |= {"map50": round(accuracy.map50(preds, scenes, len(CLASS_NAMES)), 4), "precision": round(precision, 4), "recall": round(recall, 4)}
+                    print(f"    mAP50 {row['map50']:.4f}  precision {precision:.4f}  recall {recall:.4f} (conf 0.25)", flush=True)
+                    rows.append(row)
+        finally:
+            gw.stop()
+        return rows
+
     def wire_bytes(self, model: str) -> dict:
         inputs = 320 * 320 * 3 * (4 if model == "yolo_fp32" else 1)
         outputs = 4 + 100 * 4 * 4 + 100 * 4 + 100 * 4 if model == "yolo_end2end" else 7 * 2100 * 4
@@ -339,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", default=os.environ.get("QUICK", "") not in ("", "0"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    ap.add_argument("--only", choices=["static-camera"], help="one section alone, written to <out>/<section>.json")
+    ap.add_argument("--only", choices=["static-camera", "tiers", "parity"], help="one section alone, written to <out>/<section>.json")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -347,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
         bench = Bench(args.quick, out)
         bench.triton = LocalTriton(bench.build_repo(), TritonPorts.free(), log_path=bench.work / "triton.log").start(timeout=180)
         try:
-            rows = bench.static_camera()
+            rows = {"static-camera": bench.static_camera, "tiers": bench.tiers, "parity": bench.parity}[args.only]()
         finally:
             bench.triton.stop()
         path = out / f"{args.only.replace('-', '_')}.json"

@@ -43,6 +43,11 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     shared, per_request = _row(res["channel"], "shared channel"), _row(res["channel"], "new client per request")
     speedup = shared["rps"] / max(per_request["rps"], 1e-9)
     add("shared channel / client-per-request throughput", speedup, ">= 1.5", speedup >= 1.5, f"{shared['rps']:.0f} vs {per_request['rps']:.0f} rps at c=64")
+
+    if res.get("tiers"):
+        st, bt = _row(res["tiers"], "tiers: streaming tier"), _row(res["tiers"], "tiers: batch tier")
+        add("streaming tier p50 / batch tier p50, mixed load", st["p50_ms"] / bt["p50_ms"], "< 1", st["p50_ms"] < bt["p50_ms"], f"{st['p50_ms']:.1f} vs {bt['p50_ms']:.1f} ms")
+        add("batch tier rps / streaming tier rps, mixed load", bt["rps"] / st["rps"], "> 1", bt["rps"] > st["rps"], f"{bt['rps']:.0f} vs {st['rps']:.0f} rps")
     return out
 
 
@@ -101,6 +106,18 @@ def markdown(res: dict[str, Any], prefix: str = "") -> str:
         _table(
             ["gateway", "rps", "p50 ms", "gateway CPU ms/req", "Triton inferences", "hits (first pass)", "ideal", "same classes as uncached", "uncached vs scene's first frame"],
             [[r["label"], r["rps"], r["p50_ms"], r.get("gateway_cpu_ms_per_request", "-"), r["triton"]["inferences"], r["hit_ratio_first_pass"], r.get("ideal_hit_ratio", "-"), r.get("same_classes_as_uncached", "-"), r.get("same_classes_as_scene_first_frame", "-")] for r in res.get("static_camera", [])],
+        ),
+        "## 8. Latency tiers under mixed load (direct Triton)",
+        "Camera streams at a fixed rate (open loop) and batch clients that take all they can (closed loop, c=32), at once: "
+        "first both on one model config, then each on its own tier (streaming: max batch 8, 0.1 ms window, 2 instances, "
+        "ordering preserved; batch: 128, 5 ms, 1).",
+        _load_rows(res.get("tiers", [])),
+        "## 9. Preprocessing: fast vs parity (through the gateway)",
+        "mAP50 over every detection down to conf 0.001, precision and recall at conf 0.25, on held-out scenes; "
+        "load and CPU per request on the 1080p images (c=4).",
+        _table(
+            ["preprocess", "mAP50", "precision", "recall", "rps", "p50 ms", "gateway CPU ms/req"],
+            [[r["label"], r["map50"], r["precision"], r["recall"], r["rps"], r["p50_ms"], r.get("gateway_cpu_ms_per_request", "-")] for r in res.get("parity", [])],
         ),
         "## Gateway stage microbenchmarks (median ms, single thread)",
         _table(
