@@ -386,7 +386,7 @@ class Bench:
         (direct Triton, preprocessed tensors: the tier is Triton's batching, not the gateway)."""
         rate, b = MIXED["streaming_rate"], MIXED["batch"]
         print(f"8. latency tiers under mixed load: camera streams at {rate:g} requests/s + {b} batch clients at once (direct)", flush=True)
-        one = self.mixed([("one config: the camera streams", "yolo", 1, rate), ("one config: the batch clients", "yolo", b, None)])
+        one = self.mixed([("one config: the camera streams", "yolo_noqueuepolicy", 1, rate), ("one config: the batch clients", "yolo_noqueuepolicy", b, None)])
         tiered = self.mixed([("tiers: streaming tier", "yolo-streaming", 1, rate), ("tiers: batch tier", "yolo-batch", b, None)])
         for row in one:  # one model serves both: Triton's statistics cannot tell them apart
             row["triton"] = {k: "-" for k in row["triton"]}
