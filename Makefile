@@ -59,7 +59,7 @@ operator: venv
 	$(BIN)/python -m yolo_operator --all-namespaces
 
 demo: venv
-	$(BIN)/python -m yolo_gateway.stack demo
+	$(BIN)/python -m yolo_tools.stack demo
 
 # cluster up, images, helm install (ci/local-values.yaml), S3 store, examples/yoloservice-cpu.yaml,
 # one detection through the gateway Service, then everything down. k8s-tests/demo.py
@@ -77,16 +77,16 @@ scale-bench: venv cluster-build
 	$(BIN)/python k8s-tests/scale_bench.py $(if $(COUNT),--count $(COUNT),)
 
 serve: venv
-	$(BIN)/python -m yolo_gateway.stack serve
+	$(BIN)/python -m yolo_tools.stack serve
 
 bench: venv
-	$(BIN)/python -m yolo_gateway.bench $(if $(filter-out 0,$(QUICK)),--quick,)
+	$(BIN)/python -m yolo_tools.bench $(if $(filter-out 0,$(QUICK)),--quick,)
 
 fuzz: venv
-	$(BIN)/python -m yolo_gateway.fuzz --count $(or $(COUNT),100000)
+	$(BIN)/python -m yolo_tools.fuzz --count $(or $(COUNT),100000)
 
 lint: venv
-	$(BIN)/ruff check gateway operator k8s-tests model_repository
+	$(BIN)/ruff check gateway operator tools k8s-tests model_repository
 
 model-repo: venv
 	$(BIN)/python model_repository/tools/build_repository.py

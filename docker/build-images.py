@@ -558,7 +558,10 @@ print(json.dumps({"config": builders.render_config_pbtxt(spec), "command": init[
 """
 
 GATEWAY_PROBE = r"""
-import sys, yolo_gateway.app, cv2, simplejpeg, orjson, tritonclient.grpc, uvicorn, PIL
+import importlib.util, sys, yolo_gateway.app, cv2, simplejpeg, orjson, tritonclient.grpc, uvicorn, PIL
+# the runtime only: no development tooling, no operator
+for other in ("yolo_tools", "yolo_operator", "onnx", "pytriton"):
+    assert importlib.util.find_spec(other) is None, f"the gateway image carries {other}"
 print("gateway imports ok", cv2.__version__)
 """
 

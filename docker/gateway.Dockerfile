@@ -16,9 +16,9 @@ RUN python3 -m venv /opt/venv \
  && python3 /usr/local/lib/yolo-build/requirements.py pyproject.toml gateway > /tmp/requirements.txt \
  && sh /usr/local/lib/yolo-build/pip-install.sh /opt/venv/bin/python -r /tmp/requirements.txt
 COPY README.md ./
-# Only this image's package (setuptools looks in gateway/ and operator/; the other stays empty).
+# Only this image's package (setuptools looks in gateway/, operator/ and tools/; the others stay empty).
 COPY gateway ./gateway
-RUN mkdir -p operator \
+RUN mkdir -p operator tools \
  && sh /usr/local/lib/yolo-build/pip-install.sh /opt/venv/bin/python --no-deps . \
  && /opt/venv/bin/python -m pip uninstall -q -y pip setuptools \
  && /opt/venv/bin/python -c 'import yolo_gateway.app'

@@ -28,7 +28,7 @@ from autoscale_helpers import run_step, scaler_sample
 from e2e_helpers import RELEASE_NS, Kube, cluster
 from plot import Panel, Series, write
 
-from yolo_gateway.synthetic import encode, make_scene
+from yolo_tools.synthetic import encode, make_scene
 
 NS = "yolo-autoscale"
 NAME = "scaler"

@@ -20,7 +20,7 @@ import numpy as np
 import pod_helpers as ph
 from e2e_helpers import RELEASE_NS, Kube, cluster, wait_for
 
-from yolo_gateway.synthetic import CLASS_NAMES, encode, make_scene, match
+from yolo_tools.synthetic import CLASS_NAMES, encode, make_scene, match
 
 NS = "yolo-demo"
 

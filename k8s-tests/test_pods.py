@@ -42,7 +42,7 @@ from pod_helpers import (
     wait_ready,
 )
 
-from yolo_gateway.synthetic import encode, make_scene, match
+from yolo_tools.synthetic import encode, make_scene, match
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(900)]  # the first test includes building the images (cold: ~6 min)
 

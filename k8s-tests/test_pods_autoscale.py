@@ -31,7 +31,7 @@ from autoscale_helpers import MAX_REPLICAS, TEST_BEHAVIOR, run_step, scaler_samp
 from e2e_helpers import Kube, wait_for
 from pod_helpers import condition, detect, gateway_url, wait_ready
 
-from yolo_gateway.synthetic import encode, make_scene
+from yolo_tools.synthetic import encode, make_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 

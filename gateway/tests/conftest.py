@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from yolo_gateway.devrepo import copy_model, write_variant
-from yolo_gateway.local_triton import LocalTriton, TritonPorts, free_port
-from yolo_gateway.stack import GatewayProcess
+from yolo_tools.devrepo import copy_model, write_variant
+from yolo_tools.local_triton import LocalTriton, TritonPorts, free_port
+from yolo_tools.stack import GatewayProcess
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 
 from yolo_gateway.app import create_app
-from yolo_gateway.local_triton import LocalTriton
 from yolo_gateway.settings import Settings
+from yolo_tools.local_triton import LocalTriton
 
 
 @contextlib.asynccontextmanager

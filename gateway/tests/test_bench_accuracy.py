@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from yolo_gateway.bench.accuracy import Prediction, average_precision, map50, precision_recall
-from yolo_gateway.synthetic import Scene
+from yolo_tools.bench.accuracy import Prediction, average_precision, map50, precision_recall
+from yolo_tools.synthetic import Scene
 
 SCENE = Scene(np.zeros((100, 100, 3), np.uint8), np.array([[0, 0, 10, 10], [50, 50, 70, 70]], np.float32), np.array([0, 1]))
 

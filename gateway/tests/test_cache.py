@@ -12,7 +12,7 @@ from gw_helpers import gateway_app
 from yolo_gateway.cache import InferenceCache
 from yolo_gateway.preprocess import prepare_image
 from yolo_gateway.settings import Settings
-from yolo_gateway.synthetic import encode, make_scene
+from yolo_tools.synthetic import encode, make_scene
 
 JPEG = {"content-type": "image/jpeg"}
 

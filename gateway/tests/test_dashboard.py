@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from yolo_gateway.synthetic import encode, make_scene
+from yolo_tools.synthetic import encode, make_scene
 
 pytestmark = pytest.mark.triton
 

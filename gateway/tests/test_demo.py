@@ -11,7 +11,7 @@ import sys
 import cv2
 import pytest
 
-from yolo_gateway.local_triton import free_port
+from yolo_tools.local_triton import free_port
 
 pytestmark = pytest.mark.triton
 
@@ -25,7 +25,7 @@ def test_demo_detects_on_a_fresh_image_and_stops(tmp_path):
         "TRITON_GRPC_PORT": str(free_port()),
         "TRITON_METRICS_PORT": str(free_port()),
     }
-    cmd = [sys.executable, "-m", "yolo_gateway.stack", "demo", "--seed", "5", "--output", str(out), "--log-dir", str(tmp_path)]
+    cmd = [sys.executable, "-m", "yolo_tools.stack", "demo", "--seed", "5", "--output", str(out), "--log-dir", str(tmp_path)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
     found = int(re.search(r"-> (\d+) detections", r.stdout).group(1))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from yolo_gateway.synthetic import CLASS_NAMES, encode, make_scene
+from yolo_tools.synthetic import CLASS_NAMES, encode, make_scene
 
 pytestmark = pytest.mark.triton
 

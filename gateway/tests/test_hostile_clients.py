@@ -24,12 +24,13 @@ import pytest
 import requests
 import uvicorn
 
-from yolo_gateway import fuzz, server
+from yolo_gateway import server
 from yolo_gateway.app import create_app
-from yolo_gateway.local_triton import LocalTriton, free_port
 from yolo_gateway.settings import Settings
-from yolo_gateway.stack import GatewayProcess
-from yolo_gateway.synthetic import encode, make_scene
+from yolo_tools import fuzz
+from yolo_tools.local_triton import LocalTriton, free_port
+from yolo_tools.stack import GatewayProcess
+from yolo_tools.synthetic import encode, make_scene
 
 pytestmark = pytest.mark.triton
 

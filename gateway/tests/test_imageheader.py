@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from yolo_gateway import fuzz, imageheader
+from yolo_gateway import imageheader
 from yolo_gateway.errors import GatewayError, InvalidImage
 from yolo_gateway.preprocess import prepare_image, read_header
+from yolo_tools import fuzz
 
 
 def _save(img: Image.Image, fmt: str, **kw: object) -> bytes:

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from gw_helpers import boxes_of, gateway_app, triton_stats
 
-from yolo_gateway.devrepo import LOCAL_REPO, SOURCE_ONNX
-from yolo_gateway.local_triton import LocalTriton, TritonPorts
-from yolo_gateway.prepare import prepare
 from yolo_gateway.settings import Settings
-from yolo_gateway.synthetic import CLASS_NAMES, encode, make_scene, match
 from yolo_operator.builders import render_config_pbtxt
 from yolo_operator.spec import parse_spec
+from yolo_tools.devrepo import LOCAL_REPO, SOURCE_ONNX
+from yolo_tools.local_triton import LocalTriton, TritonPorts
+from yolo_tools.prepare import prepare
+from yolo_tools.synthetic import CLASS_NAMES, encode, make_scene, match
 
 pytestmark = pytest.mark.triton
 

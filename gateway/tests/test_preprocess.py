@@ -20,7 +20,7 @@ from yolo_gateway.preprocess import (
     read_header,
     sniff,
 )
-from yolo_gateway.synthetic import encode, make_scene
+from yolo_tools.synthetic import encode, make_scene
 
 
 def _pil_bytes(img: Image.Image, fmt: str, **kw: object) -> bytes:

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from gw_helpers import boxes_of, gateway_app, triton_stats
 
-from yolo_gateway.devrepo import write_variant
-from yolo_gateway.local_triton import LocalTriton, TritonPorts, free_port
 from yolo_gateway.settings import Settings
-from yolo_gateway.stack import GatewayProcess
-from yolo_gateway.synthetic import encode, make_scene, match
+from yolo_tools.devrepo import write_variant
+from yolo_tools.local_triton import LocalTriton, TritonPorts, free_port
+from yolo_tools.stack import GatewayProcess
+from yolo_tools.synthetic import encode, make_scene, match
 
 pytestmark = pytest.mark.triton
 

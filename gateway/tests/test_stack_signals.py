@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from yolo_gateway.local_triton import free_port
+from yolo_tools.local_triton import free_port
 
 pytestmark = pytest.mark.triton
 
@@ -65,7 +65,7 @@ class Stack:
     def __init__(self, tmp_path: Path) -> None:
         self.ports = {k: free_port() for k in ("GATEWAY_PORT", "TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT")}
         env = {**os.environ, **{k: str(v) for k, v in self.ports.items()}}
-        cmd = [sys.executable, "-m", "yolo_gateway.stack", "serve", "--log-dir", str(tmp_path)]
+        cmd = [sys.executable, "-m", "yolo_tools.stack", "serve", "--log-dir", str(tmp_path)]
         self.log = open(tmp_path / "stack.out", "wb")  # noqa: SIM115 - closed in finish()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.triton_arg = f"--grpc-port={self.ports['TRITON_GRPC_PORT']}"

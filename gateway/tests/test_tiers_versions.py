@@ -19,12 +19,12 @@ import pytest
 from gw_helpers import gateway_app
 from prometheus_client import REGISTRY
 
-from yolo_gateway.devrepo import LOCAL_REPO
-from yolo_gateway.local_triton import LocalTriton, TritonPorts
 from yolo_gateway.settings import Settings
-from yolo_gateway.synthetic import CLASS_NAMES, encode, make_scene
 from yolo_operator.builders import model_configs
 from yolo_operator.spec import parse_spec
+from yolo_tools.devrepo import LOCAL_REPO
+from yolo_tools.local_triton import LocalTriton, TritonPorts
+from yolo_tools.synthetic import CLASS_NAMES, encode, make_scene
 
 pytestmark = pytest.mark.triton
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "gateway"))
-from yolo_gateway.prepare import prepare  # noqa: E402
+from yolo_tools.prepare import prepare  # noqa: E402
 
 VARIANTS = {
     "yolo": {},

@@ -5,7 +5,7 @@ Heavy tools live only here: this script needs the `train` extra
 
     python model_repository/tools/train.py --out model_repository/source
 
-Steps: generate a synthetic dataset (yolo_gateway.synthetic) in YOLO txt
+Steps: generate a synthetic dataset (yolo_tools.synthetic) in YOLO txt
 format, train a narrow YOLOv8 from scratch on the CPU, export ONNX with a
 dynamic batch axis (raw output [B, 4+nc, N]), and write the class names.
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "gateway"))
-from yolo_gateway.synthetic import CLASS_NAMES, make_scene  # noqa: E402
+from yolo_tools.synthetic import CLASS_NAMES, make_scene  # noqa: E402
 
 # YOLOv8 layout with a narrower width than the "n" scale: the task is easy
 # and the model must be cheap on two CPU cores.

@@ -1,6 +1,6 @@
 """Turn a plain exported YOLO ONNX into a serving variant (graph surgery, no torch).
 
-    python -m yolo_gateway.prepare model.onnx -o serving.onnx [--end2end] [--format raw|v5]
+    python -m yolo_tools.prepare model.onnx -o serving.onnx [--end2end] [--format raw|v5]
 
 Input: an Ultralytics-style export, fp32 NCHW input `[B, 3, H, W]` in 0..1 and
 one raw output `[B, 4+nc, N]` (cx, cy, w, h, class scores).

@@ -26,9 +26,10 @@ import orjson
 import simplejpeg
 from PIL import Image
 
-from ..pipeline import _as_json
-from ..postprocess import Detections, DetectParams, decode_raw
-from ..preprocess import PAD_VALUE, letterbox_geometry, prepare_image
+from yolo_gateway.pipeline import _as_json
+from yolo_gateway.postprocess import Detections, DetectParams, decode_raw
+from yolo_gateway.preprocess import PAD_VALUE, letterbox_geometry, prepare_image
+
 from ..synthetic import encode, make_scene
 
 SIZE = 640

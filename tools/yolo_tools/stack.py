@@ -1,7 +1,7 @@
 """The local stack: a real Triton plus the gateway as a real HTTP server process.
 
-    python -m yolo_gateway.stack serve     # make serve: foreground until Ctrl-C
-    python -m yolo_gateway.stack demo      # make demo: start, detect on a fresh image, stop
+    python -m yolo_tools.stack serve     # make serve: foreground until Ctrl-C
+    python -m yolo_tools.stack demo      # make demo: start, detect on a fresh image, stop
 
 Ports come from the environment: GATEWAY_PORT (8080), TRITON_HTTP_PORT (8000),
 TRITON_GRPC_PORT (8001), TRITON_METRICS_PORT (8002).

@@ -1,7 +1,7 @@
 """Fuzz the gateway over HTTP with mutated images, multipart bodies and query strings.
 
-    python -m yolo_gateway.fuzz --count 100000          # make fuzz
-    python -m yolo_gateway.fuzz --count 2000 --url http://127.0.0.1:8080
+    python -m yolo_tools.fuzz --count 100000          # make fuzz
+    python -m yolo_tools.fuzz --count 2000 --url http://127.0.0.1:8080
 
 Without --url it starts a real Triton on the bundled model and the gateway as its own
 process inside a memory-limited cgroup (or under RLIMIT_AS where no cgroup is writable),

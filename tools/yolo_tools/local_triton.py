@@ -6,7 +6,7 @@ one backend stub per Python version. Triton wants the stub beside
 directory. The stub runs the Python of this interpreter, so numpy and
 onnxruntime come from the current environment.
 
-    python -m yolo_gateway.local_triton --model-repository model_repository/local
+    python -m yolo_tools.local_triton --model-repository model_repository/local
 
 Used by `make serve`, `make demo`, the test fixtures and the benchmarks.
 """

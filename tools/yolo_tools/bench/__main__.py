@@ -1,6 +1,6 @@
 """`make bench`: the data plane measured side by side, every figure a ratio from the same run.
 
-    python -m yolo_gateway.bench [--quick] [--out DIR]
+    python -m yolo_tools.bench [--quick] [--out DIR]
 
 One tritonserver serves every model variant; each comparison runs its sides
 back to back against it. The last line printed is the path of the JSON results.
@@ -29,13 +29,14 @@ import simplejpeg
 from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 
+from yolo_gateway.preprocess import prepare_image
+from yolo_gateway.settings import Settings
+from yolo_gateway.triton import channel_args
+
 from ..devrepo import LOCAL_REPO, constant_detector, copy_model, write_variant
 from ..local_triton import LocalTriton, TritonPorts, free_port
-from ..preprocess import prepare_image
-from ..settings import Settings
 from ..stack import GatewayProcess
 from ..synthetic import CLASS_NAMES, encode, make_scene
-from ..triton import channel_args
 from . import accuracy, loadgen, micro, report
 from .loadgen import LoadResult, closed_loop, open_loop, process_cpu_seconds, triton_split, triton_stats
 
