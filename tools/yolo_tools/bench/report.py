@@ -126,6 +126,7 @@ def markdown(res: dict[str, Any], prefix: str = "") -> str:
         ),
         _table(["NMS", "conf", "candidates", "ours ms", "numpy greedy ms", "ours / alt."], [[r["output"], r["conf"], r["candidates"], r["ms"]["ours"], r["ms"]["numpy_greedy_loop"], r["ours_vs_best_alternative"]] for r in res["micro"]["nms"]]),
         _table(["JSON", "orjson ms", "json ms", "FastAPI encoder ms", "ours / best alt."], [[f"{r['detections']} detections", *r["ms"].values(), r["ours_vs_best_alternative"]] for r in res["micro"]["json"]]),
+        _table(["JPEG scan count", "bytes", "ours (vectorised) ms", "bytes.count ms", "ours / alt."], [[r["image"], r["bytes"], *r["ms"].values(), r["ours_vs_best_alternative"]] for r in res["micro"].get("jpeg_scans", [])]),
     ]
     return "\n\n".join(parts) + "\n"
 
