@@ -165,3 +165,11 @@ def test_mutated_inputs_raise_only_gateway_errors():
             assert 400 <= exc.status < 500, exc
             outcomes["refused"] += 1
     assert outcomes["ok"] > 100 and outcomes["refused"] > 100, outcomes
+
+
+def test_the_vectorised_scan_count_equals_bytes_count():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        data = bytes(rng.choice([0x00, 0xDA, 0xFF, 0x12], size=int(rng.integers(0, 64))).astype(np.uint8))
+        start = int(rng.integers(0, 70))
+        assert imageheader.count_pair(data, start, 0xFF, 0xDA) == data.count(b"\xff\xda", start), (data, start)
