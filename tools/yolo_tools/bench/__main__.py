@@ -95,6 +95,15 @@ class Bench:
 
         write_variant(repo, "yolo-streaming", edit=tier(*TIERS["streaming"]))
         write_variant(repo, "yolo-batch", edit=tier(*TIERS["batch"]))
+        def warmed(cfg: Any) -> None:
+            """As the operator generates it: one inference on zeros before the model reports ready."""
+            cfg.dynamic_batching.ClearField("default_queue_policy")
+            warm = cfg.model_warmup.add(name="zeros", batch_size=1)
+            warm.inputs["images"].data_type = cfg.input[0].data_type
+            warm.inputs["images"].dims.extend(cfg.input[0].dims)
+            warm.inputs["images"].zero_data = True
+
+        write_variant(repo, "yolo_warm", edit=warmed)
         write_variant(repo, "yolo_nobatch", edit=no_batching)
         write_variant(repo, "yolo_noqueuepolicy", edit=lambda cfg: cfg.dynamic_batching.ClearField("default_queue_policy"))
         write_variant(repo, "yolo_delay0", edit=delay(0))
@@ -297,6 +306,7 @@ class Bench:
             results["static_camera"] = self.static_camera()
             results["tiers"] = self.tiers()
             results["parity"] = self.parity()
+            results["first_request"] = self.first_request(repo)
         finally:
             self.triton.stop()
         results["targets"] = report.targets(results)
@@ -419,6 +429,35 @@ class Bench:
             gw.stop()
         return rows
 
+    def first_request(self, repo: Path) -> list[dict]:
+        """10. The first request after a start against steady state (c=1): a gateway started next
+        to a running Triton, and a Triton and a gateway started together (`model_warmup` in the
+        config, and the gateway's own warm-up inference before it reports ready)."""
+        print("10. the first request after a start vs steady state (c=1, model_warmup + the gateway's warm-up)", flush=True)
+        rows = []
+        for label, fresh in (("gateway start, Triton running", False), ("Triton and gateway start", True)):
+            for attempt in range(1 if self.quick else 3):
+                triton = LocalTriton(repo, TritonPorts.free(), log_path=self.work / "triton-fresh.log").start(timeout=180) if fresh else self.triton
+                env = {"YOLO_GATEWAY_TRITON_URL": triton.grpc_target, "YOLO_GATEWAY_MODEL_NAME": "yolo_warm", "YOLO_GATEWAY_LOG_LEVEL": "warning"}  # type: ignore[union-attr]
+                gw = GatewayProcess(free_port(), env, log_path=self.work / "gateway-first.log").start()
+                try:
+                    with httpx.Client(base_url=gw.url, timeout=30) as c:
+                        times = []
+                        for i in range(31):
+                            t0 = time.perf_counter()
+                            r = c.post("/v1/detect", content=self.jpegs[i % len(self.jpegs)], headers={"content-type": "image/jpeg"})
+                            times.append((time.perf_counter() - t0) * 1e3)
+                            assert r.status_code == 200, r.text
+                finally:
+                    gw.stop()
+                    if fresh:
+                        triton.stop()  # type: ignore[union-attr]
+                steady = float(np.median(times[1:]))
+                row = {"label": label, "attempt": attempt, "first_ms": round(times[0], 2), "steady_p50_ms": round(steady, 2), "first_vs_steady": round(times[0] / steady, 3)}
+                print(f"  {label:<42} first {row['first_ms']:7.2f} ms  steady p50 {steady:7.2f} ms  ratio {row['first_vs_steady']:.2f}", flush=True)
+                rows.append(row)
+        return rows
+
     def wire_bytes(self, model: str) -> dict:
         inputs = 320 * 320 * 3 * (4 if model == "yolo_fp32" else 1)
         outputs = 4 + 100 * 4 * 4 + 100 * 4 + 100 * 4 if model == "yolo_end2end" else 7 * 2100 * 4
@@ -429,15 +468,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", default=os.environ.get("QUICK", "") not in ("", "0"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    ap.add_argument("--only", choices=["static-camera", "tiers", "parity"], help="one section alone, written to <out>/<section>.json")
+    ap.add_argument("--only", choices=["static-camera", "tiers", "parity", "first-request"], help="one section alone, written to <out>/<section>.json")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.only:
         bench = Bench(args.quick, out)
-        bench.triton = LocalTriton(bench.build_repo(), TritonPorts.free(), log_path=bench.work / "triton.log").start(timeout=180)
+        repo = bench.build_repo()
+        bench.triton = LocalTriton(repo, TritonPorts.free(), log_path=bench.work / "triton.log").start(timeout=180)
         try:
-            rows = {"static-camera": bench.static_camera, "tiers": bench.tiers, "parity": bench.parity}[args.only]()
+            rows = {"static-camera": bench.static_camera, "tiers": bench.tiers, "parity": bench.parity, "first-request": lambda: bench.first_request(repo)}[args.only]()
         finally:
             bench.triton.stop()
         path = out / f"{args.only.replace('-', '_')}.json"

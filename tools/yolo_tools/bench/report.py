@@ -119,6 +119,8 @@ def markdown(res: dict[str, Any], prefix: str = "") -> str:
             ["preprocess", "mAP50", "precision", "recall", "rps", "p50 ms", "gateway CPU ms/req"],
             [[r["label"], r["map50"], r["precision"], r["recall"], r["rps"], r["p50_ms"], r.get("gateway_cpu_ms_per_request", "-")] for r in res.get("parity", [])],
         ),
+        "## 10. The first request after a start (c=1)",
+        _table(["start", "attempt", "first request ms", "steady p50 ms", "first / steady"], [[r["label"], r["attempt"], r["first_ms"], r["steady_p50_ms"], r["first_vs_steady"]] for r in res.get("first_request", [])]),
         "## Gateway stage microbenchmarks (median ms, single thread)",
         _table(
             ["image", "bytes", *res["micro"]["decode_letterbox"][0]["ms"].keys(), "decode floor", "ours / best alt.", "ours / floor"],
