@@ -7,7 +7,9 @@ running as a local process under the chart's ServiceAccount, as in the e2e tests
 2. N YoloServices (CPU Triton, fixed replicas: 2 pods and 9 children each) are applied at once;
 3. until all are Ready at their generation: the time, the operator's peak RSS, and its API
    requests per second, counted in the apiserver's audit log (its ServiceAccount's requests only);
-4. then a steady state of `--steady` seconds (several resyncs of every service): the operator's
+4. until all have settled (kopf's create handlers finished too: they see Ready on their next
+   retry, a few seconds after a child event's reconcile has set it), with the requests between;
+5. then a steady state of `--steady` seconds (several resyncs of every service): the operator's
    writes (create, update, patch, delete) to the services and their children, which should be 0,
    and its reads; the leader's peering keep-alives are counted apart.
 
@@ -31,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from e2e_helpers import (  # noqa: E402
+    GROUP,
     ROOT,
     Kube,
     OperatorProcess,
@@ -86,14 +89,23 @@ def service(i: int) -> dict[str, Any]:
     )
 
 
-def ready_count(kube: Kube) -> tuple[int, int]:
+def counts(kube: Kube) -> tuple[int, int, int]:
+    """(Ready at their generation, settled, total). Settled: Ready, and kopf has finished its
+    handlers too (no progress left in status, the last-handled configuration written). A child
+    event's reconcile sets Ready first; the create handler's own retry sees it up to a few seconds
+    later and only then writes its completion (a status patch of ours, kopf's annotation patch and
+    its progress clean-up). The steady state starts once every service has settled."""
     items = kube.items("yoloservices", NS)
-    ok = 0
+    ready = settled = 0
     for y in items:
-        conds = {c["type"]: c for c in (y.get("status") or {}).get("conditions", [])}
-        if conds.get("Ready", {}).get("status") == "True" and y["status"].get("observedGeneration") == y["metadata"]["generation"]:
-            ok += 1
-    return ok, len(items)
+        status = y.get("status") or {}
+        conds = {c["type"]: c for c in status.get("conditions", [])}
+        if conds.get("Ready", {}).get("status") == "True" and status.get("observedGeneration") == y["metadata"]["generation"]:
+            ready += 1
+            handled = f"{GROUP}/last-handled-configuration" in (y["metadata"].get("annotations") or {})
+            if handled and not (status.get("kopf") or {}).get("progress"):
+                settled += 1
+    return ready, settled, len(items)
 
 
 def main() -> int:
@@ -134,20 +146,28 @@ def main() -> int:
             kube.apply({"apiVersion": "v1", "kind": "List", "items": [service(i) for i in range(a, min(a + 100, args.count))]}, "-n", NS)
         applied = time.monotonic() - start
         peak_rss, progress = base_rss, []
-        ready = 0
+        ready = settled = 0
+        ready_at: float | None = None
         while time.monotonic() - start < args.timeout:
             peak_rss = max(peak_rss, rss_mib(op.proc.pid))
-            ready, total = ready_count(kube)
-            progress.append({"t": round(time.monotonic() - start, 1), "ready": ready, "rss_mib": round(rss_mib(op.proc.pid), 1)})
-            print(f"[scale] {progress[-1]['t']:7.1f}s  {ready}/{total} Ready  operator RSS {progress[-1]['rss_mib']:.0f} MiB", flush=True)
-            if ready == args.count:
+            ready, settled, total = counts(kube)
+            t = round(time.monotonic() - start, 1)
+            progress.append({"t": t, "ready": ready, "settled": settled, "rss_mib": round(rss_mib(op.proc.pid), 1)})
+            print(f"[scale] {t:7.1f}s  {ready}/{total} Ready, {settled} settled  operator RSS {progress[-1]['rss_mib']:.0f} MiB", flush=True)
+            if ready == args.count and ready_at is None:
+                ready_at, t_ready = t, time.time()
+            if settled == args.count:
                 break
             for _ in range(10):  # the RSS more often than the (heavier) list
                 time.sleep(0.5)
                 peak_rss = max(peak_rss, rss_mib(op.proc.pid))
-        all_ready = time.monotonic() - start
-        t_ready = time.time()
+        all_settled = time.monotonic() - start
+        t_settled = time.time()
+        if ready_at is None:
+            ready_at, t_ready = all_settled, t_settled
+        all_ready = ready_at
         events = audit_events(t_start, t_ready)
+        tail = audit_events(t_ready, t_settled)
         result.update(
             {
                 "applied_s": round(applied, 1),
@@ -159,11 +179,13 @@ def main() -> int:
                 "api_requests_per_s": round(len(events) / max(all_ready, 1e-9), 1),
                 "api_requests_per_service": round(len(events) / args.count, 1),
                 "api_by_verb": by_verb(events),
+                "all_settled": settled == args.count,
+                "all_settled_s": round(all_settled, 1),
+                "ready_to_settled": {"api_requests": len(tail), "api_by_verb": by_verb(tail)},
                 "progress": progress,
             }
         )
         print(f"[scale] steady state for {args.steady:.0f}s", flush=True)
-        time.sleep(5)  # the last services' final status patches
         t0 = time.time()
         time.sleep(args.steady)
         steady = audit_events(t0, time.time())
@@ -179,6 +201,13 @@ def main() -> int:
             "peering_keepalives": len(keepalives),
             "writes_per_resync": round(len(writes) / max(1, int(args.steady // args.resync) * args.count), 4),
             "write_examples": [f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name')}" for e in writes[:10]],
+            # a loop shows as one object written again and again; a tail as many objects written once
+            "writes_by_object": dict(
+                collections.Counter(
+                    f"{e['objectRef'].get('resource')}/{e['objectRef'].get('name')}" + (f"/{e['objectRef']['subresource']}" if e["objectRef"].get("subresource") else "")
+                    for e in writes
+                ).most_common(10)
+            ),
             "operator_rss_mib": round(rss_mib(op.proc.pid), 1),
         }
         result["operator_errors"] = sum(1 for line in log.splitlines() if "[ERROR" in line)
@@ -196,7 +225,7 @@ def main() -> int:
     summary = {k: v for k, v in result.items() if k != "progress"}
     print(json.dumps(summary, indent=1))
     print(f"[scale] wrote {args.out}")
-    return 0 if result.get("all_ready") else 1
+    return 0 if result.get("all_ready") and result.get("all_settled") else 1
 
 
 if __name__ == "__main__":
