@@ -391,7 +391,10 @@ class Detector:
         calls = []
         for i in range(0, len(prepared), chunk):
             part = prepared[i : i + chunk]
-            batch = np.stack([p.tensor for p in part]) if sig.max_batch_size else part[0].tensor
+            if not sig.max_batch_size:
+                batch = part[0].tensor
+            else:  # one image: a view with a batch axis, not a copy
+                batch = part[0].tensor[None] if len(part) == 1 else np.stack([p.tensor for p in part])
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TritonTimeout("request deadline exceeded before inference")

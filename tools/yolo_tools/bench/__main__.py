@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import simplejpeg
-from tritonclient.grpc import InferInput
+from tritonclient.grpc import InferInput, model_config_pb2
 from tritonclient.grpc.aio import InferenceServerClient
 
 from yolo_gateway.preprocess import prepare_image
@@ -38,7 +38,15 @@ from ..local_triton import LocalTriton, TritonPorts, free_port
 from ..stack import GatewayProcess
 from ..synthetic import CLASS_NAMES, encode, make_scene
 from . import accuracy, loadgen, micro, report
-from .loadgen import LoadResult, closed_loop, open_loop, process_cpu_seconds, triton_split, triton_stats
+from .loadgen import (
+    LoadResult,
+    closed_loop,
+    open_loop,
+    process_cpu_seconds,
+    thread_cpu_seconds,
+    triton_split,
+    triton_stats,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 # The design's streaming and batch tiers (max batch, queue delay µs, instances, ordering); streaming
@@ -105,7 +113,14 @@ class Bench:
 
         write_variant(repo, "yolo_warm", edit=warmed)
         write_variant(repo, "yolo_nobatch", edit=no_batching)
-        write_variant(repo, "yolo_noqueuepolicy", edit=lambda cfg: cfg.dynamic_batching.ClearField("default_queue_policy"))
+        def queue_policy(cfg: Any) -> None:
+            """`triton.dynamicBatching.queuePolicy.enabled: true`, as the operator writes it."""
+            policy = cfg.dynamic_batching.default_queue_policy
+            policy.timeout_action = model_config_pb2.ModelQueuePolicy.REJECT
+            policy.default_timeout_microseconds = 5_000_000
+            policy.allow_timeout_override, policy.max_queue_size = True, 1024
+
+        write_variant(repo, "yolo_queuepolicy", edit=queue_policy)
         write_variant(repo, "yolo_delay0", edit=delay(0))
         write_variant(repo, "yolo_delay10ms", edit=delay(10_000))
         # the cheap model: the real model's output on one image, returned for any input
@@ -188,13 +203,16 @@ class Bench:
     def measure(self, label: str, sender: Any, concurrency: int, model: str, gateway: GatewayProcess | None = None, rate: float | None = None) -> dict:
         before = triton_stats(self.triton.http_url, model)  # type: ignore[union-attr]
         cpu0 = process_cpu_seconds(gateway.process.pid) if gateway else None  # type: ignore[union-attr]
+        split0 = thread_cpu_seconds(gateway.process.pid) if gateway else {}  # type: ignore[union-attr]
         result = self.loop(sender, concurrency, rate)
         cpu1 = process_cpu_seconds(gateway.process.pid) if gateway else None  # type: ignore[union-attr]
+        split1 = thread_cpu_seconds(gateway.process.pid) if gateway else {}  # type: ignore[union-attr]
         after = triton_stats(self.triton.http_url, model)  # type: ignore[union-attr]
         row = {"label": label, "model": model, **result.to_dict(), "triton": triton_split(before, after)}
         if gateway is not None and result.requests:
             total_requests = row["triton"]["inferences"] or result.requests
             row["gateway_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1e3 / total_requests, 3)  # type: ignore[operator]
+            row["gateway_cpu_ms_by_thread"] = {k: round((split1[k] - split0[k]) * 1e3 / total_requests, 3) for k in split1}
         where = f"c={concurrency}" if rate is None else f"{rate:.0f}/s"
         print(f"  {label:<42} {where:<7} {result.rps:8.1f} rps  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  batch {row['triton']['mean_batch']:5.2f}" + (f"  cpu {row.get('gateway_cpu_ms_per_request', 0):.2f} ms/req" if gateway else ""), flush=True)
         return row
@@ -251,8 +269,8 @@ class Bench:
 
             print("1b. Triton 2.51's batcher with and without a queue policy, back-to-back requests (c=1, direct)", flush=True)
             results["queue_policy"] = [
-                self.measure("queue policy (max_queue_size, REJECT)", self.direct_sender("yolo"), 1, "yolo"),
-                self.measure("no queue policy", self.direct_sender("yolo_noqueuepolicy"), 1, "yolo_noqueuepolicy"),
+                self.measure("queue policy (max_queue_size, REJECT)", self.direct_sender("yolo_queuepolicy"), 1, "yolo_queuepolicy"),
+                self.measure("no queue policy (the default)", self.direct_sender("yolo"), 1, "yolo"),
             ]
 
             print("2. one shared channel vs a new client per request (c=64, cheap model)", flush=True)
@@ -397,7 +415,7 @@ class Bench:
         (direct Triton, preprocessed tensors: the tier is Triton's batching, not the gateway)."""
         rate, b = MIXED["streaming_rate"], MIXED["batch"]
         print(f"8. latency tiers under mixed load: camera streams at {rate:g} requests/s + {b} batch clients at once (direct)", flush=True)
-        one = self.mixed([("one config: the camera streams", "yolo_noqueuepolicy", 1, rate), ("one config: the batch clients", "yolo_noqueuepolicy", b, None)])
+        one = self.mixed([("one config: the camera streams", "yolo", 1, rate), ("one config: the batch clients", "yolo", b, None)])
         tiered = self.mixed([("tiers: streaming tier", "yolo-streaming", 1, rate), ("tiers: batch tier", "yolo-batch", b, None)])
         for row in one:  # one model serves both: Triton's statistics cannot tell them apart
             row["triton"] = {k: "-" for k in row["triton"]}

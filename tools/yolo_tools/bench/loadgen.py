@@ -174,6 +174,28 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """A process's CPU seconds by kind of thread, from /proc/<pid>/task: `event_loop` (the main
+    thread: HTTP, the framework, gRPC calls), `pool` (Python threads, which keep the process's
+    name: decode, letterbox, NMS) and `grpc` (gRPC core's own named threads). Threads that
+    ended are not counted."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {"event_loop": 0.0, "pool": 0.0, "grpc": 0.0}
+    with open(f"/proc/{pid}/comm") as f:
+        process_name = f.read().strip()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue  # the thread ended meanwhile
+        kind = "event_loop" if task == str(pid) else "pool" if name == process_name else "grpc"
+        out[kind] += (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def triton_stats(http_url: str, model: str) -> dict:
     with urllib.request.urlopen(f"{http_url}/v2/models/{model}/stats", timeout=5) as r:
         return json.loads(r.read())["model_stats"][0]
