@@ -127,14 +127,24 @@ def test_edited_or_deleted_children_are_restored(kube: Kube, ns: str, operator: 
     kube.kubectl("delete", "service", "shapes", "-n", ns)
     kube.kubectl("delete", "hpa", "shapes-triton", "-n", ns)
     kube.kubectl("delete", "configmap", "shapes-model-config", "-n", ns)
+    # stripped labels take the Service out of the watch's selection: the API server says DELETED
+    kube.kubectl("label", "service", "shapes-triton", "app.kubernetes.io/managed-by-", "-n", ns)
     wait_for("the gateway image restored", lambda: kube.get("deployment", "shapes-gateway", ns)["spec"]["template"]["spec"]["containers"][0]["image"] != "evil/image:latest", timeout=5)
     wait_for("the gateway Service recreated", lambda: kube.get("service", "shapes", ns), timeout=5)
     wait_for("the Triton HPA recreated", lambda: kube.get("hpa", "shapes-triton", ns), timeout=5)
     wait_for("the model ConfigMap recreated", lambda: kube.get("configmap", "shapes-model-config", ns), timeout=5)
+    wait_for(
+        "the Triton Service's labels put back",
+        lambda: kube.get("service", "shapes-triton", ns)["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == "yolo-operator",
+        timeout=5,
+    )
 
     def seen() -> bool:
         window = operator.log_since(log_start)
-        return all(f"{what} DELETED" in window for what in ("Service/shapes", "HorizontalPodAutoscaler/shapes-triton", "ConfigMap/shapes-model-config"))
+        return all(
+            f"{what} DELETED" in window
+            for what in ("Service/shapes", "HorizontalPodAutoscaler/shapes-triton", "ConfigMap/shapes-model-config", "Service/shapes-triton")
+        )
 
     wait_for("the operator's log naming the child events it reacted to", seen, timeout=5)
 

@@ -55,7 +55,8 @@ def test_chart_defaults_are_the_operator_defaults():
     }
     env = (ROOT / "charts" / "yolo-operator" / "templates" / "deployment.yaml").read_text()
     assert values["autoscaling"]["prometheusUrl"] == s.prometheus_url
-    for name in ("TRITON_IMAGE", "TRITON_CPU_IMAGE", "GATEWAY_IMAGE", "FETCHER_IMAGE", "PROMETHEUS_URL", "SERVICE_MONITORS", "RESYNC_SECONDS", "WAIT_SECONDS", "WATCH_SERVER_TIMEOUT", "PEERING_LIFETIME"):
+    assert values["operator"]["childCacheSeconds"] == s.child_cache_seconds
+    for name in ("TRITON_IMAGE", "TRITON_CPU_IMAGE", "GATEWAY_IMAGE", "FETCHER_IMAGE", "PROMETHEUS_URL", "SERVICE_MONITORS", "RESYNC_SECONDS", "WAIT_SECONDS", "CHILD_CACHE_SECONDS", "WATCH_SERVER_TIMEOUT", "PEERING_LIFETIME"):
         assert f"name: YOLO_OPERATOR_{name}\n" in env
         assert name.lower() in OperatorSettings.model_fields
 

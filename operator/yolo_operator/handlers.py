@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 
 from . import kube
+from .cache import CACHE, WATCHED
 from .reconcile import reconcile
 from .settings import SETTINGS
 from .spec import GROUP, PLURAL, VERSION
@@ -19,16 +20,12 @@ WAIT_SECONDS = SETTINGS.wait_seconds
 RESOURCE = (GROUP, VERSION, PLURAL)
 KIND = "YoloService"
 MANAGED = {"app.kubernetes.io/managed-by": "yolo-operator"}
-# The children the operator writes; an event on any of them (edited, deleted, its status changed)
-# reconciles its YoloService within about a second. The resync timer stays as a safety net.
-CHILD_RESOURCES = (
-    ("apps", "v1", "deployments"),
-    ("", "v1", "services"),
-    ("", "v1", "configmaps"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("keda.sh", "v1alpha1", "scaledobjects"),
-)
+# The children the operator writes (cache.WATCHED). The watch asks for ours alone (a label
+# selector); an event on one (edited, deleted, its status changed, its labels stripped) reconciles
+# its YoloService within about a second and updates the child cache. The resync timer stays as a
+# safety net.
+CHILD_RESOURCES = tuple(WATCHED)
+MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED.items())
 DEBOUNCE_S = 0.5
 log = logging.getLogger("yolo_operator")
 
@@ -53,6 +50,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # re-checked only after 60 s (the default), holding the finalizer and the deletion that long.
     settings.background.cancellation_polling = 1
     settings.background.instant_exit_timeout = 2
+    # Watch only the operator's own children (server-side): a child whose labels are stripped
+    # leaves the selection, and the API server sends DELETED for it.
+    for resource in CHILD_RESOURCES:
+        settings.watching.label_selectors[resource] = MANAGED_SELECTOR
 
 
 def _converge(body: kopf.Body, logger: kopf.Logger) -> None:
@@ -145,6 +146,7 @@ def owner(body: kopf.Body) -> str | None:
 @kopf.on.startup()
 async def start_child_watch(**_: Any) -> None:
     DIRTY.task = asyncio.get_running_loop().create_task(DIRTY.run())
+    CACHE.enabled = True
 
 
 @kopf.on.cleanup()
@@ -155,7 +157,12 @@ async def stop_child_watch(**_: Any) -> None:
             await DIRTY.task
 
 
-async def _on_child_event(body: kopf.Body, type: str | None, namespace: str | None, **_: Any) -> None:  # noqa: A002 - kopf's name
+async def _on_child_event(
+    body: kopf.Body, event: kopf.RawEvent, type: str | None, namespace: str | None, **_: Any  # noqa: A002 - kopf's name
+) -> None:
+    name = body.get("metadata", {}).get("name")
+    if namespace and name:
+        CACHE.observe(body.get("kind", ""), namespace, name, None if type == "DELETED" else event["object"])
     if type is None:
         return  # the initial listing: the resume handlers reconcile every YoloService anyway
     parent = owner(body)
@@ -163,8 +170,10 @@ async def _on_child_event(body: kopf.Body, type: str | None, namespace: str | No
         DIRTY.mark(namespace, parent, f"{body.get('kind')}/{body.get('metadata', {}).get('name')} {type}")
 
 
+# No client-side label filter on top: the API server selects already, and the DELETED event of a
+# child that left the selection must reach the handler whatever labels its object shows.
 for _group, _version, _plural in CHILD_RESOURCES:
-    kopf.on.event(_group, _version, _plural, labels=MANAGED, id=f"child-{_plural}")(_on_child_event)
+    kopf.on.event(_group, _version, _plural, id=f"child-{_plural}")(_on_child_event)
 
 
 @kopf.on.probe(id="reconciler")

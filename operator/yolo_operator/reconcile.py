@@ -1,7 +1,7 @@
 """One level-based reconcile for a YoloService: spec → builders → server-side apply → status.
 
 Create, update, resume and the resync timer all call `reconcile`. It reads the
-live children, writes only those that differ from the desired state (a no-op
+live children (from the child watch's cache, `cache.py`, or by GET), writes only those that differ from the desired state (a no-op
 pass issues zero writes), deletes the children of disabled features (404 is
 success), and patches status only when it changed.
 """
@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from . import autoscaling, builders, kube
+from .cache import CACHE
 from .children import Child, desired_children, needs_apply, with_hash
 from .settings import SETTINGS
 from .spec import InvalidSpec, YoloServiceSpec, parse_spec
@@ -112,15 +113,20 @@ def _reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger) -> Outcome
     # ServiceMonitors only where the CRD exists and the chart granted them (else every reconcile would 403).
     monitors = SETTINGS.service_monitors and kube.has_api("monitoring.coreos.com/v1", "ServiceMonitor")
     for child in desired_children(spec, meta, monitors, keda, SETTINGS.prometheus_url):
-        current = kube.get(child.api_version, child.kind, meta.namespace, child.name)
+        current = CACHE.read(
+            child.kind, meta.namespace, child.name, lambda c=child: kube.get(c.api_version, c.kind, meta.namespace, c.name)
+        )
         if child.manifest is None:
-            if current is not None and kube.delete(child.api_version, child.kind, meta.namespace, child.name):
-                outcome.deleted.append(child.ref)
+            if current is not None:
+                if kube.delete(child.api_version, child.kind, meta.namespace, child.name):
+                    outcome.deleted.append(child.ref)
+                CACHE.written(child.kind, meta.namespace, child.name, None)
             live[(child.kind, child.name)] = None
             continue
         desired = _adopted(child, body)
         if needs_apply(desired, current):
             current = kube.apply(desired)
+            CACHE.written(child.kind, meta.namespace, child.name, current)
             outcome.applied.append(child.ref)
         live[(child.kind, child.name)] = current
 

@@ -36,6 +36,11 @@ class OperatorSettings(BaseSettings):
     wait_seconds: float = Field(5.0, gt=0, description="retry delay while children become ready")
     watch_server_timeout: int = Field(300, gt=0, description="watch timeout asked of the API server")
     workers: int = Field(8, ge=1, description="kopf's thread pool for the sync handlers")
+    child_cache_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="reconciles read children from the child watch's events, and GET one whose entry is older than this; 0: GET every time",
+    )
     peering_lifetime: int = Field(
         10, ge=2, description="seconds a peer's keep-alive stays valid: a killed leader's standby takes over within this"
     )

@@ -1,0 +1,138 @@
+"""The child cache (cache.py): reconcile reads children from watch events, GETs stale ones, and an
+older read never overwrites a newer event."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from yolo_operator import cache as cache_mod
+from yolo_operator.cache import ChildCache, slim
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def obj(rv: str, **extra) -> dict:
+    return {"kind": "Service", "metadata": {"name": "s", "namespace": "ns", "resourceVersion": rv, "managedFields": [{"manager": "x"}]}, **extra}
+
+
+@pytest.fixture
+def cache() -> tuple[ChildCache, Clock, list[str]]:
+    clock = Clock()
+    c = ChildCache(ttl=300, clock=clock)
+    c.enabled = True
+    return c, clock, []
+
+
+def fetcher(calls: list[str], answer):
+    def fetch():
+        calls.append("GET")
+        return answer
+
+    return fetch
+
+
+def test_an_observed_child_is_read_without_a_get(cache):
+    c, _, calls = cache
+    c.observe("Service", "ns", "s", obj("5"))
+    got = c.read("Service", "ns", "s", fetcher(calls, obj("1")))
+    assert got["metadata"]["resourceVersion"] == "5" and calls == []
+    assert "managedFields" not in got["metadata"]  # slimmed: no decision reads them
+    c.observe("Service", "ns", "s", None)  # DELETED, or its labels stripped (it left the selection)
+    assert c.read("Service", "ns", "s", fetcher(calls, obj("6"))) is None and calls == []
+
+
+def test_a_miss_gets_once_then_serves_the_answer_until_the_ttl(cache):
+    c, clock, calls = cache
+    assert c.read("Service", "ns", "s", fetcher(calls, None)) is None  # 404: absent
+    assert c.read("Service", "ns", "s", fetcher(calls, obj("1"))) is None
+    assert calls == ["GET"]
+    clock.t = 299
+    c.read("Service", "ns", "s", fetcher(calls, obj("1")))
+    assert calls == ["GET"]
+    clock.t = 300  # stale: a watch that missed a deletion hides nothing for longer than this
+    assert c.read("Service", "ns", "s", fetcher(calls, obj("2")))["metadata"]["resourceVersion"] == "2"
+    assert calls == ["GET", "GET"]
+
+
+def test_a_read_in_flight_never_overwrites_a_newer_event(cache):
+    c, _, _ = cache
+
+    def slow_get():
+        # the object is deleted while our GET (which saw it) is on its way back
+        c.observe("Service", "ns", "s", None)
+        return obj("7")
+
+    assert c.read("Service", "ns", "s", slow_get)["metadata"]["resourceVersion"] == "7"  # this pass sees its own answer
+    assert c.read("Service", "ns", "s", lambda: pytest.fail("the event's entry is fresh")) is None  # the event stands
+
+
+def test_our_own_writes_are_recorded_unless_an_event_overtook_them(cache):
+    c, _, calls = cache
+    c.written("Service", "ns", "s", obj("3"))
+    assert c.read("Service", "ns", "s", fetcher(calls, None))["metadata"]["resourceVersion"] == "3" and calls == []
+    c.written("Service", "ns", "s", None)  # deleted by us
+    assert c.read("Service", "ns", "s", fetcher(calls, obj("4"))) is None and calls == []
+
+
+def test_disabled_or_unwatched_kinds_always_get(cache):
+    c, _, calls = cache
+    c.observe("ServiceMonitor", "ns", "m", {"kind": "ServiceMonitor", "metadata": {"name": "m"}})
+    c.read("ServiceMonitor", "ns", "m", fetcher(calls, None))  # not watched: no events keep it fresh
+    c.enabled = False  # no child watch running (e.g. reconcile called on its own)
+    c.observe("Service", "ns", "s", obj("1"))
+    c.read("Service", "ns", "s", fetcher(calls, obj("1")))
+    assert calls == ["GET", "GET"]
+    off = ChildCache(ttl=0)
+    off.enabled = True
+    off.read("Service", "ns", "s", fetcher(calls, None))
+    off.read("Service", "ns", "s", fetcher(calls, None))
+    assert len(calls) == 4
+
+
+def test_absences_of_deleted_services_are_pruned(cache, monkeypatch):
+    c, clock, _ = cache
+    monkeypatch.setattr(cache_mod, "PRUNE_EVERY", 10)
+    for i in range(5):
+        c.observe("Service", "ns", f"gone-{i}", None)
+    c.observe("Service", "ns", "kept", obj("1"))
+    clock.t = 301
+    for i in range(4):
+        c.observe("ConfigMap", "ns", f"new-{i}", None)  # the 10th event sweeps
+    assert len(c) == 5  # 'kept' and the 4 fresh absences; the 5 old absences are gone
+
+
+def test_slim_leaves_the_event_object_alone():
+    o = obj("1")
+    s = slim(o)
+    assert "managedFields" in o["metadata"] and "managedFields" not in s["metadata"]
+    assert slim({"metadata": {"name": "x"}}) == {"metadata": {"name": "x"}}
+
+
+def test_concurrent_reads_and_events_keep_the_newest(cache):
+    c, _, _ = cache
+    stop = threading.Event()
+
+    def events():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            c.observe("Service", "ns", "s", obj(str(n)))
+
+    t = threading.Thread(target=events)
+    t.start()
+    try:
+        for _ in range(2000):
+            c.read("Service", "ns", "s", lambda: obj("0"))
+    finally:
+        stop.set()
+        t.join()
+    c.observe("Service", "ns", "s", obj("final"))
+    assert c.read("Service", "ns", "s", lambda: obj("0"))["metadata"]["resourceVersion"] == "final"
