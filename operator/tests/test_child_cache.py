@@ -136,3 +136,22 @@ def test_concurrent_reads_and_events_keep_the_newest(cache):
         t.join()
     c.observe("Service", "ns", "s", obj("final"))
     assert c.read("Service", "ns", "s", lambda: obj("0"))["metadata"]["resourceVersion"] == "final"
+
+
+def test_a_new_listing_makes_entries_it_did_not_resend_stale(cache):
+    """A restarted watch (a paused standby taking over, a 410) lists everything again and sends
+    no DELETED for what went meanwhile: what it does not list again is read with a GET."""
+    c, clock, calls = cache
+    for name in ("a", "b", "gone"):
+        c.observe("Service", "ns", name, obj("1"), listing=True)
+    clock.t = 10
+    c.observe("Service", "ns", "a", obj("2"))  # an ordinary event in between
+    assert c.read("Service", "ns", "gone", fetcher(calls, None)) is not None and calls == []
+    clock.t = 20  # the watch restarts: "a" and "b" are listed again, "gone" was deleted meanwhile
+    c.observe("Service", "ns", "a", obj("2"), listing=True)
+    c.observe("Service", "ns", "b", obj("1"), listing=True)
+    assert c.read("Service", "ns", "a", fetcher(calls, obj("x")))["metadata"]["resourceVersion"] == "2"
+    assert c.read("Service", "ns", "gone", fetcher(calls, None)) is None and calls == ["GET"]
+    assert c.read("Service", "ns", "gone", fetcher(calls, obj("x"))) is None and calls == ["GET"]  # recorded
+    c.observe("ConfigMap", "ns", "cm", {"kind": "ConfigMap", "metadata": {"name": "cm"}}, listing=True)
+    assert c.read("Service", "ns", "b", fetcher(calls, None)) is not None  # another kind's listing changes nothing

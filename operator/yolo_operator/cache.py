@@ -7,9 +7,11 @@ label selector), so a child whose labels someone strips leaves the selection: th
 sends DELETED for it, and the next reconcile applies it again (server-side apply puts the labels
 back on the object that is still there).
 
-Staleness is bounded two ways:
-- an entry older than `ttl` is read again with a GET (a watch that missed a deletion, say across
-  a reconnect, cannot hide it for longer than that);
+Staleness is bounded three ways:
+- a watch that restarts (after an error, a "410 Gone", or while this replica was a paused
+  standby) lists every object of its kind again, and sends no DELETED for those deleted
+  meanwhile. So an entry older than the kind's latest listing is read again with a GET;
+- an entry older than `ttl` is read again with a GET, whatever else went wrong;
 - a GET's answer is recorded only when no event for that object arrived while it was in flight,
   so an older read never overwrites a newer event.
 """
@@ -56,13 +58,23 @@ class ChildCache:
         self.enabled = False  # on once the child watch runs: without it, entries could only go stale
         self.hits = self.misses = 0
         self._observed = 0
+        # kind -> (when its latest listing began, the objects that listing has sent so far)
+        self._listings: dict[str, tuple[float, set[Key]]] = {}
 
-    def observe(self, kind: str, namespace: str, name: str, body: dict[str, Any] | None) -> None:
-        """A watch event: the object as it is now (None: deleted, or left the selection)."""
+    def observe(self, kind: str, namespace: str, name: str, body: dict[str, Any] | None, listing: bool = False) -> None:
+        """A watch event: the object as it is now (None: deleted, or left the selection).
+        `listing`: it came from the watch's (re)listing (kopf's event type None)."""
         key = (kind, namespace, name)
         with self._lock:
+            now = self.clock()
+            if listing:
+                start, sent = self._listings.get(kind, (now, set()))
+                if key in sent:  # the same object again: a new listing of the kind has begun
+                    start, sent = now, set()
+                sent.add(key)
+                self._listings[kind] = (start, sent)
             self._events[key] = self._events.get(key, 0) + 1
-            self._entries[key] = (self.clock(), None if body is None else slim(body))
+            self._entries[key] = (now, None if body is None else slim(body))
             self._observed += 1
             if self._observed % PRUNE_EVERY == 0:
                 self._prune()
@@ -74,7 +86,8 @@ class ChildCache:
         key = (kind, namespace, name)
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and self.clock() - entry[0] < self.ttl:
+            listed = self._listings.get(kind, (0.0, None))[0]
+            if entry is not None and entry[0] >= listed and self.clock() - entry[0] < self.ttl:
                 self.hits += 1
                 return entry[1]
             self.misses += 1

@@ -162,7 +162,7 @@ async def _on_child_event(
 ) -> None:
     name = body.get("metadata", {}).get("name")
     if namespace and name:
-        CACHE.observe(body.get("kind", ""), namespace, name, None if type == "DELETED" else event["object"])
+        CACHE.observe(body.get("kind", ""), namespace, name, None if type == "DELETED" else event["object"], listing=type is None)
     if type is None:
         return  # the initial listing: the resume handlers reconcile every YoloService anyway
     parent = owner(body)
