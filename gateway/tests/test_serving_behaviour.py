@@ -72,6 +72,12 @@ def test_raw_v5_end2end_and_fp32_models_give_the_same_boxes(triton):
             np.testing.assert_allclose(gs, rs, atol=2e-3, err_msg=model)
 
 
+def test_the_gateway_process_really_runs_uvloop_and_httptools(gateway):
+    """As seen from inside the running process (its first connection), not as configured."""
+    metrics = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    assert 'yolo_gateway_runtime_info{http="httptools",loop="uvloop"} 1.0' in metrics
+
+
 def test_200_concurrent_requests_are_all_right_and_batched(triton, gateway):
     scenes = [make_scene(np.random.default_rng(700 + i), 640, 480, min_objects=2) for i in range(10)]
     bodies = [encode(s) for s in scenes]

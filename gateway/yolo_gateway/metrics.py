@@ -1,6 +1,6 @@
 """Prometheus metrics of the gateway (one process per pod, the default registry)."""
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -67,3 +67,4 @@ for _variant in ("current", "canary", "canary_fallback", "canary_unavailable"):
     VARIANT_REQUESTS.labels(_variant)
 for _outcome in ("ok", "error", "skipped"):
     SHADOW_REQUESTS.labels(_outcome)
+RUNTIME = Info("yolo_gateway_runtime", "What serves this process, as seen on its first connection: the event loop and the HTTP parser")

@@ -28,6 +28,8 @@ import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from . import metrics
+
 REQUEST_START = "yolo.request_start"
 CUT = "yolo.cut"
 
@@ -51,8 +53,14 @@ class GatewayProtocol(HttpToolsProtocol):
     drain_max_bytes: int = 64 * 1024 * 1024
     drain_timeout_s: float = 5.0
 
+    _reported = False  # the runtime, reported once: httptools (this class) on whichever loop runs it
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if not GatewayProtocol._reported:
+            GatewayProtocol._reported = True
+            loop = type(asyncio.get_running_loop())
+            metrics.RUNTIME.info({"loop": loop.__module__.split(".")[0], "http": "httptools"})
         self._headers_done = True  # no request started yet
         self._message_done = True
         self._close_pending = False
