@@ -176,9 +176,10 @@ def process_cpu_seconds(pid: int) -> float:
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
     """A process's CPU seconds by kind of thread, from /proc/<pid>/task: `event_loop` (the main
-    thread: HTTP, the framework, gRPC calls), `pool` (Python threads, which keep the process's
-    name: decode, letterbox, NMS) and `grpc` (gRPC core's own named threads). Threads that
-    ended are not counted."""
+    thread: HTTP, the framework, gRPC calls), `pool` (the other threads that keep the process's
+    name: the CPU pool's decode, letterbox and NMS, and grpc.aio's completion-queue poller, a
+    Python thread too) and `grpc` (gRPC core's own named threads). Threads that ended are not
+    counted."""
     ticks = os.sysconf("SC_CLK_TCK")
     out = {"event_loop": 0.0, "pool": 0.0, "grpc": 0.0}
     with open(f"/proc/{pid}/comm") as f:

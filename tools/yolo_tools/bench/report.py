@@ -112,7 +112,7 @@ def markdown(res: dict[str, Any], prefix: str = "") -> str:
         "## 5. The gateway alone (cheap model)",
         _load_rows(res["cheap_gateway"], ["gateway_cpu_ms_per_request"]),
         "### The gateway's CPU per request, by thread (ms)",
-        "The event loop runs HTTP, the framework and the gRPC calls; the pool runs decode, letterbox and NMS; gRPC core has threads of its own. "
+        "The event loop runs HTTP, the framework and the gRPC calls; the pool column is every other Python thread: the CPU pool (decode, letterbox, NMS) and grpc.aio's completion-queue poller; gRPC core has named threads of its own. "
         f"The decode-only floor of these images is {res['bench_images']['decode_floor_ms']} ms.",
         _table(
             ["side", "model", "concurrency", "total", "event loop", "pool", "gRPC threads"],
