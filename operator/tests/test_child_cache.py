@@ -76,10 +76,15 @@ def test_a_read_in_flight_never_overwrites_a_newer_event(cache):
 
 def test_our_own_writes_are_recorded_unless_an_event_overtook_them(cache):
     c, _, calls = cache
-    c.written("Service", "ns", "s", obj("3"))
+    c.written("Service", "ns", "s", obj("3"), c.token())
     assert c.read("Service", "ns", "s", fetcher(calls, None))["metadata"]["resourceVersion"] == "3" and calls == []
-    c.written("Service", "ns", "s", None)  # deleted by us
+    c.written("Service", "ns", "s", None, c.token())  # deleted by us
     assert c.read("Service", "ns", "s", fetcher(calls, obj("4"))) is None and calls == []
+    # our apply is sent; someone deletes the object; its DELETED event arrives before our answer
+    token = c.token()
+    c.observe("Service", "ns", "s", None)
+    c.written("Service", "ns", "s", obj("5"), token)
+    assert c.read("Service", "ns", "s", fetcher(calls, obj("6"))) is None and calls == []  # the event stands
 
 
 def test_disabled_or_unwatched_kinds_always_get(cache):
@@ -89,12 +94,14 @@ def test_disabled_or_unwatched_kinds_always_get(cache):
     c.enabled = False  # no child watch running (e.g. reconcile called on its own)
     c.observe("Service", "ns", "s", obj("1"))
     c.read("Service", "ns", "s", fetcher(calls, obj("1")))
-    assert calls == ["GET", "GET"]
+    c.written("Service", "ns", "s", obj("2"), c.token())  # nothing recorded while disabled
+    c.read("Service", "ns", "s", fetcher(calls, obj("1")))
+    assert calls == ["GET", "GET", "GET"]
     off = ChildCache(ttl=0)
     off.enabled = True
     off.read("Service", "ns", "s", fetcher(calls, None))
     off.read("Service", "ns", "s", fetcher(calls, None))
-    assert len(calls) == 4
+    assert len(calls) == 5
 
 
 def test_absences_of_deleted_services_are_pruned(cache, monkeypatch):
@@ -116,26 +123,39 @@ def test_slim_leaves_the_event_object_alone():
     assert slim({"metadata": {"name": "x"}}) == {"metadata": {"name": "x"}}
 
 
-def test_concurrent_reads_and_events_keep_the_newest(cache):
-    c, _, _ = cache
+def test_concurrent_reads_and_events_never_leave_an_older_entry(cache):
+    """Events stream in while reads GET (every read misses: the clock passes the ttl each time).
+    The server's state changes before its event is delivered, as on a real watch. Whatever the
+    interleaving, the entry is never older than the last event delivered."""
+    c, clock, _ = cache
+    server = {"rv": 0}
+    delivered = {"rv": 0}
     stop = threading.Event()
+    fetches = []
 
     def events():
-        n = 0
-        while not stop.is_set():
-            n += 1
-            c.observe("Service", "ns", "s", obj(str(n)))
+        while not stop.is_set() and server["rv"] < 100_000:
+            server["rv"] += 1
+            c.observe("Service", "ns", "s", obj(str(server["rv"])))
+            delivered["rv"] = server["rv"]
+
+    def fetch():
+        fetches.append(1)
+        return obj(str(server["rv"]))  # what the API server holds when the GET arrives
 
     t = threading.Thread(target=events)
     t.start()
     try:
         for _ in range(2000):
-            c.read("Service", "ns", "s", lambda: obj("0"))
+            clock.t += 301  # stale: this read GETs
+            c.read("Service", "ns", "s", fetch)
+            floor = delivered["rv"]  # delivered before we look
+            entry = int(c._entries[("Service", "ns", "s")][1]["metadata"]["resourceVersion"])
+            assert entry >= floor, f"the entry ({entry}) is older than a delivered event ({floor})"
     finally:
         stop.set()
         t.join()
-    c.observe("Service", "ns", "s", obj("final"))
-    assert c.read("Service", "ns", "s", lambda: obj("0"))["metadata"]["resourceVersion"] == "final"
+    assert len(fetches) == 2000
 
 
 def test_a_new_listing_makes_entries_it_did_not_resend_stale(cache):
@@ -155,3 +175,33 @@ def test_a_new_listing_makes_entries_it_did_not_resend_stale(cache):
     assert c.read("Service", "ns", "gone", fetcher(calls, obj("x"))) is None and calls == ["GET"]  # recorded
     c.observe("ConfigMap", "ns", "cm", {"kind": "ConfigMap", "metadata": {"name": "cm"}}, listing=True)
     assert c.read("Service", "ns", "b", fetcher(calls, None)) is not None  # another kind's listing changes nothing
+
+
+def test_listings_are_told_apart_per_namespace(cache):
+    """With one watch per namespace, each relists on its own: one namespace's relisting must not
+    hide the other's."""
+    c, clock, calls = cache
+    for ns in ("a", "b"):
+        for name in ("kept", "gone"):
+            c.observe("Service", ns, name, obj("1"), listing=True)
+    clock.t = 10
+    c.observe("Service", "a", "kept", obj("1"), listing=True)  # namespace a relists
+    clock.t = 20
+    c.observe("Service", "b", "kept", obj("1"), listing=True)  # then namespace b
+    assert c.read("Service", "b", "gone", fetcher(calls, None)) is None and calls == ["GET"]
+    assert c.read("Service", "a", "gone", fetcher(calls, None)) is None and calls == ["GET", "GET"]
+
+
+def test_an_answer_is_dated_from_when_its_request_left(cache):
+    """A GET that left before a listing began is not confirmed by that listing."""
+    c, clock, calls = cache
+    c.observe("Service", "ns", "other", obj("1"), listing=True)
+
+    def slow_get():
+        clock.t = 50
+        c.observe("Service", "ns", "other", obj("1"), listing=True)  # a relisting starts meanwhile
+        return obj("7")
+
+    clock.t = 40
+    c.read("Service", "ns", "s", slow_get)
+    assert c.read("Service", "ns", "s", fetcher(calls, obj("8")))["metadata"]["resourceVersion"] == "8" and calls == ["GET"]

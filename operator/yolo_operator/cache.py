@@ -48,36 +48,53 @@ def slim(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": {k: v for k, v in md.items() if k != "managedFields"}}
 
 
+class Token:
+    """Taken before a GET or a write is sent: when, and how many events had been seen by then."""
+
+    __slots__ = ("seq", "time")
+
+    def __init__(self, seq: int, time: float) -> None:
+        self.seq, self.time = seq, time
+
+
 class ChildCache:
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.clock = clock
         self._entries: dict[Key, tuple[float, dict[str, Any] | None]] = {}
-        self._events: dict[Key, int] = {}  # events seen per object, to order reads against them
+        self._seq = 0  # events seen, all objects together
+        self._last_event: dict[Key, int] = {}  # the sequence number of each object's latest event
         self._lock = threading.Lock()
         self.enabled = False  # on once the child watch runs: without it, entries could only go stale
         self.hits = self.misses = 0
-        self._observed = 0
-        # kind -> (when its latest listing began, the objects that listing has sent so far)
-        self._listings: dict[str, tuple[float, set[Key]]] = {}
+        # (kind, namespace) -> (when its latest listing began, the objects that listing has sent so far)
+        self._listings: dict[tuple[str, str], tuple[float, set[Key]]] = {}
 
     def observe(self, kind: str, namespace: str, name: str, body: dict[str, Any] | None, listing: bool = False) -> None:
         """A watch event: the object as it is now (None: deleted, or left the selection).
-        `listing`: it came from the watch's (re)listing (kopf's event type None)."""
+        `listing`: it came from the watch's (re)listing (kopf's event type None).
+
+        A new listing is noticed when it sends an object again, per kind and namespace (one
+        cluster-wide watch, or one per namespace, relist alike). A relisting that sends no object
+        seen before (all of them deleted meanwhile) goes unnoticed: the ttl bounds that case."""
         key = (kind, namespace, name)
         with self._lock:
             now = self.clock()
             if listing:
-                start, sent = self._listings.get(kind, (now, set()))
-                if key in sent:  # the same object again: a new listing of the kind has begun
+                start, sent = self._listings.get((kind, namespace), (now, set()))
+                if key in sent:  # the same object again: a new listing has begun
                     start, sent = now, set()
                 sent.add(key)
-                self._listings[kind] = (start, sent)
-            self._events[key] = self._events.get(key, 0) + 1
+                self._listings[(kind, namespace)] = (start, sent)
+            self._seq += 1
+            self._last_event[key] = self._seq
             self._entries[key] = (now, None if body is None else slim(body))
-            self._observed += 1
-            if self._observed % PRUNE_EVERY == 0:
+            if self._seq % PRUNE_EVERY == 0:
                 self._prune()
+
+    def token(self) -> Token:
+        with self._lock:
+            return Token(self._seq, self.clock())
 
     def read(self, kind: str, namespace: str, name: str, fetch: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
         """The child from a fresh entry, else `fetch()` (a GET; None for 404), recorded."""
@@ -86,37 +103,36 @@ class ChildCache:
         key = (kind, namespace, name)
         with self._lock:
             entry = self._entries.get(key)
-            listed = self._listings.get(kind, (0.0, None))[0]
+            listed = self._listings.get((kind, namespace), (0.0, None))[0]
             if entry is not None and entry[0] >= listed and self.clock() - entry[0] < self.ttl:
                 self.hits += 1
                 return entry[1]
             self.misses += 1
-            seen = self._events.get(key, 0)
+            token = Token(self._seq, self.clock())
         body = fetch()
-        self.record(key, body, seen)
+        self._record(key, body, token)
         return body
 
-    def written(self, kind: str, namespace: str, name: str, body: dict[str, Any] | None) -> None:
-        """Our own write's answer (the applied object, or None once deleted). The watch's event for
-        it follows and says the same, or something newer."""
-        if not self.enabled or kind not in WATCHED_KINDS:
-            return
-        key = (kind, namespace, name)
-        with self._lock:
-            seen = self._events.get(key, 0)
-        self.record(key, body, seen)
+    def written(self, kind: str, namespace: str, name: str, body: dict[str, Any] | None, token: Token) -> None:
+        """Our own write's answer (the applied object, or None once deleted), with the token taken
+        before the write was sent. The watch's event for it follows and says the same, or newer."""
+        if self.enabled and kind in WATCHED_KINDS:
+            self._record((kind, namespace, name), body, token)
 
-    def record(self, key: Key, body: dict[str, Any] | None, seen: int) -> None:
+    def _record(self, key: Key, body: dict[str, Any] | None, token: Token) -> None:
         with self._lock:
-            if self._events.get(key, 0) == seen:  # no event arrived meanwhile: this answer is the newest
-                self._entries[key] = (self.clock(), None if body is None else slim(body))
+            if self._last_event.get(key, 0) <= token.seq:  # no event for it since the request left
+                # stamped with when the request left: an answer from before a listing began is
+                # not confirmed by that listing
+                self._entries[key] = (token.time, None if body is None else slim(body))
 
     def _prune(self) -> None:
-        """Forget absences older than the ttl (the children of deleted services), lock held."""
+        """Forget absences older than the ttl (the children of deleted services), lock held. An
+        object's latest event goes with it: any later event still outnumbers a token taken now."""
         now = self.clock()
         for key in [k for k, (t, body) in self._entries.items() if body is None and now - t >= self.ttl]:
             del self._entries[key]
-            self._events.pop(key, None)
+            self._last_event.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._entries)

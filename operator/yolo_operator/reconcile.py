@@ -118,15 +118,17 @@ def _reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger) -> Outcome
         )
         if child.manifest is None:
             if current is not None:
+                token = CACHE.token()
                 if kube.delete(child.api_version, child.kind, meta.namespace, child.name):
                     outcome.deleted.append(child.ref)
-                CACHE.written(child.kind, meta.namespace, child.name, None)
+                CACHE.written(child.kind, meta.namespace, child.name, None, token)
             live[(child.kind, child.name)] = None
             continue
         desired = _adopted(child, body)
         if needs_apply(desired, current):
+            token = CACHE.token()
             current = kube.apply(desired)
-            CACHE.written(child.kind, meta.namespace, child.name, current)
+            CACHE.written(child.kind, meta.namespace, child.name, current, token)
             outcome.applied.append(child.ref)
         live[(child.kind, child.name)] = current
 
