@@ -399,7 +399,9 @@ def test_tiers_a_shadow_and_a_broken_canary_on_real_pods(svc: dict[str, Any]):
     assert seen[:8] == seen[8:16] == seen[16:], "every tier serves the same weights"
     ip = triton["status"]["podIP"]
     wait_for("the shadow's Triton model served its mirror", lambda: triton_served(ip, "yolo-shadow") >= 4, timeout=30, interval=0.5)
-    assert triton_served(ip, "yolo-realtime") == 8 + 1  # Triton counts its model_warmup too
+    # Triton counts its model_warmup too, and a request a moment after it answers it
+    wait_for("the realtime tier's model counted its requests", lambda: triton_served(ip, "yolo-realtime") >= 8 + 1, timeout=10, interval=0.2)
+    assert triton_served(ip, "yolo-realtime") == 8 + 1
 
     old = {c: {p["metadata"]["uid"] for p in pods(kube, ns, NAME, c)} for c in ("triton", "gateway")}
     patch(kube, ns, {"tiers": None, "canary": None, "shadow": None})

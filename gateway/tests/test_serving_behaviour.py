@@ -11,7 +11,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from gw_helpers import boxes_of, gateway_app, triton_stats
+from gw_helpers import boxes_of, gateway_app, settled_counts, triton_stats
 
 from yolo_gateway.settings import Settings
 from yolo_tools.devrepo import write_variant
@@ -88,6 +88,7 @@ def test_200_concurrent_requests_are_all_right_and_batched(triton, gateway):
             alone = [(await c.post("/v1/detect", content=b, headers=JPEG)).json() for b in bodies]
             before = triton_stats(triton, "yolo")
             responses = await asyncio.gather(*(c.post("/v1/detect", content=bodies[i % 10], headers=JPEG) for i in range(200)))
+            settled_counts([triton], "yolo", [before["inference_count"]], 200)
             after = triton_stats(triton, "yolo")
             return alone, responses, before, after
 
@@ -123,7 +124,7 @@ def test_one_channel_round_robins_over_two_tritons(single_model_repo, tmp_path):
                 return statuses
 
         assert asyncio.run(go()) == [200] * 200
-        na, nb = (triton_stats(s, "yolo")["inference_count"] - n for s, n in zip((a, b), before))
+        na, nb = settled_counts([a, b], "yolo", before, 200)
     print(f"\nround robin: {na} / {nb} inferences")
     assert na + nb == 200
     assert min(na, nb) >= 60, "each Triton gets at least 30% of the requests"
@@ -346,7 +347,7 @@ def test_dns_target_follows_new_pods_and_retries_a_killed_one(single_model_repo,
             before_a = triton_stats(a, "yolo")["inference_count"]
             for _ in range(10):
                 assert [r.status_code for r in await asyncio.gather(*(c.post("/v1/detect", content=body, headers=JPEG) for _ in range(10)))] == [200] * 10
-            na, nb = triton_stats(a, "yolo")["inference_count"] - before_a, triton_stats(b, "yolo")["inference_count"]
+            na, nb = settled_counts([a, b], "yolo", [before_a, 0], 100)
             assert na + nb == 100 and min(na, nb) >= 30, (na, nb)
 
             async def load() -> list[int]:
