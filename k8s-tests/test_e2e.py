@@ -89,9 +89,17 @@ def test_sample_becomes_ready_with_every_child(kube: Kube, ns: str):
 def test_triton_pods_run_only_on_gpu_nodes(kube: Kube, ns: str):
     ready(kube, "shapes")
     nodes = {n["metadata"]["name"]: n for n in kube.items("nodes")}
-    triton = kube.items("pods", ns, "app.kubernetes.io/instance=shapes,app.kubernetes.io/component=triton")
-    gateway = kube.items("pods", ns, "app.kubernetes.io/instance=shapes,app.kubernetes.io/component=gateway")
-    assert triton and gateway
+
+    def placed() -> tuple[list[dict], list[dict]] | None:
+        # Ready needs one available pod per tier: the gateway's second replica may still be
+        # waiting for the scheduler then, so wait until every pod has a node.
+        triton = kube.items("pods", ns, "app.kubernetes.io/instance=shapes,app.kubernetes.io/component=triton")
+        gateway = kube.items("pods", ns, "app.kubernetes.io/instance=shapes,app.kubernetes.io/component=gateway")
+        everyone = triton + gateway
+        done = triton and gateway and all(p["spec"].get("nodeName") and p["status"].get("phase") == "Running" for p in everyone)
+        return (triton, gateway) if done else None
+
+    triton, gateway = wait_for("every pod of both tiers scheduled and Running", placed, timeout=60, interval=0.5)
     for pod in triton:
         node = nodes[pod["spec"]["nodeName"]]
         assert "nvidia.com/gpu" in node["status"]["allocatable"], pod["spec"]["nodeName"]

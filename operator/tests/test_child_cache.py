@@ -123,11 +123,20 @@ def test_slim_leaves_the_event_object_alone():
     assert slim({"metadata": {"name": "x"}}) == {"metadata": {"name": "x"}}
 
 
-def test_concurrent_reads_and_events_never_leave_an_older_entry(cache):
-    """Events stream in while reads GET (every read misses: the clock passes the ttl each time).
-    The server's state changes before its event is delivered, as on a real watch. Whatever the
-    interleaving, the entry is never older than the last event delivered."""
-    c, clock, _ = cache
+def test_concurrent_reads_and_events_never_leave_an_older_entry():
+    """Events stream in while reads GET. Every read misses: each look at the clock is 301 s after
+    the one before, so no entry is ever fresh. The server's state changes before its event is
+    delivered, as on a real watch. Whatever the interleaving, the entry is never older than the
+    last event delivered."""
+    ticks = iter(range(0, 10**12, 301))
+    lock = threading.Lock()
+
+    def clock() -> float:
+        with lock:
+            return float(next(ticks))
+
+    c = ChildCache(ttl=300, clock=clock)
+    c.enabled = True
     server = {"rv": 0}
     delivered = {"rv": 0}
     stop = threading.Event()
@@ -147,7 +156,6 @@ def test_concurrent_reads_and_events_never_leave_an_older_entry(cache):
     t.start()
     try:
         for _ in range(2000):
-            clock.t += 301  # stale: this read GETs
             c.read("Service", "ns", "s", fetch)
             floor = delivered["rv"]  # delivered before we look
             entry = int(c._entries[("Service", "ns", "s")][1]["metadata"]["resourceVersion"])
