@@ -355,6 +355,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="YOLO object detection over HTTP, served by NVIDIA Triton.",
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        # FastAPI asks the OTel providers and the environment on every request unless told not to
+        telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     app.include_router(router)
     errors.install(app)

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(20.0, description="drain time for in-flight requests on SIGTERM")
     log_level: str = "info"
     slow_request_ms: float = Field(1000.0, description="log a line for requests slower than this")
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry (spans, metrics and logs through the global OTel providers, "
+        "which an OTel SDK or the FASTAPI_OTEL_* variables set up); off: no per-request lookups",
+    )
 
     # Limits
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
