@@ -62,6 +62,10 @@ def test_the_bench_reports_issue_12s_targets_from_its_own_rows():
     assert cheap["value"] == pytest.approx(11.1 / 7.0, abs=1e-3) and cheap["met"]
     res["cheap_gateway"][0]["gateway_cpu_ms_per_request"] = 9.0
     assert not {t["target"]: t for t in report.targets(res)}[cheap["target"]]["met"]
+    # a run with the paired measurement (section 1c) takes its median, not the p50s' difference
+    res["added_latency"] = {"pairs": 400, "median_added_ms": 2.4, "p25_added_ms": 1.9, "p75_added_ms": 3.1, "block_medians_ms": [2.3, 2.5, 2.4, 2.4]}
+    paired = {t["target"]: t for t in report.targets(res)}[added["target"]]
+    assert paired["value"] == 2.4 and not paired["met"] and "400 back-to-back pairs" in paired["detail"]
 
 
 def test_the_bench_splits_a_process_cpu_by_thread():

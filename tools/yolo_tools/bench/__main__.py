@@ -217,6 +217,70 @@ class Bench:
         print(f"  {label:<42} {where:<7} {result.rps:8.1f} rps  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  batch {row['triton']['mean_batch']:5.2f}" + (f"  cpu {row.get('gateway_cpu_ms_per_request', 0):.2f} ms/req" if gateway else ""), flush=True)
         return row
 
+    async def added_latency(self, url: str, model: str, pairs: int, blocks: int = 4) -> dict:
+        """1c. What the gateway adds to one request, decode excluded, measured in pairs: a direct
+        Triton call with the image's tensor and a gateway request with its JPEG, back to back
+        (the order alternates), c=1. Each pair gives gateway - direct - (the decode and letterbox
+        that the gateway timed for that very request); the figure is the median over all pairs,
+        and the medians of `blocks` consecutive blocks show how much it moves within one run.
+        The difference of two separately measured p50s (section 1) moves by several ms between
+        runs; a paired median does not carry the two windows' drift."""
+        client = InferenceServerClient(self.triton.grpc_target, channel_args=channel_args(Settings()))  # type: ignore[union-attr]
+        tensors = [self.tensor(j, "UINT8", "NHWC")[None] for j in self.jpegs]
+        direct_ms, gateway_ms, prepare_ms = [], [], []
+        async with aiohttp.ClientSession() as session:
+
+            async def direct(i: int) -> float:
+                inp = InferInput("images", list(tensors[i].shape), "UINT8")
+                inp.set_data_from_numpy(tensors[i])
+                t0 = time.perf_counter()
+                await client.infer(model, [inp])
+                return (time.perf_counter() - t0) * 1e3
+
+            async def gateway(i: int) -> tuple[float, float]:
+                t0 = time.perf_counter()
+                async with session.post(f"{url}/v1/detect", data=self.jpegs[i], headers={"content-type": "image/jpeg"}) as r:
+                    body = await r.json()
+                    assert r.status == 200, body
+                elapsed = (time.perf_counter() - t0) * 1e3
+                return elapsed, body["timings_ms"]["decode"] + body["timings_ms"]["preprocess"]
+
+            try:
+                for i in range(2 * len(self.jpegs)):  # warm both paths
+                    await direct(i % len(self.jpegs))
+                    await gateway(i % len(self.jpegs))
+                for k in range(pairs):
+                    i = k % len(self.jpegs)
+                    if k % 2:
+                        g, prep = await gateway(i)
+                        d = await direct(i)
+                    else:
+                        d = await direct(i)
+                        g, prep = await gateway(i)
+                    direct_ms.append(d)
+                    gateway_ms.append(g)
+                    prepare_ms.append(prep)
+            finally:
+                await client.close()
+        added = np.array(gateway_ms) - np.array(direct_ms) - np.array(prepare_ms)
+        size = len(added) // blocks
+        row = {
+            "pairs": len(added),
+            "median_added_ms": round(float(np.median(added)), 3),
+            "p25_added_ms": round(float(np.percentile(added, 25)), 3),
+            "p75_added_ms": round(float(np.percentile(added, 75)), 3),
+            "block_medians_ms": [round(float(np.median(added[b * size : (b + 1) * size])), 3) for b in range(blocks)],
+            "direct_p50_ms": round(float(np.median(direct_ms)), 3),
+            "gateway_p50_ms": round(float(np.median(gateway_ms)), 3),
+            "decode_letterbox_p50_ms": round(float(np.median(prepare_ms)), 3),
+        }
+        print(
+            f"  added (median of {row['pairs']} pairs) {row['median_added_ms']:.2f} ms  IQR {row['p25_added_ms']:.2f}..{row['p75_added_ms']:.2f}"
+            f"  blocks {row['block_medians_ms']}  (gateway {row['gateway_p50_ms']:.2f}, direct {row['direct_p50_ms']:.2f}, decode+letterbox {row['decode_letterbox_p50_ms']:.2f})",
+            flush=True,
+        )
+        return row
+
     def with_gateway(self, model: str, **settings: str) -> GatewayProcess:
         """A gateway for `model`; admission control opened wide unless `settings` say otherwise
         (the load sweeps measure the pipeline, not shedding)."""
@@ -262,6 +326,8 @@ class Bench:
                 # open loop at 60% of the gateway's closed-loop capacity: latency without coordinated omission
                 capacity = max(r["rps"] for r in rows if r["label"] == "gateway")
                 open_row = self.measure("gateway, open loop", self.gateway_sender(gw.url), 0, "yolo", gw, rate=round(0.6 * capacity, 1))
+                print("1c. the latency the gateway adds at c=1: direct and gateway requests in pairs", flush=True)
+                results["added_latency"] = asyncio.run(self.added_latency(gw.url, "yolo", 100 if self.quick else 400))
             finally:
                 gw.stop()
             results["direct_vs_gateway"] = rows
