@@ -10,7 +10,8 @@ back on the object that is still there).
 Staleness is bounded three ways:
 - a watch that restarts (after an error, a "410 Gone", or while this replica was a paused
   standby) lists every object of its kind again, and sends no DELETED for those deleted
-  meanwhile. So an entry older than the kind's latest listing is read again with a GET;
+  meanwhile. So an entry older than the latest listing of its kind in its namespace is read again
+  with a GET;
 - an entry older than `ttl` is read again with a GET, whatever else went wrong;
 - a GET's answer is recorded only when no event for that object arrived while it was in flight,
   so an older read never overwrites a newer event.
@@ -66,7 +67,6 @@ class ChildCache:
         self._last_event: dict[Key, int] = {}  # the sequence number of each object's latest event
         self._lock = threading.Lock()
         self.enabled = False  # on once the child watch runs: without it, entries could only go stale
-        self.hits = self.misses = 0
         # (kind, namespace) -> (when its latest listing began, the objects that listing has sent so far)
         self._listings: dict[tuple[str, str], tuple[float, set[Key]]] = {}
 
@@ -105,9 +105,7 @@ class ChildCache:
             entry = self._entries.get(key)
             listed = self._listings.get((kind, namespace), (0.0, None))[0]
             if entry is not None and entry[0] >= listed and self.clock() - entry[0] < self.ttl:
-                self.hits += 1
                 return entry[1]
-            self.misses += 1
             token = Token(self._seq, self.clock())
         body = fetch()
         self._record(key, body, token)

@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 
 from . import kube
+from .builders.common import MANAGED_BY
 from .cache import CACHE, WATCHED
 from .reconcile import reconcile
 from .settings import SETTINGS
@@ -19,13 +20,12 @@ RESYNC_SECONDS = SETTINGS.resync_seconds
 WAIT_SECONDS = SETTINGS.wait_seconds
 RESOURCE = (GROUP, VERSION, PLURAL)
 KIND = "YoloService"
-MANAGED = {"app.kubernetes.io/managed-by": "yolo-operator"}
 # The children the operator writes (cache.WATCHED). The watch asks for ours alone (a label
 # selector); an event on one (edited, deleted, its status changed, its labels stripped) reconciles
 # its YoloService within about a second and updates the child cache. The resync timer stays as a
 # safety net.
 CHILD_RESOURCES = tuple(WATCHED)
-MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 DEBOUNCE_S = 0.5
 log = logging.getLogger("yolo_operator")
 

@@ -58,11 +58,15 @@ def selector_labels(meta: Meta, component: str) -> dict[str, str]:
     }
 
 
+# On every child: the child watch selects on it (handlers.MANAGED_SELECTOR), so it is defined once.
+MANAGED_BY = {"app.kubernetes.io/managed-by": "yolo-operator"}
+
+
 def labels(meta: Meta, component: str) -> dict[str, str]:
     return {
         **selector_labels(meta, component),
         "app.kubernetes.io/part-of": "yolo-operator",
-        "app.kubernetes.io/managed-by": "yolo-operator",
+        **MANAGED_BY,
         "app.kubernetes.io/version": __version__,
         OWNER_LABEL: meta.name,
     }
