@@ -37,7 +37,7 @@ CUT = "yolo.cut"
 # arrives in stop-and-go rounds through the event loop. The app reads the whole body into memory
 # anyway (up to max_body_bytes), so buffering up to 1 MiB before the route reads it bounds nothing
 # that matters, and a typical image arrives without a pause: 0.8-1.3 ms less latency at c=1
-# (BENCHMARKS.md, "The body path").
+# (BENCHMARKS.md, "The CPU budget by library", "Tried this time").
 BODY_HIGH_WATER = 1024 * 1024
 
 
