@@ -225,16 +225,12 @@ class Bench:
         and the medians of `blocks` consecutive blocks show how much it moves within one run.
         The difference of two separately measured p50s (section 1) moves by several ms between
         runs; a paired median does not carry the two windows' drift."""
-        client = InferenceServerClient(self.triton.grpc_target, channel_args=channel_args(Settings()))  # type: ignore[union-attr]
-        tensors = [self.tensor(j, "UINT8", "NHWC")[None] for j in self.jpegs]
         direct_ms, gateway_ms, prepare_ms = [], [], []
-        async with aiohttp.ClientSession() as session:
+        async with self.direct_sender(model)() as send, aiohttp.ClientSession() as session:
 
             async def direct(i: int) -> float:
-                inp = InferInput("images", list(tensors[i].shape), "UINT8")
-                inp.set_data_from_numpy(tensors[i])
                 t0 = time.perf_counter()
-                await client.infer(model, [inp])
+                await send(i)
                 return (time.perf_counter() - t0) * 1e3
 
             async def gateway(i: int) -> tuple[float, float]:
@@ -245,23 +241,20 @@ class Bench:
                 elapsed = (time.perf_counter() - t0) * 1e3
                 return elapsed, body["timings_ms"]["decode"] + body["timings_ms"]["preprocess"]
 
-            try:
-                for i in range(2 * len(self.jpegs)):  # warm both paths
-                    await direct(i % len(self.jpegs))
-                    await gateway(i % len(self.jpegs))
-                for k in range(pairs):
-                    i = k % len(self.jpegs)
-                    if k % 2:
-                        g, prep = await gateway(i)
-                        d = await direct(i)
-                    else:
-                        d = await direct(i)
-                        g, prep = await gateway(i)
-                    direct_ms.append(d)
-                    gateway_ms.append(g)
-                    prepare_ms.append(prep)
-            finally:
-                await client.close()
+            for i in range(2 * len(self.jpegs)):  # warm both paths
+                await direct(i % len(self.jpegs))
+                await gateway(i % len(self.jpegs))
+            for k in range(pairs):
+                i = k % len(self.jpegs)
+                if k % 2:
+                    g, prep = await gateway(i)
+                    d = await direct(i)
+                else:
+                    d = await direct(i)
+                    g, prep = await gateway(i)
+                direct_ms.append(d)
+                gateway_ms.append(g)
+                prepare_ms.append(prep)
         added = np.array(gateway_ms) - np.array(direct_ms) - np.array(prepare_ms)
         size = len(added) // blocks
         row = {
