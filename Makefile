@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-12)
 TRAIN_VENV ?= .cache/train-venv
 
-.PHONY: help venv test test-unit test-triton test-e2e demo serve lint bench model-repo train clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo scale-bench
+.PHONY: help venv test test-unit test-triton test-e2e demo serve lint bench model-repo train prod-models clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo scale-bench
 
 help:
 	@echo "make demo         start Triton + the gateway, detect on a fresh image, stop"
@@ -22,6 +22,7 @@ help:
 	@echo "make fuzz         10^5 fuzzed requests against a gateway in a memory cgroup (COUNT=...)"
 	@echo "make model-repo   rebuild the serving ONNX variants from model_repository/source"
 	@echo "make train        retrain the bundled detector (needs the 'train' extra: torch, ultralytics)"
+	@echo "make prod-models  random-weight YOLOv8n ONNX exports (640/416, static/dynamic, 5 classes, cls/seg/pose) in .cache/prod-models"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -96,6 +97,15 @@ train:
 	$(TRAIN_VENV)/bin/pip install -q -e '.[train]'
 	$(TRAIN_VENV)/bin/python model_repository/tools/train.py --work .cache/train
 	$(MAKE) model-repo
+
+# Production-size test models with random weights, exported by Ultralytics (AGPL-3.0, this tool and
+# train.py only, never at runtime) into .cache/prod-models (git-ignored) with a manifest.json; cached.
+# The venv is made from the 'train' extra when missing. model_repository/tools/export_models.py
+prod-models:
+	@$(TRAIN_VENV)/bin/python -c 'import ultralytics, onnx, onnxruntime' 2>/dev/null || { \
+		test -x $(TRAIN_VENV)/bin/python || $(PYTHON) -m venv $(TRAIN_VENV); \
+		$(TRAIN_VENV)/bin/pip install -q -e '.[train]'; }
+	$(TRAIN_VENV)/bin/python model_repository/tools/export_models.py --out .cache/prod-models $(if $(FORCE),--force,)
 
 # Container images with buildah, offline (a local Debian base, host-built wheelhouses), smoke
 # tested; loaded into the local node's containerd when its socket exists. docker/build-images.py

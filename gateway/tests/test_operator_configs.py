@@ -2,7 +2,8 @@
 gateway: every input (uint8 NHWC, fp32 NCHW) and output (raw, YOLOv5 objectness, end2end) the CR
 can name, as a YoloService without a GPU gets them
 (`platform: onnxruntime_onnx`, KIND_CPU, model_warmup; served here, as in the CPU Triton image,
-by the python-based onnxruntime backend)."""
+by the python-based onnxruntime backend). Each config is written as the init container writes it:
+the operator's plan, then yolo-model-prepare on the file."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 from gw_helpers import boxes_of, gateway_app, triton_stats
 
 from yolo_gateway.settings import Settings
-from yolo_operator.builders import render_config_pbtxt
+from yolo_modelprep.cli import prepare as prepare_model
+from yolo_operator.builders import model_plan, render_config_pbtxt
 from yolo_operator.spec import parse_spec
 from yolo_tools.devrepo import LOCAL_REPO, SOURCE_ONNX
 from yolo_tools.local_triton import LocalTriton, TritonPorts
@@ -37,7 +39,7 @@ GATEWAY_FORMAT = {"raw": "raw", "v5": "v5", "end2end": "end2end"}
 def _spec(name: str, model: dict):
     return parse_spec(
         {
-            "model": {"name": name, **model, "inputSize": 320, "classNames": list(CLASS_NAMES), "source": {"uri": "https://models.example/m.onnx"}},
+            "model": {"name": name, "input": "uint8-nhwc", **model, "inputSize": 320, "classNames": list(CLASS_NAMES), "source": {"uri": "https://models.example/m.onnx"}},
             "triton": {"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}, "maxBatchSize": 8},
         }
     )
@@ -48,11 +50,14 @@ def operator_triton(tmp_path_factory: pytest.TempPathFactory):
     repo = tmp_path_factory.mktemp("operator_repo")
     for name, (model, source) in FORMATS.items():
         (repo / name / "1").mkdir(parents=True)
-        (repo / name / "config.pbtxt").write_text(render_config_pbtxt(_spec(name, model)))
         if isinstance(source, dict):
             prepare(SOURCE_ONNX, repo / name / "1" / "model.onnx", imgsz=(320, 320), **source)
         else:
             shutil.copy(LOCAL_REPO / source / "1" / "model.onnx", repo / name / "1" / "model.onnx")
+        report = prepare_model(repo / name / "1" / "model.onnx", [(model_plan(_spec(name, model)), repo / name / "config.pbtxt")])
+        assert report["reason"] == "ServedAsExported", report
+        # The CR writes every field here, so the file's config is the one the CR alone describes.
+        assert (repo / name / "config.pbtxt").read_text() == render_config_pbtxt(_spec(name, model))
     with LocalTriton(repo, TritonPorts.free(), log_path=repo.parent / "triton.log") as server:
         yield server
 
@@ -72,7 +77,7 @@ def test_generated_config_loads_warms_up_and_detects(operator_triton, name):
         sizes = [(640, 480), (1280, 720), (480, 640), (1024, 1024), (800, 450)]
         async with gateway_app(Settings(triton_url=operator_triton.grpc_target, model_name=name)) as c:
             sig = c.app.state.triton.signature
-            assert sig.output_format == GATEWAY_FORMAT[spec.model.output_layout]
+            assert sig.output_format == GATEWAY_FORMAT[spec.model.output_layout or "raw"]
             assert (sig.input_dtype, sig.layout) == (("FP32", "NCHW") if spec.model.input == "fp32-nchw" else ("UINT8", "NHWC"))
             for i in range(30):
                 scene = make_scene(rng, *sizes[i % len(sizes)])

@@ -17,6 +17,7 @@ from yolo_operator.status import (
     autoscaling_condition,
     deployment_condition,
     merge_conditions,
+    model_condition,
     ready_condition,
 )
 
@@ -30,7 +31,9 @@ def refs(spec: dict, sm: bool = False) -> dict[str, bool]:
 
 def test_minimal_spec_takes_defaults():
     s = parse_spec({"model": {"classNames": ["a"], "source": {"uri": "https://x/m.onnx"}}})
-    assert (s.model.name, s.model.format, s.model.input_size) == ("yolo", "onnx", 640)
+    assert (s.model.name, s.model.format, s.model.input_size, s.model.class_names) == ("yolo", "onnx", None, ["a"])
+    bare = parse_spec({"model": {"source": {"uri": "https://x/m.onnx"}}}).model  # the file says the rest
+    assert (bare.input, bare.output, bare.input_size, bare.class_names) == (None, None, None, None)
     assert s.triton.autoscaling.enabled and s.triton.max_batch_size == 16 and s.triton.gpus == 1
     assert s.gateway.autoscaling.min_replicas == 2 and s.service.port == 80
 
@@ -45,6 +48,7 @@ def test_minimal_spec_takes_defaults():
         ({"triton.autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "minReplicas"),
         ({"triton.dynamicBatching": {"preferredBatchSizes": [64]}}, "preferredBatchSizes"),
         ({"model.format": "tensorrt", "triton.resources": {"limits": {"memory": "1Gi"}}}, "needs a GPU"),
+        ({"model.format": "tensorrt", "model.classNames": None}, "set model.classNames"),
     ],
 )
 def test_invalid_specs_are_explained(patch, message):
@@ -244,6 +248,13 @@ def _pod(**status) -> dict:
             "returned error: 404",
         ),
         (
+            _pod(initContainerStatuses=[{"name": "fetch-model", "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                         "lastState": {"terminated": {"exitCode": 3, "message": "yolo-model-prepare: /models/yolo/1/model.onnx: the model cannot be served\n"
+                                                                      "ModelIncompatible: the file is a segmentation model (metadata task=segment; outputs output0 [1, 116, 8400], output1 [1, 32, 160, 160])\n"}}}]),
+            "ModelIncompatible",
+            "a segmentation model",
+        ),
+        (
             _pod(containerStatuses=[{"name": "triton", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"x\""}}}]),
             "ImagePullFailed",
             "Back-off pulling",
@@ -265,3 +276,23 @@ def test_a_tier_that_is_not_ready_says_why(pod, reason, fragment):
 def test_pods_that_are_only_starting_are_not_a_problem():
     starting = _pod(initContainerStatuses=[{"name": "fetch-model", "state": {"running": {}}}], containerStatuses=[{"name": "triton", "state": {"waiting": {"reason": "PodInitializing"}}}])
     assert deployment_condition("TritonReady", _DEP, [starting]).reason == "ReplicasNotReady"
+
+
+def test_the_model_condition_quotes_the_init_containers_report():
+    report = '{"reason":"BatchAxisRewritten","message":"input images fp32-nchw 640x640, ...; the export fixed the batch to 1"}'
+    done = _pod(initContainerStatuses=[{"name": "fetch-model", "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": report}}}])
+    c = model_condition([done])
+    assert (c.type, c.status, c.reason) == ("ModelCompatible", "True", "BatchAxisRewritten") and "fixed the batch to 1" in c.message
+    refused = _pod(initContainerStatuses=[{"name": "fetch-model", "lastState": {"terminated": {"exitCode": 3, "message": "SpecContradictsModel: model.classNames has 3 names, but ..."}}}])
+    c = model_condition([refused])
+    assert (c.status, c.reason, c.message) == ("False", "SpecContradictsModel", "model.classNames has 3 names, but ...")
+    assert model_condition([]).reason == "Pending"
+    simulated = _pod(initContainerStatuses=[{"name": "fetch-model", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}])
+    assert model_condition([simulated]).reason == "NotReported"
+
+
+def test_ready_names_the_model_when_the_file_is_the_trouble():
+    parts = [Condition("TritonReady", "False", "ModelIncompatible", "a classifier"), Condition("GatewayReady", "False", "ReplicasNotReady", "0/2")]
+    ready = ready_condition(parts)
+    assert (ready.status, ready.reason) == ("False", "ModelIncompatible") and "a classifier" in ready.message
+    assert ready_condition([parts[1]]).reason == "ComponentsNotReady"

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
-from op_helpers import META, sample_spec
+from op_helpers import META, ROOT, sample_spec
 from tritonclient.grpc import model_config_pb2
 
 from yolo_operator import builders as b
@@ -57,8 +59,8 @@ def test_each_tier_is_a_model_config_with_its_own_batching():
         assert cfg.instance_group[0].count == count
         assert cfg.input[0].name == "images" and list(cfg.model_warmup[0].inputs["images"].dims) == [320, 320, 3]
     cm = _children(sample_spec(tiers=TIERS))[("ConfigMap", "shapes-model-config")]
-    assert sorted(cm["data"]) == ["config.pbtxt", "yolo-batch.pbtxt", "yolo-streaming.pbtxt"]
-    assert _parse(cm["data"]["config.pbtxt"]).max_batch_size == 64  # the default tier keeps model.name
+    assert sorted(cm["data"]) == ["yolo-batch.json", "yolo-streaming.json", "yolo.json"]  # the plans the init container renders
+    assert json.loads(cm["data"]["yolo.json"])["max_batch_size"] == 64  # the default tier keeps model.name
 
 
 def test_without_a_default_the_first_tier_is_it():
@@ -83,8 +85,8 @@ def test_gateway_environment_routes_tiers_canary_and_shadow():
 def test_canary_and_shadow_are_models_on_the_same_triton_pods():
     children = _children(sample_spec(canary=CANARY, shadow=SHADOW))
     cm = children[("ConfigMap", "shapes-model-config")]
-    assert sorted(cm["data"]) == ["config.pbtxt", "yolo-canary.pbtxt", "yolo-shadow.pbtxt"]
-    assert _parse(cm["data"]["yolo-canary.pbtxt"]).max_batch_size == _parse(cm["data"]["config.pbtxt"]).max_batch_size
+    assert sorted(cm["data"]) == ["yolo-canary.json", "yolo-shadow.json", "yolo.json"]
+    assert json.loads(cm["data"]["yolo-canary.json"])["max_batch_size"] == json.loads(cm["data"]["yolo.json"])["max_batch_size"]
     pod = children[("Deployment", "shapes-triton")]["spec"]["template"]["spec"]
     (triton,) = pod["containers"]
     assert "--exit-on-error=false" in triton["args"]  # a broken canary does not stop Triton
@@ -156,8 +158,9 @@ def test_the_fetcher_lays_out_every_model_and_leaves_a_broken_canary_out(tmp_pat
     model's file, the shadow gets its own, and the canary (a 404) is left out with a message,
     while the pod's start goes on."""
     served, url = file_server
-    (served / "yolo.onnx").write_bytes(b"current")
-    (served / "yolo-v3.onnx").write_bytes(b"shadow")
+    bundled = (ROOT / "model_repository" / "local" / "yolo" / "1" / "model.onnx").read_bytes()  # what the sample's fields say
+    (served / "yolo.onnx").write_bytes(bundled)
+    (served / "yolo-v3.onnx").write_bytes(bundled)
     spec = sample_spec(tiers=TIERS, canary={"source": {"uri": f"{url}/missing.onnx"}, "percent": 10}, shadow={"source": {"uri": f"{url}/yolo-v3.onnx"}, "percent": 5})
     spec["model"]["source"] = {"uri": f"{url}/yolo.onnx"}
     children = _children(spec)
@@ -168,17 +171,30 @@ def test_the_fetcher_lays_out_every_model_and_leaves_a_broken_canary_out(tmp_pat
     models = tmp_path / "models"
     init = children[("Deployment", "shapes-triton")]["spec"]["template"]["spec"]["initContainers"][0]
     script = init["command"][-1].replace(b.MODELS_DIR + "/", f"{models}/").replace("/config/", f"{config}/")
-    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # yolo-model-prepare
+    script = script.replace("--report /dev/termination-log", f"--report {tmp_path / 'report'}")
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
-    assert "canary: fetching its model failed; yolo-canary is left out" in done.stderr
+    assert "canary: fetching or preparing its model failed; yolo-canary is left out" in done.stderr
+    assert json.loads((tmp_path / "report").read_text())["reason"] == "ServedAsExported"
     assert sorted(p.name for p in models.iterdir()) == ["yolo", "yolo-batch", "yolo-shadow", "yolo-streaming"]
     for name in ("yolo", "yolo-batch", "yolo-streaming"):
-        assert (models / name / "1" / "model.onnx").read_bytes() == b"current"
+        assert (models / name / "1" / "model.onnx").read_bytes() == bundled  # a dynamic-batch export is served as it is
         assert _parse((models / name / "config.pbtxt").read_text()).name == name
     assert (models / "yolo-streaming" / "1" / "model.onnx").stat().st_ino == (models / "yolo" / "1" / "model.onnx").stat().st_ino
-    assert (models / "yolo-shadow" / "1" / "model.onnx").read_bytes() == b"shadow"
+    assert _parse((models / "yolo-shadow" / "config.pbtxt").read_text()).name == "yolo-shadow"
+    # A shadow that is no model is left out too; the current version's file that is no model stops the pod, saying why.
+    (served / "yolo-v3.onnx").write_bytes(b"not a model")
+    shutil.rmtree(models)
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and "shadow: fetching or preparing its model failed" in done.stderr, done.stderr
+    assert not (models / "yolo-shadow").exists()
+    (served / "yolo.onnx").write_bytes(bundled[: len(bundled) // 2])  # a truncated download
+    shutil.rmtree(models)
+    failed = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert failed.returncode != 0 and failed.stderr.strip().splitlines()[-1].startswith("ModelIncompatible: "), failed.stderr
     # The current version's own file is not optional: without it the pod does not start.
     (served / "yolo.onnx").unlink()
     shutil.rmtree(models)
-    failed = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+    failed = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60, env=env)
     assert failed.returncode != 0

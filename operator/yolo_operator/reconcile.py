@@ -21,10 +21,12 @@ from .children import Child, desired_children, needs_apply, with_hash
 from .settings import SETTINGS
 from .spec import InvalidSpec, YoloServiceSpec, parse_spec
 from .status import (
+    Condition,
     autoscaling_condition,
     deployment_condition,
     invalid_spec_conditions,
     merge_conditions,
+    model_condition,
     now_rfc3339,
     ready_condition,
     replica_summary,
@@ -80,6 +82,20 @@ def _tier_condition(kind: str, dep: dict[str, Any] | None, meta: builders.Meta, 
     if condition.status == "True" or dep is None:
         return condition
     return deployment_condition(kind, dep, kube.list_pods(meta.namespace, builders.selector_labels(meta, component)), scale_to_zero)
+
+
+def _model_condition(old: list[dict[str, Any]], meta: builders.Meta, triton_ready: Any) -> Any:
+    """ModelCompatible from the Triton pods' init containers. Settled once per generation: when
+    this generation already has a True or False answer (or a pod that reports nothing), the
+    pods are not read again unless the tier is not ready."""
+    prev = next((c for c in old if c.get("type") == "ModelCompatible"), None)
+    settled = prev is not None and prev.get("observedGeneration") == meta.generation and prev.get("reason") != "Pending"
+    if settled and triton_ready.status == "True":
+        return Condition("ModelCompatible", prev["status"], prev["reason"], prev.get("message", ""))
+    condition = model_condition(kube.list_pods(meta.namespace, builders.selector_labels(meta, "triton")))
+    if condition.reason == "Pending" and triton_ready.status == "True":  # serving, yet no pod says how
+        return Condition("ModelCompatible", "Unknown", "NotReported", "the Triton pods serve, but none reported how it prepared the model")
+    return condition
 
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
@@ -143,12 +159,13 @@ def _reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger) -> Outcome
     triton = live.get(("Deployment", n["triton"]))
     gateway = live.get(("Deployment", n["gateway"]))
     zero = spec.triton.autoscaling.scale_to_zero and autoscaling.tier_engine(spec.triton.autoscaling, keda) == "keda"
+    old = (body.get("status") or {}).get("conditions", [])
     parts = [_tier_condition("TritonReady", triton, meta, "triton", zero), _tier_condition("GatewayReady", gateway, meta, "gateway")]
+    parts.insert(0, _model_condition(old, meta, parts[0]))
     parts.append(
         autoscaling_condition(_autoscalers(spec, n, live, keda), keda, spec.triton.autoscaling.scale_to_zero and not zero)
     )
     ready = ready_condition(parts)
-    old = (body.get("status") or {}).get("conditions", [])
     status = {
         "observedGeneration": meta.generation,
         "conditions": merge_conditions(old, [*parts, ready], meta.generation, now_rfc3339()),

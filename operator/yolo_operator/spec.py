@@ -73,16 +73,19 @@ class ModelSource(_Model):
 
 
 class ModelSpec(_Model):
+    """The model file, and the fields that override what the file says about itself. An ONNX
+    export needs only `source`: the init container reads its input, outputs and class names."""
+
     name: str = "yolo"
     format: Literal["onnx", "tensorrt", "end2end"] = Field("onnx", description="the file: ONNX or a TensorRT plan; end2end: ONNX with output end2end")
-    input: Literal["uint8-nhwc", "fp32-nchw"] = Field(
-        "uint8-nhwc", description="the model's input tensor: uint8 NHWC 0..255 (prepare's default, 4x fewer bytes) or fp32 NCHW 0..1 (a plain export)"
+    input: Literal["uint8-nhwc", "fp32-nchw"] | None = Field(
+        None, description="the model's input tensor: uint8 NHWC 0..255 or fp32 NCHW 0..1 (a plain export). Empty: read from the file"
     )
     output: Literal["raw", "v5", "end2end"] | None = Field(
-        None, description="raw: [4+nc, anchors] (YOLOv8/11); v5: [anchors, 5+nc] with objectness; end2end: NMS in the graph. Empty: end2end for format end2end, else raw"
+        None, description="raw: [4+nc, anchors] (YOLOv8/11); v5: [anchors, 5+nc] with objectness; end2end: NMS in the graph. Empty: read from the file"
     )
-    input_size: int = Field(640, ge=32, le=4096)
-    class_names: list[str] = Field(min_length=1)
+    input_size: int | None = Field(None, ge=32, le=4096, description="empty: read from the file (its input shape, or Ultralytics' imgsz)")
+    class_names: list[str] | None = Field(None, min_length=1, description="empty: read from the file (Ultralytics' names metadata)")
     max_detections: int = Field(100, ge=1, le=1000, description="end2end: detections per image in the graph")
     source: ModelSource
 
@@ -90,31 +93,40 @@ class ModelSpec(_Model):
     def _output(self) -> ModelSpec:
         if self.format == "end2end" and self.output not in (None, "end2end"):
             raise ValueError(f"model.format end2end has output end2end, not {self.output}")
+        if self.format == "tensorrt":
+            missing = [f for f, v in (("input", self.input), ("inputSize", self.input_size), ("classNames", self.class_names)) if not v]
+            if missing:
+                raise ValueError(f"model.format tensorrt: a plan's shapes cannot be read before Triton loads it; set model.{', model.'.join(missing)}")
         return self
 
     @property
-    def output_layout(self) -> str:
-        return self.output or ("end2end" if self.format == "end2end" else "raw")
+    def output_layout(self) -> str | None:
+        return self.output or ("end2end" if self.format == "end2end" else None)
 
     @field_validator("input_size")
     @classmethod
-    def _stride(cls, v: int) -> int:
-        if v % 32:
+    def _stride(cls, v: int | None) -> int | None:
+        if v is not None and v % 32:
             raise ValueError(f"model.inputSize must be a multiple of 32 (the largest YOLO stride), got {v}")
         return v
 
     @field_validator("class_names")
     @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        dup = sorted({n for n in v if v.count(n) > 1})
+    def _unique(cls, v: list[str] | None) -> list[str] | None:
+        dup = sorted({n for n in v if v.count(n) > 1}) if v else []
         if dup:
             raise ValueError(f"model.classNames has duplicates: {dup}")
         return v
 
-    @property
-    def num_anchors(self) -> int:
-        s = self.input_size
-        return sum((s // k) ** 2 for k in (8, 16, 32))
+    def overrides(self) -> dict[str, Any]:
+        """The fields the init container lays over what the file says (None: the file's)."""
+        return {
+            "input": self.input,
+            "output": self.output_layout,
+            "input_size": self.input_size,
+            "class_names": self.class_names,
+            "max_detections": self.max_detections,
+        }
 
 
 class QueuePolicy(_Model):

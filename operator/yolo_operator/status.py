@@ -3,11 +3,15 @@ lastTransitionTime unless a condition's status flips."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-CONDITION_TYPES = ("TritonReady", "GatewayReady", "AutoscalingReady", "Ready")
+CONDITION_TYPES = ("ModelCompatible", "TritonReady", "GatewayReady", "AutoscalingReady", "Ready")
+# The reasons yolo-model-prepare gives for a file it cannot serve (the last line of its log):
+# they become TritonReady's and Ready's reason, and ModelCompatible's.
+MODEL_REASONS = ("ModelIncompatible", "SpecContradictsModel")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,45 @@ def _failed_exit(status: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _model_problem(message: str | None) -> tuple[str, str] | None:
+    """`<Reason>: <why>` on the last line of the init container's log, when it refused the file."""
+    lines = [ln.strip() for ln in (message or "").strip().splitlines() if ln.strip()]
+    reason, sep, why = (lines[-1] if lines else "").partition(": ")
+    return (reason, why) if sep and reason in MODEL_REASONS else None
+
+
+def _fetcher_state(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for cs in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        if cs.get("name") == _FETCHER:
+            return _failed_exit(cs) or ((cs.get("state") or {}).get("terminated"))
+    return None
+
+
+def model_condition(pods: list[dict[str, Any]]) -> Condition:
+    """ModelCompatible, from the newest Triton pod whose init container has finished: its report
+    (the termination message: how the file is served, and how it batches), or why it refused it."""
+    t = "ModelCompatible"
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    finished = False
+    for pod in sorted(live, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", reverse=True):
+        term = _fetcher_state(pod)
+        if not term:
+            continue
+        finished = True
+        if term.get("exitCode", 0) != 0:
+            if model := _model_problem(term.get("message")):
+                return Condition(t, "False", *model)
+            continue
+        try:
+            report = json.loads(term.get("message") or "")
+            return Condition(t, "True", str(report["reason"]), str(report["message"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    if finished:
+        return Condition(t, "Unknown", "NotReported", "the model's init container left no report (a simulated node, or an older model-fetcher image)")
+    return Condition(t, "Unknown", "Pending", "no Triton pod has prepared the model yet")
+
+
 def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
     """Why a Deployment's pods are not ready, as (CamelCase reason, message): what the
     scheduler or the kubelet said. None when nothing is wrong beyond waiting."""
@@ -71,6 +114,8 @@ def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
                 if term is None:
                     continue
                 detail = _tail(term.get("message")) or term.get("reason", "")
+                if name == _FETCHER and (model := _model_problem(term.get("message"))):
+                    return model
                 if name == _FETCHER:
                     return "ModelFetchFailed", f"the model could not be fetched (exit {term.get('exitCode')}): {detail}"
                 if waiting.get("reason") == "CrashLoopBackOff" or cs.get("restartCount", 0):
@@ -141,7 +186,8 @@ def autoscaling_condition(
 def ready_condition(parts: list[Condition]) -> Condition:
     failing = [p for p in parts if p.type in ("TritonReady", "GatewayReady") and p.status != "True"]
     if failing:
-        return Condition("Ready", "False", "ComponentsNotReady", "; ".join(f"{p.type}: {p.message}" for p in failing))
+        model = next((p.reason for p in failing if p.reason in MODEL_REASONS), None)  # the file itself is the trouble
+        return Condition("Ready", "False", model or "ComponentsNotReady", "; ".join(f"{p.type}: {p.message}" for p in failing))
     return Condition("Ready", "True", "AllComponentsReady", "Triton and the gateway are serving")
 
 

@@ -42,9 +42,16 @@ from .common import (
     selector_labels,
 )
 from .gateway import API_KEYS_DIR, build_gateway_deployment, build_gateway_service, triton_target
-from .model_config import _pb_list, build_model_configmap, configmap_key, model_configs, render_config_pbtxt
+from .model_config import (
+    build_model_configmap,
+    configmap_key,
+    model_configs,
+    model_plan,
+    model_plans,
+    render_config_pbtxt,
+)
 from .pdb import build_pdb
 from .service_monitor import build_service_monitor
 from .triton import _fetch_script, _fetcher, build_triton_deployment, build_triton_service
 
-__all__ = ["API_KEYS_DIR", "GATEWAY_INFLIGHT_METRIC", "GATEWAY_PORT", "GATEWAY_TRITON_METRIC", "MODELS_DIR", "Meta", "OWNER_LABEL", "PRESTOP_SECONDS", "TRITON_EXIT_TIMEOUT_SECONDS", "TRITON_GRPC", "TRITON_HTTP", "TRITON_METRICS", "TRITON_PENDING_METRIC", "TRITON_PRESTOP_SECONDS", "_deployment", "_digest", "_fetch_script", "_fetcher", "_http_probe", "_metadata", "_pb_list", "_place", "_resources", "build_gateway_deployment", "build_gateway_service", "build_model_configmap", "build_pdb", "build_service_monitor", "build_triton_deployment", "build_triton_service", "configmap_key", "container_security_context", "labels", "model_configs", "names", "pod_security_context", "render_config_pbtxt", "selector_labels", "triton_target"]
+__all__ = ["API_KEYS_DIR", "GATEWAY_INFLIGHT_METRIC", "GATEWAY_PORT", "GATEWAY_TRITON_METRIC", "MODELS_DIR", "Meta", "OWNER_LABEL", "PRESTOP_SECONDS", "TRITON_EXIT_TIMEOUT_SECONDS", "TRITON_GRPC", "TRITON_HTTP", "TRITON_METRICS", "TRITON_PENDING_METRIC", "TRITON_PRESTOP_SECONDS", "_deployment", "_digest", "_fetch_script", "_fetcher", "_http_probe", "_metadata", "_place", "_resources", "build_gateway_deployment", "build_gateway_service", "build_model_configmap", "build_pdb", "build_service_monitor", "build_triton_deployment", "build_triton_service", "configmap_key", "container_security_context", "labels", "model_configs", "model_plan", "model_plans", "names", "pod_security_context", "render_config_pbtxt", "selector_labels", "triton_target"]

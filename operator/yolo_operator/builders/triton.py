@@ -25,7 +25,7 @@ from .common import (
     pod_security_context,
     selector_labels,
 )
-from .model_config import configmap_key, model_configs
+from .model_config import build_model_configmap, configmap_key
 
 
 def _fetch_command(src: ModelSource, target: str) -> str:
@@ -38,32 +38,35 @@ def _fetch_command(src: ModelSource, target: str) -> str:
     return f"curl -fsSL --retry 5 --retry-connrefused -o {target} {shlex.quote(src.uri or '')}"
 
 
+def _prepare_command(target: str, plans: list[tuple[str, str]], report: bool = False) -> str:
+    """yolo-model-prepare (yolo_modelprep.cli): read the file, lay the CR's fields over it, make its
+    batch axis dynamic where needed, and write each model's config.pbtxt from its plan."""
+    args = " ".join(f"--plan /config/{configmap_key(model)}={folder}/config.pbtxt" for model, folder in plans)
+    return f"yolo-model-prepare {'--report /dev/termination-log ' if report else ''}--model {target} {args}"
+
+
 def _fetch_script(spec: YoloServiceSpec) -> str:
-    """Fetch the model (a failure fails the pod: nothing to serve) and lay out every model of the
-    service: the tiers share its file (hard links); the canary's and the shadow's files are fetched
-    too, and a failure there leaves that model out, said in the log, and the current version serves."""
+    """Fetch the model (a failure fails the pod: nothing to serve), prepare it (a file that cannot
+    be served fails the pod too, and its reason becomes the condition's) and lay out every model
+    of the service: the tiers share its file (hard links, made after the preparation); the
+    canary's and the shadow's files are fetched and prepared too, and a failure there leaves
+    that model out, said in the log, and the current version serves."""
     m = spec.model
     ext = "plan" if m.format == "tensorrt" else "onnx"
     target = f"{MODELS_DIR}/{m.name}/1/model.{ext}"
-    steps = [
-        "set -eu",
-        f"mkdir -p {MODELS_DIR}/{m.name}/1",
-        f"cp /config/config.pbtxt {MODELS_DIR}/{m.name}/config.pbtxt",
-        _fetch_command(m.source, target),
-        f"test -s {target}",
-    ]
     roles = spec.model_names()
+    shared = [model for role, model in roles.items() if model == m.name or role.startswith("tier:")]
+    steps = ["set -eu", *(f"mkdir -p {MODELS_DIR}/{model}/1" for model in shared), _fetch_command(m.source, target), f"test -s {target}"]
+    steps.append(_prepare_command(target, [(model, f"{MODELS_DIR}/{model}") for model in shared], report=True))
+    steps += [f"ln {target} {MODELS_DIR}/{model}/1/model.{ext}" for model in shared if model != m.name]
     for role, model in roles.items():
-        if model == m.name:
+        if model in shared:
             continue
         folder = f"{MODELS_DIR}/{model}"
-        steps += [f"mkdir -p {folder}/1", f"cp /config/{configmap_key(spec, model)} {folder}/config.pbtxt"]
-        if role.startswith("tier:"):
-            steps.append(f"ln {target} {folder}/1/model.{ext}")
-        else:
-            fetch = f"{_fetch_command(spec.variants[role].source, f'{folder}/1/model.{ext}')} && test -s {folder}/1/model.{ext}"
-            why = shlex.quote(f"{role}: fetching its model failed; {model} is left out and the current version serves alone")
-            steps.append(f"{{ {fetch} ; }} || {{ echo {why} >&2 ; rm -rf {folder} ; }}")
+        file = f"{folder}/1/model.{ext}"
+        fetch = f"{_fetch_command(spec.variants[role].source, file)} && test -s {file} && {_prepare_command(file, [(model, folder)])}"
+        why = shlex.quote(f"{role}: fetching or preparing its model failed; {model} is left out and the current version serves alone")
+        steps += [f"mkdir -p {folder}/1", f"{{ {fetch} ; }} || {{ echo {why} >&2 ; rm -rf {folder} ; }}"]
     # One command per line under `set -eu`: any failure stops the script, except the optional
     # fetches, whose `||` catches their own failure only.
     return "\n".join(steps)
@@ -80,7 +83,8 @@ def _fetcher(spec: YoloServiceSpec) -> dict[str, Any]:
         # The log tail becomes the termination message: the YoloService's condition quotes it.
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security_context(),
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        # The batch check runs the model in onnxruntime: a 640 px YOLOv8n at batch 2 peaks near 0.6 GiB.
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},
         "volumeMounts": mounts,
     }
     if src.pvc is not None:
@@ -97,7 +101,7 @@ def _fetcher(spec: YoloServiceSpec) -> dict[str, Any]:
 def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
     t = spec.triton
     n = names(meta)
-    config_hash = _digest("".join(model_configs(spec).values()))
+    config_hash = _digest("".join(build_model_configmap(spec, meta)["data"].values()))
     volumes: list[dict[str, Any]] = [
         {"name": "models", "emptyDir": {}},
         {"name": "model-config", "configMap": {"name": n["config"]}},
