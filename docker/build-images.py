@@ -132,7 +132,7 @@ def images() -> list[Image]:
     return [
         Image("operator", "docker/operator.Dockerfile", WheelSet("operator", _pyproject_requirements("operator") + BUILD_TOOLS)),
         Image("gateway", "docker/gateway.Dockerfile", WheelSet("gateway", _pyproject_requirements("gateway") + BUILD_TOOLS)),
-        Image("model-fetcher", "docker/model-fetcher.Dockerfile", WheelSet("model-fetcher", _requirements_file("docker/model-fetcher/requirements.txt"))),
+        Image("model-fetcher", "docker/model-fetcher.Dockerfile", WheelSet("model-fetcher", _requirements_file("docker/model-fetcher/requirements.txt") + BUILD_TOOLS)),
         Image(
             "triton-cpu",
             "docker/triton-cpu.Dockerfile",
@@ -264,9 +264,9 @@ def build_wheels(ws: WheelSet) -> Path:
 # What the builds read from the context (a superset of their COPY lines): when none of it changed,
 # nor the base or the wheelhouse, the image is not even handed to buildah (seconds saved per image).
 INPUTS = {
-    "operator": ["operator"],
+    "operator": ["operator", "modelprep"],
     "gateway": ["gateway"],
-    "model-fetcher": [],
+    "model-fetcher": ["modelprep"],
     "triton-cpu": ["model_repository/python_backend"],
 }
 COMMON_INPUTS = ["docker", ".dockerignore", "pyproject.toml", "README.md"]
@@ -550,10 +550,11 @@ from yolo_operator import builders
 from yolo_operator.spec import parse_spec
 uri, name, image, secret = sys.argv[1:5]
 source = {"uri": uri, **({"secretRef": {"name": secret}} if secret else {})}
-spec = parse_spec({"model": {"name": name, "inputSize": 320, "classNames": ["circle", "rectangle", "triangle"], "source": source},
+spec = parse_spec({"model": {"name": name, "source": source},  # the file says the rest
                    "triton": {"image": image, "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}}})
 init = builders._fetcher(spec)
-print(json.dumps({"config": builders.render_config_pbtxt(spec), "command": init["command"], "env": init["env"],
+plans = builders.build_model_configmap(spec, builders.Meta("smoke", "default"))["data"]
+print(json.dumps({"plans": plans, "command": init["command"], "env": init["env"],
                   "triton_args": builders.build_triton_deployment(spec, builders.Meta("smoke", "default"))["spec"]["template"]["spec"]["containers"][0]["args"]}))
 """
 
@@ -607,7 +608,8 @@ def verify(imgs: dict[str, Image]) -> None:
             for scheme, r in rendered.items():
                 cfg = work / f"config-{scheme}"
                 cfg.mkdir()
-                (cfg / "config.pbtxt").write_text(r["config"])
+                for key, text in r["plans"].items():
+                    (cfg / key).write_text(text)
                 models.mkdir(exist_ok=True)
                 os.chmod(models, 0o777)
                 env = {e["name"]: e["value"] for e in r["env"]} | stand_in[scheme]
@@ -617,6 +619,8 @@ def verify(imgs: dict[str, Image]) -> None:
                 got = models / f"yolo_{scheme}" / "1" / "model.onnx"
                 if not got.exists() or got.read_bytes() != onnx:
                     raise SystemExit(f"FAILED: the model-fetcher's {scheme} fetch did not write {got}; requests: {hits}")
+                if 'name: "images"' not in (got.parent.parent / "config.pbtxt").read_text():
+                    raise SystemExit(f"FAILED: yolo-model-prepare wrote no config for {got} in the model-fetcher image")
             # fetch-model itself, with a checksum, and its refusal of a wrong one.
             url = f"http://127.0.0.1:{port}/models/yolo.onnx"
             brun(fetcher, ["fetch-model", "--sha256", hashlib.sha256(onnx).hexdigest(), url, "/tmp/direct/model.onnx"], volumes=[f"{work}:/tmp"])

@@ -6,6 +6,8 @@
 #   aws s3 cp SRC DEST                     s3:// (AWS CLI v1; AWS_ENDPOINT_URL for S3-compatible stores)
 #   gcloud storage cp SRC DEST             gs:// (a shim over google-cloud-storage, not the Cloud SDK)
 #   fetch-model [--sha256 HEX] SRC DEST    any of them, plus file:// and plain paths
+#   yolo-model-prepare                     reads the fetched file and writes Triton's config.pbtxt
+#                                          (yolo_modelprep: onnx, onnxruntime; batch-axis rewrite)
 ARG BASE_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
@@ -14,8 +16,15 @@ COPY ${WHEELS}/ /wheels/
 COPY docker/pip-install.sh /usr/local/lib/yolo-build/
 COPY docker/model-fetcher/requirements.txt /tmp/requirements.txt
 RUN python3 -m venv /opt/venv \
- && sh /usr/local/lib/yolo-build/pip-install.sh /opt/venv/bin/python -r /tmp/requirements.txt \
- && /opt/venv/bin/python -m pip uninstall -q -y pip setuptools
+ && sh /usr/local/lib/yolo-build/pip-install.sh /opt/venv/bin/python -r /tmp/requirements.txt setuptools
+# Only yolo_modelprep (setuptools looks in gateway/, operator/, modelprep/ and tools/; the others stay empty).
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY modelprep ./modelprep
+RUN mkdir -p gateway operator tools \
+ && sh /usr/local/lib/yolo-build/pip-install.sh /opt/venv/bin/python --no-deps . \
+ && /opt/venv/bin/python -m pip uninstall -q -y pip setuptools \
+ && /opt/venv/bin/yolo-model-prepare --help >/dev/null
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="yolo-operator model-fetcher" \

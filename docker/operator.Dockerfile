@@ -16,8 +16,10 @@ RUN python3 -m venv /opt/venv \
  && python3 /usr/local/lib/yolo-build/requirements.py pyproject.toml operator > /tmp/requirements.txt \
  && sh /usr/local/lib/yolo-build/pip-install.sh /opt/venv/bin/python -r /tmp/requirements.txt
 COPY README.md ./
-# Only this image's package (setuptools looks in gateway/, operator/ and tools/; the others stay empty).
+# Only this image's package and yolo_modelprep, whose pure config module renders the plans
+# (setuptools looks in gateway/, operator/, modelprep/ and tools/; the others stay empty).
 COPY operator ./operator
+COPY modelprep ./modelprep
 RUN mkdir -p gateway tools \
  && sh /usr/local/lib/yolo-build/pip-install.sh /opt/venv/bin/python --no-deps . \
  && /opt/venv/bin/python -m pip uninstall -q -y pip setuptools \

@@ -39,6 +39,12 @@ def children(kube: Kube, name: str, namespace: str = NS) -> dict[str, list[dict]
     return {k: kube.items(k, namespace, sel) for k in kinds}
 
 
+
+def _plan(configmap: dict) -> dict:
+    """The model's plan in its model-config ConfigMap: the operator's half of config.pbtxt (the init
+    container renders the rest from the model file)."""
+    return json.loads(configmap["data"]["yolo.json"])
+
 def test_chart_installs_crd_and_rbac(kube: Kube, chart: str):
     crd = kube.get("crd", f"yoloservices.{GROUP}")
     assert crd["spec"]["names"]["shortNames"] == ["ys"]
@@ -70,11 +76,11 @@ def test_sample_becomes_ready_with_every_child(kube: Kube, ns: str):
         for child in group:
             (ref,) = child["metadata"]["ownerReferences"]
             assert ref["uid"] == uid and ref["kind"] == "YoloService" and ref["controller"] is True
-    cm = kids["configmap"][0]["data"]["config.pbtxt"]
-    assert "max_batch_size: 16" in cm and "preferred_batch_size: [ 8, 16 ]" in cm
+    plan = _plan(kids["configmap"][0])
+    assert plan["max_batch_size"] == 16 and plan["dynamic_batching"]["preferred_batch_sizes"] == [8, 16]
     status = obj["status"]
     assert status["url"] == f"http://shapes.{ns}.svc.cluster.local:80"
-    assert {c["type"] for c in status["conditions"]} == {"TritonReady", "GatewayReady", "AutoscalingReady", "Ready"}
+    assert {c["type"] for c in status["conditions"]} == {"ModelCompatible", "TritonReady", "GatewayReady", "AutoscalingReady", "Ready"}
     assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in status["conditions"])
     assert all(c["reason"][0].isupper() and " " not in c["reason"] for c in status["conditions"])
 
@@ -119,9 +125,9 @@ def test_printer_columns(kube: Kube, ns: str):
 def test_batching_change_updates_config_and_rolls_triton(kube: Kube, ns: str):
     before = kube.get("deployment", "shapes-triton", ns)["spec"]["template"]["metadata"]["annotations"][f"{GROUP}/config-hash"]
     kube.kubectl("patch", "ys", "shapes", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"triton": {"maxBatchSize": 32, "dynamicBatching": {"preferredBatchSizes": [16, 32], "maxQueueDelayMicroseconds": 500}}}}))
-    wait_for("the new config.pbtxt", lambda: "max_batch_size: 32" in kube.get("configmap", "shapes-model-config", ns)["data"]["config.pbtxt"])
-    cm = kube.get("configmap", "shapes-model-config", ns)["data"]["config.pbtxt"]
-    assert "preferred_batch_size: [ 16, 32 ]" in cm and "max_queue_delay_microseconds: 500" in cm
+    wait_for("the new model plan", lambda: _plan(kube.get("configmap", "shapes-model-config", ns))["max_batch_size"] == 32)
+    db = _plan(kube.get("configmap", "shapes-model-config", ns))["dynamic_batching"]
+    assert db["preferred_batch_sizes"] == [16, 32] and db["max_queue_delay_microseconds"] == 500
     after = kube.get("deployment", "shapes-triton", ns)["spec"]["template"]["metadata"]["annotations"][f"{GROUP}/config-hash"]
     assert after != before
     ready(kube, "shapes")
@@ -316,7 +322,7 @@ def test_a_standby_operator_takes_over_within_15s_of_a_sigkill(kube: Kube, ns: s
         wait_for("the restarted operator to resume", lambda: "Resuming operations" in operator.log_since(mark), timeout=15, interval=0.25)
         print(f"[failover] clean exit -> the standby resumed in {time.monotonic() - stopped:.1f}s")
         kube.kubectl("patch", "ys", "failover", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"triton": {"maxBatchSize": 8, "dynamicBatching": {"preferredBatchSizes": [8]}}}}))
-        wait_for("the resumed leader to act", lambda: "max_batch_size: 8" in kube.get("configmap", "failover-model-config", ns)["data"]["config.pbtxt"], timeout=20)
+        wait_for("the resumed leader to act", lambda: _plan(kube.get("configmap", "failover-model-config", ns))["max_batch_size"] == 8, timeout=20)
     finally:
         standby.stop()
         if not operator.running():
@@ -384,8 +390,8 @@ def test_sigkill_every_30s_through_20_cycles_converges_without_orphans(kube: Kub
         kids = children(kube, n)
         counts = {k: len(v) for k, v in kids.items()}
         assert counts == {"configmap": 1, "deployment": 2, "service": 2, "hpa": 2, "pdb": 2}, (n, counts)
-        cm = kids["configmap"][0]["data"]["config.pbtxt"]
-        assert f"max_batch_size: {last}" in cm and "max_queue_delay_microseconds: 119" in cm, (n, cm)
+        plan = _plan(kids["configmap"][0])
+        assert plan["max_batch_size"] == last and plan["dynamic_batching"]["max_queue_delay_microseconds"] == 119, (n, plan)
 
     def orphans() -> list[str]:  # children of these services whose owner is not a live YoloService
         bad = []
