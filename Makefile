@@ -35,16 +35,16 @@ venv: $(STAMP)
 
 # The control plane is built (once, cached) before pytest: a cold build takes ~20 minutes,
 # longer than any single test may run.
-test: venv cluster-build
+test: venv cluster-build prod-models
 	$(BIN)/python -m pytest
 
 test-unit: venv
 	$(BIN)/python -m pytest -m "not triton"
 
-test-triton: venv
+test-triton: venv prod-models
 	$(BIN)/python -m pytest -m triton
 
-test-e2e: venv cluster-build
+test-e2e: venv cluster-build prod-models
 	$(BIN)/python -m pytest k8s-tests
 
 cluster-build:

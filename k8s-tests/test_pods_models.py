@@ -1,0 +1,115 @@
+"""A user's own Ultralytics export on the real node, named by `model.source` alone: the default
+`yolo export` (640 px, 80 classes, batch fixed to 1) goes Ready only once its batch axis was made
+dynamic, and then batches under concurrent requests; a segmentation export is refused with
+ModelIncompatible, naming what the file is. The files are `make prod-models`' random-weight
+YOLOv8n exports (.cache/prod-models), uploaded to the cluster's S3 store."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import s3
+from e2e_helpers import Kube, wait_for
+from pod_helpers import BUCKET, Store, condition, cpu_sample, detect, gateway_url, ready_pods, triton_served, wait_ready
+
+from yolo_tools.synthetic import encode, make_scene
+
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(900)]
+
+MODELS = Path(__file__).resolve().parents[1] / ".cache" / "prod-models"
+FILES = {"static": "yolov8n-640-static.onnx", "seg": "yolov8n-seg-640.onnx"}
+# One pod per tier, small requests: the node has two cores and the shared sample runs beside it.
+SMALL = {
+    "triton.replicas": 1,
+    "triton.autoscaling": {"enabled": False},
+    "triton.resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "3Gi"}},
+    "gateway.replicas": 1,
+    "gateway.autoscaling": {"enabled": False},
+    "gateway.resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+    "podDisruptionBudget": {"enabled": False},
+}
+
+
+@pytest.fixture(scope="module")
+def uploaded(real_node: Kube, store: Store, pods_ns: str, in_cluster_operator: str) -> dict[str, str]:
+    """The exports in the store, under prod/<file>; their s3:// URIs by role."""
+    missing = [f for f in FILES.values() if not (MODELS / f).exists()]
+    assert not missing, f"{missing} missing from {MODELS}: run `make prod-models` (make test does)"
+    real_node.apply(store.secret(pods_ns))
+    uris = {}
+    for role, name in FILES.items():
+        status, body = s3.request("PUT", f"{store.endpoint}/{BUCKET}/prod/{name}", store.creds, (MODELS / name).read_bytes(), timeout=120)
+        assert status == 200, (status, body[:300])
+        uris[role] = f"s3://{BUCKET}/prod/{name}"
+    return uris
+
+
+def _service(name: str, uri: str) -> dict[str, Any]:
+    obj = cpu_sample(name, **SMALL)
+    obj["spec"]["model"] = {"name": "yolo", "source": {"uri": uri, "secretRef": {"name": "model-store"}}}  # nothing else
+    return obj
+
+
+def test_a_default_static_export_is_made_batchable_and_serves_a_burst(real_node: Kube, pods_ns: str, uploaded: dict[str, str]):
+    kube, ns, name = real_node, pods_ns, "v8n-static"
+    kube.apply(_service(name, uploaded["static"]), "-n", ns)
+    try:
+        obj = wait_ready(kube, name, ns, timeout=420)
+        model = wait_for("ModelCompatible", lambda: (c := condition(kube.get("yoloservice", name, ns), "ModelCompatible")).get("status") == "True" and c, timeout=60)
+        assert model["reason"] == "BatchAxisRewritten", model
+        assert "640x640" in model["message"] and "80 classes (names from the file)" in model["message"] and "fixed the batch to 1" in model["message"]
+        assert condition(obj, "Ready")["status"] == "True"
+        url = gateway_url(kube, name, ns)
+        rng = np.random.default_rng(21)
+        images = [encode(make_scene(rng, 1280, 720), ".jpg") for _ in range(4)]
+        (triton,) = ready_pods(kube, ns, name, "triton")
+        before = triton_served(triton["status"]["podIP"])
+        # The metadata the gateway serves: the file's own names, the rewritten batch axis.
+        status, _, body = wait_for("the gateway to answer", lambda: (r := detect(url, images[0], timeout=60))[0] == 200 and r, timeout=120, interval=2)
+        assert status == 200 and "detections" in json.loads(body)
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: detect(url, images[i % len(images)], timeout=120), range(8)))
+        took = time.monotonic() - started
+        assert [r[0] for r in results] == [200] * 8, [(r[0], r[2][:200]) for r in results if r[0] != 200]
+        # Triton counts a request a moment after it answers it: read once the count settles (bounded).
+        wait_for("Triton's count of the 9 requests", lambda: triton_served(triton["status"]["podIP"]) - before == 9, timeout=10, interval=0.5)
+        stats = _stats(triton["status"]["podIP"])
+        # Real batches on the rewritten graph: fewer executions than images (a batch-1 graph could not).
+        assert stats["execution_count"] < stats["inference_count"], stats
+        print(f"\n[v8n-static] 8 concurrent 1280x720 requests in {took:.1f}s; Triton {stats}")
+    finally:
+        kube.kubectl("delete", "ys", name, "-n", ns, "--wait=true", "--timeout=120s", check=False)
+
+
+def test_a_segmentation_export_is_refused_with_a_condition(real_node: Kube, pods_ns: str, uploaded: dict[str, str]):
+    kube, ns, name = real_node, pods_ns, "v8n-seg"
+    kube.apply(_service(name, uploaded["seg"]), "-n", ns)
+    try:
+
+        def refused() -> dict[str, Any] | None:
+            obj = kube.get("yoloservice", name, ns)
+            ready = condition(obj or {}, "Ready")
+            return obj if ready.get("reason") == "ModelIncompatible" else None
+
+        obj = wait_for("Ready=False with reason ModelIncompatible", refused, timeout=240, interval=2)
+        ready, model = condition(obj, "Ready"), condition(obj, "ModelCompatible")
+        assert ready["status"] == "False" and "a segmentation model" in ready["message"] and "output1 [1, 32, 160, 160]" in ready["message"]
+        assert (model["status"], model["reason"]) == ("False", "ModelIncompatible"), model
+        assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in obj["status"]["conditions"])
+    finally:
+        kube.kubectl("delete", "ys", name, "-n", ns, "--wait=true", "--timeout=120s", check=False)
+
+
+def _stats(pod_ip: str) -> dict[str, int]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{pod_ip}:8000/v2/models/yolo/stats", timeout=5) as r:  # noqa: S310 - our pod
+        (m,) = json.loads(r.read())["model_stats"]
+    return {"inference_count": int(m["inference_count"]), "execution_count": int(m["execution_count"])}
