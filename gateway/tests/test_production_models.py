@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gw_helpers import boxes_of, gateway_app, settled_counts, triton_stats
+from yolo_modelprep.cli import prepare
 
 from yolo_gateway.settings import Settings
-from yolo_modelprep.cli import prepare
 from yolo_operator.builders import model_plan
 from yolo_operator.spec import parse_spec
 from yolo_tools.local_triton import LocalTriton, TritonPorts
@@ -153,8 +153,10 @@ def test_burst_is_batched_on_the_rewritten_model(served: Served):
     executions = triton_stats(served.triton, model)["execution_count"] - exec0
     print(f"burst of {BURST}: {took:.1f} s, {inferences} inferences in {executions} executions")
     assert inferences == BURST, inferences
-    # Batches of more than one image ran on the model whose batch axis was rewritten.
+    # Batches of more than one image ran on the model whose batch axis was rewritten (here 96 images
+    # ran as about 14 executions; two images per execution on average is a wide margin).
     assert 0 < executions < inferences, (inferences, executions)
+    assert executions <= BURST // 2, (inferences, executions)
 
 
 async def _detect(served: Served, model: str, body: bytes) -> dict:
@@ -186,7 +188,7 @@ def test_rewritten_static_and_dynamic_export_detect_the_same(served: Served):
 @pytest.mark.parametrize("model", ["s416", "c5"])
 def test_other_exports_answer_with_their_own_classes(served: Served, model: str):
     result = asyncio.run(asyncio.wait_for(_detect(served, model, scene_jpeg(3)), timeout=120))
-    assert result["model"] == model
+    assert result["model"]["name"] == model
     w, h = result["image"]["width"], result["image"]["height"]
     assert (w, h) == (1280, 720), result["image"]
     dets = result["detections"]
