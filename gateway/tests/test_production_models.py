@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gw_helpers import boxes_of, gateway_app, settled_counts, triton_stats
-from yolo_modelprep.cli import prepare
 
 from yolo_gateway.settings import Settings
+from yolo_modelprep.cli import prepare
 from yolo_operator.builders import model_plan
 from yolo_operator.spec import parse_spec
 from yolo_tools.local_triton import LocalTriton, TritonPorts

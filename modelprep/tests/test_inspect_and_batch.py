@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import text_format
 from onnx import TensorProto, helper, numpy_helper
 from tritonclient.grpc import model_config_pb2
+
 from yolo_modelprep import cli
 from yolo_modelprep.batch import check_batch, make_batchable
 from yolo_modelprep.config import plan, render

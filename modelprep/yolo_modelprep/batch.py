@@ -48,7 +48,8 @@ def _patch_reshapes(model: onnx.ModelProto, fixed: int) -> list[str]:
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     consts = {n.output[0]: n for n in g.node if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
-    changed = []
+    changed: list[str] = []
+    replaced: set[str] = set()
     for node in g.node:
         if node.op_type != "Reshape" or len(node.input) < 2:
             continue
@@ -69,6 +70,10 @@ def _patch_reshapes(model: onnx.ModelProto, fixed: int) -> list[str]:
         g.initializer.append(numpy_helper.from_array(new.astype(np.int64), name))
         node.input[1] = name
         changed.append(node.name or src)
+        replaced.add(src)
+    used = {i for n in g.node for i in n.input}
+    for init in [i for i in g.initializer if i.name in replaced and i.name not in used]:
+        g.initializer.remove(init)  # a traced shape that no node reads any more
     return changed
 
 
