@@ -16,6 +16,7 @@ the log (ModelIncompatible or SpecContradictsModel), which the operator quotes i
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -53,15 +54,17 @@ def prepare(model_file: Path, plans: list[tuple[dict, Path]]) -> dict:
         rewritten = model is not insp.model
         if rewritten:
             _write(model_file, model.SerializeToString())
+    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()  # the served file's: it names its engine cache
     for p, out in plans:
         out.parent.mkdir(parents=True, exist_ok=True)
-        _write(out, render(p, facts).encode())
+        _write(out, render(p, facts, digest).encode())
     return {
         "reason": reason,
         "message": f"{facts.summary()}; {facts.batch_note}",
         "classes": len(facts.class_names),
         "maxBatchSize": max(p["max_batch_size"] for p, _ in plans) if facts.batchable else 1,
         "rewritten": rewritten,
+        "sha256": digest,
         "seconds": round(time.monotonic() - t0, 2),
     }
 

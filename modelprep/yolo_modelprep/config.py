@@ -27,11 +27,13 @@ def plan(
     preserve_ordering: bool = False,
     queue_policy: dict[str, Any] | None = None,
     tensorrt_accelerator: bool = False,
+    engine_cache_dir: str | None = None,
     model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The operator's half of a model's config, as the JSON the init container reads.
     `model`: the CR's model fields (input, output, input_size, class_names, max_detections);
-    a None field is read from the file."""
+    a None field is read from the file. `engine_cache_dir`: with the TensorRT accelerator, the
+    mounted folder where its engines and timing cache persist."""
     return {
         "version": PLAN_VERSION,
         "name": name,
@@ -45,6 +47,7 @@ def plan(
         },
         "instance_group": {"kind": instance_kind, "count": instance_count},
         "tensorrt_accelerator": tensorrt_accelerator,
+        "engine_cache_dir": engine_cache_dir,
         "model": model or {},
     }
 
@@ -53,9 +56,37 @@ def _pb_list(values: tuple[int, ...] | list[int]) -> str:
     return "[ " + ", ".join(str(v) for v in values) + " ]"
 
 
-def render(p: dict[str, Any], facts: ModelFacts) -> str:
+def _shape(name: str, batch: int, dims: tuple[int, ...]) -> str:
+    return f"{name}:" + "x".join(str(d) for d in (batch, *dims))
+
+
+def _tensorrt(p: dict[str, Any], facts: ModelFacts, max_batch: int, digest: str) -> list[str]:
+    """The TensorRT execution accelerator: FP16, one optimization profile over the batch sizes the
+    batcher forms (without it TensorRT rebuilds when a larger batch first comes), and the engine
+    and timing caches on the mounted volume, under the file's digest: a new file never loads an
+    old engine, and a pod that finds its file's engines skips the build."""
+    params = [("precision_mode", "FP16"), ("max_workspace_size_bytes", "1073741824")]
+    inp = facts.input
+    params += [
+        ("trt_profile_min_shapes", _shape(inp.name, 1, inp.dims)),
+        ("trt_profile_opt_shapes", _shape(inp.name, max_batch, inp.dims)),
+        ("trt_profile_max_shapes", _shape(inp.name, max_batch, inp.dims)),
+    ]
+    if cache := p.get("engine_cache_dir"):
+        params += [
+            ("trt_engine_cache_enable", "true"),
+            ("trt_engine_cache_path", f"{cache}/{p['name']}-{digest[:16]}" if digest else f"{cache}/{p['name']}"),
+            ("trt_timing_cache_enable", "true"),
+            ("trt_timing_cache_path", cache),
+        ]
+    body = "\n".join(f'  parameters {{ key: "{k}", value: "{v}" }}' for k, v in params)
+    return ["optimization { execution_accelerators { gpu_execution_accelerator: [ {", '  name: "tensorrt"', body, "} ] } }"]
+
+
+def render(p: dict[str, Any], facts: ModelFacts, digest: str = "") -> str:
     """config.pbtxt (protobuf text format). A model that cannot batch (facts.batchable False) gets
-    max_batch_size 1: Triton still queues and schedules it, one image per execution."""
+    max_batch_size 1: Triton still queues and schedules it, one image per execution. `digest`:
+    the served file's sha256, which names its TensorRT engine cache."""
     db = p["dynamic_batching"]
     max_batch = p["max_batch_size"] if facts.batchable else 1
     inp = facts.input
@@ -96,11 +127,5 @@ def render(p: dict[str, Any], facts: ModelFacts) -> str:
         f'parameters {{ key: "class_names", value: {{ string_value: {json.dumps(json.dumps(list(facts.class_names)))} }} }}',
     ]
     if p.get("tensorrt_accelerator"):
-        lines += [
-            "optimization { execution_accelerators { gpu_execution_accelerator: [ {",
-            '  name: "tensorrt"',
-            '  parameters { key: "precision_mode", value: "FP16" }',
-            '  parameters { key: "max_workspace_size_bytes", value: "1073741824" }',
-            "} ] } }",
-        ]
+        lines += _tensorrt(p, facts, max_batch, digest)
     return "\n".join(lines) + "\n"

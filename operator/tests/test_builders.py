@@ -12,9 +12,11 @@ from google.protobuf import text_format
 from op_helpers import META, sample_spec
 from tritonclient.grpc import model_config_pb2
 
+from yolo_modelprep import config as modelconfig
+from yolo_modelprep.facts import Overrides, from_overrides
 from yolo_operator import builders as b
 from yolo_operator.children import desired_children
-from yolo_operator.spec import parse_spec
+from yolo_operator.spec import InvalidSpec, parse_spec
 
 GOLDEN = Path(__file__).parent / "golden"
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,3 +183,36 @@ def test_config_change_rolls_triton_pods():
     bb = [m for m in all_manifests(sample_spec(**{"triton.maxBatchSize": 32})) if m["metadata"]["name"] == "shapes-triton" and m["kind"] == "Deployment"][0]
     key = "serving.yolo.dev/config-hash"
     assert a["spec"]["template"]["metadata"]["annotations"][key] != bb["spec"]["template"]["metadata"]["annotations"][key]
+
+
+def test_gpu_onnx_services_keep_tensorrt_engines_on_a_volume():
+    """TensorRT builds engines from the ONNX at load: one profile over the batcher's sizes, the
+    engines under the file's digest on the engine-cache volume, and a startup probe that waits
+    for a first build."""
+    spec = parse_spec(sample_spec())
+    dep = b.build_triton_deployment(spec, META)["spec"]["template"]["spec"]
+    (cache,) = [v for v in dep["volumes"] if v["name"] == "trt-cache"]
+    assert cache == {"name": "trt-cache", "emptyDir": {"sizeLimit": "8Gi"}}
+    triton = dep["containers"][0]
+    assert {"name": "trt-cache", "mountPath": "/trt-cache"} in triton["volumeMounts"]
+    assert triton["startupProbe"]["failureThreshold"] * triton["startupProbe"]["periodSeconds"] == 1200
+    plan = b.model_plan(spec)
+    cfg = text_format.Parse(modelconfig.render(plan, from_overrides(Overrides.from_plan(plan)), "ab" * 32), model_config_pb2.ModelConfig())
+    (trt,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    params = dict(trt.parameters)
+    assert trt.name == "tensorrt" and params["precision_mode"] == "FP16"
+    assert (params["trt_profile_min_shapes"], params["trt_profile_max_shapes"]) == ("images:1x320x320x3", "images:16x320x320x3")
+    assert params["trt_engine_cache_enable"] == "true" and params["trt_engine_cache_path"] == "/trt-cache/yolo-" + "ab" * 8
+    assert params["trt_timing_cache_path"] == "/trt-cache"
+    # A claim or a node folder keeps them for new pods too; a CPU service or a TensorRT plan builds nothing.
+    pvc = parse_spec(sample_spec(**{"triton.engineCache": {"volume": "persistentVolumeClaim", "claimName": "engines"}, "triton.startupTimeoutSeconds": 3000}))
+    dep = b.build_triton_deployment(pvc, META)["spec"]["template"]["spec"]
+    assert {"name": "trt-cache", "persistentVolumeClaim": {"claimName": "engines"}} in dep["volumes"]
+    assert dep["containers"][0]["startupProbe"]["failureThreshold"] == 600
+    with pytest.raises(InvalidSpec, match="needs hostPath"):
+        parse_spec(sample_spec(**{"triton.engineCache": {"volume": "hostPath"}}))
+    for other in (sample_spec(**{"triton.resources": {"limits": {"memory": "2Gi"}}}), sample_spec(**{"model.format": "tensorrt"})):
+        s = parse_spec(other)
+        dep = b.build_triton_deployment(s, META)["spec"]["template"]["spec"]
+        assert not [v for v in dep["volumes"] if v["name"] == "trt-cache"] and "engine_cache_dir" not in {k for k, v in b.model_plan(s).items() if v}
+        assert dep["containers"][0]["startupProbe"]["failureThreshold"] == 120

@@ -196,6 +196,35 @@ class Resources(_Model):
     limits: dict[str, str | int] = Field(default_factory=dict)
 
 
+class EngineCache(_Model):
+    """Where TensorRT keeps the engines it builds from an ONNX model (GPU services). A pod that
+    finds the engines for its file, GPU and TensorRT skips the build (minutes for a 640 px YOLO)."""
+
+    volume: Literal["emptyDir", "persistentVolumeClaim", "hostPath"] = Field(
+        "emptyDir",
+        description="emptyDir: kept across container restarts in one pod; persistentVolumeClaim (ReadWriteMany across "
+        "nodes) or hostPath (one node's pods; not allowed under Pod Security restricted): kept for new pods too",
+    )
+    claim_name: str | None = Field(None, description="volume persistentVolumeClaim: the claim")
+    host_path: str | None = Field(None, description="volume hostPath: the node's folder")
+    size_limit: str = Field("8Gi", description="volume emptyDir: its size limit")
+
+    @model_validator(mode="after")
+    def _source(self) -> EngineCache:
+        if self.volume == "persistentVolumeClaim" and not self.claim_name:
+            raise ValueError("triton.engineCache.volume persistentVolumeClaim needs claimName")
+        if self.volume == "hostPath" and not self.host_path:
+            raise ValueError("triton.engineCache.volume hostPath needs hostPath")
+        return self
+
+    def volume_source(self) -> dict[str, Any]:
+        if self.volume == "persistentVolumeClaim":
+            return {"persistentVolumeClaim": {"claimName": self.claim_name}}
+        if self.volume == "hostPath":
+            return {"hostPath": {"path": self.host_path, "type": "DirectoryOrCreate"}}
+        return {"emptyDir": {"sizeLimit": self.size_limit}}
+
+
 class TritonSpec(_Model):
     image: str | None = Field(None, description="empty: the operator's default, the CPU image when no GPU is asked for")
     replicas: int = Field(1, ge=0, description="used when autoscaling is off")
@@ -207,6 +236,11 @@ class TritonSpec(_Model):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     affinity: dict[str, Any] | None = None
     autoscaling: TritonAutoscaling = TritonAutoscaling()
+    engine_cache: EngineCache = EngineCache()
+    startup_timeout_seconds: int | None = Field(
+        None, ge=30, le=7200, description="how long Triton may take to load (the startup probe). Empty: 1200 s where TensorRT "
+        "builds engines from an ONNX model at load (a first build of a 640 px YOLO takes minutes), else 600 s"
+    )
 
     @model_validator(mode="after")
     def _batches(self) -> TritonSpec:
@@ -338,6 +372,11 @@ class YoloServiceSpec(_Model):
             if src.secret_ref is not None and src.secret_ref != main.secret_ref:
                 raise ValueError(f"{role}.source.secretRef must be the model's own (the fetcher has one set of credentials)")
         return self
+
+    @property
+    def builds_engines(self) -> bool:
+        """TensorRT builds engines from the ONNX model when Triton loads it (the execution accelerator)."""
+        return self.model.format in ("onnx", "end2end") and self.triton.gpus > 0
 
     @property
     def variants(self) -> dict[str, Variant]:

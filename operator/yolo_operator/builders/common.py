@@ -12,6 +12,7 @@ from ..spec import GROUP
 TRITON_HTTP, TRITON_GRPC, TRITON_METRICS = 8000, 8001, 8002
 GATEWAY_PORT = 8080
 MODELS_DIR = "/models"
+ENGINE_CACHE_DIR = "/trt-cache"  # TensorRT engines and timing cache (triton.engineCache), GPU services
 PRESTOP_SECONDS = 5
 # Triton stays up this long after its pod leaves the Service: gateways re-resolve the headless
 # Service every 2 s (plus DNS caching) and stop sending to it before it starts to drain.

@@ -11,7 +11,7 @@ from yolo_modelprep import config as modelconfig
 from yolo_modelprep.facts import Overrides, from_overrides
 
 from ..spec import Tier, YoloServiceSpec
-from .common import Meta, _metadata, names
+from .common import ENGINE_CACHE_DIR, Meta, _metadata, names
 
 
 def model_plan(spec: YoloServiceSpec, tier: Tier | None = None, name: str | None = None) -> dict[str, Any]:
@@ -30,7 +30,8 @@ def model_plan(spec: YoloServiceSpec, tier: Tier | None = None, name: str | None
         queue_policy=qp.model_dump(include={"timeout_action", "timeout_microseconds", "max_queue_size"}) if qp.enabled else None,
         instance_kind="KIND_GPU" if t.gpus else "KIND_CPU",
         instance_count=tier.instances if tier else t.instances_per_gpu,
-        tensorrt_accelerator=m.format in ("onnx", "end2end") and bool(t.gpus),
+        tensorrt_accelerator=spec.builds_engines,
+        engine_cache_dir=ENGINE_CACHE_DIR if spec.builds_engines else None,
         model=m.overrides(),
     )
     return p | {"format": "tensorrt" if m.format == "tensorrt" else "onnx"}

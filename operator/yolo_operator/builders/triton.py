@@ -7,6 +7,7 @@ from typing import Any
 
 from ..spec import GROUP, ModelSource, YoloServiceSpec
 from .common import (
+    ENGINE_CACHE_DIR,
     MODELS_DIR,
     TRITON_EXIT_TIMEOUT_SECONDS,
     TRITON_GRPC,
@@ -111,6 +112,10 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
     src = spec.model.source
     if src.pvc is not None:
         volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": src.pvc.claim_name, "readOnly": True}})
+    if spec.builds_engines:
+        volumes.append({"name": "trt-cache", **t.engine_cache.volume_source()})
+    # A first TensorRT engine build of a 640 px YOLO takes minutes: the startup probe waits that long.
+    startup = t.startup_timeout_seconds or (1200 if spec.builds_engines else 600)
     if src.secret_ref is not None and src.scheme == "gs":
         volumes.append({"name": "credentials", "secret": {"secretName": src.secret_ref.name}})
     # With a canary or shadow, the pod is ready when the current version is (strict readiness would
@@ -145,7 +150,7 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
         ],
         "resources": _resources(t.resources),
         "securityContext": container_security_context(),
-        "startupProbe": _http_probe(ready_path, periodSeconds=5, failureThreshold=120, timeoutSeconds=3),
+        "startupProbe": _http_probe(ready_path, periodSeconds=5, failureThreshold=-(-startup // 5), timeoutSeconds=3),
         "readinessProbe": _http_probe(ready_path, periodSeconds=5, failureThreshold=3, timeoutSeconds=3),
         "livenessProbe": _http_probe("/v2/health/live", periodSeconds=10, failureThreshold=6, timeoutSeconds=5),
         # Leave the Service first; then SIGTERM, and Triton finishes what it holds (exit timeout).
@@ -154,6 +159,7 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
             {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            *([{"name": "trt-cache", "mountPath": ENGINE_CACHE_DIR}] if spec.builds_engines else []),
         ],
     }
     pod_spec: dict[str, Any] = {
