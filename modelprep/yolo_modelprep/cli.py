@@ -41,6 +41,7 @@ def prepare(model_file: Path, plans: list[tuple[dict, Path]]) -> dict:
     """Inspect, make batchable and write the configs; returns the report."""
     t0 = time.monotonic()
     first = plans[0][0]
+    optimized: list[str] = []
     overrides = Overrides.from_plan(first)
     if first.get("format") == "tensorrt":
         facts, reason, rewritten = from_overrides(overrides), "ServedAsExported", False
@@ -51,6 +52,10 @@ def prepare(model_file: Path, plans: list[tuple[dict, Path]]) -> dict:
 
         insp = inspect(load(model_file), overrides)
         model, facts, reason = make_batchable(insp, want_batch=max(p["max_batch_size"] for p, _ in plans) > 1)
+        if any((first.get("optimize") or {}).values()):
+            from .optimize import optimize
+
+            model, facts, optimized = optimize(model, facts, first["optimize"], overrides.max_detections)
         rewritten = model is not insp.model
         if rewritten:
             _write(model_file, model.SerializeToString())
@@ -60,7 +65,8 @@ def prepare(model_file: Path, plans: list[tuple[dict, Path]]) -> dict:
         _write(out, render(p, facts, digest).encode())
     return {
         "reason": reason,
-        "message": f"{facts.summary()}; {facts.batch_note}",
+        "message": f"{facts.summary()}; {facts.batch_note}" + (f"; optimized: {', '.join(optimized)}" if optimized else ""),
+        "optimized": optimized,
         "classes": len(facts.class_names),
         "maxBatchSize": max(p["max_batch_size"] for p, _ in plans) if facts.batchable else 1,
         "rewritten": rewritten,

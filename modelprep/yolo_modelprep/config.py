@@ -29,10 +29,12 @@ def plan(
     tensorrt_accelerator: bool = False,
     engine_cache_dir: str | None = None,
     model: dict[str, Any] | None = None,
+    optimize: dict[str, bool] | None = None,
 ) -> dict[str, Any]:
     """The operator's half of a model's config, as the JSON the init container reads.
     `model`: the CR's model fields (input, output, input_size, class_names, max_detections);
-    a None field is read from the file. `engine_cache_dir`: with the TensorRT accelerator, the
+    a None field is read from the file. `optimize`: uint8_input, nms (graph rewrites on the way
+    in, yolo_modelprep.optimize). `engine_cache_dir`: with the TensorRT accelerator, the
     mounted folder where its engines and timing cache persist."""
     return {
         "version": PLAN_VERSION,
@@ -49,6 +51,7 @@ def plan(
         "tensorrt_accelerator": tensorrt_accelerator,
         "engine_cache_dir": engine_cache_dir,
         "model": model or {},
+        "optimize": optimize or {},
     }
 
 

@@ -72,6 +72,16 @@ class ModelSource(_Model):
         return "pvc" if self.pvc else self.uri.split("://", 1)[0]  # type: ignore[union-attr]
 
 
+class Optimize(_Model):
+    """Graph rewrites the init container makes on a plain export before Triton sees it."""
+
+    uint8_input: bool = Field(False, description="the graph takes uint8 NHWC and converts itself: 1/4 of the input bytes")
+    nms: bool = Field(
+        False, description="class-aware NMS in the graph (IoU 0.45, up to maxDetections boxes): a few KB out instead of the raw "
+        "[4+nc, anchors] (2.8 MB for 640 px, 80 classes); the request's iou then no longer applies"
+    )
+
+
 class ModelSpec(_Model):
     """The model file, and the fields that override what the file says about itself. An ONNX
     export needs only `source`: the init container reads its input, outputs and class names."""
@@ -87,12 +97,15 @@ class ModelSpec(_Model):
     input_size: int | None = Field(None, ge=32, le=4096, description="empty: read from the file (its input shape, or Ultralytics' imgsz)")
     class_names: list[str] | None = Field(None, min_length=1, description="empty: read from the file (Ultralytics' names metadata)")
     max_detections: int = Field(100, ge=1, le=1000, description="end2end: detections per image in the graph")
+    optimize: Optimize = Optimize()
     source: ModelSource
 
     @model_validator(mode="after")
     def _output(self) -> ModelSpec:
         if self.format == "end2end" and self.output not in (None, "end2end"):
             raise ValueError(f"model.format end2end has output end2end, not {self.output}")
+        if self.format == "tensorrt" and (self.optimize.uint8_input or self.optimize.nms):
+            raise ValueError("model.optimize rewrites ONNX graphs; a TensorRT plan is served as it was built")
         if self.format == "tensorrt":
             missing = [f for f, v in (("input", self.input), ("inputSize", self.input_size), ("classNames", self.class_names)) if not v]
             if missing:

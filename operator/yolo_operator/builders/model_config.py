@@ -33,6 +33,7 @@ def model_plan(spec: YoloServiceSpec, tier: Tier | None = None, name: str | None
         tensorrt_accelerator=spec.builds_engines,
         engine_cache_dir=ENGINE_CACHE_DIR if spec.builds_engines else None,
         model=m.overrides(),
+        optimize=m.optimize.model_dump(),
     )
     return p | {"format": "tensorrt" if m.format == "tensorrt" else "onnx"}
 
