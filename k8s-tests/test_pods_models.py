@@ -1,6 +1,6 @@
 """A user's own Ultralytics export on the real node, named by `model.source` alone: the default
 `yolo export` (640 px, 80 classes, batch fixed to 1) goes Ready only once its batch axis was made
-dynamic, and then batches under concurrent requests; a segmentation export is refused with
+dynamic, and then answers a burst of 96 concurrent requests in batches; a segmentation export is refused with
 ModelIncompatible, naming what the file is. The files are `make prod-models`' random-weight
 YOLOv8n exports (.cache/prod-models), uploaded to the cluster's S3 store."""
 
@@ -34,6 +34,10 @@ SMALL = {
     "gateway.resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
     "podDisruptionBudget": {"enabled": False},
 }
+BURST = 96
+# A 640 px model on two shared cores answers a burst of 96 in about a minute: the gateway admits
+# them all and waits that long (gateway.admission; the defaults suit the small bundled model).
+PATIENT = {"gateway.admission": {"maxConcurrency": BURST, "maxQueue": 0, "inferTimeoutSeconds": 150, "requestTimeoutSeconds": 180}}
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +55,12 @@ def uploaded(real_node: Kube, store: Store, pods_ns: str, in_cluster_operator: s
 
 
 def _service(name: str, uri: str) -> dict[str, Any]:
-    obj = cpu_sample(name, **SMALL)
+    obj = cpu_sample(name, **SMALL, **PATIENT)
     obj["spec"]["model"] = {"name": "yolo", "source": {"uri": uri, "secretRef": {"name": "model-store"}}}  # nothing else
     return obj
 
 
-def test_a_default_static_export_is_made_batchable_and_serves_a_burst(real_node: Kube, pods_ns: str, uploaded: dict[str, str]):
+def test_a_default_static_export_is_made_batchable_and_answers_a_burst_of_96(real_node: Kube, pods_ns: str, uploaded: dict[str, str]):
     kube, ns, name = real_node, pods_ns, "v8n-static"
     kube.apply(_service(name, uploaded["static"]), "-n", ns)
     try:
@@ -74,16 +78,17 @@ def test_a_default_static_export_is_made_batchable_and_serves_a_burst(real_node:
         status, _, body = wait_for("the gateway to answer", lambda: (r := detect(url, images[0], timeout=60))[0] == 200 and r, timeout=120, interval=2)
         assert status == 200 and "detections" in json.loads(body)
         started = time.monotonic()
-        with ThreadPoolExecutor(8) as pool:
-            results = list(pool.map(lambda i: detect(url, images[i % len(images)], timeout=120), range(8)))
+        with ThreadPoolExecutor(BURST) as pool:
+            results = list(pool.map(lambda i: detect(url, images[i % len(images)], timeout=200), range(BURST)))
         took = time.monotonic() - started
-        assert [r[0] for r in results] == [200] * 8, [(r[0], r[2][:200]) for r in results if r[0] != 200]
+        failed = [(r[0], r[2][:200]) for r in results if r[0] != 200]
+        assert not failed, f"{len(failed)} of {BURST} failed: {failed[:5]}"
         # Triton counts a request a moment after it answers it: read once the count settles (bounded).
-        wait_for("Triton's count of the 9 requests", lambda: triton_served(triton["status"]["podIP"]) - before == 9, timeout=10, interval=0.5)
+        wait_for(f"Triton's count of the {BURST + 1} requests", lambda: triton_served(triton["status"]["podIP"]) - before == BURST + 1, timeout=10, interval=0.5)
         stats = _stats(triton["status"]["podIP"])
         # Real batches on the rewritten graph: fewer executions than images (a batch-1 graph could not).
         assert stats["execution_count"] < stats["inference_count"], stats
-        print(f"\n[v8n-static] 8 concurrent 1280x720 requests in {took:.1f}s; Triton {stats}")
+        print(f"\n[v8n-static] {BURST} concurrent 1280x720 requests: {BURST} x 200 in {took:.1f}s; Triton {stats}")
     finally:
         kube.kubectl("delete", "ys", name, "-n", ns, "--wait=true", "--timeout=120s", check=False)
 

@@ -216,3 +216,20 @@ def test_gpu_onnx_services_keep_tensorrt_engines_on_a_volume():
         dep = b.build_triton_deployment(s, META)["spec"]["template"]["spec"]
         assert not [v for v in dep["volumes"] if v["name"] == "trt-cache"] and "engine_cache_dir" not in {k for k, v in b.model_plan(s).items() if v}
         assert dep["containers"][0]["startupProbe"]["failureThreshold"] == 120
+
+
+def test_gateway_admission_reaches_the_gateways_settings():
+    """gateway.admission -> the gateway's environment -> its Settings; the CR's defaults are the gateway's."""
+    from yolo_gateway.settings import Settings  # noqa: PLC0415 - the gateway package, in the same dev environment
+
+    def settings(spec: dict) -> Settings:
+        (container,) = b.build_gateway_deployment(parse_spec(spec), META)["spec"]["template"]["spec"]["containers"]
+        prefix = Settings.model_config["env_prefix"]
+        env = {e["name"][len(prefix) :].lower(): e["value"] for e in container["env"] if "value" in e and e["name"].startswith(prefix)}
+        return Settings(**{k: v for k, v in env.items() if k in Settings.model_fields})
+
+    fields = ("max_concurrency", "max_queue", "queue_timeout_s", "infer_timeout_s", "request_timeout_s")
+    default = settings(sample_spec())
+    assert [getattr(default, f) for f in fields] == [Settings.model_fields[f].default for f in fields]
+    tuned = settings(sample_spec(**{"gateway.admission": {"maxConcurrency": 96, "maxQueue": 0, "queueTimeoutSeconds": 2.5, "inferTimeoutSeconds": 120, "requestTimeoutSeconds": 180}}))
+    assert [getattr(tuned, f) for f in fields] == [96, 0, 2.5, 120.0, 180.0]

@@ -303,11 +303,24 @@ class GatewayCache(_Model):
     max_difference: int = Field(3, ge=0, le=255, description="grey levels any 5x5 block of the model input may differ by and still hit (3: sensor noise)")
 
 
+class GatewayAdmission(_Model):
+    """How much work a gateway pod takes on, and how long it waits: a concurrency limit with a
+    short bounded queue (the rest is shed at once with 503 and Retry-After), and the deadlines.
+    The defaults suit a small model; a 640 px model on CPUs needs longer deadlines for bursts."""
+
+    max_concurrency: int = Field(64, ge=1, description="requests decoding, at Triton or in NMS at once")
+    max_queue: int = Field(64, ge=0, description="requests waiting for a slot; more are shed at once (503)")
+    queue_timeout_seconds: float = Field(0.1, ge=0, le=600, description="longest wait for a slot before a 503 with Retry-After")
+    infer_timeout_seconds: float = Field(5.0, gt=0, le=600, description="deadline of each Triton call (its queue included)")
+    request_timeout_seconds: float = Field(10.0, gt=0, le=600, description="deadline of a whole request from its first byte (408 while reading, else 504)")
+
+
 class GatewaySpec(_Model):
     image: str | None = Field(None, description="empty: the operator's default")
     replicas: int = Field(2, ge=0, description="used when autoscaling is off")
     resources: Resources = Resources(requests={"cpu": "1", "memory": "512Mi"}, limits={"memory": "1Gi"})
     limits: GatewayLimits = GatewayLimits()
+    admission: GatewayAdmission = GatewayAdmission()
     defaults: GatewayDefaults = GatewayDefaults()
     autoscaling: GatewayAutoscaling = GatewayAutoscaling()
     shutdown_grace_seconds: int = Field(20, ge=0, le=600)
