@@ -201,6 +201,9 @@ def test_disabling_autoscaling_deletes_the_hpas(kube: Kube, ns: str):
         ({"tiers": [{"name": "canary"}]}, "the tier names canary and shadow are taken"),
         ({"canary": {"source": {"uri": "https://x/m.onnx"}, "percent": 150}}, "should be less than or equal to 100"),
         ({"shadow": {"percent": 5}}, "source: Required value"),
+        ({"triton.engineCache": {"volume": "hostPath"}}, "volume hostPath needs hostPath"),
+        ({"model.format": "tensorrt", "model.classNames": None}, "set model.input, model.inputSize and model.classNames"),
+        ({"gateway.admission": {"inferTimeoutSeconds": 0}}, "should be greater than 0"),
     ],
 )
 def test_schema_and_cel_reject_invalid_specs(kube: Kube, ns: str, patch: dict, message: str):

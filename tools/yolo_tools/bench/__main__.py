@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,11 +30,11 @@ import simplejpeg
 from tritonclient.grpc import InferInput, model_config_pb2
 from tritonclient.grpc.aio import InferenceServerClient
 
-from yolo_gateway.preprocess import prepare_image
+from yolo_gateway.preprocess import letterbox_geometry, prepare_image
 from yolo_gateway.settings import Settings
 from yolo_gateway.triton import channel_args
 
-from ..devrepo import LOCAL_REPO, constant_detector, copy_model, write_variant
+from ..devrepo import LOCAL_REPO, SOURCE_ONNX, constant_detector, copy_model, write_variant
 from ..local_triton import LocalTriton, TritonPorts, free_port
 from ..stack import GatewayProcess
 from ..synthetic import CLASS_NAMES, encode, make_scene
@@ -41,9 +42,12 @@ from . import accuracy, loadgen, micro, report
 from .loadgen import (
     LoadResult,
     closed_loop,
+    input_encoding,
     open_loop,
     process_cpu_seconds,
     thread_cpu_seconds,
+    tree_cpu_seconds,
+    triton_config,
     triton_split,
     triton_stats,
 )
@@ -55,6 +59,35 @@ TIERS = {"streaming": (8, 100, 2, True), "batch": (128, 5000, 1, False)}
 # Mixed load: camera streams at a fixed frame rate (open loop, requests/s) next to offline batch
 # clients that take all they can (closed loop, concurrency).
 MIXED = {"streaming_rate": 20.0, "batch": 32}
+# Section 11, production size: `make prod-models`' default Ultralytics export (random weights) and
+# the bundled detector, each served plain and optimized, prepared as the operator's init container
+# does. Triton model name -> (file, model.optimize, label).
+PROD_ONNX = ROOT / ".cache" / "prod-models" / "yolov8n-640-static.onnx"
+PROD_LABEL, BUNDLED_LABEL = "YOLOv8n 640/80, random weights", "bundled 320/3"
+OPTIMIZE = {"uint8Input": True, "nms": True}
+PRODUCTION = {
+    "v8n": (PROD_ONNX, False, PROD_LABEL),
+    "v8n_opt": (PROD_ONNX, True, PROD_LABEL),
+    "bundled": (SOURCE_ONNX, False, BUNDLED_LABEL),
+    "bundled_opt": (SOURCE_ONNX, True, BUNDLED_LABEL),
+}
+# closed-loop concurrency of section 11's load points: Triton is the bottleneck there
+PROD_CONCURRENCY = 16
+
+
+def require_production_model() -> None:
+    if not PROD_ONNX.is_file():
+        raise SystemExit(f"bench: {PROD_ONNX} is missing: run `make prod-models` first (section 11, production size, serves it)")
+
+
+def production_spec(name: str, optimized: bool) -> Any:
+    """A bare YoloService spec for a file (the file says the rest), as a user would write it."""
+    from yolo_operator.spec import parse_spec  # noqa: PLC0415
+
+    model: dict[str, Any] = {"name": name, "source": {"uri": "https://x/m.onnx"}}
+    if optimized:
+        model["optimize"] = dict(OPTIMIZE)
+    return parse_spec({"model": model, "triton": {"resources": {"requests": {"cpu": "1"}}, "maxBatchSize": 8}})
 
 
 class Bench:
@@ -72,9 +105,11 @@ class Bench:
 
     # ------------------------------------------------------------------ setup
 
-    def build_repo(self) -> Path:
+    def build_repo(self, production: bool = True) -> Path:
         repo = self.work / "repo"
         repo.mkdir()
+        if production:
+            self.add_production_models(repo)
         copy_model(repo, "yolo")
         copy_model(repo, "yolo_end2end")
         write_variant(repo, "yolo_fp32", input_layout="fp32-nchw")
@@ -130,9 +165,23 @@ class Bench:
         write_variant(repo, "cheap", onnx_model=constant_detector(fixed, 320, 320))
         return repo
 
+    def add_production_models(self, repo: Path) -> None:
+        """Section 11's models, each prepared exactly as the operator's init container does:
+        yolo_modelprep.cli.prepare on the file with the plan the operator derives from the spec."""
+        from yolo_modelprep.cli import prepare  # noqa: PLC0415
+        from yolo_operator.builders import model_plan  # noqa: PLC0415
+
+        require_production_model()
+        self.prepared: dict[str, dict] = {}
+        for name, (file, optimized, _) in PRODUCTION.items():
+            target = repo / name / "1" / "model.onnx"
+            target.parent.mkdir(parents=True)
+            shutil.copy(file, target)
+            self.prepared[name] = prepare(target, [(model_plan(production_spec(name, optimized)), repo / name / "config.pbtxt")])
+
     @staticmethod
-    def tensor(jpeg: bytes, dtype: str, layout: str) -> np.ndarray:
-        return prepare_image(jpeg, "image/jpeg", in_w=320, in_h=320, layout=layout, dtype=dtype, max_pixels=10**9).tensor
+    def tensor(jpeg: bytes, dtype: str, layout: str, size: int = 320) -> np.ndarray:
+        return prepare_image(jpeg, "image/jpeg", in_w=size, in_h=size, layout=layout, dtype=dtype, max_pixels=10**9).tensor
 
     # ------------------------------------------------------------------ senders
 
@@ -164,10 +213,10 @@ class Bench:
 
         return Sender
 
-    def direct_sender(self, model: str, dtype: str = "UINT8", layout: str = "NHWC", shared: bool = True) -> Any:
+    def direct_sender(self, model: str, dtype: str = "UINT8", layout: str = "NHWC", shared: bool = True, size: int = 320) -> Any:
         """Direct Triton gRPC with preprocessed tensors: the ceiling. shared=False: a new client per request."""
         target = self.triton.grpc_target  # type: ignore[union-attr]
-        tensors = [self.tensor(j, dtype, layout)[None] for j in self.jpegs]
+        tensors = [self.tensor(j, dtype, layout, size)[None] for j in self.jpegs]
         args = channel_args(Settings())
 
         async def infer(client: InferenceServerClient, i: int) -> int:
@@ -217,7 +266,7 @@ class Bench:
         print(f"  {label:<42} {where:<7} {result.rps:8.1f} rps  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  batch {row['triton']['mean_batch']:5.2f}" + (f"  cpu {row.get('gateway_cpu_ms_per_request', 0):.2f} ms/req" if gateway else ""), flush=True)
         return row
 
-    async def added_latency(self, url: str, model: str, pairs: int, blocks: int = 4) -> dict:
+    async def added_latency(self, url: str, model: str, pairs: int, blocks: int = 4, *, dtype: str = "UINT8", layout: str = "NHWC", size: int = 320) -> dict:
         """1c. What the gateway adds to one request, decode excluded, measured in pairs: a direct
         Triton call with the image's tensor and a gateway request with its JPEG, back to back
         (the order alternates), c=1. Each pair gives gateway - direct - (the decode and letterbox
@@ -226,7 +275,7 @@ class Bench:
         The difference of two separately measured p50s (section 1) moves by several ms between
         runs; a paired median does not carry the two windows' drift."""
         direct_ms, gateway_ms, prepare_ms = [], [], []
-        async with self.direct_sender(model)() as send, aiohttp.ClientSession() as session:
+        async with self.direct_sender(model, dtype, layout, size=size)() as send, aiohttp.ClientSession() as session:
 
             async def direct(i: int) -> float:
                 t0 = time.perf_counter()
@@ -287,6 +336,7 @@ class Bench:
         return GatewayProcess(free_port(), env, log_path=self.work / f"gateway-{model}.log").start()
 
     def run(self) -> dict:
+        require_production_model()  # before minutes of measuring, not after
         t0 = time.perf_counter()
         results: dict[str, Any] = {
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor() or platform.machine()},
@@ -383,6 +433,7 @@ class Bench:
             results["static_camera"] = self.static_camera()
             results["tiers"] = self.tiers()
             results["parity"] = self.parity()
+            results["production"] = self.production()
             results["first_request"] = self.first_request(repo)
         finally:
             self.triton.stop()
@@ -506,6 +557,161 @@ class Bench:
             gw.stop()
         return rows
 
+    def measure_with_triton_cpu(self, label: str, sender: Any, concurrency: int, model: str, gateway: GatewayProcess | None = None) -> dict:
+        """measure(), plus Triton's own CPU over the run: tritonserver and its python-backend
+        stubs (onnxruntime runs there), per request served and per core."""
+        pid = self.triton.process.pid  # type: ignore[union-attr]
+        cpu0, t0 = tree_cpu_seconds(pid), time.perf_counter()
+        row = self.measure(label, sender, concurrency, model, gateway)
+        cpu, wall = tree_cpu_seconds(pid) - cpu0, time.perf_counter() - t0
+        served = row["triton"]["inferences"]
+        row["triton_cpu_ms_per_request"] = round(cpu * 1e3 / served, 3) if served else None
+        row["requests_per_triton_core_s"] = round(served / cpu, 2) if cpu > 0 else None
+        row["triton_cores_busy"] = round(cpu / wall, 2)
+        row["rps_per_machine_core"] = round(row["rps"] / (os.cpu_count() or 1), 2)
+        print(f"  {'':<42} Triton {row['triton_cpu_ms_per_request']} ms CPU/request, {row['requests_per_triton_core_s']} requests per Triton core-second, {row['triton_cores_busy']} cores busy", flush=True)
+        return row
+
+    async def raw_scores(self, model: str, config: dict) -> dict:
+        """What a raw ([4 + classes, anchors]) output holds on the bench's images: the best class
+        score, and the anchors per image over the default conf and over the in-graph NMS's floor."""
+        from yolo_modelprep.optimize import NMS_SCORE_FLOOR  # noqa: PLC0415
+
+        dtype, layout, size, _ = input_encoding(config)
+        name, output = config["input"][0]["name"], config["output"][0]["name"]
+        client = InferenceServerClient(self.triton.grpc_target, channel_args=channel_args(Settings()))  # type: ignore[union-attr]
+        try:
+            best = []
+            for j in self.jpegs:
+                t = self.tensor(j, dtype, layout, size)[None]
+                inp = InferInput(name, list(t.shape), dtype)
+                inp.set_data_from_numpy(t)
+                best.append((await client.infer(model, [inp])).as_numpy(output)[0][4:].max(0))
+        finally:
+            await client.close()
+        scores = np.stack(best)
+        return {
+            "max_class_score": round(float(scores.max()), 5),
+            "anchors_over_conf_0.25_per_image": round(float((scores > 0.25).sum(1).mean()), 2),
+            f"anchors_over_{NMS_SCORE_FLOOR}_per_image": round(float((scores > NMS_SCORE_FLOOR).sum(1).mean()), 2),
+        }
+
+    def production(self) -> dict:
+        """11. Production size next to the bundled model, in the same run, on one Triton:
+        `make prod-models`' YOLOv8n 640/80 export (random weights) and the bundled 320/3 detector,
+        each served plain and optimized (model.optimize: uint8 NHWC input, NMS in the graph), every
+        one prepared as the operator's init container does. Per model: the gateway's CPU per 1080p
+        request against the decode-only floor at its own input size; Triton's mean batch,
+        requests/s and CPU per request at c=16 (direct, preprocessed tensors: Triton is the
+        bottleneck); the bytes an image puts on the wire (from the loaded configs); and the
+        paired added latency at c=1 (section 1c's method)."""
+        started = time.perf_counter()
+        triton = self.triton
+        assert triton is not None and triton.process is not None
+        print(f"11. production size: {PROD_LABEL} vs {BUNDLED_LABEL}, plain and optimized, prepared as the operator does", flush=True)
+        models: dict[str, dict] = {}
+        encodings: dict[str, tuple[str, str, int]] = {}
+        for name, (file, optimized, label) in PRODUCTION.items():
+            config = triton_config(triton.http_url, name)
+            dtype, layout, height, width = input_encoding(config)
+            encodings[name] = (dtype, layout, height)
+            prep = self.prepared[name]
+            models[name] = {
+                "label": label,
+                "variant": "optimized" if optimized else "plain",
+                "file": file.name,
+                "input": f"{dtype.lower()} {layout} {width}x{height}",
+                "outputs": {o["name"]: [int(d) for d in o["dims"]] for o in config["output"]},
+                "max_batch_size": int(config["max_batch_size"]),
+                "prepare": {k: prep[k] for k in ("reason", "message", "optimized", "seconds")},
+                "wire_bytes_per_request": loadgen.wire_bytes(config),
+            }
+
+        # the decode-only floor at each input size, and each model's own decode + letterbox, on the
+        # load's images, timed round-robin (a 640 input DCT-scales 1080p by 1/2, a 320 one by 1/4)
+        sizes = sorted({h for _, _, h in encodings.values()})
+        floors: dict[int, list[float]] = {s: [] for s in sizes}
+        prepares: dict[str, list[float]] = {n: [] for n in PRODUCTION}
+        for jpeg, scene in zip(self.jpegs, self.scenes):
+            h0, w0 = scene.image.shape[:2]
+            methods: dict[str, Callable[[], object]] = {}
+            for s in sizes:
+                _, nw, nh = letterbox_geometry(w0, h0, s, s)
+                methods[f"floor {s}"] = lambda j=jpeg, nw=nw, nh=nh: simplejpeg.decode_jpeg(j, "RGB", min_width=nw, min_height=nh)
+            for n, (dtype, layout, s) in encodings.items():
+                methods[n] = lambda j=jpeg, d=dtype, lay=layout, s=s: self.tensor(j, d, lay, s)
+            times = micro.interleaved_ms(methods, 5 if self.quick else 20)
+            for s in sizes:
+                floors[s].append(times[f"floor {s}"])
+            for n in PRODUCTION:
+                prepares[n].append(times[n])
+        floor_ms = {s: round(float(np.mean(v)), 3) for s, v in floors.items()}
+        for n in PRODUCTION:
+            models[n]["decode_letterbox_ms"] = round(float(np.mean(prepares[n])), 3)
+            models[n]["decode_floor_ms"] = floor_ms[encodings[n][2]]
+        print("  decode-only floor of the 1080p images: " + ", ".join(f"{s} px input {v:.2f} ms" for s, v in floor_ms.items()), flush=True)
+
+        c, pairs = PROD_CONCURRENCY, 40 if self.quick else 200
+        gateway_rows, added = [], {}
+        for name, (_, _, label) in PRODUCTION.items():
+            dtype, layout, size = encodings[name]
+            gw = self.with_gateway(name)
+            try:
+                with httpx.Client(base_url=gw.url, timeout=30) as client:  # warm-up, and what the model finds at the default conf
+                    found = [len(client.post("/v1/detect", content=j, headers={"content-type": "image/jpeg"}).json()["detections"]) for j in self.jpegs]
+                row = self.measure_with_triton_cpu(f"gateway, {label}, {models[name]['variant']}", self.gateway_sender(gw.url), c, name, gw)
+                print(f"  paired added latency at c=1, {name}", flush=True)
+                added[name] = {"label": label, "variant": models[name]["variant"], **asyncio.run(self.added_latency(gw.url, name, pairs, dtype=dtype, layout=layout, size=size))}
+            finally:
+                gw.stop()
+            models[name]["detections_per_image_at_conf_0.25"] = round(float(np.mean(found)), 2)
+            cpu = row.get("gateway_cpu_ms_per_request")
+            row |= {"model_label": label, "variant": models[name]["variant"], "decode_floor_ms": floor_ms[size], "cpu_vs_floor": round(cpu / floor_ms[size], 3) if cpu else None}
+            print(f"  {'':<42} gateway CPU {cpu} ms/request = {row['cpu_vs_floor']}x the {size} px floor ({floor_ms[size]:.2f} ms)", flush=True)
+            gateway_rows.append(row)
+
+        direct_rows = []
+        for name, (_, _, label) in PRODUCTION.items():
+            dtype, layout, size = encodings[name]
+            row = self.measure_with_triton_cpu(f"direct, {label}, {models[name]['variant']}", self.direct_sender(name, dtype, layout, size=size), c, name)
+            row |= {"model_label": label, "variant": models[name]["variant"], "max_batch_size": models[name]["max_batch_size"]}
+            row["batch_fill"] = round(row["triton"]["mean_batch"] / row["max_batch_size"], 3)
+            direct_rows.append(row)
+
+        raw = {}
+        for name in ("v8n", "bundled"):  # the plain (raw output) variants
+            raw[name] = {"label": PRODUCTION[name][2], **asyncio.run(self.raw_scores(name, triton_config(triton.http_url, name)))}
+            print(f"  raw output, {name}: {raw[name]}", flush=True)
+
+        wire = []
+        for plain, opt in (("v8n", "v8n_opt"), ("bundled", "bundled_opt")):
+            a, b = models[plain]["wire_bytes_per_request"], models[opt]["wire_bytes_per_request"]
+            wire.append({"model_label": PRODUCTION[plain][2], "plain": a, "optimized": b, "ratio": round(b["total"] / a["total"], 4)})
+            print(f"  wire bytes per image, {PRODUCTION[plain][2]}: plain {a['total']:,}, optimized {b['total']:,} ({wire[-1]['ratio']:.3f})", flush=True)
+
+        seconds = round(time.perf_counter() - started, 1)
+        print(f"  section 11 took {seconds} s", flush=True)
+        return {
+            "models": models,
+            "decode_floor_ms": {str(s): v for s, v in floor_ms.items()},
+            "concurrency": c,
+            "gateway": gateway_rows,
+            "triton": direct_rows,
+            "wire": wire,
+            "added_latency": added,
+            "raw_output": raw,
+            "notes": [
+                f"{PROD_LABEL}: Ultralytics' default export from `make prod-models`, untrained. Its compute, input and output sizes are "
+                "those of the real network, so CPU, batching, throughput and wire bytes hold; it detects nothing at the default conf 0.25.",
+                "With no candidates over the threshold, NMS (the gateway's on the plain variants, the graph's on the optimized ones) "
+                "does almost nothing: the NMS share of these figures is not representative of a trained model (about 0.5-1 ms an image "
+                "on [84, 8400] with real detections, in the gateway).",
+                "Triton CPU is tritonserver plus its python-backend stubs, which run onnxruntime here (the PyPI Triton's stand-in for "
+                "the onnxruntime backend); the gateway and the load generator share the same cores.",
+            ],
+            "seconds": seconds,
+        }
+
     def first_request(self, repo: Path) -> list[dict]:
         """10. The first request after a start against steady state (c=1): a gateway started next
         to a running Triton, and a Triton and a gateway started together (`model_warmup` in the
@@ -545,20 +751,23 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", default=os.environ.get("QUICK", "") not in ("", "0"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    ap.add_argument("--only", choices=["static-camera", "tiers", "parity", "first-request"], help="one section alone, written to <out>/<section>.json")
+    ap.add_argument("--only", choices=["static-camera", "tiers", "parity", "first-request", "production"], help="one section alone, written to <out>/<section>.json")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.only:
         bench = Bench(args.quick, out)
-        repo = bench.build_repo()
+        repo = bench.build_repo(production=args.only == "production")
         bench.triton = LocalTriton(repo, TritonPorts.free(), log_path=bench.work / "triton.log").start(timeout=180)
         try:
-            rows = {"static-camera": bench.static_camera, "tiers": bench.tiers, "parity": bench.parity, "first-request": lambda: bench.first_request(repo)}[args.only]()
+            sections = {"static-camera": bench.static_camera, "tiers": bench.tiers, "parity": bench.parity, "first-request": lambda: bench.first_request(repo), "production": bench.production}
+            rows = sections[args.only]()
         finally:
             bench.triton.stop()
         path = out / f"{args.only.replace('-', '_')}.json"
         path.write_text(json.dumps(rows, indent=2) + "\n")
+        if args.only == "production":
+            (out / "production.md").write_text("\n\n".join(report.production_section(rows)) + "\n")
         print(path)
         return
     results = Bench(args.quick, out).run()

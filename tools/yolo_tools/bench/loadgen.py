@@ -197,6 +197,67 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     return out
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its live descendants (tritonserver and its
+    python-backend stubs, which run the models here), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += cpu.get(p, 0.0)
+        todo += children.get(p, [])
+    return total
+
+
+TENSOR_BYTES = {"TYPE_FP32": 4, "TYPE_FP16": 2, "TYPE_UINT8": 1, "TYPE_INT8": 1, "TYPE_INT32": 4, "TYPE_INT64": 8, "TYPE_BOOL": 1}
+
+
+def triton_config(http_url: str, model: str) -> dict:
+    """The config Triton loaded for `model` (its JSON form)."""
+    with urllib.request.urlopen(f"{http_url}/v2/models/{model}/config", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def wire_bytes(config: dict) -> dict:
+    """Bytes one image puts on the wire to and from Triton: every input and output tensor of a
+    loaded config (batch dimension excluded), from its dims and data type."""
+
+    def size(tensors: list[dict]) -> int:
+        total = 0
+        for t in tensors:
+            dims = [int(d) for d in t["dims"]]
+            if any(d < 0 for d in dims):
+                raise ValueError(f"tensor {t['name']} has a dynamic dimension {dims}: its size is not fixed")
+            total += TENSOR_BYTES[t["data_type"]] * int(np.prod(dims))
+        return total
+
+    inputs, outputs = size(config["input"]), size(config["output"])
+    return {"input": inputs, "output": outputs, "total": inputs + outputs}
+
+
+def input_encoding(config: dict) -> tuple[str, str, int, int]:
+    """(dtype, layout, height, width) of a loaded config's single image input: uint8 NHWC
+    ([H, W, 3]) or fp32 NCHW ([3, H, W]), batch dimension excluded."""
+    (inp,) = config["input"]
+    dims = [int(d) for d in inp["dims"]]
+    dtype = inp["data_type"].removeprefix("TYPE_")
+    if dims[-1] == 3:
+        return dtype, "NHWC", dims[0], dims[1]
+    return dtype, "NCHW", dims[1], dims[2]
+
+
 def triton_stats(http_url: str, model: str) -> dict:
     with urllib.request.urlopen(f"{http_url}/v2/models/{model}/stats", timeout=5) as r:
         return json.loads(r.read())["model_stats"][0]

@@ -90,6 +90,60 @@ def _added_latency(a: dict | None) -> list[str]:
     ]
 
 
+def production_section(p: dict | None) -> list[str]:
+    """Section 11: the production-size export next to the bundled model, each row naming its model."""
+    if not p:
+        return []
+    models = p["models"]
+
+    def who(name: str) -> str:
+        return f"{models[name]['label']}, {models[name]['variant']}"
+
+    raw_keys = [k for k in next(iter(p["raw_output"].values())) if k != "label"]
+    floors = ", ".join(f"{v} ms at a {s} px input" for s, v in p["decode_floor_ms"].items())
+    return [
+        "## 11. Production size: YOLOv8n 640/80 (random weights) next to the bundled 320/3 model",
+        "Every model here is prepared as the operator's init container does (`yolo_modelprep.cli.prepare` with the plan of a bare "
+        "spec, maxBatchSize 8, one CPU), plain and with `model.optimize` (uint8 NHWC input, NMS in the graph), and served by the "
+        "same Triton in the same run. " + " ".join(p["notes"]),
+        _table(
+            ["model", "Triton input", "outputs", "prepared", "detections / image at conf 0.25"],
+            [[who(n), m["input"], ", ".join(f"{k} {v}" for k, v in m["outputs"].items()), m["prepare"]["reason"] + (f" ({'; '.join(m['prepare']['optimized'])})" if m["prepare"]["optimized"] else ""), m.get("detections_per_image_at_conf_0.25", "-")] for n, m in models.items()],
+        ),
+        "What the plain variants' raw outputs hold on the bench's images (the best class score of each anchor):",
+        _table(["model", *raw_keys], [[r["label"], *(r[k] for k in raw_keys)] for r in p["raw_output"].values()]),
+        f"### Gateway CPU per 1080p request against the decode-only floor at the model's input size (c={p['concurrency']})",
+        f"Decode-only floor (DCT-scaled simplejpeg decode, no resize) of the 8 1080p images: {floors}; a 640 input scales the decode by 1/2, a 320 one by 1/4.",
+        _table(
+            ["model", "rps", "p50 ms", "gateway CPU ms/req", "decode floor ms", "CPU / floor", "decode+letterbox ms (its encoding)", "Triton CPU ms/req"],
+            [[f"{r['model_label']}, {r['variant']}", r["rps"], r["p50_ms"], r.get("gateway_cpu_ms_per_request", "-"), r["decode_floor_ms"], r["cpu_vs_floor"], models[r["model"]]["decode_letterbox_ms"], r.get("triton_cpu_ms_per_request", "-")] for r in p["gateway"]],
+        ),
+        f"### Triton the bottleneck: direct gRPC with preprocessed tensors, c={p['concurrency']}",
+        "Mean batch = Triton's inference_count / execution_count over the run. Per core: requests per second of Triton's own CPU "
+        "(tritonserver and its backend stubs), and requests/s over the machine's cores (shared with the load generator).",
+        _table(
+            ["model", "rps", "p50 ms", "p99 ms", "errors", "mean batch", "of max batch", "Triton CPU ms/req", "requests per Triton core-s", "Triton cores busy", "rps per machine core"],
+            [
+                [f"{r['model_label']}, {r['variant']}", r["rps"], r["p50_ms"], r["p99_ms"], r["errors"] or "-", r["triton"]["mean_batch"], f"{r['batch_fill']:.0%} of {r['max_batch_size']}", r["triton_cpu_ms_per_request"], r["requests_per_triton_core_s"], r["triton_cores_busy"], r["rps_per_machine_core"]]
+                for r in p["triton"]
+            ],
+        ),
+        "### Bytes an image puts on the wire to and from Triton (the loaded configs' tensors)",
+        _table(
+            ["model", "plain in", "plain out", "plain total", "optimized in", "optimized out", "optimized total", "optimized / plain"],
+            [[w["model_label"], w["plain"]["input"], w["plain"]["output"], w["plain"]["total"], w["optimized"]["input"], w["optimized"]["output"], w["optimized"]["total"], w["ratio"]] for w in p["wire"]],
+        ),
+        "### Added latency at c=1, in pairs (section 1c's method)",
+        "Each pair: a direct Triton call with the image's tensor (in the model's own encoding) and a gateway request with its JPEG, "
+        "back to back; added = gateway - direct - the decode and letterbox that the gateway timed for that request.",
+        _table(
+            ["model", "pairs", "median added ms", "IQR ms", "block medians ms", "gateway p50 ms", "direct p50 ms", "decode+letterbox p50 ms"],
+            [[f"{a['label']}, {a['variant']}", a["pairs"], a["median_added_ms"], f"{a['p25_added_ms']}..{a['p75_added_ms']}", ", ".join(map(str, a["block_medians_ms"])), a["gateway_p50_ms"], a["direct_p50_ms"], a["decode_letterbox_p50_ms"]] for a in p["added_latency"].values()],
+        ),
+        f"Section 11 took {p['seconds']} s.",
+    ]
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -172,6 +226,7 @@ def markdown(res: dict[str, Any], prefix: str = "") -> str:
         ),
         "## 10. The first request after a start (c=1)",
         _table(["start", "attempt", "first request ms", "steady p50 ms", "first / steady"], [[r["label"], r["attempt"], r["first_ms"], r["steady_p50_ms"], r["first_vs_steady"]] for r in res.get("first_request", [])]),
+        *production_section(res.get("production")),
         "## Gateway stage microbenchmarks (median ms, single thread)",
         _table(
             ["image", "bytes", *res["micro"]["decode_letterbox"][0]["ms"].keys(), "decode floor", "ours / best alt.", "ours / floor"],

@@ -1,0 +1,39 @@
+"""The bench's pure helpers for section 11 (production size): the bytes an image puts on the wire,
+and the input encoding, read from a config as Triton's HTTP API returns it."""
+
+from __future__ import annotations
+
+import pytest
+
+from yolo_tools.bench.loadgen import input_encoding, wire_bytes
+
+PLAIN = {  # YOLOv8n 640/80 as exported: fp32 NCHW in, raw [84, 8400] out
+    "input": [{"name": "images", "data_type": "TYPE_FP32", "dims": [3, 640, 640]}],
+    "output": [{"name": "output0", "data_type": "TYPE_FP32", "dims": [84, 8400]}],
+}
+OPTIMIZED = {  # model.optimize: uint8 NHWC in, NMS in the graph (up to 100 boxes)
+    "input": [{"name": "images", "data_type": "TYPE_UINT8", "dims": ["640", "640", "3"]}],
+    "output": [
+        {"name": "num_dets", "data_type": "TYPE_INT32", "dims": [1]},
+        {"name": "det_boxes", "data_type": "TYPE_FP32", "dims": [100, 4]},
+        {"name": "det_scores", "data_type": "TYPE_FP32", "dims": [100]},
+        {"name": "det_classes", "data_type": "TYPE_INT32", "dims": [100]},
+    ],
+}
+
+
+def test_wire_bytes_of_the_production_export_plain_and_optimized():
+    plain, opt = wire_bytes(PLAIN), wire_bytes(OPTIMIZED)
+    assert plain == {"input": 4_915_200, "output": 2_822_400, "total": 7_737_600}
+    assert opt == {"input": 1_228_800, "output": 2_404, "total": 1_231_204}
+    assert round(opt["total"] / plain["total"], 3) == 0.159
+
+
+def test_a_dynamic_dimension_has_no_fixed_size():
+    with pytest.raises(ValueError, match="dynamic"):
+        wire_bytes({"input": [{"name": "images", "data_type": "TYPE_FP32", "dims": [3, -1, -1]}], "output": []})
+
+
+def test_input_encoding():
+    assert input_encoding(PLAIN) == ("FP32", "NCHW", 640, 640)
+    assert input_encoding(OPTIMIZED) == ("UINT8", "NHWC", 640, 640)
