@@ -103,3 +103,47 @@ def test_a_cancelled_waiter_gives_its_slot_on():
         assert adm.active == 0
 
     _run(go())
+
+
+def test_the_limit_fits_the_containers_memory_once_the_model_is_known():
+    """A 640 px, 80-class fp32 model holds about 27 MB a request in flight (measured): in a 1 GiB
+    container with 130 MB in use, 27 fit, not the configured 64; the bundled model's 5 MB fit 64."""
+    from yolo_gateway.signature import ModelSignature
+
+    def sig(dtype: str, size: int, nc: int) -> ModelSignature:
+        return ModelSignature("m", "1", "images", dtype, "NCHW", size, size, 8, "raw", ("output0",), tuple(f"c{i}" for i in range(nc)))
+
+    big, small = sig("FP32", 640, 80), sig("UINT8", 320, 3)
+    assert big.tensor_bytes == 640 * 640 * 3 * 4 + 4 * 8400 * 85 and small.tensor_bytes == 320 * 320 * 3 + 4 * 2100 * 8
+    gib, used = 1 << 30, 130 << 20
+    adm = Admission(limit=64, max_queue=64, queue_timeout_s=5)
+    assert adm.fit_memory(big.tensor_bytes, 64, 0.8, gib, used) == 27 == adm.limit
+    assert metrics.ADMISSION_LIMIT._value.get() == 27
+    assert adm.fit_memory(small.tensor_bytes, 64, 0.8, gib, used) == 64  # never above what is configured
+    assert adm.fit_memory(big.tensor_bytes, 64, 0.8, None, used) == 64  # no limit, nothing to fit
+    assert adm.fit_memory(big.tensor_bytes, 64, 0.0, gib, used) == 64  # switched off
+    assert adm.fit_memory(big.tensor_bytes, 64, 0.8, 150 << 20, used) == 1  # never below one
+
+
+def test_a_raised_limit_lets_waiters_in_and_a_lowered_one_lets_slots_go():
+    async def go() -> None:
+        adm = Admission(limit=1, max_queue=4, queue_timeout_s=5)
+        await adm.acquire()
+        waiters = [asyncio.create_task(adm.acquire()) for _ in range(2)]
+        await asyncio.sleep(0)
+        assert (adm.active, adm.queued) == (1, 2)
+        adm.fit_memory(1, 3, 0.8, None, 0)  # no memory limit: the configured 3
+        await asyncio.gather(*waiters)
+        assert (adm.active, adm.queued) == (3, 0)
+        adm.fit_memory(1, 1, 0.8, None, 0)  # lowered to 1 with 3 in use
+        late = asyncio.create_task(adm.acquire())
+        await asyncio.sleep(0)
+        adm.release()  # 3 -> 2 in use: still above the limit, the waiter keeps waiting
+        await asyncio.sleep(0)
+        assert (adm.active, adm.queued, late.done()) == (2, 1, False)
+        adm.release()
+        adm.release()  # 1 -> the waiter takes it over
+        await late
+        assert (adm.active, adm.queued) == (1, 0)
+
+    _run(go())

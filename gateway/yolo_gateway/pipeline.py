@@ -18,7 +18,7 @@ import numpy as np
 import simplejpeg
 
 from . import metrics
-from .admission import Admission
+from .admission import Admission, memory_limit_bytes, rss_bytes
 from .cache import InferenceCache
 from .errors import (
     BadParameter,
@@ -102,6 +102,9 @@ class Detector:
         tiers = set(self.settings.tiers.values())  # the current version's other configs: part of being ready
         while not self.warm:
             if self.triton.signature is not None and tiers <= {self.settings.model_name, *self.triton.signatures}:
+                s = self.settings
+                biggest = max(sig.tensor_bytes for sig in [self.triton.signature, *self.triton.signatures.values()])
+                self.admission.fit_memory(biggest, s.max_concurrency, s.admission_memory_fraction, memory_limit_bytes(), rss_bytes())
                 try:
                     params = self.params(None, None, None, None)
                     await self.detect(

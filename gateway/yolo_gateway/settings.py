@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(64, ge=1, description="requests decoding, at Triton or in NMS at once")
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot; more are shed at once")
     queue_timeout_s: float = Field(0.1, ge=0, description="longest wait for a slot before a 503 with Retry-After")
+    admission_memory_fraction: float = Field(
+        0.8, ge=0, le=1, description="the share of the container's free memory that requests in flight may take: it caps max_concurrency once the model is known (0: off)"
+    )
     pool_size: int = Field(0, ge=0, description="CPU worker threads; 0: the CPUs this process may use")
 
     # Detection defaults

@@ -39,6 +39,14 @@ class ModelSignature:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def tensor_bytes(self) -> int:
+        """What one image's input and output tensors take (a raw output's anchors from the input size)."""
+        size = {"UINT8": 1, "FP16": 2, "FP32": 4}[self.input_dtype]
+        anchors = sum((self.height // s) * (self.width // s) for s in (8, 16, 32))
+        out = 4 * (1 + 100 * 6) if self.output_format == "end2end" else 4 * anchors * (5 + self.num_classes)
+        return self.height * self.width * 3 * size + out
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
