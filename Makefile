@@ -80,7 +80,7 @@ scale-bench: venv cluster-build
 serve: venv
 	$(BIN)/python -m yolo_tools.stack serve
 
-bench: venv
+bench: venv prod-models
 	$(BIN)/python -m yolo_tools.bench $(if $(filter-out 0,$(QUICK)),--quick,)
 
 fuzz: venv

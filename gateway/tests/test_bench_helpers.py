@@ -37,3 +37,11 @@ def test_a_dynamic_dimension_has_no_fixed_size():
 def test_input_encoding():
     assert input_encoding(PLAIN) == ("FP32", "NCHW", 640, 640)
     assert input_encoding(OPTIMIZED) == ("UINT8", "NHWC", 640, 640)
+
+
+def test_a_dynamic_dimension_is_filled_from_an_observed_response():
+    bundled = {  # the bundled dynamic export: the anchor count is left to the response
+        "input": [{"name": "images", "data_type": "TYPE_FP32", "dims": [3, 320, 320]}],
+        "output": [{"name": "output0", "data_type": "TYPE_FP32", "dims": [7, -1]}],
+    }
+    assert wire_bytes(bundled, {"output0": [7, 2100]}) == {"input": 1_228_800, "output": 58_800, "total": 1_287_600}

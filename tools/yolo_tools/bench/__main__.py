@@ -43,8 +43,10 @@ from .loadgen import (
     LoadResult,
     closed_loop,
     input_encoding,
+    machine_cpu_seconds,
     open_loop,
     process_cpu_seconds,
+    schedstat_cpu_seconds,
     thread_cpu_seconds,
     tree_cpu_seconds,
     triton_config,
@@ -557,40 +559,69 @@ class Bench:
             gw.stop()
         return rows
 
-    def measure_with_triton_cpu(self, label: str, sender: Any, concurrency: int, model: str, gateway: GatewayProcess | None = None) -> dict:
+    @contextlib.contextmanager
+    def windows(self, window: float, stable: int, max_windows: int) -> Any:
+        """Longer measurement windows for a slow model: a few requests/s need them to count."""
+        saved = self.window, self.stable, self.max_windows
+        self.window, self.stable, self.max_windows = window, stable, max_windows
+        try:
+            yield
+        finally:
+            self.window, self.stable, self.max_windows = saved
+
+    def measure_with_triton_cpu(self, label: str, sender: Any, concurrency: int, model: str, gateway: GatewayProcess | None = None, gateway_idle_ms_per_s: float | None = None) -> dict:
         """measure(), plus Triton's own CPU over the run: tritonserver and its python-backend
-        stubs (onnxruntime runs there), per request served and per core."""
+        stubs (onnxruntime runs there), per request served and per core. With the gateway's idle
+        CPU rate, also its CPU per request less what it would have spent idle over the run (at a
+        few requests/s its idle wake-ups are a visible share)."""
         pid = self.triton.process.pid  # type: ignore[union-attr]
-        cpu0, t0 = tree_cpu_seconds(pid), time.perf_counter()
+        cpu0, machine0, t0 = tree_cpu_seconds(pid), machine_cpu_seconds(), time.perf_counter()
         row = self.measure(label, sender, concurrency, model, gateway)
-        cpu, wall = tree_cpu_seconds(pid) - cpu0, time.perf_counter() - t0
+        cpu, machine1, wall = tree_cpu_seconds(pid) - cpu0, machine_cpu_seconds(), time.perf_counter() - t0
         served = row["triton"]["inferences"]
+        # the whole machine over the run, in cores: what Triton could not get went to the gateway,
+        # the load generator, or (steal) other guests of the host
+        row["machine_cores"] = {k: round((machine1[k] - machine0[k]) / wall, 2) for k in machine1}
+        if gateway_idle_ms_per_s is not None and served and row.get("gateway_cpu_ms_per_request"):
+            row["gateway_idle_cpu_ms_per_s"] = round(gateway_idle_ms_per_s, 3)
+            row["gateway_cpu_ms_per_request_less_idle"] = round(row["gateway_cpu_ms_per_request"] - gateway_idle_ms_per_s * wall / served, 3)
         row["triton_cpu_ms_per_request"] = round(cpu * 1e3 / served, 3) if served else None
         row["requests_per_triton_core_s"] = round(served / cpu, 2) if cpu > 0 else None
         row["triton_cores_busy"] = round(cpu / wall, 2)
-        row["rps_per_machine_core"] = round(row["rps"] / (os.cpu_count() or 1), 2)
-        print(f"  {'':<42} Triton {row['triton_cpu_ms_per_request']} ms CPU/request, {row['requests_per_triton_core_s']} requests per Triton core-second, {row['triton_cores_busy']} cores busy", flush=True)
+        row["rps_per_machine_core"] = round(row["completed_rps"] / (os.cpu_count() or 1), 2)
+        print(
+            f"  {'':<42} {row['completed_rps']} completions/s; Triton {row['triton_cpu_ms_per_request']} ms CPU/request, "
+            f"{row['requests_per_triton_core_s']} requests per Triton core-second, {row['triton_cores_busy']} cores busy; machine {row['machine_cores']}",
+            flush=True,
+        )
         return row
 
-    async def raw_scores(self, model: str, config: dict) -> dict:
-        """What a raw ([4 + classes, anchors]) output holds on the bench's images: the best class
-        score, and the anchors per image over the default conf and over the in-graph NMS's floor."""
+    async def probe(self, model: str, config: dict, raw: bool) -> tuple[dict[str, list[int]], dict]:
+        """One direct call per bench image: the shape of each output (batch excluded: what fills a
+        config's dynamic dims), and with `raw` (a [4 + classes, anchors] output) what it holds: the
+        best class score, and the anchors per image over the default conf and over the in-graph
+        NMS's score floor."""
         from yolo_modelprep.optimize import NMS_SCORE_FLOOR  # noqa: PLC0415
 
         dtype, layout, size, _ = input_encoding(config)
-        name, output = config["input"][0]["name"], config["output"][0]["name"]
+        name, outputs = config["input"][0]["name"], [o["name"] for o in config["output"]]
         client = InferenceServerClient(self.triton.grpc_target, channel_args=channel_args(Settings()))  # type: ignore[union-attr]
         try:
-            best = []
+            best, shapes = [], {}
             for j in self.jpegs:
                 t = self.tensor(j, dtype, layout, size)[None]
                 inp = InferInput(name, list(t.shape), dtype)
                 inp.set_data_from_numpy(t)
-                best.append((await client.infer(model, [inp])).as_numpy(output)[0][4:].max(0))
+                result = await client.infer(model, [inp])
+                shapes = {o: list(result.as_numpy(o).shape[1:]) for o in outputs}
+                if raw:
+                    best.append(result.as_numpy(outputs[0])[0][4:].max(0))
         finally:
             await client.close()
+        if not raw:
+            return shapes, {}
         scores = np.stack(best)
-        return {
+        return shapes, {
             "max_class_score": round(float(scores.max()), 5),
             "anchors_over_conf_0.25_per_image": round(float((scores > 0.25).sum(1).mean()), 2),
             f"anchors_over_{NMS_SCORE_FLOOR}_per_image": round(float((scores > NMS_SCORE_FLOOR).sum(1).mean()), 2),
@@ -611,20 +642,27 @@ class Bench:
         print(f"11. production size: {PROD_LABEL} vs {BUNDLED_LABEL}, plain and optimized, prepared as the operator does", flush=True)
         models: dict[str, dict] = {}
         encodings: dict[str, tuple[str, str, int]] = {}
+        raw = {}
         for name, (file, optimized, label) in PRODUCTION.items():
             config = triton_config(triton.http_url, name)
             dtype, layout, height, width = input_encoding(config)
             encodings[name] = (dtype, layout, height)
             prep = self.prepared[name]
+            # the outputs as served (a dynamic export leaves the anchor count to the response), and
+            # on the plain variants' raw output, what random weights score
+            shapes, scores = asyncio.run(self.probe(name, config, raw=not optimized))
+            if scores:
+                raw[name] = {"label": label, **scores}
+                print(f"  raw output, {name}: {raw[name]}", flush=True)
             models[name] = {
                 "label": label,
                 "variant": "optimized" if optimized else "plain",
                 "file": file.name,
                 "input": f"{dtype.lower()} {layout} {width}x{height}",
-                "outputs": {o["name"]: [int(d) for d in o["dims"]] for o in config["output"]},
+                "outputs": shapes,
                 "max_batch_size": int(config["max_batch_size"]),
                 "prepare": {k: prep[k] for k in ("reason", "message", "optimized", "seconds")},
-                "wire_bytes_per_request": loadgen.wire_bytes(config),
+                "wire_bytes_per_request": loadgen.wire_bytes(config, shapes),
             }
 
         # the decode-only floor at each input size, and each model's own decode + letterbox, on the
@@ -651,37 +689,49 @@ class Bench:
             models[n]["decode_floor_ms"] = floor_ms[encodings[n][2]]
         print("  decode-only floor of the 1080p images: " + ", ".join(f"{s} px input {v:.2f} ms" for s, v in floor_ms.items()), flush=True)
 
-        c, pairs = PROD_CONCURRENCY, 40 if self.quick else 200
+        c, pairs = PROD_CONCURRENCY, 40 if self.quick else 100
+        # the 640/80 network serves a few requests/s here: windows long enough to count some
+        slow = (5.0, 2, 2) if self.quick else (8.0, 3, 3)
         gateway_rows, added = [], {}
-        for name, (_, _, label) in PRODUCTION.items():
+        for name, (file, _, label) in PRODUCTION.items():
             dtype, layout, size = encodings[name]
             gw = self.with_gateway(name)
             try:
                 with httpx.Client(base_url=gw.url, timeout=30) as client:  # warm-up, and what the model finds at the default conf
                     found = [len(client.post("/v1/detect", content=j, headers={"content-type": "image/jpeg"}).json()["detections"]) for j in self.jpegs]
-                row = self.measure_with_triton_cpu(f"gateway, {label}, {models[name]['variant']}", self.gateway_sender(gw.url), c, name, gw)
+                idle0 = schedstat_cpu_seconds(gw.process.pid)  # type: ignore[union-attr]
+                time.sleep(2.0)
+                idle = (schedstat_cpu_seconds(gw.process.pid) - idle0) * 1e3 / 2.0  # type: ignore[union-attr]
+                with self.windows(*slow) if file == PROD_ONNX else contextlib.nullcontext():
+                    row = self.measure_with_triton_cpu(f"gateway, {label}, {models[name]['variant']}", self.gateway_sender(gw.url), c, name, gw, gateway_idle_ms_per_s=idle)
                 print(f"  paired added latency at c=1, {name}", flush=True)
                 added[name] = {"label": label, "variant": models[name]["variant"], **asyncio.run(self.added_latency(gw.url, name, pairs, dtype=dtype, layout=layout, size=size))}
             finally:
                 gw.stop()
             models[name]["detections_per_image_at_conf_0.25"] = round(float(np.mean(found)), 2)
-            cpu = row.get("gateway_cpu_ms_per_request")
-            row |= {"model_label": label, "variant": models[name]["variant"], "decode_floor_ms": floor_ms[size], "cpu_vs_floor": round(cpu / floor_ms[size], 3) if cpu else None}
-            print(f"  {'':<42} gateway CPU {cpu} ms/request = {row['cpu_vs_floor']}x the {size} px floor ({floor_ms[size]:.2f} ms)", flush=True)
+            cpu, net = row.get("gateway_cpu_ms_per_request"), row.get("gateway_cpu_ms_per_request_less_idle")
+            row |= {
+                "model_label": label,
+                "variant": models[name]["variant"],
+                "decode_floor_ms": floor_ms[size],
+                "cpu_vs_floor": round(cpu / floor_ms[size], 3) if cpu else None,
+                "cpu_less_idle_vs_floor": round(net / floor_ms[size], 3) if net else None,
+            }
+            print(
+                f"  {'':<42} gateway CPU {cpu} ms/request = {row['cpu_vs_floor']}x the {size} px floor ({floor_ms[size]:.2f} ms); "
+                f"less idle ({idle:.2f} ms/s) {net} ms = {row['cpu_less_idle_vs_floor']}x",
+                flush=True,
+            )
             gateway_rows.append(row)
 
         direct_rows = []
-        for name, (_, _, label) in PRODUCTION.items():
+        for name, (file, _, label) in PRODUCTION.items():
             dtype, layout, size = encodings[name]
-            row = self.measure_with_triton_cpu(f"direct, {label}, {models[name]['variant']}", self.direct_sender(name, dtype, layout, size=size), c, name)
+            with self.windows(*slow) if file == PROD_ONNX else contextlib.nullcontext():
+                row = self.measure_with_triton_cpu(f"direct, {label}, {models[name]['variant']}", self.direct_sender(name, dtype, layout, size=size), c, name)
             row |= {"model_label": label, "variant": models[name]["variant"], "max_batch_size": models[name]["max_batch_size"]}
             row["batch_fill"] = round(row["triton"]["mean_batch"] / row["max_batch_size"], 3)
             direct_rows.append(row)
-
-        raw = {}
-        for name in ("v8n", "bundled"):  # the plain (raw output) variants
-            raw[name] = {"label": PRODUCTION[name][2], **asyncio.run(self.raw_scores(name, triton_config(triton.http_url, name)))}
-            print(f"  raw output, {name}: {raw[name]}", flush=True)
 
         wire = []
         for plain, opt in (("v8n", "v8n_opt"), ("bundled", "bundled_opt")):
@@ -708,6 +758,11 @@ class Bench:
                 "on [84, 8400] with real detections, in the gateway).",
                 "Triton CPU is tritonserver plus its python-backend stubs, which run onnxruntime here (the PyPI Triton's stand-in for "
                 "the onnxruntime backend); the gateway and the load generator share the same cores.",
+                f"The 640/80 loads run in windows of {slow[0]:g} s (at most {slow[2]}): at a few requests/s, rps and latency percentiles "
+                "rest on tens of requests, and batches of up to 8 that take over a second make the windows disagree (stable: false); "
+                "CPU per request and the mean batch count every request Triton served over the run.",
+                f"Added latency at c=1 takes section 1c's pairs, {pairs} a model (section 1c takes {100 if self.quick else 400}): its "
+                "IQR and block medians show how far each median can be trusted; other load on the machine widens them by tens of ms.",
             ],
             "seconds": seconds,
         }

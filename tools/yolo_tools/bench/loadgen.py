@@ -29,6 +29,7 @@ class Window:
     statuses: Counter = field(default_factory=Counter)
     started: float = 0.0
     ended: float = 0.0
+    completed: int = 0  # requests that ended in the window, wherever they started
 
     @property
     def rps(self) -> float:
@@ -50,6 +51,10 @@ class LoadResult:
     errors: dict[str, int]
     stable: bool
     windows: int
+    # completions per second over the windows, every request that ended in one counted: `rps`
+    # counts only requests that started and ended in the same window, which undercounts when a
+    # request takes a good part of a window (a slow model under load)
+    completed_rps: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +81,7 @@ def _summarise(mode: str, windows: list[Window], concurrency: int | None, rate: 
         errors={str(k): v for k, v in statuses.items() if k != 200},
         stable=stable,
         windows=len(windows),
+        completed_rps=round(sum(w.completed for w in windows) / max(seconds, 1e-9), 2),
     )
 
 
@@ -113,6 +119,8 @@ async def closed_loop(
             if t0 >= current.started:
                 current.latencies.append(t1 - t0)
                 current.statuses[status] += 1
+            if t1 >= current.started:
+                current.completed += 1
 
     tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
     try:
@@ -146,6 +154,7 @@ async def open_loop(send: Send, rate: float, duration_s: float = 10.0, window_s:
         w = windows[-1]
         w.latencies.append(time.perf_counter() - due)
         w.statuses[status] += 1
+        w.completed += 1
 
     for i in range(n):
         due = start + i / rate
@@ -197,6 +206,15 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     return out
 
 
+def machine_cpu_seconds() -> dict[str, float]:
+    """The machine's CPU seconds so far, all cores, from /proc/stat: busy (user, nice, system,
+    irq, softirq), idle (idle, iowait) and steal (taken by the hypervisor for other guests)."""
+    with open("/proc/stat") as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in f.readline().split()[1:9])
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {"busy": (user + nice + system + irq + softirq) / ticks, "idle": (idle + iowait) / ticks, "steal": steal / ticks}
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and all its live descendants (tritonserver and its
     python-backend stubs, which run the models here), from /proc."""
@@ -221,6 +239,19 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def schedstat_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process's live threads from /proc/<pid>/task/*/schedstat: nanosecond
+    resolution, where /proc/<pid>/stat counts 10 ms ticks (for short idle samples)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            continue  # the thread ended meanwhile
+    return total / 1e9
+
+
 TENSOR_BYTES = {"TYPE_FP32": 4, "TYPE_FP16": 2, "TYPE_UINT8": 1, "TYPE_INT8": 1, "TYPE_INT32": 4, "TYPE_INT64": 8, "TYPE_BOOL": 1}
 
 
@@ -230,14 +261,15 @@ def triton_config(http_url: str, model: str) -> dict:
         return json.loads(r.read())
 
 
-def wire_bytes(config: dict) -> dict:
+def wire_bytes(config: dict, observed: dict[str, list[int]] | None = None) -> dict:
     """Bytes one image puts on the wire to and from Triton: every input and output tensor of a
-    loaded config (batch dimension excluded), from its dims and data type."""
+    loaded config (batch dimension excluded), from its dims and data type. `observed`: tensor
+    name -> the shape a real response had (batch excluded), for dims the config leaves dynamic."""
 
     def size(tensors: list[dict]) -> int:
         total = 0
         for t in tensors:
-            dims = [int(d) for d in t["dims"]]
+            dims = [int(d) for d in (observed or {}).get(t["name"], t["dims"])]
             if any(d < 0 for d in dims):
                 raise ValueError(f"tensor {t['name']} has a dynamic dimension {dims}: its size is not fixed")
             total += TENSOR_BYTES[t["data_type"]] * int(np.prod(dims))
