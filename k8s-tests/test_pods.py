@@ -378,7 +378,7 @@ def test_tiers_a_shadow_and_a_broken_canary_on_real_pods(svc: dict[str, Any]):
     assert [(m["name"], m["role"]) for m in obj["status"]["models"]] == [("yolo-realtime", "current"), ("yolo", "current"), ("yolo-canary", "canary"), ("yolo-shadow", "shadow")]
     (triton,) = pods(kube, ns, NAME, "triton")
     fetch_log = kube.kubectl("logs", triton["metadata"]["name"], "-n", ns, "-c", "fetch-model").stdout
-    assert "canary: fetching its model failed; yolo-canary is left out" in fetch_log, fetch_log
+    assert "canary: fetching or preparing its model failed; yolo-canary is left out" in fetch_log, fetch_log
 
     def routes() -> dict[str, dict[str, Any]] | None:
         with urllib.request.urlopen(f"{svc['url']}/v1/models", timeout=10) as r:  # noqa: S310 - our gateway Service
