@@ -47,7 +47,7 @@ class TritonPythonModel:
 def _spec():
     return parse_spec(
         {
-            "model": {"name": "yolo", "inputSize": 320, "classNames": list(CLASS_NAMES), "source": {"uri": "https://models.example/v1.onnx"}},
+            "model": {"name": "yolo", "input": "uint8-nhwc", "inputSize": 320, "classNames": list(CLASS_NAMES), "source": {"uri": "https://models.example/v1.onnx"}},
             "triton": {"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}},
             "tiers": TIERS,
             "canary": {"source": {"uri": "https://models.example/v2.onnx"}, "percent": 25},
