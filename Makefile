@@ -7,14 +7,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-12)
 TRAIN_VENV ?= .cache/train-venv
 
-.PHONY: help venv test test-unit test-triton test-e2e demo serve lint bench model-repo train prod-models clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo scale-bench
+.PHONY: help venv test test-unit test-triton test-k8s test-pods test-e2e demo serve lint bench model-repo train prod-models clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo scale-bench
 
 help:
 	@echo "make demo         start Triton + the gateway, detect on a fresh image, stop"
 	@echo "make k8s-demo     the same on the local cluster: helm install, S3 store, YoloService, detect, all down"
 	@echo "make autoscale-demo  a 1x -> 8x -> 1x load step on the cluster, KEDA scaling both tiers: JSON + SVG plot"
 	@echo "make scale-bench  1,000 YoloServices at once on kwok nodes: time to Ready, operator memory, API requests (COUNT=...)"
-	@echo "make test         every test (installs everything on first use)"
+	@echo "make test         every test, all four tiers (installs everything on first use)"
+	@echo "make test-unit    tier 1: no Triton, no cluster, no build (minutes)"
+	@echo "make test-triton  tier 2: against a real tritonserver from PyPI"
+	@echo "make test-k8s     tier 3: the local control plane (built from Go modules once), helm, the operator"
+	@echo "make test-pods    tier 4: real pods on the kubelet node: images, KEDA, Prometheus (test-e2e: tiers 3+4)"
+	@echo "make lint         ruff check, ruff format --check and mypy on the runtime packages"
 	@echo "make serve        the local stack in the foreground (GATEWAY_PORT, TRITON_*_PORT)"
 	@echo "make cluster-up   a real control plane on loopback (built from Go modules once); cluster-down stops it"
 	@echo "make operator     run the operator against the current kubeconfig"
@@ -38,14 +43,21 @@ venv: $(STAMP)
 test: venv cluster-build prod-models
 	$(BIN)/python -m pytest
 
+# The tiers (conftest.py's TIERS says which test is in which): each runs alone, in this order in `make test`.
 test-unit: venv
-	$(BIN)/python -m pytest -m "not triton"
+	$(BIN)/python -m pytest -m unit
 
 test-triton: venv prod-models
 	$(BIN)/python -m pytest -m triton
 
+test-k8s: venv cluster-build
+	$(BIN)/python -m pytest -m k8s
+
+test-pods: venv cluster-build prod-models
+	YOLO_REAL_NODE=$${YOLO_REAL_NODE:-1} $(BIN)/python -m pytest -m pods
+
 test-e2e: venv cluster-build prod-models
-	$(BIN)/python -m pytest k8s-tests
+	$(BIN)/python -m pytest -m "k8s or pods"
 
 cluster-build:
 	bash k8s-tests/cluster/build.sh

@@ -5,8 +5,10 @@ The pod tests (test_pods.py) use a second set, below: the project's images in th
 containerd, the object store, and the chart's operator running IN the cluster as a pod on the
 real node. Only one operator may act on a namespace, so the two operators never overlap: the
 in-cluster one watches only the pod tests' namespace (rbac.clusterWide=false), and its fixture
-first stops any local operator (test_e2e.py, which runs before test_pods.py, has stopped its own
-and uninstalled the release by then; the in-cluster operator is the same release, installed anew)."""
+first stops any local operator, then installs or upgrades the same release with the local values.
+That holds whichever tier runs: the pods tier alone (`make test-pods`) installs the release from
+nothing, and in `make test` the root conftest.py runs the whole k8s tier before the pods tier,
+whatever order the files were collected in."""
 
 from __future__ import annotations
 

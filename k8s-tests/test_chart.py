@@ -13,8 +13,6 @@ from yolo_operator.builders import Meta
 from yolo_operator.children import desired_children
 from yolo_operator.spec import parse_spec
 
-pytestmark = pytest.mark.k8s
-
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 DRY_NS = "chart-dryrun"  # not the e2e release's namespace: helm must own what it installs there
 

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 from e2e_helpers import GROUP, RELEASE, RELEASE_NS, Kube, OperatorProcess, condition, sample, wait_for
 
-pytestmark = pytest.mark.k8s
-
 NS = "e2e"
 
 

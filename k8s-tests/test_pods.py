@@ -44,7 +44,7 @@ from pod_helpers import (
 
 from yolo_tools.synthetic import encode, make_scene, match
 
-pytestmark = [pytest.mark.k8s, pytest.mark.timeout(900)]  # the first test includes building the images (cold: ~6 min)
+pytestmark = pytest.mark.timeout(900)  # the first test includes building the images (cold: ~6 min)
 
 NAME = "yolo"
 SIZES = [(640, 480), (1280, 720), (480, 640), (1024, 1024), (800, 450)]

@@ -35,7 +35,7 @@ from yolo_tools.synthetic import encode, make_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1500)]  # the first test may build the images (cold: ~6 min)
+pytestmark = pytest.mark.timeout(1500)  # the first test may build the images (cold: ~6 min)
 
 
 def images(n: int = 12, seed: int = 11) -> list[bytes]:

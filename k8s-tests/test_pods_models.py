@@ -21,7 +21,7 @@ from pod_helpers import BUCKET, Store, condition, cpu_sample, detect, gateway_ur
 
 from yolo_tools.synthetic import encode, make_scene
 
-pytestmark = [pytest.mark.k8s, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 
 MODELS = Path(__file__).resolve().parents[1] / ".cache" / "prod-models"
 FILES = {"static": "yolov8n-640-static.onnx", "seg": "yolov8n-seg-640.onnx"}

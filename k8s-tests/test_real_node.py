@@ -16,8 +16,6 @@ import pytest
 import realnode
 from e2e_helpers import Kube, cluster, run, wait_for
 
-pytestmark = pytest.mark.k8s
-
 NS = "real-node"
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 

@@ -6,7 +6,6 @@ import asyncio
 
 import cv2
 import numpy as np
-import pytest
 from gw_helpers import gateway_app
 
 from yolo_gateway.cache import InferenceCache
@@ -76,7 +75,6 @@ def test_bounded_in_entries_least_recently_used_out():
     assert [c.get(fp(v), ("g",)) for v in (0, 100, 200)] == [0, 2, 3]
 
 
-@pytest.mark.triton
 def test_a_repeated_frame_is_answered_from_the_cache(triton):
     from prometheus_client import REGISTRY
 

@@ -9,11 +9,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from yolo_tools.synthetic import encode, make_scene
-
-pytestmark = pytest.mark.triton
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "charts" / "yolo-operator" / "dashboards" / "yolo-service.json"
 # Triton exports its GPU metrics only where there is a GPU (Triton's metrics docs); this CPU machine has none.

@@ -12,8 +12,6 @@ from PIL import Image
 
 from yolo_tools.synthetic import CLASS_NAMES, encode, make_scene
 
-pytestmark = pytest.mark.triton
-
 
 @pytest.fixture(scope="module")
 def scene():

@@ -32,8 +32,6 @@ from yolo_tools.local_triton import LocalTriton, free_port
 from yolo_tools.stack import GatewayProcess
 from yolo_tools.synthetic import encode, make_scene
 
-pytestmark = pytest.mark.triton
-
 LIMIT = 1024 * 1024
 DEADLINE_S = 2.0
 

@@ -23,8 +23,6 @@ from yolo_tools.local_triton import LocalTriton, TritonPorts
 from yolo_tools.prepare import prepare
 from yolo_tools.synthetic import CLASS_NAMES, encode, make_scene, match
 
-pytestmark = pytest.mark.triton
-
 # served name -> (the CR's model fields, the ONNX: a committed one, or prepare()'s options on the source export)
 FORMATS: dict[str, tuple[dict, str | dict]] = {
     "yolo": ({"format": "onnx"}, "yolo"),

@@ -28,8 +28,6 @@ from yolo_tools.devrepo import SOURCE_ONNX
 from yolo_tools.local_triton import LocalTriton, TritonPorts
 from yolo_tools.synthetic import encode, make_scene
 
-pytestmark = pytest.mark.triton
-
 PROD = Path(__file__).parents[2] / ".cache" / "prod-models" / "yolov8n-640-static.onnx"
 FILES = {"shapes": SOURCE_ONNX, "shapes_opt": SOURCE_ONNX, "v8n": PROD, "v8n_opt": PROD}
 BYTES = {"TYPE_FP32": 4, "TYPE_UINT8": 1, "TYPE_INT32": 4, "TYPE_FP16": 2}

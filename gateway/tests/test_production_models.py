@@ -32,8 +32,6 @@ from yolo_operator.spec import parse_spec
 from yolo_tools.local_triton import LocalTriton, TritonPorts
 from yolo_tools.synthetic import encode, make_scene
 
-pytestmark = pytest.mark.triton
-
 PROD_MODELS = Path(__file__).parents[2] / ".cache" / "prod-models"
 # served name -> the export it is prepared from
 MODELS = {

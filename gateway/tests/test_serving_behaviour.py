@@ -10,7 +10,6 @@ import time
 
 import httpx
 import numpy as np
-import pytest
 from gw_helpers import boxes_of, gateway_app, settled_counts, triton_stats
 
 from yolo_gateway.settings import Settings
@@ -18,8 +17,6 @@ from yolo_tools.devrepo import write_variant
 from yolo_tools.local_triton import LocalTriton, TritonPorts, free_port
 from yolo_tools.stack import GatewayProcess
 from yolo_tools.synthetic import encode, make_scene, match
-
-pytestmark = pytest.mark.triton
 
 JPEG = {"content-type": "image/jpeg"}
 

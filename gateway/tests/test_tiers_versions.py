@@ -26,8 +26,6 @@ from yolo_tools.devrepo import LOCAL_REPO
 from yolo_tools.local_triton import LocalTriton, TritonPorts
 from yolo_tools.synthetic import CLASS_NAMES, encode, make_scene
 
-pytestmark = pytest.mark.triton
-
 TIERS = [
     {"name": "streaming", "maxBatchSize": 2, "maxQueueDelayMicroseconds": 100, "instances": 2, "preserveOrdering": True},
     {"name": "balanced", "maxBatchSize": 8, "maxQueueDelayMicroseconds": 1000, "instances": 1, "default": True},

@@ -1,6 +1,6 @@
 """The file inspection, the batch-axis rewrite and the config they give, on small ONNX graphs
 built here (onnx.helper) and on the bundled export. No Triton: what Triton's onnxruntime
-backend accepts is checked by gateway/tests/test_standin_rules.py and the pod tests."""
+backend accepts is checked by tools/tests/test_standin_rules.py and the pod tests."""
 
 from __future__ import annotations
 

@@ -13,8 +13,6 @@ import pytest
 
 from yolo_tools.local_triton import free_port
 
-pytestmark = pytest.mark.triton
-
 
 def test_demo_detects_on_a_fresh_image_and_stops(tmp_path):
     out = tmp_path / "demo.png"

@@ -13,11 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from yolo_tools.local_triton import free_port
-
-pytestmark = pytest.mark.triton
 
 
 def _pids_with(arg: str) -> list[int]:

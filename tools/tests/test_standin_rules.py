@@ -14,8 +14,6 @@ from tritonclient.utils import InferenceServerException
 
 from yolo_tools.local_triton import LocalTriton, TritonPorts
 
-pytestmark = pytest.mark.triton
-
 H = W = 8
 WEIGHT = np.arange(6, dtype=np.float32).reshape(2, 3, 1, 1) / 10  # a 1x1 Conv: 3 channels in, 2 out
 
