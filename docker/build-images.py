@@ -84,7 +84,9 @@ BASE_RECIPE = {
     "revision": 1,
 }
 if os.environ.get("DEBIAN_MIRROR"):  # e.g. a snapshot; part of the recipe, so of its hash
-    BASE_RECIPE["mirrors"] = [m.replace("http://deb.debian.org", os.environ["DEBIAN_MIRROR"]) for m in BASE_RECIPE["mirrors"]]
+    BASE_RECIPE["mirrors"] = [
+        m.replace("http://deb.debian.org", os.environ["DEBIAN_MIRROR"]) for m in BASE_RECIPE["mirrors"]
+    ]
 
 
 @dataclass
@@ -130,13 +132,27 @@ BUILD_TOOLS = ["setuptools>=68"]  # the project's build backend, for `pip instal
 
 def images() -> list[Image]:
     return [
-        Image("operator", "docker/operator.Dockerfile", WheelSet("operator", _pyproject_requirements("operator") + BUILD_TOOLS)),
-        Image("gateway", "docker/gateway.Dockerfile", WheelSet("gateway", _pyproject_requirements("gateway") + BUILD_TOOLS)),
-        Image("model-fetcher", "docker/model-fetcher.Dockerfile", WheelSet("model-fetcher", _requirements_file("docker/model-fetcher/requirements.txt") + BUILD_TOOLS)),
+        Image(
+            "operator",
+            "docker/operator.Dockerfile",
+            WheelSet("operator", _pyproject_requirements("operator") + BUILD_TOOLS),
+        ),
+        Image(
+            "gateway",
+            "docker/gateway.Dockerfile",
+            WheelSet("gateway", _pyproject_requirements("gateway") + BUILD_TOOLS),
+        ),
+        Image(
+            "model-fetcher",
+            "docker/model-fetcher.Dockerfile",
+            WheelSet("model-fetcher", _requirements_file("docker/model-fetcher/requirements.txt") + BUILD_TOOLS),
+        ),
         Image(
             "triton-cpu",
             "docker/triton-cpu.Dockerfile",
-            WheelSet("triton-cpu", _requirements_file("docker/triton-cpu/requirements.txt"), ["nvidia-pytriton==0.7.0"]),
+            WheelSet(
+                "triton-cpu", _requirements_file("docker/triton-cpu/requirements.txt"), ["nvidia-pytriton==0.7.0"]
+            ),
         ),
     ]
 
@@ -160,7 +176,11 @@ def buildah(*args: str, capture: bool = False, check: bool = True) -> subprocess
 
 
 def ensure_tools(need_mmdebstrap: bool) -> None:
-    missing = [p for p, b in (("buildah", "buildah"), ("mmdebstrap", "mmdebstrap")) if shutil.which(b) is None and (p != "mmdebstrap" or need_mmdebstrap)]
+    missing = [
+        p
+        for p, b in (("buildah", "buildah"), ("mmdebstrap", "mmdebstrap"))
+        if shutil.which(b) is None and (p != "mmdebstrap" or need_mmdebstrap)
+    ]
     if missing:
         log(f"installing {' '.join(missing)} from the Debian mirror")
         run(["apt-get", "update", "-qq"])
@@ -209,7 +229,13 @@ def build_base() -> None:
         rootfs.parent.mkdir(parents=True, exist_ok=True)
         r = BASE_RECIPE
         tmp = rootfs.with_suffix(".partial")
-        cmd = ["mmdebstrap", f"--variant={r['variant']}", "--format=tar", "--skip=output/dev", f"--include={','.join(r['include'])}"]
+        cmd = [
+            "mmdebstrap",
+            f"--variant={r['variant']}",
+            "--format=tar",
+            "--skip=output/dev",
+            f"--include={','.join(r['include'])}",
+        ]
         cmd += [f"--hook-dir={h}" for h in r["hooks"]]
         cmd += [f"--aptopt={o}" for o in r["aptopt"]] + [f"--dpkgopt={o}" for o in r["dpkgopt"]]
         cmd += [f"--customize-hook={c}" for c in r["customize"]]
@@ -240,7 +266,9 @@ def build_wheels(ws: WheelSet) -> Path:
     if (target / ".complete").exists():
         return target
     if sys.version_info[:2] != (3, 11):
-        raise SystemExit("the wheelhouses are built by the host's pip for the images' Python 3.11: run this with python3.11")
+        raise SystemExit(
+            "the wheelhouses are built by the host's pip for the images' Python 3.11: run this with python3.11"
+        )
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -254,7 +282,9 @@ def build_wheels(ws: WheelSet) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     size = sum(p.stat().st_size for p in target.glob("*.whl"))
-    log(f"wheelhouse {target.name}: {len(list(target.glob('*.whl')))} wheels, {size / 1e6:.0f} MB in {time.monotonic() - t0:.0f}s")
+    log(
+        f"wheelhouse {target.name}: {len(list(target.glob('*.whl')))} wheels, {size / 1e6:.0f} MB in {time.monotonic() - t0:.0f}s"
+    )
     return target
 
 
@@ -277,7 +307,11 @@ def inputs_digest(img: Image, wheels: Path) -> str:
     h = hashlib.sha256(json.dumps([img.dockerfile, img.ref, wheels.name, image_id(BASE_REF)]).encode())
     for top in COMMON_INPUTS + INPUTS[img.name]:
         base = ROOT / top
-        paths = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file() and not SKIP_PARTS & set(p.relative_to(ROOT).parts))
+        paths = (
+            [base]
+            if base.is_file()
+            else sorted(p for p in base.rglob("*") if p.is_file() and not SKIP_PARTS & set(p.relative_to(ROOT).parts))
+        )
         for p in paths:
             st = p.lstat()
             h.update(f"{p.relative_to(ROOT)}\0{st.st_mode:o}\0".encode())
@@ -357,7 +391,9 @@ def load_images(imgs: list[Image]) -> None:
             raise SystemExit(f"after importing {img.archive.name}, containerd lists {names}, not {img.ref}")
         # The CRI's view (what a kubelet resolves for image: localhost/yolo-operator/...:dev).
         if shutil.which("crictl"):
-            r = run(["crictl", "--runtime-endpoint", f"unix://{SOCKET}", "inspecti", img.ref], capture=True, check=False)
+            r = run(
+                ["crictl", "--runtime-endpoint", f"unix://{SOCKET}", "inspecti", img.ref], capture=True, check=False
+            )
             if r.returncode != 0:
                 raise SystemExit(f"the CRI does not resolve {img.ref}: {r.stderr.strip()}")
         stamp(loaded, f"{SOCKET} {iid}")
@@ -377,7 +413,11 @@ class _Store(http.server.BaseHTTPRequestHandler):
 
     def _send(self, head_only: bool) -> None:
         path = urllib.parse.urlsplit(self.path).path
-        ok = path in ("/models/yolo.onnx", "/bucket/models/yolo.onnx", "/download/storage/v1/b/bucket/o/models%2Fyolo.onnx")
+        ok = path in (
+            "/models/yolo.onnx",
+            "/bucket/models/yolo.onnx",
+            "/download/storage/v1/b/bucket/o/models%2Fyolo.onnx",
+        )
         self.hits.append(f"{self.command} {self.path} auth={self.headers.get('Authorization', '-')[:40]}")
         if not ok:
             self.send_response(404)
@@ -430,7 +470,15 @@ def store(blob: bytes):
         srv.server_close()
 
 
-def brun(ref: str, cmd: list[str], *, env: dict[str, str] | None = None, volumes: list[str] = (), capture: bool = True, timeout: float = 300) -> str:
+def brun(
+    ref: str,
+    cmd: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    volumes: list[str] = (),
+    capture: bool = True,
+    timeout: float = 300,
+) -> str:
     """Run CMD in a fresh container of REF: host network, uid 1000, the image's own env."""
     ctr_id = buildah("from", "--pull-never", "--signature-policy", str(POLICY), ref, capture=True).stdout.strip()
     try:
@@ -439,7 +487,19 @@ def brun(ref: str, cmd: list[str], *, env: dict[str, str] | None = None, volumes
             args += ["--env", f"{k}={v}"]
         for v in volumes:
             args += ["--volume", v]
-        full = ["buildah", "--root", str(STORAGE), "--runroot", str(RUNROOT), "--storage-driver", STORAGE_DRIVER, *args, ctr_id, "--", *cmd]
+        full = [
+            "buildah",
+            "--root",
+            str(STORAGE),
+            "--runroot",
+            str(RUNROOT),
+            "--storage-driver",
+            STORAGE_DRIVER,
+            *args,
+            ctr_id,
+            "--",
+            *cmd,
+        ]
         r = subprocess.run(full, text=True, capture_output=capture, timeout=timeout)
         if r.returncode != 0:
             raise SystemExit(f"FAILED in {ref}: {' '.join(cmd)}\n{r.stdout or ''}{r.stderr or ''}")
@@ -461,10 +521,14 @@ def _png(width: int, height: int) -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
 
     ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes((8, 2, 0, 0, 0))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(rows))) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(rows))) + chunk(b"IEND", b"")
+    )
 
 
-def _http(url: str, data: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, bytes]:
+def _http(
+    url: str, data: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10
+) -> tuple[int, bytes]:
     req = urllib.request.Request(url, data=data, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -477,7 +541,14 @@ def _infer(base: str, model: str, image: bytes) -> tuple[list[int], bytes]:
     """One KServe v2 HTTP inference with a binary input and output: a [1,320,320,3] uint8 tensor."""
     header = json.dumps(
         {
-            "inputs": [{"name": "images", "shape": [1, 320, 320, 3], "datatype": "UINT8", "parameters": {"binary_data_size": len(image)}}],
+            "inputs": [
+                {
+                    "name": "images",
+                    "shape": [1, 320, 320, 3],
+                    "datatype": "UINT8",
+                    "parameters": {"binary_data_size": len(image)},
+                }
+            ],
             "outputs": [{"name": "output0", "parameters": {"binary_data": True}}],
         }
     ).encode()
@@ -497,7 +568,9 @@ def _infer(base: str, model: str, image: bytes) -> tuple[list[int], bytes]:
 
 def _errors(log_path: Path) -> str:
     """The lines of a container log worth showing: errors, not Triton's tables."""
-    lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip() and not ln.startswith(("|", "+"))]
+    lines = [
+        ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip() and not ln.startswith(("|", "+"))
+    ]
     bad = [ln for ln in lines if ln[:1] in "EF" or "rror" in ln or "Traceback" in ln]
     return "\n".join((bad or lines)[-40:])
 
@@ -515,7 +588,9 @@ def _wait(url: str, proc: subprocess.Popen, what: str, timeout: float, log_path:
 
 
 @contextlib.contextmanager
-def background(ref: str, cmd: list[str], work: Path, name: str, env: dict[str, str] | None = None, volumes: list[str] = ()):
+def background(
+    ref: str, cmd: list[str], work: Path, name: str, env: dict[str, str] | None = None, volumes: list[str] = ()
+):
     """A long-running container (host pid namespace, so its pid file names a host pid we can signal)."""
     ctr_id = buildah("from", "--pull-never", "--signature-policy", str(POLICY), ref, capture=True).stdout.strip()
     log_path = work / f"{name}.log"
@@ -528,7 +603,9 @@ def background(ref: str, cmd: list[str], work: Path, name: str, env: dict[str, s
         args += ["--volume", v]
     script = 'echo $$ > "$0"; exec "$@"'
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen([*args, ctr_id, "--", "/bin/sh", "-c", script, pidfile, *cmd], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*args, ctr_id, "--", "/bin/sh", "-c", script, pidfile, *cmd], stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         yield proc, log_path
     finally:
@@ -576,12 +653,13 @@ def verify(imgs: dict[str, Image]) -> None:
     work.mkdir()
     os.chmod(work, 0o777)
     if True:
-
         # The operator image: imports, CLI, and what it renders for a YoloService (config + init container).
         brun(op, ["python", "-m", "yolo_operator", "--help"])
         with store(onnx) as (port, hits):
             rendered = {
-                scheme: json.loads(brun(op, ["python", "-c", RENDER, uri, "yolo_" + scheme, triton, secret]).strip().splitlines()[-1])
+                scheme: json.loads(
+                    brun(op, ["python", "-c", RENDER, uri, "yolo_" + scheme, triton, secret]).strip().splitlines()[-1]
+                )
                 for scheme, uri, secret in (
                     ("http", f"http://127.0.0.1:{port}/models/yolo.onnx", ""),
                     ("s3", "s3://bucket/models/yolo.onnx", "s3-credentials"),
@@ -594,14 +672,27 @@ def verify(imgs: dict[str, Image]) -> None:
             # The model-fetcher runs the operator's init-container command for each scheme.
             stand_in = {
                 "http": {},
-                "s3": {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "smoke", "AWS_SECRET_ACCESS_KEY": "smoke-secret", "AWS_REGION": "us-east-1"},
+                "s3": {
+                    "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                    "AWS_ACCESS_KEY_ID": "smoke",
+                    "AWS_SECRET_ACCESS_KEY": "smoke-secret",
+                    "AWS_REGION": "us-east-1",
+                },
                 "gs": {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"},
                 "gskey": {"GCS_ENDPOINT_URL": f"http://127.0.0.1:{port}"},
             }
             creds = work / "credentials"  # a service-account key whose token_uri is the stand-in
             creds.mkdir()
             pem = run(["openssl", "genrsa", "2048"], capture=True).stdout
-            key = {"type": "service_account", "project_id": "smoke", "private_key_id": "1", "private_key": pem, "client_email": "smoke@smoke.iam.gserviceaccount.com", "client_id": "1", "token_uri": f"http://127.0.0.1:{port}/token"}
+            key = {
+                "type": "service_account",
+                "project_id": "smoke",
+                "private_key_id": "1",
+                "private_key": pem,
+                "client_email": "smoke@smoke.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": f"http://127.0.0.1:{port}/token",
+            }
             (creds / "key.json").write_text(json.dumps(key))
             os.chmod(creds / "key.json", 0o644)
             models = work / "models"
@@ -615,34 +706,65 @@ def verify(imgs: dict[str, Image]) -> None:
                 env = {e["name"]: e["value"] for e in r["env"]} | stand_in[scheme]
                 if scheme == "gskey" and env.get("GOOGLE_APPLICATION_CREDENTIALS") != "/credentials/key.json":
                     raise SystemExit(f"FAILED: the operator's gs:// init container with a secretRef has env {env}")
-                brun(fetcher, r["command"], env=env, volumes=[f"{models}:/models", f"{cfg}:/config:ro", f"{work}:/tmp", f"{creds}:/credentials:ro"])
+                brun(
+                    fetcher,
+                    r["command"],
+                    env=env,
+                    volumes=[f"{models}:/models", f"{cfg}:/config:ro", f"{work}:/tmp", f"{creds}:/credentials:ro"],
+                )
                 got = models / f"yolo_{scheme}" / "1" / "model.onnx"
                 if not got.exists() or got.read_bytes() != onnx:
-                    raise SystemExit(f"FAILED: the model-fetcher's {scheme} fetch did not write {got}; requests: {hits}")
+                    raise SystemExit(
+                        f"FAILED: the model-fetcher's {scheme} fetch did not write {got}; requests: {hits}"
+                    )
                 if 'name: "images"' not in (got.parent.parent / "config.pbtxt").read_text():
                     raise SystemExit(f"FAILED: yolo-model-prepare wrote no config for {got} in the model-fetcher image")
             # fetch-model itself, with a checksum, and its refusal of a wrong one.
             url = f"http://127.0.0.1:{port}/models/yolo.onnx"
-            brun(fetcher, ["fetch-model", "--sha256", hashlib.sha256(onnx).hexdigest(), url, "/tmp/direct/model.onnx"], volumes=[f"{work}:/tmp"])
-            brun(fetcher, ["fetch-model", "s3://bucket/models/yolo.onnx", "/tmp/direct-s3/model.onnx"], env=stand_in["s3"], volumes=[f"{work}:/tmp"])
+            brun(
+                fetcher,
+                ["fetch-model", "--sha256", hashlib.sha256(onnx).hexdigest(), url, "/tmp/direct/model.onnx"],
+                volumes=[f"{work}:/tmp"],
+            )
+            brun(
+                fetcher,
+                ["fetch-model", "s3://bucket/models/yolo.onnx", "/tmp/direct-s3/model.onnx"],
+                env=stand_in["s3"],
+                volumes=[f"{work}:/tmp"],
+            )
             for got in (work / "direct" / "model.onnx", work / "direct-s3" / "model.onnx"):
                 if got.read_bytes() != onnx:
                     raise SystemExit(f"FAILED: fetch-model wrote a different {got}")
             try:
-                brun(fetcher, ["fetch-model", "--sha256", "0" * 64, url, "/tmp/bad/model.onnx"], volumes=[f"{work}:/tmp"])
+                brun(
+                    fetcher, ["fetch-model", "--sha256", "0" * 64, url, "/tmp/bad/model.onnx"], volumes=[f"{work}:/tmp"]
+                )
             except SystemExit:
                 pass
             else:
                 raise SystemExit("FAILED: fetch-model accepted a wrong sha256")
-            if not any("auth=AWS4-HMAC-SHA256 Credential=smoke/" in h for h in hits) or not any("auth=Bearer " in h for h in hits):
+            if not any("auth=AWS4-HMAC-SHA256 Credential=smoke/" in h for h in hits) or not any(
+                "auth=Bearer " in h for h in hits
+            ):
                 raise SystemExit(f"FAILED: the s3 / gs key-file fetches did not authenticate: {hits}")
-            log(f"model-fetcher image: http, s3 (AWS_ENDPOINT_URL, signed), gs (STORAGE_EMULATOR_HOST; key file + GCS_ENDPOINT_URL) ok ({len(hits)} requests)")
+            log(
+                f"model-fetcher image: http, s3 (AWS_ENDPOINT_URL, signed), gs (STORAGE_EMULATOR_HOST; key file + GCS_ENDPOINT_URL) ok ({len(hits)} requests)"
+            )
 
         # triton-cpu: the operator's own args on the fetched repository, plus model_repository/local.
         http_port, grpc_port, metrics_port, gw_port = free_port(), free_port(), free_port(), free_port()
-        args = [a for a in rendered["http"]["triton_args"] if not a.startswith(("--http-port", "--grpc-port", "--metrics-port"))]
+        args = [
+            a
+            for a in rendered["http"]["triton_args"]
+            if not a.startswith(("--http-port", "--grpc-port", "--metrics-port"))
+        ]
         args += [f"--http-port={http_port}", f"--grpc-port={grpc_port}", f"--metrics-port={metrics_port}"]
-        args += ["--model-repository=/srv/repo/local", "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"]
+        args += [
+            "--model-repository=/srv/repo/local",
+            "--http-address=127.0.0.1",
+            "--grpc-address=127.0.0.1",
+            "--metrics-address=127.0.0.1",
+        ]
         vols = [f"{models}:/models:ro", f"{ROOT / 'model_repository'}:/srv/repo:ro"]
         with background(triton, ["tritonserver", *args], work, "triton", volumes=vols) as (proc, tlog):
             base = f"http://127.0.0.1:{http_port}"
@@ -650,24 +772,44 @@ def verify(imgs: dict[str, Image]) -> None:
             for model in ("yolo", "yolo_end2end", "yolo_http", "yolo_s3", "yolo_gs", "yolo_gskey"):
                 status, body = _http(f"{base}/v2/models/{model}/ready")
                 if status != 200:
-                    raise SystemExit(f"FAILED: triton model {model} not ready ({status} {body[:200]!r}):\n{tlog.read_text()[-3000:]}")
+                    raise SystemExit(
+                        f"FAILED: triton model {model} not ready ({status} {body[:200]!r}):\n{tlog.read_text()[-3000:]}"
+                    )
             for model in ("yolo", "yolo_http"):
                 shape, data = _infer(base, model, bytes(range(256)) * 1200)
                 if shape != [1, 7, 2100] or len(data) != 4 * 7 * 2100:
                     raise SystemExit(f"FAILED: triton infer on {model}: shape {shape}, {len(data)} bytes")
-            log("triton-cpu image: python backend (model_repository/local) and the onnxruntime platform (operator config) serve")
+            log(
+                "triton-cpu image: python backend (model_repository/local) and the onnxruntime platform (operator config) serve"
+            )
 
             # gateway: the real server in its image, detecting through that Triton over gRPC.
             brun(gw, ["python", "-c", GATEWAY_PROBE])
-            genv = {"YOLO_GATEWAY_TRITON_URL": f"127.0.0.1:{grpc_port}", "YOLO_GATEWAY_MODEL_NAME": "yolo_http", "YOLO_GATEWAY_HOST": "127.0.0.1", "YOLO_GATEWAY_PORT": str(gw_port)}
-            with background(gw, ["python", "-m", "yolo_gateway"], work, "gateway", env=genv, volumes=[f"{work}:/tmp"]) as (gproc, glog):
+            genv = {
+                "YOLO_GATEWAY_TRITON_URL": f"127.0.0.1:{grpc_port}",
+                "YOLO_GATEWAY_MODEL_NAME": "yolo_http",
+                "YOLO_GATEWAY_HOST": "127.0.0.1",
+                "YOLO_GATEWAY_PORT": str(gw_port),
+            }
+            with background(
+                gw, ["python", "-m", "yolo_gateway"], work, "gateway", env=genv, volumes=[f"{work}:/tmp"]
+            ) as (gproc, glog):
                 _wait(f"http://127.0.0.1:{gw_port}/readyz", gproc, "gateway", 90, glog)
-                status, body = _http(f"http://127.0.0.1:{gw_port}/v1/detect", _png(480, 360), {"Content-Type": "image/png"}, 30)
+                status, body = _http(
+                    f"http://127.0.0.1:{gw_port}/v1/detect", _png(480, 360), {"Content-Type": "image/png"}, 30
+                )
                 if status != 200 or "detections" not in json.loads(body):
                     raise SystemExit(f"FAILED: gateway /v1/detect: {status} {body[:300]!r}\n{glog.read_text()[-3000:]}")
-                log(f"gateway image: /v1/detect through triton-cpu answered 200 ({len(json.loads(body)['detections'])} detections)")
+                log(
+                    f"gateway image: /v1/detect through triton-cpu answered 200 ({len(json.loads(body)['detections'])} detections)"
+                )
     # The entrypoints and users the Deployments rely on.
-    for img, entry in ((gw, ["python", "-m", "yolo_gateway"]), (op, ["python", "-m", "yolo_operator"]), (triton, ["tritonserver"]), (fetcher, ["fetch-model"])):
+    for img, entry in (
+        (gw, ["python", "-m", "yolo_gateway"]),
+        (op, ["python", "-m", "yolo_operator"]),
+        (triton, ["tritonserver"]),
+        (fetcher, ["fetch-model"]),
+    ):
         cfg = image_info(img)["OCIv1"]["config"]
         if cfg.get("Entrypoint") != entry or cfg.get("User") != "1000:1000":
             raise SystemExit(f"FAILED: {img}: entrypoint {cfg.get('Entrypoint')} user {cfg.get('User')}")
@@ -680,10 +822,22 @@ def verify(imgs: dict[str, Image]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="*", help="images to build (default: all)")
-    ap.add_argument("--load", dest="load", action="store_true", default=None, help="import into containerd (default: when its socket exists)")
+    ap.add_argument(
+        "--load",
+        dest="load",
+        action="store_true",
+        default=None,
+        help="import into containerd (default: when its socket exists)",
+    )
     ap.add_argument("--no-load", dest="load", action="store_false")
     ap.add_argument("--load-only", action="store_true", help="only import the exported archives (make images-load)")
-    ap.add_argument("--verify", dest="verify", action="store_true", default=None, help="run the smoke checks even if no image changed")
+    ap.add_argument(
+        "--verify",
+        dest="verify",
+        action="store_true",
+        default=None,
+        help="run the smoke checks even if no image changed",
+    )
     ap.add_argument("--no-verify", dest="verify", action="store_false")
     args = ap.parse_args()
     if os.geteuid() != 0:

@@ -41,32 +41,49 @@ def say(msg: str) -> None:
 
 def plot(record: dict, path: Path) -> None:
     samples, windows, ev = record["samples"], record["windows"], record["events"]
-    steps = record["steps"] + [{"t": ev.get("end", 0), "clients": record["steps"][-1]["clients"] if record["steps"] else 0}]
+    steps = record["steps"] + [
+        {"t": ev.get("end", 0), "clients": record["steps"][-1]["clients"] if record["steps"] else 0}
+    ]
     s = lambda key, sub: [(x["t"], x[key][sub]) for x in samples]  # noqa: E731
     nan = lambda v: math.nan if v is None else v  # noqa: E731
     panels = [
-        Panel("Offered load and throughput", "", [
-            Series("clients (closed loop)", [(x["t"], x["clients"]) for x in steps], step=True),
-            Series("completed req/s (5 s)", [(w["t"], w["rps"]) for w in windows]),
-        ]),
+        Panel(
+            "Offered load and throughput",
+            "",
+            [
+                Series("clients (closed loop)", [(x["t"], x["clients"]) for x in steps], step=True),
+                Series("completed req/s (5 s)", [(w["t"], w["rps"]) for w in windows]),
+            ],
+        ),
         Panel("Latency", "ms", [Series("p99 (5 s windows)", [(w["t"], nan(w["p99_ms"])) for w in windows])]),
-        Panel("Queue depth (Prometheus)", "requests", [
-            Series("gateway in flight", s("queue", "gateway_inflight")),
-            Series("gateway → Triton (demand)", s("queue", "gateway_triton")),
-            Series("Triton pending", s("queue", "triton_pending")),
-        ]),
-        Panel("Replicas", "pods", [
-            Series("Triton desired (HPA)", s("desired", "triton"), step=True),
-            Series("Triton ready", s("ready", "triton"), step=True, dashed=True),
-            Series("gateway desired (HPA)", s("desired", "gateway"), step=True),
-            Series("gateway ready", s("ready", "gateway"), step=True, dashed=True),
-        ], integer=True),
+        Panel(
+            "Queue depth (Prometheus)",
+            "requests",
+            [
+                Series("gateway in flight", s("queue", "gateway_inflight")),
+                Series("gateway → Triton (demand)", s("queue", "gateway_triton")),
+                Series("Triton pending", s("queue", "triton_pending")),
+            ],
+        ),
+        Panel(
+            "Replicas",
+            "pods",
+            [
+                Series("Triton desired (HPA)", s("desired", "triton"), step=True),
+                Series("Triton ready", s("ready", "triton"), step=True, dashed=True),
+                Series("gateway desired (HPA)", s("desired", "gateway"), step=True),
+                Series("gateway ready", s("ready", "gateway"), step=True, dashed=True),
+            ],
+            integer=True,
+        ),
     ]
     cfg = record["config"]
     markers = [(ev["step"], f"load ×{cfg['peak']}"), (ev["release"], f"load ×{cfg['base']}")]
     if "scaled_down" in ev:
         markers.append((ev["scaled_down"], "both tiers at min"))
-    write(path, panels, "yolo-operator: a load step on the local cluster (KEDA on queue depth, 2 CPUs)", markers=markers)
+    write(
+        path, panels, "yolo-operator: a load step on the local cluster (KEDA on queue depth, 2 CPUs)", markers=markers
+    )
 
 
 def run(kube: Kube) -> None:
@@ -74,7 +91,13 @@ def run(kube: Kube) -> None:
     ph.build_and_load_images()
     for ns in (NS, ph.STORE_NS):
         kube.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", "--ignore-not-found", check=False)
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+        }
+    )
     say(f"helm install the operator into {RELEASE_NS}, watching {NS}")
     ph.install_operator(kube, [NS])
     store = ph.Store(kube).deploy()
@@ -84,7 +107,9 @@ def run(kube: Kube) -> None:
     ph.wait_ready(kube, NAME, NS, timeout=300)
     rng = np.random.default_rng(11)
     images = [encode(make_scene(rng, 480, 360), ".jpg") for _ in range(12)]
-    analysis, record = run_step(str(kube.kubeconfig), NS, NAME, ph.gateway_url(kube, NAME, NS), images, cluster.metrics.PROMETHEUS_URL, log=say)
+    analysis, record = run_step(
+        str(kube.kubeconfig), NS, NAME, ph.gateway_url(kube, NAME, NS), images, cluster.metrics.PROMETHEUS_URL, log=say
+    )
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "autoscale.json").write_text(json.dumps(record, indent=1, allow_nan=False))
     plot(record, OUT / "autoscale.svg")
@@ -101,7 +126,11 @@ def remove(kube: Kube) -> None:
 
 def main() -> int:
     def no_pipeline() -> str | None:
-        return None if cluster._metrics_marker().exists() else "real node with Prometheus and KEDA (make cluster-build; YOLO_REAL_NODE=1)"
+        return (
+            None
+            if cluster._metrics_marker().exists()
+            else "real node with Prometheus and KEDA (make cluster-build; YOLO_REAL_NODE=1)"
+        )
 
     return demo.run("autoscale-demo", run, remove, no_pipeline)
 

@@ -34,8 +34,16 @@ from pod_helpers import cpu_sample, detect
 # (1 -> 2 at 75 s, 2 -> 1 at 181 s, 1 -> 2 at 193 s). Replaying that run's 1 s samples through the
 # HPA's rule gives the same 2 changes at 60 s and none at 90, 120 or 150 s.
 TEST_BEHAVIOR = {
-    "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max", "policies": [{"type": "Pods", "value": 4, "periodSeconds": 5}]},
-    "scaleDown": {"stabilizationWindowSeconds": 120, "selectPolicy": "Max", "policies": [{"type": "Pods", "value": 1, "periodSeconds": 10}]},
+    "scaleUp": {
+        "stabilizationWindowSeconds": 0,
+        "selectPolicy": "Max",
+        "policies": [{"type": "Pods", "value": 4, "periodSeconds": 5}],
+    },
+    "scaleDown": {
+        "stabilizationWindowSeconds": 120,
+        "selectPolicy": "Max",
+        "policies": [{"type": "Pods", "value": 1, "periodSeconds": 10}],
+    },
 }
 MAX_REPLICAS = 3
 
@@ -45,12 +53,21 @@ def scaler_sample(name: str, **patch: Any) -> dict[str, Any]:
     one batch of 1 per pod), the gateway on its own work (2 per pod); no CPU trigger (no
     metrics-server here). Small requests: 1 + 3 Triton pods and 3 gateways fit the 2-CPU node."""
     triton = {
-        "enabled": True, "engine": "keda", "minReplicas": 1, "maxReplicas": MAX_REPLICAS,
-        "targetPendingRequests": 1, "behavior": TEST_BEHAVIOR,
+        "enabled": True,
+        "engine": "keda",
+        "minReplicas": 1,
+        "maxReplicas": MAX_REPLICAS,
+        "targetPendingRequests": 1,
+        "behavior": TEST_BEHAVIOR,
     }
     gateway = {
-        "enabled": True, "engine": "keda", "minReplicas": 1, "maxReplicas": MAX_REPLICAS,
-        "targetInflightRequests": 2, "targetCpuUtilization": 0, "behavior": TEST_BEHAVIOR,
+        "enabled": True,
+        "engine": "keda",
+        "minReplicas": 1,
+        "maxReplicas": MAX_REPLICAS,
+        "targetInflightRequests": 2,
+        "targetCpuUtilization": 0,
+        "behavior": TEST_BEHAVIOR,
     }
     base = {
         "triton.maxBatchSize": 1,  # demand per pod 1 + 1: 8 clients sit well above 3 pods, so the tier rests at its maximum
@@ -82,7 +99,9 @@ class StepLoad:
     connection), changed with `set_clients`. At most `max_clients` threads, at most `max_requests`
     requests in all, and every request has a 30 s timeout: bounded in count and time."""
 
-    def __init__(self, url: str, images: list[bytes], t0: float, max_clients: int = 16, max_requests: int = 200_000) -> None:
+    def __init__(
+        self, url: str, images: list[bytes], t0: float, max_clients: int = 16, max_requests: int = 200_000
+    ) -> None:
         self.url, self.images, self.t0 = url, images, t0
         self.max_requests = max_requests
         self.requests: list[Request] = []
@@ -139,14 +158,18 @@ class Sample:
     current: dict[str, int]  # tier -> the HPA's currentReplicas
     ready: dict[str, int]  # tier -> ready replicas of the Deployment
     spec: dict[str, int]  # tier -> the Deployment's spec.replicas
-    queue: dict[str, float] = field(default_factory=dict)  # Prometheus: triton_pending, gateway_inflight, gateway_triton
+    queue: dict[str, float] = field(
+        default_factory=dict
+    )  # Prometheus: triton_pending, gateway_inflight, gateway_triton
     served: dict[str, dict[str, int]] = field(default_factory=dict)  # tier -> ready pod -> requests it has served
 
 
 class Sampler:
     """Once a second (a thread, in-process clients: no kubectl per sample), until stop()."""
 
-    def __init__(self, kubeconfig: str, namespace: str, name: str, prometheus: str, t0: float, interval: float = 1.0) -> None:
+    def __init__(
+        self, kubeconfig: str, namespace: str, name: str, prometheus: str, t0: float, interval: float = 1.0
+    ) -> None:
         self.ns, self.name, self.prometheus, self.t0, self.interval = namespace, name, prometheus, t0, interval
         api = config.new_client_from_config(kubeconfig)
         self.apps, self.hpa, self.core = client.AppsV1Api(api), client.AutoscalingV2Api(api), client.CoreV1Api(api)
@@ -170,7 +193,9 @@ class Sampler:
             s.ready[tier] = int(dep.status.ready_replicas or 0)
             s.spec[tier] = int(dep.spec.replicas or 0)
             try:
-                h = self.hpa.read_namespaced_horizontal_pod_autoscaler(f"keda-hpa-{target}", self.ns, _request_timeout=3)
+                h = self.hpa.read_namespaced_horizontal_pod_autoscaler(
+                    f"keda-hpa-{target}", self.ns, _request_timeout=3
+                )
                 s.desired[tier] = int(h.status.desired_replicas or 0)
                 s.current[tier] = int(h.status.current_replicas or 0)
             except client.ApiException as exc:
@@ -189,7 +214,9 @@ class Sampler:
     def _served(self) -> dict[str, dict[str, int]]:
         """Each ready pod's own count: Triton's statistics API, the gateway's images counter."""
         out: dict[str, dict[str, int]] = {"triton": {}, "gateway": {}}
-        pods = self.core.list_namespaced_pod(self.ns, label_selector=f"app.kubernetes.io/instance={self.name}", _request_timeout=3).items
+        pods = self.core.list_namespaced_pod(
+            self.ns, label_selector=f"app.kubernetes.io/instance={self.name}", _request_timeout=3
+        ).items
         for pod in pods:
             tier = (pod.metadata.labels or {}).get("app.kubernetes.io/component")
             ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
@@ -222,7 +249,9 @@ def served(tier: str, pod_ip: str) -> int:
         return sum(int(m["inference_stats"]["success"]["count"]) for m in stats.get("model_stats", []))
     with urllib.request.urlopen(f"http://{pod_ip}:8080/metrics", timeout=2) as r:  # noqa: S310 - our pod
         text = r.read().decode()
-    return int(sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("yolo_gateway_images_total ")))
+    return int(
+        sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("yolo_gateway_images_total "))
+    )
 
 
 # --------------------------------------------------------------------------- analysis
@@ -254,7 +283,14 @@ def windows(requests: list[Request], end: float, width: float = 5.0) -> list[dic
         a, b = k * width, (k + 1) * width
         done = [r for r in requests if a <= r.end < b]
         ok = [r.end - r.start for r in done if r.status == 200]
-        out.append({"t": b, "rps": len(done) / width, "failed": len(done) - len(ok), "p99_ms": round(p99(ok) * 1e3, 1) if ok else None})
+        out.append(
+            {
+                "t": b,
+                "rps": len(done) / width,
+                "failed": len(done) - len(ok),
+                "p99_ms": round(p99(ok) * 1e3, 1) if ok else None,
+            }
+        )
     return out
 
 
@@ -284,19 +320,29 @@ def analyse(samples: list[Sample], load: StepLoad, events: dict[str, float], min
         decided = first(samples, step, lambda s, t=tier, b=base: s.desired[t] > b)
         serving = None
         if decided is not None:
-            serving = first(samples, decided, lambda s, t=tier: any(n > 0 for p, n in s.served.get(t, {}).items() if p not in old_pods))
+            serving = first(
+                samples,
+                decided,
+                lambda s, t=tier: any(n > 0 for p, n in s.served.get(t, {}).items() if p not in old_pods),
+            )
         peak = max([s.desired[tier] for s in samples if step <= s.t < release] or [base])
         down = first(samples, release, lambda s, t=tier: s.desired[t] <= min_replicas and s.spec[t] <= min_replicas)
-        new_pods = sorted({p for s in samples if step <= s.t < release for p in s.served.get(tier, {}) if p not in old_pods})
+        new_pods = sorted(
+            {p for s in samples if step <= s.t < release for p in s.served.get(tier, {}) if p not in old_pods}
+        )
         ready_at = {p: first(samples, step, lambda s, p=p, t=tier: p in s.served.get(t, {})) for p in new_pods}
         out["tiers"][tier] = {
             "baseline_desired": base,
             "peak_desired": peak,
             "step_to_decision_s": None if decided is None else round(decided - step, 1),
-            "decision_to_new_pod_serving_s": None if serving is None or decided is None else round(serving - decided, 1),
+            "decision_to_new_pod_serving_s": None
+            if serving is None or decided is None
+            else round(serving - decided, 1),
             "new_pods": new_pods,
             # the most each served while it was Ready (a pod removed before the load dropped is not in the last sample)
-            "new_pods_served": {p: max(s.served.get(tier, {}).get(p, 0) for s in samples if step <= s.t < release) for p in new_pods},
+            "new_pods_served": {
+                p: max(s.served.get(tier, {}).get(p, 0) for s in samples if step <= s.t < release) for p in new_pods
+            },
             # how long each new pod was Ready before the load dropped (a late one may not have served yet)
             "new_pods_ready_s": {p: round(release - t, 1) for p, t in ready_at.items() if t is not None},
             "desired_changes_after_settling": changes(samples, tier, step + 60, release),
@@ -307,7 +353,11 @@ def analyse(samples: list[Sample], load: StepLoad, events: dict[str, float], min
     for phase, (a, b) in phases.items():
         reqs = load.between(a, b)
         ok = sum(r.status == 200 for r in reqs)
-        out["phases"][phase] = {"requests": len(reqs), "ok": ok, "p99_ms": round(p99([r.end - r.start for r in reqs if r.status == 200]) * 1e3, 1) if ok else None}
+        out["phases"][phase] = {
+            "requests": len(reqs),
+            "ok": ok,
+            "p99_ms": round(p99([r.end - r.start for r in reqs if r.status == 200]) * 1e3, 1) if ok else None,
+        }
     total = len(load.requests)
     out["success_ratio"] = (sum(r.status == 200 for r in load.requests) / total) if total else 0.0
     return out
@@ -349,7 +399,13 @@ def run_step(
         deadline = time.monotonic() + down_s
         while time.monotonic() < deadline:
             last = sampler.samples[-1] if sampler.samples else None
-            if last and last.t > events["release"] and all(last.desired[t] <= 1 and last.spec[t] <= 1 and last.ready[t] == 1 for t in ("triton", "gateway")):
+            if (
+                last
+                and last.t > events["release"]
+                and all(
+                    last.desired[t] <= 1 and last.spec[t] <= 1 and last.ready[t] == 1 for t in ("triton", "gateway")
+                )
+            ):
                 events["scaled_down"] = load.now()
                 break
             time.sleep(1)
@@ -360,4 +416,12 @@ def run_step(
         load.stop()
         sampler.stop()
     analysis = analyse(sampler.samples, load, events)
-    return analysis, record(load, sampler, events, {"analysis": analysis, "config": {"base": base, "peak": peak, "base_s": base_s, "peak_s": peak_s, "behavior": TEST_BEHAVIOR}})
+    return analysis, record(
+        load,
+        sampler,
+        events,
+        {
+            "analysis": analysis,
+            "config": {"base": base, "peak": peak, "base_s": base_s, "peak_s": peak_s, "behavior": TEST_BEHAVIOR},
+        },
+    )

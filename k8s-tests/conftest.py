@@ -34,7 +34,10 @@ def kube() -> Iterator[Kube]:
     """Build (once, cached) and start the control plane; tear it down afterwards."""
     build = run("bash", str(ROOT / "k8s-tests" / "cluster" / "build.sh"), check=False)
     if build.returncode != 0:
-        pytest.fail(f"cannot build the control plane (Go and the Go module proxy are needed, or set YOLO_K8S_BIN):\n{build.stderr[-4000:]}", pytrace=False)
+        pytest.fail(
+            f"cannot build the control plane (Go and the Go module proxy are needed, or set YOLO_K8S_BIN):\n{build.stderr[-4000:]}",
+            pytrace=False,
+        )
     reuse = cluster.status(quiet=True)
     try:
         kubeconfig = cluster.up()
@@ -77,7 +80,9 @@ def real_node(kube: Kube) -> Kube:
     if not cluster._node_marker().exists():
         if cluster.realnode.mode() == "on":
             pytest.fail("YOLO_REAL_NODE=1 but the cluster has no real node", pytrace=False)
-        pytest.skip(f"this cluster has no real node ({', '.join(cluster.realnode.missing(cluster.BIN)) or 'YOLO_REAL_NODE=0'})")
+        pytest.skip(
+            f"this cluster has no real node ({', '.join(cluster.realnode.missing(cluster.BIN)) or 'YOLO_REAL_NODE=0'})"
+        )
     return kube
 
 
@@ -104,9 +109,14 @@ def store(real_node: Kube, images: None) -> Iterator[object]:
 def pods_ns(real_node: Kube) -> Iterator[str]:
     """The pod tests' namespace, enforcing the restricted Pod Security Standard."""
     _delete_namespace(real_node, PODS_NS)
-    labels = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
+    labels = {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }
     real_node.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": PODS_NS, "labels": labels}})
-    wait_for("kube-root-ca.crt in the namespace", lambda: real_node.get("configmap", "kube-root-ca.crt", PODS_NS), timeout=30)
+    wait_for(
+        "kube-root-ca.crt in the namespace", lambda: real_node.get("configmap", "kube-root-ca.crt", PODS_NS), timeout=30
+    )
     yield PODS_NS
     _delete_namespace(real_node, PODS_NS)
 
@@ -122,5 +132,7 @@ def in_cluster_operator(real_node: Kube, images: None, pods_ns: str) -> Iterator
     install_operator(real_node, [pods_ns])
     yield RELEASE
     for y in real_node.items("yoloservices", pods_ns):  # while the operator runs: it removes its finalizers
-        real_node.kubectl("delete", "ys", y["metadata"]["name"], "-n", pods_ns, "--wait=true", "--timeout=60s", check=False)
+        real_node.kubectl(
+            "delete", "ys", y["metadata"]["name"], "-n", pods_ns, "--wait=true", "--timeout=60s", check=False
+        )
     uninstall_operator(real_node)

@@ -60,23 +60,36 @@ def demo(kube: Kube) -> None:
     rng = np.random.default_rng(int(time.time()))
     scene = make_scene(rng, 960, 540, min_objects=3)
     step(f"POST {url}/v1/detect: a freshly generated 960x540 JPEG with {len(scene.boxes)} shapes")
-    status, _, body = wait_for("an answer from the gateway", lambda: (r := ph.detect(url, encode(scene, ".jpg")))[0] == 200 and r, timeout=30)
+    status, _, body = wait_for(
+        "an answer from the gateway", lambda: (r := ph.detect(url, encode(scene, ".jpg")))[0] == 200 and r, timeout=30
+    )
     result = json.loads(body)
     for d in result["detections"]:
         b = d["box"]
-        print(f"  {d['class_name']:<10} {d['confidence']:.2f}  ({b['x1']:.0f}, {b['y1']:.0f}) - ({b['x2']:.0f}, {b['y2']:.0f})")
+        print(
+            f"  {d['class_name']:<10} {d['confidence']:.2f}  ({b['x1']:.0f}, {b['y1']:.0f}) - ({b['x2']:.0f}, {b['y2']:.0f})"
+        )
     print(f"  ground truth: {', '.join(CLASS_NAMES[c] for c in scene.classes)}")
-    boxes = np.array([[d["box"][k] for k in ("x1", "y1", "x2", "y2")] for d in result["detections"]], np.float32).reshape(-1, 4)
+    boxes = np.array(
+        [[d["box"][k] for k in ("x1", "y1", "x2", "y2")] for d in result["detections"]], np.float32
+    ).reshape(-1, 4)
     tp, fp, fn = match(boxes, np.array([d["class_id"] for d in result["detections"]]), scene.boxes, scene.classes, 0.5)
-    print(f"  matched at IoU 0.5: {tp} of {len(scene.boxes)} ({fp} false positives); timings_ms {result['timings_ms']}", flush=True)
+    print(
+        f"  matched at IoU 0.5: {tp} of {len(scene.boxes)} ({fp} false positives); timings_ms {result['timings_ms']}",
+        flush=True,
+    )
 
 
-def run(tag: str, body: Callable[[Kube], None], remove: Callable[[Kube], None], missing: Callable[[], str | None]) -> int:
+def run(
+    tag: str, body: Callable[[Kube], None], remove: Callable[[Kube], None], missing: Callable[[], str | None]
+) -> int:
     """Bring the cluster up (or reuse a running one), run `body`, and take down what it started:
     the whole cluster, or, when one was already running, what `remove` names. `missing()` says
     what the cluster lacks for `body` (None: nothing)."""
     reuse = cluster.status(quiet=True)
-    print(f"[{tag} {time.strftime('%H:%M:%S')}] cluster up" + (": reusing the running one" if reuse else ""), flush=True)
+    print(
+        f"[{tag} {time.strftime('%H:%M:%S')}] cluster up" + (": reusing the running one" if reuse else ""), flush=True
+    )
     try:
         kube = Kube(cluster.up())
     except cluster.ClusterError as exc:

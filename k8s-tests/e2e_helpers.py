@@ -24,7 +24,9 @@ SA = "yolo-operator"
 GROUP = "serving.yolo.dev"
 
 
-def run(*cmd: str, check: bool = True, input_text: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *cmd: str, check: bool = True, input_text: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(cmd, capture_output=True, text=True, input=input_text, env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -37,7 +39,9 @@ class Kube:
     def __init__(self, kubeconfig: Path) -> None:
         self.kubeconfig = kubeconfig
 
-    def kubectl(self, *args: str, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return run("kubectl", f"--kubeconfig={self.kubeconfig}", *args, check=check, input_text=input_text)
 
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -53,7 +57,11 @@ class Kube:
         return json.loads(r.stdout)
 
     def items(self, kind: str, namespace: str | None = None, selector: str | None = None) -> list[dict[str, Any]]:
-        args = ["get", kind, "-o", "json"] + (["-n", namespace] if namespace else ["-A"]) + (["-l", selector] if selector else [])
+        args = (
+            ["get", kind, "-o", "json"]
+            + (["-n", namespace] if namespace else ["-A"])
+            + (["-l", selector] if selector else [])
+        )
         return json.loads(self.kubectl(*args).stdout)["items"]
 
     def apply(self, obj: dict[str, Any] | str, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -78,10 +86,15 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0, interva
 
 def install_chart(kube: Kube, *helm_args: str) -> None:
     """helm install (or upgrade) the chart's release, then wait for the YoloService CRD to be Established."""
-    kube.helm("upgrade", "--install", RELEASE, str(CHART), "-n", RELEASE_NS, "--create-namespace", "--wait=false", *helm_args)
+    kube.helm(
+        "upgrade", "--install", RELEASE, str(CHART), "-n", RELEASE_NS, "--create-namespace", "--wait=false", *helm_args
+    )
     wait_for(
         "the CRD to be Established",
-        lambda: any(c["type"] == "Established" and c["status"] == "True" for c in (kube.get("crd", f"yoloservices.{GROUP}") or {}).get("status", {}).get("conditions", [])),
+        lambda: any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in (kube.get("crd", f"yoloservices.{GROUP}") or {}).get("status", {}).get("conditions", [])
+        ),
     )
 
 
@@ -106,7 +119,9 @@ class OperatorProcess:
 
     started: ClassVar[list[OperatorProcess]] = []  # so that the in-cluster operator's fixture can stop them first
 
-    def __init__(self, kubeconfig: Path, log: Path, identity: str | None = None, resync_seconds: float = 3, verbose: bool = True) -> None:
+    def __init__(
+        self, kubeconfig: Path, log: Path, identity: str | None = None, resync_seconds: float = 3, verbose: bool = True
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.verbose = verbose
         self.resync_seconds = resync_seconds
@@ -125,7 +140,9 @@ class OperatorProcess:
             "PYTHONUNBUFFERED": "1",
         }
         out = open(self.log, "ab")  # noqa: SIM115 - kept for the child's life
-        cmd = [sys.executable, "-m", "yolo_operator", "--all-namespaces", "--peering=yolo-operator", "--liveness="] + (["--verbose"] if self.verbose else [])
+        cmd = [sys.executable, "-m", "yolo_operator", "--all-namespaces", "--peering=yolo-operator", "--liveness="] + (
+            ["--verbose"] if self.verbose else []
+        )
         self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         OperatorProcess.started.append(self)
         return self

@@ -74,7 +74,9 @@ class Store:
     same file over plain HTTP (manifests/http.yaml). Credentials are made afresh for each run."""
 
     kube: Kube
-    creds: s3.Credentials = field(default_factory=lambda: s3.Credentials("yolo-" + secrets.token_hex(4), secrets.token_urlsafe(24)))
+    creds: s3.Credentials = field(
+        default_factory=lambda: s3.Credentials("yolo-" + secrets.token_hex(4), secrets.token_urlsafe(24))
+    )
 
     @property
     def endpoint(self) -> str:
@@ -84,12 +86,19 @@ class Store:
     def deploy(self) -> Store:
         s3_ref = (cluster.BIN / "node-images" / "s3.ref").read_text().strip()
         fetcher = local_images()["fetcher"]
-        values = {"S3_IMAGE": s3_ref, "FETCHER_IMAGE": fetcher, "ACCESS_KEY": self.creds.access_key, "SECRET_KEY": self.creds.secret_key}
+        values = {
+            "S3_IMAGE": s3_ref,
+            "FETCHER_IMAGE": fetcher,
+            "ACCESS_KEY": self.creds.access_key,
+            "SECRET_KEY": self.creds.secret_key,
+        }
         for manifest, deployment in (("store.yaml", "s3"), ("http.yaml", "models")):
             items = _render(MANIFESTS / manifest, **values)
             for d in items:  # new credentials roll the pods (their env comes from the Secret)
                 if d["kind"] == "Deployment":
-                    d["spec"]["template"]["metadata"].setdefault("annotations", {})["yolo.dev/credentials"] = self.revision
+                    d["spec"]["template"]["metadata"].setdefault("annotations", {})["yolo.dev/credentials"] = (
+                        self.revision
+                    )
             self.kube.apply({"apiVersion": "v1", "kind": "List", "items": items})
             self.kube.kubectl("rollout", "status", f"deployment/{deployment}", "-n", STORE_NS, "--timeout=120s")
             if deployment == "s3":
@@ -126,7 +135,12 @@ class Store:
             "kind": "Secret",
             "metadata": {"name": name, "namespace": namespace},
             "type": "Opaque",
-            "stringData": {"AWS_ACCESS_KEY_ID": c.access_key, "AWS_SECRET_ACCESS_KEY": c.secret_key, "AWS_ENDPOINT_URL": STORE_URL, "AWS_REGION": c.region},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": c.access_key,
+                "AWS_SECRET_ACCESS_KEY": c.secret_key,
+                "AWS_ENDPOINT_URL": STORE_URL,
+                "AWS_REGION": c.region,
+            },
         }
 
 
@@ -144,9 +158,27 @@ def install_operator(kube: Kube, namespaces: list[str], *extra: str) -> None:
     for ns in namespaces:
         if not kube.get("namespace", ns):
             raise AssertionError(f"namespace {ns} must exist before the chart's Roles go in")
-    args = ["upgrade", "--install", RELEASE, str(CHART), "-n", RELEASE_NS, "--create-namespace", "-f", str(LOCAL_VALUES)]
+    args = [
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        RELEASE_NS,
+        "--create-namespace",
+        "-f",
+        str(LOCAL_VALUES),
+    ]
     args += ["--set", "rbac.clusterWide=false", "--set", "watchNamespaces={" + ",".join(namespaces) + "}"]
-    args += ["--set", "operator.resyncSeconds=10", "--set", "operator.waitSeconds=2", *extra, "--wait", "--timeout=180s"]
+    args += [
+        "--set",
+        "operator.resyncSeconds=10",
+        "--set",
+        "operator.waitSeconds=2",
+        *extra,
+        "--wait",
+        "--timeout=180s",
+    ]
     r = kube.helm(*args, check=False)
     if r.returncode != 0:
         pods = kube.kubectl("get", "pods", "-n", RELEASE_NS, "-o", "wide", check=False).stdout
@@ -176,7 +208,11 @@ def cpu_sample(name: str = "yolo", **patch: Any) -> dict[str, Any]:
 def wait_ready(kube: Kube, name: str, namespace: str, timeout: float = 240) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         obj = kube.get("yoloservice", name, namespace)
-        if obj and condition(obj, "Ready").get("status") == "True" and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]:
+        if (
+            obj
+            and condition(obj, "Ready").get("status") == "True"
+            and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+        ):
             return obj
         return None
 
@@ -256,7 +292,14 @@ class Load:
             ok_body = status != 200 or b'"detections"' in body
             detail = "" if status == 200 and ok_body else body[:200].decode(errors="replace")
             with self._lock:
-                self.outcomes.append(Outcome(time.monotonic(), status if ok_body else -1, headers.get("Retry-After") or headers.get("retry-after"), detail))
+                self.outcomes.append(
+                    Outcome(
+                        time.monotonic(),
+                        status if ok_body else -1,
+                        headers.get("Retry-After") or headers.get("retry-after"),
+                        detail,
+                    )
+                )
             self._stop.wait(max(0.0, self.period - (time.monotonic() - start)))
 
     def start(self) -> Load:

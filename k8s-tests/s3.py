@@ -23,7 +23,9 @@ def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode(), hashlib.sha256).digest()
 
 
-def signed_headers(method: str, url: str, creds: Credentials, body: bytes = b"", now: datetime.datetime | None = None) -> dict[str, str]:
+def signed_headers(
+    method: str, url: str, creds: Credentials, body: bytes = b"", now: datetime.datetime | None = None
+) -> dict[str, str]:
     """The headers that sign one request (host, x-amz-date, x-amz-content-sha256, authorization)."""
     u = urllib.parse.urlsplit(url)
     now = now or datetime.datetime.now(datetime.timezone.utc)
@@ -31,7 +33,9 @@ def signed_headers(method: str, url: str, creds: Credentials, body: bytes = b"",
     payload = hashlib.sha256(body).hexdigest()
     headers = {"host": u.netloc, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
     query = sorted(urllib.parse.parse_qsl(u.query, keep_blank_values=True))
-    canonical_query = "&".join(f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}" for k, v in query)
+    canonical_query = "&".join(
+        f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}" for k, v in query
+    )
     names = sorted(headers)
     canonical = "\n".join(
         [
@@ -47,11 +51,15 @@ def signed_headers(method: str, url: str, creds: Credentials, body: bytes = b"",
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     key = _hmac(_hmac(_hmac(_hmac(("AWS4" + creds.secret_key).encode(), day), creds.region), "s3"), "aws4_request")
     signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    headers["authorization"] = f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, SignedHeaders={';'.join(names)}, Signature={signature}"
+    headers["authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, SignedHeaders={';'.join(names)}, Signature={signature}"
+    )
     return headers
 
 
-def request(method: str, url: str, creds: Credentials | None, body: bytes = b"", timeout: float = 10) -> tuple[int, bytes]:
+def request(
+    method: str, url: str, creds: Credentials | None, body: bytes = b"", timeout: float = 10
+) -> tuple[int, bytes]:
     """(status, body); creds None sends the request unsigned (anonymous)."""
     headers = signed_headers(method, url, creds, body) if creds else {}
     headers.pop("host", None)  # urllib sets the same Host itself

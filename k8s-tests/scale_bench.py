@@ -100,7 +100,10 @@ def counts(kube: Kube) -> tuple[int, int, int]:
     for y in items:
         status = y.get("status") or {}
         conds = {c["type"]: c for c in status.get("conditions", [])}
-        if conds.get("Ready", {}).get("status") == "True" and status.get("observedGeneration") == y["metadata"]["generation"]:
+        if (
+            conds.get("Ready", {}).get("status") == "True"
+            and status.get("observedGeneration") == y["metadata"]["generation"]
+        ):
             ready += 1
             handled = f"{GROUP}/last-handled-configuration" in (y["metadata"].get("annotations") or {})
             if handled and not (status.get("kopf") or {}).get("progress"):
@@ -115,7 +118,9 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds to wait for all Ready")
     ap.add_argument("--resync", type=float, default=30, help="the operator's resync period (the chart's default)")
     ap.add_argument("--steady", type=float, default=90, help="seconds of steady state measured after all are Ready")
-    ap.add_argument("--keep", action="store_true", help="leave the cluster, the services and the operator's log for a post-mortem")
+    ap.add_argument(
+        "--keep", action="store_true", help="leave the cluster, the services and the operator's log for a post-mortem"
+    )
     ap.add_argument("--verbose", action="store_true", help="the operator's debug log")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
     args = ap.parse_args()
@@ -128,13 +133,24 @@ def main() -> int:
     try:
         install_chart(kube)
         nodes = [
-            cluster._node(f"scale-node-{i}", {"node.kubernetes.io/instance-type": "scale"}, {"cpu": "1000", "memory": "4Ti", "pods": "1000"}, [])
+            cluster._node(
+                f"scale-node-{i}",
+                {"node.kubernetes.io/instance-type": "scale"},
+                {"cpu": "1000", "memory": "4Ti", "pods": "1000"},
+                [],
+            )
             for i in range(args.nodes)
         ]
         kube.apply({"apiVersion": "v1", "kind": "List", "items": nodes})
         kube.kubectl("create", "namespace", NS, check=False)
 
-        op = OperatorProcess(sa_kubeconfig(kube, tmp / "sa.kubeconfig"), tmp / "operator.log", identity="scale-bench", resync_seconds=args.resync, verbose=args.verbose)
+        op = OperatorProcess(
+            sa_kubeconfig(kube, tmp / "sa.kubeconfig"),
+            tmp / "operator.log",
+            identity="scale-bench",
+            resync_seconds=args.resync,
+            verbose=args.verbose,
+        )
         op.start()
         assert op.proc is not None
         time.sleep(5)  # its start-up requests are not the services'
@@ -143,7 +159,11 @@ def main() -> int:
         print(f"[scale] applying {args.count} YoloServices", flush=True)
         start, t_start = time.monotonic(), time.time()
         for a in range(0, args.count, 100):
-            kube.apply({"apiVersion": "v1", "kind": "List", "items": [service(i) for i in range(a, min(a + 100, args.count))]}, "-n", NS)
+            kube.apply(
+                {"apiVersion": "v1", "kind": "List", "items": [service(i) for i in range(a, min(a + 100, args.count))]},
+                "-n",
+                NS,
+            )
         applied = time.monotonic() - start
         peak_rss, progress = base_rss, []
         ready = settled = 0
@@ -153,7 +173,10 @@ def main() -> int:
             ready, settled, total = counts(kube)
             t = round(time.monotonic() - start, 1)
             progress.append({"t": t, "ready": ready, "settled": settled, "rss_mib": round(rss_mib(op.proc.pid), 1)})
-            print(f"[scale] {t:7.1f}s  {ready}/{total} Ready, {settled} settled  operator RSS {progress[-1]['rss_mib']:.0f} MiB", flush=True)
+            print(
+                f"[scale] {t:7.1f}s  {ready}/{total} Ready, {settled} settled  operator RSS {progress[-1]['rss_mib']:.0f} MiB",
+                flush=True,
+            )
             if ready == args.count and ready_at is None:
                 ready_at, t_ready = t, time.time()
             if settled == args.count:
@@ -200,11 +223,14 @@ def main() -> int:
             "writes": len(writes),  # to YoloServices and their children; the leader's keep-alives apart
             "peering_keepalives": len(keepalives),
             "writes_per_resync": round(len(writes) / max(1, int(args.steady // args.resync) * args.count), 4),
-            "write_examples": [f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name')}" for e in writes[:10]],
+            "write_examples": [
+                f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name')}" for e in writes[:10]
+            ],
             # a loop shows as one object written again and again; a tail as many objects written once
             "writes_by_object": dict(
                 collections.Counter(
-                    f"{e['objectRef'].get('resource')}/{e['objectRef'].get('name')}" + (f"/{e['objectRef']['subresource']}" if e["objectRef"].get("subresource") else "")
+                    f"{e['objectRef'].get('resource')}/{e['objectRef'].get('name')}"
+                    + (f"/{e['objectRef']['subresource']}" if e["objectRef"].get("subresource") else "")
                     for e in writes
                 ).most_common(10)
             ),

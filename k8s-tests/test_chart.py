@@ -38,7 +38,16 @@ def test_values_schema_rejects_bad_values(kube: Kube):
     r = kube.helm("template", "x", str(CHART), "--set", "unknownKey=1", check=False)
     assert r.returncode != 0 and "unknownKey" in r.stderr
     # two replicas without peering would both act on every YoloService
-    r = kube.helm("template", "x", str(CHART), "--set", "operator.replicas=2", "--set", "operator.peering.enabled=false", check=False)
+    r = kube.helm(
+        "template",
+        "x",
+        str(CHART),
+        "--set",
+        "operator.replicas=2",
+        "--set",
+        "operator.peering.enabled=false",
+        check=False,
+    )
     assert r.returncode != 0 and "needs operator.peering.enabled" in r.stderr
 
 
@@ -47,7 +56,9 @@ def test_ha_values_run_standbys_with_rolling_updates(kube: Kube):
     dep = next(d for d in docs if d["kind"] == "Deployment")
     assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
     env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", "a stable kopf peering identity per pod"
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", (
+        "a stable kopf peering identity per pod"
+    )
     assert env["YOLO_OPERATOR_PEERING_LIFETIME"]["value"] == "8"
     single = next(d for d in _render(kube, CHART / "ci" / "default-values.yaml") if d["kind"] == "Deployment")
     assert single["spec"]["replicas"] == 1 and single["spec"]["strategy"]["type"] == "Recreate"
@@ -67,12 +78,23 @@ def test_every_rendered_object_passes_server_side_dry_run(kube: Kube, dry_run_na
         labels = d["metadata"].get("labels", {})
         assert labels.get("app.kubernetes.io/part-of") == "yolo-operator", (d["kind"], d["metadata"]["name"])
         if d["kind"] != "CustomResourceDefinition":
-            assert labels.get("app.kubernetes.io/name") and labels.get("app.kubernetes.io/instance"), d["metadata"]["name"]
+            assert labels.get("app.kubernetes.io/name") and labels.get("app.kubernetes.io/instance"), d["metadata"][
+                "name"
+            ]
     # Pods are admitted only if their ServiceAccount exists, which a dry-run never creates: create those first.
     accounts = [d for d in docs if d["kind"] == "ServiceAccount"]
     kube.apply({"apiVersion": "v1", "kind": "List", "items": accounts}, "--server-side", "--field-manager=chart-test")
     body = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
-    r = kube.kubectl("apply", "--dry-run=server", "--server-side", "--field-manager=chart-test", "-f", "-", input_text=body, check=False)
+    r = kube.kubectl(
+        "apply",
+        "--dry-run=server",
+        "--server-side",
+        "--field-manager=chart-test",
+        "-f",
+        "-",
+        input_text=body,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("(server dry run)") == len(docs)
 
@@ -102,8 +124,21 @@ def test_operator_output_passes_server_side_dry_run(kube: Kube, dry_run_namespac
         spec["model"].update(format="end2end", source={"pvc": {"claimName": "models", "path": "yolo/e2e.onnx"}})
     elif variant == "tensorrt-s3":
         spec["model"].update(format="tensorrt", source={"uri": "s3://bucket/yolo.plan", "secretRef": {"name": "aws"}})
-    objs = [c.manifest for c in desired_children(parse_spec(spec), Meta("dry", "dryrun"), service_monitor_crd=False) if c.manifest]
+    objs = [
+        c.manifest
+        for c in desired_children(parse_spec(spec), Meta("dry", "dryrun"), service_monitor_crd=False)
+        if c.manifest
+    ]
     body = json.dumps({"apiVersion": "v1", "kind": "List", "items": objs})
-    r = kube.kubectl("apply", "--dry-run=server", "--server-side", "--field-manager=yolo-operator", "-f", "-", input_text=body, check=False)
+    r = kube.kubectl(
+        "apply",
+        "--dry-run=server",
+        "--server-side",
+        "--field-manager=yolo-operator",
+        "-f",
+        "-",
+        input_text=body,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("(server dry run)") == len(objs)

@@ -24,7 +24,11 @@ def ready(kube: Kube, name: str, namespace: str = NS) -> dict:
     def check() -> dict | None:
         obj = kube.get("yoloservice", name, namespace)
         c = condition(obj, "Ready")
-        if obj and c.get("status") == "True" and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]:
+        if (
+            obj
+            and c.get("status") == "True"
+            and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+        ):
             return obj
         return None
 
@@ -37,11 +41,11 @@ def children(kube: Kube, name: str, namespace: str = NS) -> dict[str, list[dict]
     return {k: kube.items(k, namespace, sel) for k in kinds}
 
 
-
 def _plan(configmap: dict) -> dict:
     """The model's plan in its model-config ConfigMap: the operator's half of config.pbtxt (the init
     container renders the rest from the model file)."""
     return json.loads(configmap["data"]["yolo.json"])
+
 
 def test_chart_installs_crd_and_rbac(kube: Kube, chart: str):
     crd = kube.get("crd", f"yoloservices.{GROUP}")
@@ -56,7 +60,9 @@ def test_chart_installs_crd_and_rbac(kube: Kube, chart: str):
     # least privilege really bites: the ServiceAccount cannot read Secrets or create Pods
     sa = f"system:serviceaccount:{RELEASE_NS}:yolo-operator"
     assert kube.kubectl("auth", "can-i", "list", "secrets", "--as", sa, check=False).stdout.strip() == "no"
-    assert kube.kubectl("auth", "can-i", "create", "pods", "-n", "default", "--as", sa, check=False).stdout.strip() == "no"
+    assert (
+        kube.kubectl("auth", "can-i", "create", "pods", "-n", "default", "--as", sa, check=False).stdout.strip() == "no"
+    )
     assert kube.kubectl("auth", "can-i", "patch", "deployments", "-n", "default", "--as", sa).stdout.strip() == "yes"
 
 
@@ -78,7 +84,13 @@ def test_sample_becomes_ready_with_every_child(kube: Kube, ns: str):
     assert plan["max_batch_size"] == 16 and plan["dynamic_batching"]["preferred_batch_sizes"] == [8, 16]
     status = obj["status"]
     assert status["url"] == f"http://shapes.{ns}.svc.cluster.local:80"
-    assert {c["type"] for c in status["conditions"]} == {"ModelCompatible", "TritonReady", "GatewayReady", "AutoscalingReady", "Ready"}
+    assert {c["type"] for c in status["conditions"]} == {
+        "ModelCompatible",
+        "TritonReady",
+        "GatewayReady",
+        "AutoscalingReady",
+        "Ready",
+    }
     assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in status["conditions"])
     assert all(c["reason"][0].isupper() and " " not in c["reason"] for c in status["conditions"])
 
@@ -100,7 +112,11 @@ def test_triton_pods_run_only_on_gpu_nodes(kube: Kube, ns: str):
         triton = kube.items("pods", ns, "app.kubernetes.io/instance=shapes,app.kubernetes.io/component=triton")
         gateway = kube.items("pods", ns, "app.kubernetes.io/instance=shapes,app.kubernetes.io/component=gateway")
         everyone = triton + gateway
-        done = triton and gateway and all(p["spec"].get("nodeName") and p["status"].get("phase") == "Running" for p in everyone)
+        done = (
+            triton
+            and gateway
+            and all(p["spec"].get("nodeName") and p["status"].get("phase") == "Running" for p in everyone)
+        )
         return (triton, gateway) if done else None
 
     triton, gateway = wait_for("every pod of both tiers scheduled and Running", placed, timeout=60, interval=0.5)
@@ -121,12 +137,36 @@ def test_printer_columns(kube: Kube, ns: str):
 
 
 def test_batching_change_updates_config_and_rolls_triton(kube: Kube, ns: str):
-    before = kube.get("deployment", "shapes-triton", ns)["spec"]["template"]["metadata"]["annotations"][f"{GROUP}/config-hash"]
-    kube.kubectl("patch", "ys", "shapes", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"triton": {"maxBatchSize": 32, "dynamicBatching": {"preferredBatchSizes": [16, 32], "maxQueueDelayMicroseconds": 500}}}}))
-    wait_for("the new model plan", lambda: _plan(kube.get("configmap", "shapes-model-config", ns))["max_batch_size"] == 32)
+    before = kube.get("deployment", "shapes-triton", ns)["spec"]["template"]["metadata"]["annotations"][
+        f"{GROUP}/config-hash"
+    ]
+    kube.kubectl(
+        "patch",
+        "ys",
+        "shapes",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        json.dumps(
+            {
+                "spec": {
+                    "triton": {
+                        "maxBatchSize": 32,
+                        "dynamicBatching": {"preferredBatchSizes": [16, 32], "maxQueueDelayMicroseconds": 500},
+                    }
+                }
+            }
+        ),
+    )
+    wait_for(
+        "the new model plan", lambda: _plan(kube.get("configmap", "shapes-model-config", ns))["max_batch_size"] == 32
+    )
     db = _plan(kube.get("configmap", "shapes-model-config", ns))["dynamic_batching"]
     assert db["preferred_batch_sizes"] == [16, 32] and db["max_queue_delay_microseconds"] == 500
-    after = kube.get("deployment", "shapes-triton", ns)["spec"]["template"]["metadata"]["annotations"][f"{GROUP}/config-hash"]
+    after = kube.get("deployment", "shapes-triton", ns)["spec"]["template"]["metadata"]["annotations"][
+        f"{GROUP}/config-hash"
+    ]
     assert after != before
     ready(kube, "shapes")
 
@@ -141,13 +181,23 @@ def test_edited_or_deleted_children_are_restored(kube: Kube, ns: str, operator: 
     kube.kubectl("delete", "configmap", "shapes-model-config", "-n", ns)
     # stripped labels take the Service out of the watch's selection: the API server says DELETED
     kube.kubectl("label", "service", "shapes-triton", "app.kubernetes.io/managed-by-", "-n", ns)
-    wait_for("the gateway image restored", lambda: kube.get("deployment", "shapes-gateway", ns)["spec"]["template"]["spec"]["containers"][0]["image"] != "evil/image:latest", timeout=5)
+    wait_for(
+        "the gateway image restored",
+        lambda: (
+            kube.get("deployment", "shapes-gateway", ns)["spec"]["template"]["spec"]["containers"][0]["image"]
+            != "evil/image:latest"
+        ),
+        timeout=5,
+    )
     wait_for("the gateway Service recreated", lambda: kube.get("service", "shapes", ns), timeout=5)
     wait_for("the Triton HPA recreated", lambda: kube.get("hpa", "shapes-triton", ns), timeout=5)
     wait_for("the model ConfigMap recreated", lambda: kube.get("configmap", "shapes-model-config", ns), timeout=5)
     wait_for(
         "the Triton Service's labels put back",
-        lambda: kube.get("service", "shapes-triton", ns)["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == "yolo-operator",
+        lambda: (
+            kube.get("service", "shapes-triton", ns)["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by")
+            == "yolo-operator"
+        ),
         timeout=5,
     )
 
@@ -155,7 +205,12 @@ def test_edited_or_deleted_children_are_restored(kube: Kube, ns: str, operator: 
         window = operator.log_since(log_start)
         return all(
             f"{what} DELETED" in window
-            for what in ("Service/shapes", "HorizontalPodAutoscaler/shapes-triton", "ConfigMap/shapes-model-config", "Service/shapes-triton")
+            for what in (
+                "Service/shapes",
+                "HorizontalPodAutoscaler/shapes-triton",
+                "ConfigMap/shapes-model-config",
+                "Service/shapes-triton",
+            )
         )
 
     wait_for("the operator's log naming the child events it reacted to", seen, timeout=5)
@@ -166,18 +221,33 @@ def test_scaling_under_an_hpa_is_not_overwritten(kube: Kube, ns: str):
     kube.kubectl("scale", "deployment/shapes-gateway", "--replicas=5", "-n", ns)
     obj = kube.get("yoloservice", "shapes", ns)
     time.sleep(10)  # three resyncs (3 s each): the replicas are still the user's/HPA's, not the operator's
-    dep = json.loads(kube.kubectl("get", "deployment", "shapes-gateway", "-n", ns, "-o", "json", "--show-managed-fields").stdout)
+    dep = json.loads(
+        kube.kubectl("get", "deployment", "shapes-gateway", "-n", ns, "-o", "json", "--show-managed-fields").stdout
+    )
     assert dep["spec"]["replicas"] == 5
-    owners = {f["manager"]: f.get("fieldsV1", {}) for f in dep["metadata"]["managedFields"] if f.get("operation") == "Apply"}
+    owners = {
+        f["manager"]: f.get("fieldsV1", {}) for f in dep["metadata"]["managedFields"] if f.get("operation") == "Apply"
+    }
     assert "f:replicas" not in json.dumps(owners.get("yolo-operator", {}))
     assert kube.get("yoloservice", "shapes", ns)["metadata"]["generation"] == obj["metadata"]["generation"]
 
 
 def test_disabling_autoscaling_deletes_the_hpas(kube: Kube, ns: str):
-    patch = {"spec": {"triton": {"autoscaling": {"enabled": False}, "replicas": 2}, "gateway": {"autoscaling": {"enabled": False}, "replicas": 3}}}
+    patch = {
+        "spec": {
+            "triton": {"autoscaling": {"enabled": False}, "replicas": 2},
+            "gateway": {"autoscaling": {"enabled": False}, "replicas": 3},
+        }
+    }
     kube.kubectl("patch", "ys", "shapes", "-n", ns, "--type=merge", "-p", json.dumps(patch))
     wait_for("both HPAs deleted", lambda: not kube.items("hpa", ns, "app.kubernetes.io/instance=shapes"))
-    wait_for("replicas from the spec", lambda: kube.get("deployment", "shapes-triton", ns)["spec"]["replicas"] == 2 and kube.get("deployment", "shapes-gateway", ns)["spec"]["replicas"] == 3)
+    wait_for(
+        "replicas from the spec",
+        lambda: (
+            kube.get("deployment", "shapes-triton", ns)["spec"]["replicas"] == 2
+            and kube.get("deployment", "shapes-gateway", ns)["spec"]["replicas"] == 3
+        ),
+    )
     obj = ready(kube, "shapes")
     assert condition(obj, "AutoscalingReady")["reason"] == "AutoscalingDisabled"
 
@@ -186,21 +256,33 @@ def test_disabling_autoscaling_deletes_the_hpas(kube: Kube, ns: str):
     ("patch", "message"),
     [
         ({"triton.autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "minReplicas must be <= maxReplicas"),
-        ({"model.source": {"uri": "https://x/m.onnx", "pvc": {"claimName": "c", "path": "p"}}}, "exactly one of model.source.uri and model.source.pvc"),
-        ({"triton.maxBatchSize": 8, "triton.dynamicBatching": {"preferredBatchSizes": [16]}}, "preferredBatchSizes must not exceed maxBatchSize"),
+        (
+            {"model.source": {"uri": "https://x/m.onnx", "pvc": {"claimName": "c", "path": "p"}}},
+            "exactly one of model.source.uri and model.source.pvc",
+        ),
+        (
+            {"triton.maxBatchSize": 8, "triton.dynamicBatching": {"preferredBatchSizes": [16]}},
+            "preferredBatchSizes must not exceed maxBatchSize",
+        ),
         ({"model.inputSize": 330}, "multiple of 32"),
         ({"model.format": "yolov99"}, "Unsupported value"),
         ({"model.source": {"uri": "ftp://x/m.onnx"}}, "should match"),
         ({"triton.autoscaling": {"minReplicas": 0, "engine": "hpa"}}, "scale to zero) needs KEDA"),
         ({"gateway.autoscaling": {"minReplicas": 0}}, "should be greater than or equal to 1"),
         ({"gateway.auth": {"enabled": True}}, "gateway.auth.enabled needs gateway.auth.secretRef"),
-        ({"tiers": [{"name": "a", "default": True}, {"name": "b", "default": True}]}, "at most one tier is the default"),
+        (
+            {"tiers": [{"name": "a", "default": True}, {"name": "b", "default": True}]},
+            "at most one tier is the default",
+        ),
         ({"tiers": [{"name": "a"}, {"name": "a", "maxBatchSize": 2}]}, "Duplicate value"),
         ({"tiers": [{"name": "canary"}]}, "the tier names canary and shadow are taken"),
         ({"canary": {"source": {"uri": "https://x/m.onnx"}, "percent": 150}}, "should be less than or equal to 100"),
         ({"shadow": {"percent": 5}}, "source: Required value"),
         ({"triton.engineCache": {"volume": "hostPath"}}, "volume hostPath needs hostPath"),
-        ({"model.format": "tensorrt", "model.classNames": None}, "set model.input, model.inputSize and model.classNames"),
+        (
+            {"model.format": "tensorrt", "model.classNames": None},
+            "set model.input, model.inputSize and model.classNames",
+        ),
         ({"gateway.admission": {"inferTimeoutSeconds": 0}}, "should be greater than 0"),
     ],
 )
@@ -233,8 +315,16 @@ def test_operator_restart_mid_reconcile_converges(kube: Kube, ns: str, operator:
         ready(kube, n)
     for n in names:
         kids = children(kube, n)
-        assert len(kids["deployment"]) == 2 and len(kids["service"]) == 2 and len(kids["hpa"]) == 2 and len(kids["configmap"]) == 1
-    owned = {c["metadata"]["ownerReferences"][0]["name"] for c in kube.items("deployment", ns, "app.kubernetes.io/managed-by=yolo-operator")}
+        assert (
+            len(kids["deployment"]) == 2
+            and len(kids["service"]) == 2
+            and len(kids["hpa"]) == 2
+            and len(kids["configmap"]) == 1
+        )
+    owned = {
+        c["metadata"]["ownerReferences"][0]["name"]
+        for c in kube.items("deployment", ns, "app.kubernetes.io/managed-by=yolo-operator")
+    }
     live = {y["metadata"]["name"] for y in kube.items("yoloservices", ns)}
     assert owned <= live, "no orphans"
 
@@ -258,7 +348,9 @@ def test_no_op_reconcile_writes_nothing(kube: Kube, ns: str, operator: OperatorP
 
     def quiet() -> bool:
         now = versions()
-        if {k: v for k, v in now.items() if not k.startswith("deployment/")} != {k: v for k, v in last["v"].items() if not k.startswith("deployment/")}:
+        if {k: v for k, v in now.items() if not k.startswith("deployment/")} != {
+            k: v for k, v in last["v"].items() if not k.startswith("deployment/")
+        }:
             last.update(v=now, since=time.monotonic())
         return time.monotonic() - last["since"] >= 6
 
@@ -274,7 +366,9 @@ def test_no_op_reconcile_writes_nothing(kube: Kube, ns: str, operator: OperatorP
     assert not applied, f"a steady-state resync sent apply requests: {applied}"
     # Deployments' status may move (kwok); spec-managed objects must not change at all
     changed = {k for k in before if before[k] != after.get(k) and not k.startswith("deployment/")}
-    assert not changed, f"resyncs wrote to {changed}: {json.dumps(ys_before)} -> {json.dumps(kube.get('yoloservice', 'multi-0', ns))}"
+    assert not changed, (
+        f"resyncs wrote to {changed}: {json.dumps(ys_before)} -> {json.dumps(kube.get('yoloservice', 'multi-0', ns))}"
+    )
 
 
 def test_deleting_a_yoloservice_garbage_collects_every_child(kube: Kube, ns: str):
@@ -292,16 +386,24 @@ def standing_by(kube: Kube, op: OperatorProcess, over: OperatorProcess, log_from
     starts every watch-stream paused until peering says otherwise, and logs only the resumption."""
     peers = (kube.get("clusterkopfpeering", "yolo-operator") or {}).get("status") or {}
     mine, theirs = peers.get(op.identity), peers.get(over.identity)
-    return bool(mine and theirs and mine["priority"] < theirs["priority"]) and "Resuming operations" not in op.log_since(log_from)
+    return bool(
+        mine and theirs and mine["priority"] < theirs["priority"]
+    ) and "Resuming operations" not in op.log_since(log_from)
 
 
-def test_a_standby_operator_takes_over_within_15s_of_a_sigkill(kube: Kube, ns: str, operator: OperatorProcess, tmp_path: Path):
+def test_a_standby_operator_takes_over_within_15s_of_a_sigkill(
+    kube: Kube, ns: str, operator: OperatorProcess, tmp_path: Path
+):
     """Leader election (kopf peering, the chart's ClusterKopfPeering): a second operator waits while
     the first lives, and serves within 15 s of the leader's SIGKILL (its keep-alive's lifetime, 10 s);
     the killed one, restarted, is the standby, and a clean exit (SIGTERM) hands over at once."""
     standby = OperatorProcess(operator.kubeconfig, tmp_path / "standby.log").start()
     try:
-        wait_for("the younger operator to join the peering, a standby", lambda: standing_by(kube, standby, over=operator), timeout=30)
+        wait_for(
+            "the younger operator to join the peering, a standby",
+            lambda: standing_by(kube, standby, over=operator),
+            timeout=30,
+        )
         kube.apply(sample("led", **{"triton.resources": SMALL}), "-n", ns)
         ready(kube, "led")
         assert "applied [" not in standby.log_since(), "the standby wrote nothing while the leader lived"
@@ -309,7 +411,12 @@ def test_a_standby_operator_takes_over_within_15s_of_a_sigkill(kube: Kube, ns: s
         operator.kill()
         killed = time.monotonic()
         kube.apply(sample("failover", **{"triton.resources": SMALL}), "-n", ns)
-        wait_for("the standby to reconcile a new YoloService", lambda: kube.get("deployment", "failover-triton", ns), timeout=30, interval=0.25)
+        wait_for(
+            "the standby to reconcile a new YoloService",
+            lambda: kube.get("deployment", "failover-triton", ns),
+            timeout=30,
+            interval=0.25,
+        )
         failover = time.monotonic() - killed
         print(f"\n[failover] SIGKILLed leader -> the standby applied a new service's children in {failover:.1f}s")
         assert failover <= 15, failover
@@ -317,13 +424,35 @@ def test_a_standby_operator_takes_over_within_15s_of_a_sigkill(kube: Kube, ns: s
 
         mark = operator.log.stat().st_size
         operator.start()  # the old leader comes back younger: now the standby
-        wait_for("the restarted operator to join as the standby", lambda: standing_by(kube, operator, over=standby, log_from=mark), timeout=30)
+        wait_for(
+            "the restarted operator to join as the standby",
+            lambda: standing_by(kube, operator, over=standby, log_from=mark),
+            timeout=30,
+        )
         stopped = time.monotonic()
         standby.stop()  # SIGTERM: kopf marks itself gone on the way out
-        wait_for("the restarted operator to resume", lambda: "Resuming operations" in operator.log_since(mark), timeout=15, interval=0.25)
+        wait_for(
+            "the restarted operator to resume",
+            lambda: "Resuming operations" in operator.log_since(mark),
+            timeout=15,
+            interval=0.25,
+        )
         print(f"[failover] clean exit -> the standby resumed in {time.monotonic() - stopped:.1f}s")
-        kube.kubectl("patch", "ys", "failover", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"triton": {"maxBatchSize": 8, "dynamicBatching": {"preferredBatchSizes": [8]}}}}))
-        wait_for("the resumed leader to act", lambda: _plan(kube.get("configmap", "failover-model-config", ns))["max_batch_size"] == 8, timeout=20)
+        kube.kubectl(
+            "patch",
+            "ys",
+            "failover",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"triton": {"maxBatchSize": 8, "dynamicBatching": {"preferredBatchSizes": [8]}}}}),
+        )
+        wait_for(
+            "the resumed leader to act",
+            lambda: _plan(kube.get("configmap", "failover-model-config", ns))["max_batch_size"] == 8,
+            timeout=20,
+        )
     finally:
         standby.stop()
         if not operator.running():
@@ -332,7 +461,10 @@ def test_a_standby_operator_takes_over_within_15s_of_a_sigkill(kube: Kube, ns: s
             kube.kubectl("delete", "ys", name, "-n", ns, "--wait=false", check=False)
 
 
-SMALL = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}  # no GPU: the kwok CPU node holds them
+SMALL = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"memory": "128Mi"},
+}  # no GPU: the kwok CPU node holds them
 
 
 def test_sigkill_every_30s_through_20_cycles_converges_without_orphans(kube: Kube, ns: str, operator: OperatorProcess):
@@ -367,12 +499,19 @@ def test_sigkill_every_30s_through_20_cycles_converges_without_orphans(kube: Kub
     last = 16 + 19
 
     def converged() -> bool:
-        live = {y["metadata"]["name"]: y for y in kube.items("yoloservices", ns) if y["metadata"]["name"].startswith("chaos-")}
+        live = {
+            y["metadata"]["name"]: y
+            for y in kube.items("yoloservices", ns)
+            if y["metadata"]["name"].startswith("chaos-")
+        }
         if set(live) != set(survivors):
             return False
         for n in survivors:
             obj = live[n]
-            if condition(obj, "Ready").get("status") != "True" or obj["status"].get("observedGeneration") != obj["metadata"]["generation"]:
+            if (
+                condition(obj, "Ready").get("status") != "True"
+                or obj["status"].get("observedGeneration") != obj["metadata"]["generation"]
+            ):
                 return False
         return True
 
@@ -392,14 +531,19 @@ def test_sigkill_every_30s_through_20_cycles_converges_without_orphans(kube: Kub
         counts = {k: len(v) for k, v in kids.items()}
         assert counts == {"configmap": 1, "deployment": 2, "service": 2, "hpa": 2, "pdb": 2}, (n, counts)
         plan = _plan(kids["configmap"][0])
-        assert plan["max_batch_size"] == last and plan["dynamic_batching"]["max_queue_delay_microseconds"] == 119, (n, plan)
+        assert plan["max_batch_size"] == last and plan["dynamic_batching"]["max_queue_delay_microseconds"] == 119, (
+            n,
+            plan,
+        )
 
     def orphans() -> list[str]:  # children of these services whose owner is not a live YoloService
         bad = []
         for kind in ("configmap", "deployment", "service", "hpa", "pdb"):
             for child in kube.items(kind, ns, "app.kubernetes.io/managed-by=yolo-operator"):
                 refs = child["metadata"].get("ownerReferences") or []
-                if child["metadata"]["name"].startswith("chaos-") and (not refs or any(r["uid"] not in uids for r in refs)):
+                if child["metadata"]["name"].startswith("chaos-") and (
+                    not refs or any(r["uid"] not in uids for r in refs)
+                ):
                     bad.append(f"{kind}/{child['metadata']['name']}")
         return bad
 
@@ -411,12 +555,18 @@ def test_helm_uninstall_is_clean(kube: Kube, ns: str, operator: OperatorProcess)
     """Last: with no YoloServices left, uninstalling leaves nothing of the release behind (CRDs stay, as Helm's policy is)."""
     for y in kube.items("yoloservices", ns):
         kube.kubectl("delete", "ys", y["metadata"]["name"], "-n", ns, "--wait=true", "--timeout=60s")
-    wait_for("every child collected", lambda: not kube.items("deployment", ns, "app.kubernetes.io/managed-by=yolo-operator"), timeout=90)
+    wait_for(
+        "every child collected",
+        lambda: not kube.items("deployment", ns, "app.kubernetes.io/managed-by=yolo-operator"),
+        timeout=90,
+    )
     operator.stop()
     kube.helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait", "--timeout=60s")
     selector = f"app.kubernetes.io/instance={RELEASE}"
     for kind in ("deployment", "serviceaccount", "configmap", "role", "rolebinding"):
         assert not kube.items(kind, RELEASE_NS, selector), kind
     for kind in ("clusterrole", "clusterrolebinding", "clusterkopfpeering"):
-        assert not [o for o in kube.items(kind) if o["metadata"].get("labels", {}).get("app.kubernetes.io/instance") == RELEASE], kind
+        assert not [
+            o for o in kube.items(kind) if o["metadata"].get("labels", {}).get("app.kubernetes.io/instance") == RELEASE
+        ], kind
     assert kube.get("crd", f"yoloservices.{GROUP}"), "CRDs in crds/ are kept on uninstall"

@@ -80,7 +80,20 @@ def triton_replicas(kube: Kube, ns: str, n: int) -> list[dict[str, Any]]:
 def rollout_done(kube: Kube, ns: str, deployment: str, old_uids: set[str]) -> None:
     kube.kubectl("rollout", "status", f"deployment/{deployment}", "-n", ns, "--timeout=240s")
     component = deployment.rsplit("-", 1)[1]
-    wait_for(f"the old {component} pods gone", lambda: not old_uids & {p["metadata"]["uid"] for p in kube.items("pods", ns, f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component={component}")}, timeout=120, interval=1)
+    wait_for(
+        f"the old {component} pods gone",
+        lambda: (
+            not old_uids
+            & {
+                p["metadata"]["uid"]
+                for p in kube.items(
+                    "pods", ns, f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component={component}"
+                )
+            }
+        ),
+        timeout=120,
+        interval=1,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +105,25 @@ def svc(real_node: Kube, store: Store, pods_ns: str, in_cluster_operator: str) -
     wrong = s3.Credentials(store.creds.access_key, store.creds.secret_key[::-1] + "x")
     kube.apply(store.secret(ns, "wrong-credentials", wrong))
     kube.apply(cpu_sample(NAME), "-n", ns)
-    cheap = {"triton.resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}, "gateway.replicas": 0}
-    kube.apply(cpu_sample("bad-url", **{"model.source": {"uri": HTTP_MODEL_URL.replace("model.onnx", "missing.onnx")}, **cheap}), "-n", ns)
-    kube.apply(cpu_sample("bad-credentials", **{"model.source": {"uri": f"s3://{BUCKET}/{KEY}", "secretRef": {"name": "wrong-credentials"}}, **cheap}), "-n", ns)
+    cheap = {
+        "triton.resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+        "gateway.replicas": 0,
+    }
+    kube.apply(
+        cpu_sample(
+            "bad-url", **{"model.source": {"uri": HTTP_MODEL_URL.replace("model.onnx", "missing.onnx")}, **cheap}
+        ),
+        "-n",
+        ns,
+    )
+    kube.apply(
+        cpu_sample(
+            "bad-credentials",
+            **{"model.source": {"uri": f"s3://{BUCKET}/{KEY}", "secretRef": {"name": "wrong-credentials"}}, **cheap},
+        ),
+        "-n",
+        ns,
+    )
     started = time.monotonic()
     obj = wait_ready(kube, NAME, ns, timeout=300)
     print(f"\nthe sample was Ready {time.monotonic() - started:.0f}s after kubectl apply")
@@ -109,7 +138,11 @@ def test_store_serves_the_model_and_rejects_wrong_credentials(store: Store):
     wrong_secret = s3.Credentials(store.creds.access_key, "not-the-secret")
     unknown_key = s3.Credentials("nobody", store.creds.secret_key)
     # versitygw answers an unknown access key with 404 XAdminUserNotFound, the others with 403
-    for creds, code in ((wrong_secret, b"SignatureDoesNotMatch"), (unknown_key, b"XAdminUserNotFound"), (None, b"AccessDenied")):
+    for creds, code in (
+        (wrong_secret, b"SignatureDoesNotMatch"),
+        (unknown_key, b"XAdminUserNotFound"),
+        (None, b"AccessDenied"),
+    ):
         status, body = s3.request("GET", url, creds)
         assert status in (403, 404) and b"<Code>" + code in body, (creds, status, body[:300])
     # and the same file over plain HTTP, through the models Service
@@ -132,12 +165,17 @@ def test_sample_runs_on_the_real_node_and_detects_accurately(svc: dict[str, Any]
     want = local_images()
     for component, image in (("triton", want["tritonCpu"]), ("gateway", want["gateway"])):
         (pod,) = pods(kube, ns, NAME, component)
-        assert pod["spec"]["nodeName"] == "yolo-node-0" and pod["status"]["phase"] == "Running" and is_ready(pod), component
+        assert pod["spec"]["nodeName"] == "yolo-node-0" and pod["status"]["phase"] == "Running" and is_ready(pod), (
+            component
+        )
         assert pod["spec"]["containers"][0]["image"] == image
     (triton,) = pods(kube, ns, NAME, "triton")
     assert triton["spec"]["initContainers"][0]["image"] == want["fetcher"]
     assert "nvidia.com/gpu" not in json.dumps(triton["spec"]["containers"][0]["resources"])
-    assert condition(svc["obj"], "TritonReady")["status"] == "True" and condition(svc["obj"], "GatewayReady")["status"] == "True"
+    assert (
+        condition(svc["obj"], "TritonReady")["status"] == "True"
+        and condition(svc["obj"], "GatewayReady")["status"] == "True"
+    )
 
     rng = np.random.default_rng(20261201)  # fresh scenes, never seen in training
     tp = fp = fn = 0
@@ -161,14 +199,25 @@ def test_every_pod_is_admitted_under_restricted_pod_security(svc: dict[str, Any]
     labels = kube.get("namespace", ns)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     # enforcement is live: a pod that breaks the standard is refused
-    root = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root", "namespace": ns}, "spec": {"containers": [{"name": "c", "image": local_images()["gateway"], "securityContext": {"allowPrivilegeEscalation": True}}]}}
+    root = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "root", "namespace": ns},
+        "spec": {
+            "containers": [
+                {"name": "c", "image": local_images()["gateway"], "securityContext": {"allowPrivilegeEscalation": True}}
+            ]
+        },
+    }
     r = kube.apply(root, "--dry-run=server", check=False)
     assert r.returncode != 0 and "violates PodSecurity" in r.stderr, r.stderr
     # every ReplicaSet of every YoloService got its pods: none was refused at admission
     for rs in kube.items("replicasets", ns):
         failure = [c for c in (rs.get("status") or {}).get("conditions", []) if c["type"] == "ReplicaFailure"]
         assert not failure, (rs["metadata"]["name"], failure)
-        assert int((rs.get("status") or {}).get("replicas", 0)) == int(rs["spec"].get("replicas", 0)), rs["metadata"]["name"]
+        assert int((rs.get("status") or {}).get("replicas", 0)) == int(rs["spec"].get("replicas", 0)), rs["metadata"][
+            "name"
+        ]
     refused = [e["message"] for e in kube.items("events", ns) if e.get("reason") == "FailedCreate"]
     assert not refused, refused
     everything = kube.items("pods", ns)
@@ -180,7 +229,9 @@ def test_probes_gate_readiness(svc: dict[str, Any]):
     """Triton is not Ready until its model is loaded; a gateway is not Ready while no Triton is."""
     kube, ns = svc["kube"], svc["ns"]
     triton_replicas(kube, ns, 0)
-    wait_for("the gateway NotReady with no Triton", lambda: not ready_pods(kube, ns, NAME, "gateway"), timeout=90, interval=1)
+    wait_for(
+        "the gateway NotReady with no Triton", lambda: not ready_pods(kube, ns, NAME, "gateway"), timeout=90, interval=1
+    )
     patch(kube, ns, {"triton": {"replicas": 1}})
     samples: list[dict[str, Any]] = []
     deadline = time.monotonic() + 180
@@ -188,13 +239,20 @@ def test_probes_gate_readiness(svc: dict[str, Any]):
         every = kube.items("pods", ns, f"app.kubernetes.io/instance={NAME}")
         triton = [p for p in every if p["metadata"]["labels"]["app.kubernetes.io/component"] == "triton"]
         gateway = [p for p in every if p["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway"]
-        s: dict[str, Any] = {"triton_ready": any(is_ready(p) for p in triton), "gateway_ready": any(is_ready(p) for p in gateway), "running": False, "model_ready": False}
+        s: dict[str, Any] = {
+            "triton_ready": any(is_ready(p) for p in triton),
+            "gateway_ready": any(is_ready(p) for p in gateway),
+            "running": False,
+            "model_ready": False,
+        }
         for p in triton:
             st = {c["name"]: c for c in (p["status"].get("containerStatuses") or [])}.get("triton", {})
             if "running" in (st.get("state") or {}) and p["status"].get("podIP"):
                 s["running"] = True
                 try:
-                    with urllib.request.urlopen(f"http://{p['status']['podIP']}:8000/v2/models/yolo/ready", timeout=1) as r:  # noqa: S310
+                    with urllib.request.urlopen(
+                        f"http://{p['status']['podIP']}:8000/v2/models/yolo/ready", timeout=1
+                    ) as r:  # noqa: S310
                         s["model_ready"] = r.status == 200
                 except OSError:
                     pass
@@ -221,7 +279,10 @@ def test_scale_up_under_load_moves_traffic_to_the_new_pod(svc: dict[str, Any]):
         patch(kube, ns, {"triton": {"replicas": 2}})
 
         def new_ready() -> dict[str, Any] | None:
-            return next((p for p in ready_pods(kube, ns, NAME, "triton") if p["metadata"]["uid"] != old["metadata"]["uid"]), None)
+            return next(
+                (p for p in ready_pods(kube, ns, NAME, "triton") if p["metadata"]["uid"] != old["metadata"]["uid"]),
+                None,
+            )
 
         new = wait_for("the new Triton pod Ready", new_ready, timeout=180, interval=0.5)
         t_ready = time.monotonic()
@@ -233,7 +294,9 @@ def test_scale_up_under_load_moves_traffic_to_the_new_pod(svc: dict[str, Any]):
         outcomes = list(load.outcomes)
     served = {k: after[k] - before[k] for k in ips}
     share = served["new"] / max(1, sum(served.values()))
-    print(f"\nscale-up: 11-15 s after the new pod was Ready it served {served['new']} of {sum(served.values())} requests ({share:.0%}); {summary(outcomes)}")
+    print(
+        f"\nscale-up: 11-15 s after the new pod was Ready it served {served['new']} of {sum(served.values())} requests ({share:.0%}); {summary(outcomes)}"
+    )
     assert sum(served.values()) >= 20
     assert share >= 0.3, served
     (gw_after,) = ready_pods(kube, ns, NAME, "gateway")
@@ -260,7 +323,9 @@ def test_round_robin_over_the_headless_service(svc: dict[str, Any]):
 
     (counts,) = wait_for("Triton's statistics to count every request", served, timeout=10, interval=0.2)
     shares = [s / max(1, sum(counts)) for s in counts]
-    print(f"\nround robin: {len(outcomes)} requests, Triton pods served {counts} ({', '.join(f'{s:.0%}' for s in shares)})")
+    print(
+        f"\nround robin: {len(outcomes)} requests, Triton pods served {counts} ({', '.join(f'{s:.0%}' for s in shares)})"
+    )
     assert sum(counts) == len(outcomes), "each request was served once"
     assert min(shares) >= 0.3, counts
 
@@ -293,7 +358,9 @@ def test_sigkill_of_a_triton_pod_under_load(svc: dict[str, Any]):
     kube, ns = svc["kube"], svc["ns"]
     tritons = triton_replicas(kube, ns, 2)
     victim = tritons[0]
-    cid = next(c for c in victim["status"]["containerStatuses"] if c["name"] == "triton")["containerID"].split("://", 1)[1]
+    cid = next(c for c in victim["status"]["containerStatuses"] if c["name"] == "triton")["containerID"].split(
+        "://", 1
+    )[1]
     restarts = next(c for c in victim["status"]["containerStatuses"] if c["name"] == "triton")["restartCount"]
     time.sleep(8)  # both pods in the gateway's set
     with Load(svc["url"], load_images()) as load:
@@ -315,7 +382,9 @@ def test_sigkill_of_a_triton_pod_under_load(svc: dict[str, Any]):
     rate = len(ok) / max(1, len(during))
     failures = [o for o in during if o.status != 200]
     late = [o for o in failures if o.t > t_kill + 30]
-    print(f"\nSIGKILL: {rate:.1%} of {len(during)} requests after the kill succeeded; the pod served again {t_back:.1f}s after; {summary(during)}")
+    print(
+        f"\nSIGKILL: {rate:.1%} of {len(during)} requests after the kill succeeded; the pod served again {t_back:.1f}s after; {summary(during)}"
+    )
     assert rate >= 0.9, summary(during)
     assert all(o.status == 503 and o.retry_after for o in failures), summary(failures)
     assert not late, f"failures more than 30 s after the kill: {summary(late)}"
@@ -338,7 +407,9 @@ def test_a_model_that_cannot_be_fetched_gets_a_condition_saying_so(svc: dict[str
         obj = wait_for(f"{name}: TritonReady reason ModelFetchFailed", failed, timeout=150, interval=1)
     except AssertionError as exc:
         obj = kube.get("yoloservice", name, ns)
-        raise AssertionError(f"{exc}\nconditions: {json.dumps((obj or {}).get('status', {}).get('conditions'), indent=1)}") from None
+        raise AssertionError(
+            f"{exc}\nconditions: {json.dumps((obj or {}).get('status', {}).get('conditions'), indent=1)}"
+        ) from None
     triton, ready = condition(obj, "TritonReady"), condition(obj, "Ready")
     print(f"\n{name}: TritonReady {triton['reason']}: {triton['message']}")
     assert triton["status"] == "False" and ready["status"] == "False"
@@ -375,7 +446,12 @@ def test_tiers_a_shadow_and_a_broken_canary_on_real_pods(svc: dict[str, Any]):
     for component in ("triton", "gateway"):
         rollout_done(kube, ns, f"{NAME}-{component}", old[component])
     obj = wait_ready(kube, NAME, ns)
-    assert [(m["name"], m["role"]) for m in obj["status"]["models"]] == [("yolo-realtime", "current"), ("yolo", "current"), ("yolo-canary", "canary"), ("yolo-shadow", "shadow")]
+    assert [(m["name"], m["role"]) for m in obj["status"]["models"]] == [
+        ("yolo-realtime", "current"),
+        ("yolo", "current"),
+        ("yolo-canary", "canary"),
+        ("yolo-shadow", "shadow"),
+    ]
     (triton,) = pods(kube, ns, NAME, "triton")
     fetch_log = kube.kubectl("logs", triton["metadata"]["name"], "-n", ns, "-c", "fetch-model").stdout
     assert "canary: fetching or preparing its model failed; yolo-canary is left out" in fetch_log, fetch_log
@@ -398,9 +474,19 @@ def test_tiers_a_shadow_and_a_broken_canary_on_real_pods(svc: dict[str, Any]):
             seen.append(body["detections"])
     assert seen[:8] == seen[8:16] == seen[16:], "every tier serves the same weights"
     ip = triton["status"]["podIP"]
-    wait_for("the shadow's Triton model served its mirror", lambda: triton_served(ip, "yolo-shadow") >= 4, timeout=30, interval=0.5)
+    wait_for(
+        "the shadow's Triton model served its mirror",
+        lambda: triton_served(ip, "yolo-shadow") >= 4,
+        timeout=30,
+        interval=0.5,
+    )
     # Triton counts its model_warmup too, and a request a moment after it answers it
-    wait_for("the realtime tier's model counted its requests", lambda: triton_served(ip, "yolo-realtime") >= 8 + 1, timeout=10, interval=0.2)
+    wait_for(
+        "the realtime tier's model counted its requests",
+        lambda: triton_served(ip, "yolo-realtime") >= 8 + 1,
+        timeout=10,
+        interval=0.2,
+    )
     assert triton_served(ip, "yolo-realtime") == 8 + 1
 
     old = {c: {p["metadata"]["uid"] for p in pods(kube, ns, NAME, c)} for c in ("triton", "gateway")}
@@ -408,4 +494,6 @@ def test_tiers_a_shadow_and_a_broken_canary_on_real_pods(svc: dict[str, Any]):
     for component in ("triton", "gateway"):
         rollout_done(kube, ns, f"{NAME}-{component}", old[component])
     obj = wait_ready(kube, NAME, ns)
-    assert obj["status"]["models"] == [{"name": "yolo", "role": "current", "source": obj["spec"]["model"]["source"]["uri"]}]
+    assert obj["status"]["models"] == [
+        {"name": "yolo", "role": "current", "source": obj["spec"]["model"]["source"]["uri"]}
+    ]

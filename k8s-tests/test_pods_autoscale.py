@@ -72,25 +72,43 @@ def test_load_step_scales_up_holds_steady_and_drains_down(autoscaling):
             scaled_object_ready(kube, ns, f"{name}-{tier}")
             assert kube.get("hpa", f"keda-hpa-{name}-{tier}", ns), "KEDA made the tier's HPA"
             assert not kube.get("hpa", f"{name}-{tier}", ns), "and the operator made none of its own"
-        analysis, record = run_step(str(kube.kubeconfig), ns, name, gateway_url(kube, name, ns), images(), prometheus, log=lambda m: print(f"\n[autoscale] {m}"))
+        analysis, record = run_step(
+            str(kube.kubeconfig),
+            ns,
+            name,
+            gateway_url(kube, name, ns),
+            images(),
+            prometheus,
+            log=lambda m: print(f"\n[autoscale] {m}"),
+        )
         print("\n" + json.dumps(analysis, indent=1))
         (ROOT / ".cache").mkdir(exist_ok=True)
-        (ROOT / ".cache" / "autoscale-test.json").write_text(json.dumps(record, indent=1))  # for a failure's post-mortem
+        (ROOT / ".cache" / "autoscale-test.json").write_text(
+            json.dumps(record, indent=1)
+        )  # for a failure's post-mortem
         triton = analysis["tiers"]["triton"]
         assert triton["baseline_desired"] == 1
-        assert triton["step_to_decision_s"] is not None and triton["step_to_decision_s"] <= 30, "8x load raised Triton's desired replicas within 30 s"
+        assert triton["step_to_decision_s"] is not None and triton["step_to_decision_s"] <= 30, (
+            "8x load raised Triton's desired replicas within 30 s"
+        )
         assert triton["peak_desired"] > 1
         # every new Triton pod that was Ready for 15 s of the peak served (gateways re-resolve every 2 s)
         settled = [p for p, s in triton["new_pods_ready_s"].items() if s >= 15]
-        assert settled and all(triton["new_pods_served"][p] > 0 for p in settled), f"every new Triton pod served: {triton}"
+        assert settled and all(triton["new_pods_served"][p] > 0 for p in settled), (
+            f"every new Triton pod served: {triton}"
+        )
         for tier, t in analysis["tiers"].items():
             assert t["desired_changes_after_settling"] <= 1, f"{tier} flapped under steady load: {t}"
             # the configured window: the queries' 30 s smoothing, the stabilization window, then one
             # pod per 10 s; plus KEDA's 5 s polling, the 2 s scrape and the HPA's 2 s sync
             bound = 30 + TEST_BEHAVIOR["scaleDown"]["stabilizationWindowSeconds"] + 10 * (MAX_REPLICAS - 1) + 20
-            assert t["release_to_scaled_down_s"] is not None and t["release_to_scaled_down_s"] <= bound, f"{tier} scaled down within {bound}s: {t}"
+            assert t["release_to_scaled_down_s"] is not None and t["release_to_scaled_down_s"] <= bound, (
+                f"{tier} scaled down within {bound}s: {t}"
+            )
         down = analysis["phases"]["scale_down"]
-        assert down["requests"] > 0 and down["ok"] == down["requests"], f"0 failures while pods drain: {down}; {record['failures'][:5]}"
+        assert down["requests"] > 0 and down["ok"] == down["requests"], (
+            f"0 failures while pods drain: {down}; {record['failures'][:5]}"
+        )
         assert analysis["success_ratio"] >= 0.999, f"{analysis['phases']}; {record['failures'][:5]}"
         assert not record["sampler_errors"] or len(record["sampler_errors"]) < 10, record["sampler_errors"]
     finally:
@@ -101,7 +119,11 @@ def test_scale_to_zero_and_back_without_503s(autoscaling):
     kube, ns, _ = autoscaling
     name = "sleeper"
     zero = {"minReplicas": 0, "maxReplicas": 2, "idleSeconds": 15, "coldStartTimeoutSeconds": 120}
-    kube.apply(scaler_sample(name, **{"triton.autoscaling": {**scaler_sample(name)["spec"]["triton"]["autoscaling"], **zero}}), "-n", ns)
+    kube.apply(
+        scaler_sample(name, **{"triton.autoscaling": {**scaler_sample(name)["spec"]["triton"]["autoscaling"], **zero}}),
+        "-n",
+        ns,
+    )
     try:
         wait_ready(kube, name, ns, timeout=300)
         scaled_object_ready(kube, ns, f"{name}-triton")

@@ -39,7 +39,15 @@ BURST = 96
 # A 640 px model on two shared cores answers a burst of 96 in about a minute: the gateway takes them
 # all and waits that long (gateway.admission; the defaults suit the small bundled model). Its 1 GiB
 # holds about 27 of them in flight (27 MB each, fp32 tensors), so it runs that many and queues the rest.
-PATIENT = {"gateway.admission": {"maxConcurrency": BURST, "maxQueue": BURST, "queueTimeoutSeconds": 150, "inferTimeoutSeconds": 150, "requestTimeoutSeconds": 180}}
+PATIENT = {
+    "gateway.admission": {
+        "maxConcurrency": BURST,
+        "maxQueue": BURST,
+        "queueTimeoutSeconds": 150,
+        "inferTimeoutSeconds": 150,
+        "requestTimeoutSeconds": 180,
+    }
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +58,9 @@ def uploaded(real_node: Kube, store: Store, pods_ns: str, in_cluster_operator: s
     real_node.apply(store.secret(pods_ns))
     uris = {}
     for role, name in FILES.items():
-        status, body = s3.request("PUT", f"{store.endpoint}/{BUCKET}/prod/{name}", store.creds, (MODELS / name).read_bytes(), timeout=120)
+        status, body = s3.request(
+            "PUT", f"{store.endpoint}/{BUCKET}/prod/{name}", store.creds, (MODELS / name).read_bytes(), timeout=120
+        )
         assert status == 200, (status, body[:300])
         uris[role] = f"s3://{BUCKET}/prod/{name}"
     return uris
@@ -58,18 +68,33 @@ def uploaded(real_node: Kube, store: Store, pods_ns: str, in_cluster_operator: s
 
 def _service(name: str, uri: str) -> dict[str, Any]:
     obj = cpu_sample(name, **SMALL, **PATIENT)
-    obj["spec"]["model"] = {"name": "yolo", "source": {"uri": uri, "secretRef": {"name": "model-store"}}}  # nothing else
+    obj["spec"]["model"] = {
+        "name": "yolo",
+        "source": {"uri": uri, "secretRef": {"name": "model-store"}},
+    }  # nothing else
     return obj
 
 
-def test_a_default_static_export_is_made_batchable_and_answers_a_burst_of_96(real_node: Kube, pods_ns: str, uploaded: dict[str, str]):
+def test_a_default_static_export_is_made_batchable_and_answers_a_burst_of_96(
+    real_node: Kube, pods_ns: str, uploaded: dict[str, str]
+):
     kube, ns, name = real_node, pods_ns, "v8n-static"
     kube.apply(_service(name, uploaded["static"]), "-n", ns)
     try:
         obj = wait_ready(kube, name, ns, timeout=420)
-        model = wait_for("ModelCompatible", lambda: (c := condition(kube.get("yoloservice", name, ns), "ModelCompatible")).get("status") == "True" and c, timeout=60)
+        model = wait_for(
+            "ModelCompatible",
+            lambda: (
+                (c := condition(kube.get("yoloservice", name, ns), "ModelCompatible")).get("status") == "True" and c
+            ),
+            timeout=60,
+        )
         assert model["reason"] == "BatchAxisRewritten", model
-        assert "640x640" in model["message"] and "80 classes (names from the file)" in model["message"] and "fixed the batch to 1" in model["message"]
+        assert (
+            "640x640" in model["message"]
+            and "80 classes (names from the file)" in model["message"]
+            and "fixed the batch to 1" in model["message"]
+        )
         assert condition(obj, "Ready")["status"] == "True"
         url = gateway_url(kube, name, ns)
         rng = np.random.default_rng(21)
@@ -77,9 +102,15 @@ def test_a_default_static_export_is_made_batchable_and_answers_a_burst_of_96(rea
         (triton,) = ready_pods(kube, ns, name, "triton")
         before = triton_served(triton["status"]["podIP"])
         # The metadata the gateway serves: the file's own names, the rewritten batch axis.
-        status, _, body = wait_for("the gateway to answer", lambda: (r := detect(url, images[0], timeout=60))[0] == 200 and r, timeout=120, interval=2)
+        status, _, body = wait_for(
+            "the gateway to answer",
+            lambda: (r := detect(url, images[0], timeout=60))[0] == 200 and r,
+            timeout=120,
+            interval=2,
+        )
         assert status == 200 and "detections" in json.loads(body)
         started = time.monotonic()
+
         def timed(i: int) -> tuple[int, dict, bytes]:
             t0 = time.monotonic()
             status, headers, body = detect(url, images[i % len(images)], timeout=200)
@@ -92,18 +123,31 @@ def test_a_default_static_export_is_made_batchable_and_answers_a_burst_of_96(rea
         if failed:
             logs = kube.kubectl("logs", "-n", ns, f"deployment/{name}-gateway", "--tail=30", check=False).stdout
             events = kube.kubectl("get", "events", "-n", ns, "--sort-by=.lastTimestamp", check=False).stdout[-3000:]
-            raise AssertionError(f"{len(failed)} of {BURST} failed: {failed[:5]}\ngateway log:\n{logs}\nevents:\n{events}")
+            raise AssertionError(
+                f"{len(failed)} of {BURST} failed: {failed[:5]}\ngateway log:\n{logs}\nevents:\n{events}"
+            )
         # Triton counts a request a moment after it answers it: read once the count settles (bounded).
-        wait_for(f"Triton's count of the {BURST + 1} requests", lambda: triton_served(triton["status"]["podIP"]) - before == BURST + 1, timeout=10, interval=0.5)
+        wait_for(
+            f"Triton's count of the {BURST + 1} requests",
+            lambda: triton_served(triton["status"]["podIP"]) - before == BURST + 1,
+            timeout=10,
+            interval=0.5,
+        )
         stats = _stats(triton["status"]["podIP"])
         # The gateway fitted its concurrency to its memory (an OOM kill would have lost every request in flight).
         (gateway,) = ready_pods(kube, ns, name, "gateway")
         with urllib.request.urlopen(f"http://{gateway['status']['podIP']}:8080/metrics", timeout=5) as r:  # noqa: S310 - our pod
-            limit = next(float(line.split()[-1]) for line in r.read().decode().splitlines() if line.startswith("yolo_gateway_admission_limit "))
+            limit = next(
+                float(line.split()[-1])
+                for line in r.read().decode().splitlines()
+                if line.startswith("yolo_gateway_admission_limit ")
+            )
         assert 1 <= limit < BURST, limit
         # Real batches on the rewritten graph: fewer executions than images (a batch-1 graph could not).
         assert stats["execution_count"] < stats["inference_count"], stats
-        print(f"\n[v8n-static] {BURST} concurrent 1280x720 requests: {BURST} x 200 in {took:.1f}s; Triton {stats}; gateway admission limit {limit:.0f}")
+        print(
+            f"\n[v8n-static] {BURST} concurrent 1280x720 requests: {BURST} x 200 in {took:.1f}s; Triton {stats}; gateway admission limit {limit:.0f}"
+        )
     finally:
         kube.kubectl("delete", "ys", name, "-n", ns, "--wait=true", "--timeout=120s", check=False)
 
@@ -120,7 +164,11 @@ def test_a_segmentation_export_is_refused_with_a_condition(real_node: Kube, pods
 
         obj = wait_for("Ready=False with reason ModelIncompatible", refused, timeout=240, interval=2)
         ready, model = condition(obj, "Ready"), condition(obj, "ModelCompatible")
-        assert ready["status"] == "False" and "a segmentation model" in ready["message"] and "output1 [1, 32, 160, 160]" in ready["message"]
+        assert (
+            ready["status"] == "False"
+            and "a segmentation model" in ready["message"]
+            and "output1 [1, 32, 160, 160]" in ready["message"]
+        )
         assert (model["status"], model["reason"]) == ("False", "ModelIncompatible"), model
         assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in obj["status"]["conditions"])
     finally:

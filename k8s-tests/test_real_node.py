@@ -24,13 +24,19 @@ def echo_image() -> str:
     return (cluster.BIN / "node-images" / "echo.ref").read_text().strip()
 
 
-def pod(name: str, args: list[str], labels: dict[str, str] | None = None, restart: str = "Always", probe: bool = False) -> dict[str, Any]:
+def pod(
+    name: str, args: list[str], labels: dict[str, str] | None = None, restart: str = "Always", probe: bool = False
+) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "echo",
         "image": echo_image(),
         "imagePullPolicy": "Never",
         "args": args,
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+        },
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
     }
     if probe:
@@ -45,7 +51,12 @@ def pod(name: str, args: list[str], labels: dict[str, str] | None = None, restar
             "tolerations": [{"key": realnode.NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
             "restartPolicy": restart,
             "terminationGracePeriodSeconds": 2,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 65534,
+                "runAsGroup": 65534,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
             "containers": [container],
         },
     }
@@ -65,7 +76,9 @@ def finished(kube: Kube, name: str) -> dict[str, Any]:
         return p if p and p["status"].get("phase") in ("Succeeded", "Failed") else None
 
     p = wait_for(f"pod {name} to finish", check, timeout=90)
-    assert p["status"]["phase"] == "Succeeded", kube.kubectl("logs", name, "-n", NS, check=False).stdout + json.dumps(p["status"])[-2000:]
+    assert p["status"]["phase"] == "Succeeded", (
+        kube.kubectl("logs", name, "-n", NS, check=False).stdout + json.dumps(p["status"])[-2000:]
+    )
     return p
 
 
@@ -74,11 +87,34 @@ def ns(kube: Kube) -> Iterator[str]:
     if not cluster._node_marker().exists():
         pytest.skip(f"this cluster has no real node ({', '.join(realnode.missing(cluster.BIN)) or 'YOLO_REAL_NODE=0'})")
     # what every other image takes too: an oci-archive imported into the node's containerd
-    run("ctr", "-a", str(realnode.CONTAINERD_SOCK), "-n", "k8s.io", "images", "import", str((cluster.BIN / "node-images" / "echo.oci.tar").resolve()))
+    run(
+        "ctr",
+        "-a",
+        str(realnode.CONTAINERD_SOCK),
+        "-n",
+        "k8s.io",
+        "images",
+        "import",
+        str((cluster.BIN / "node-images" / "echo.oci.tar").resolve()),
+    )
     if kube.get("namespace", NS):  # from a run that was interrupted: start clean
         kube.kubectl("delete", "namespace", NS, "--wait=false")
-        wait_for(f"the old namespace {NS} to be gone", lambda: kube.get("namespace", NS) is None, timeout=120, interval=1)
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
+        wait_for(
+            f"the old namespace {NS} to be gone", lambda: kube.get("namespace", NS) is None, timeout=120, interval=1
+        )
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": NS,
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                },
+            },
+        }
+    )
     wait_for("kube-root-ca.crt in the namespace", lambda: kube.get("configmap", "kube-root-ca.crt", NS), timeout=30)
     wait_for("the default ServiceAccount", lambda: kube.get("serviceaccount", "default", NS), timeout=30)
     yield NS
@@ -96,11 +132,22 @@ def ns(kube: Kube) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def server(kube: Kube, ns: str) -> dict[str, Any]:
     kube.apply(pod("echo", ["serve", ":8080"], labels={"app": "echo"}, probe=True))
-    kube.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns}, "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80, "targetPort": 8080}]}})
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        }
+    )
 
     def ready() -> dict[str, Any] | None:
         p = kube.get("pod", "echo", ns)
-        ok = p and p["status"].get("phase") == "Running" and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+        ok = (
+            p
+            and p["status"].get("phase") == "Running"
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+        )
         return p if ok else None
 
     return wait_for("the echo pod Running and Ready on the real node", ready, timeout=120, interval=1)
@@ -132,7 +179,9 @@ def test_pod_answers_the_host_on_its_pod_ip(kube: Kube, server: dict[str, Any]):
 def test_cluster_ip_service_answers_the_host(kube: Kube, server: dict[str, Any]):
     ip = kube.get("service", "web", NS)["spec"]["clusterIP"]
     assert ipaddress.ip_address(ip) in ipaddress.ip_network(realnode.SERVICE_CIDR)
-    body = wait_for("the Service's ClusterIP to answer (kube-proxy)", lambda: http_get(f"http://{ip}/via-service"), timeout=60)
+    body = wait_for(
+        "the Service's ClusterIP to answer (kube-proxy)", lambda: http_get(f"http://{ip}/via-service"), timeout=60
+    )
     assert body["pod"] == "echo" and body["path"] == "/via-service"
 
 
@@ -149,7 +198,13 @@ def test_a_pod_finds_the_service_by_its_dns_name(kube: Kube, server: dict[str, A
 
 
 def test_a_pod_reaches_the_apiserver_through_the_kubernetes_service(kube: Kube, ns: str):
-    kube.apply(pod("apiserver-client", ["get", "https://kubernetes.default.svc/version", f"{SA_DIR}/ca.crt", f"{SA_DIR}/token"], restart="Never"))
+    kube.apply(
+        pod(
+            "apiserver-client",
+            ["get", "https://kubernetes.default.svc/version", f"{SA_DIR}/ca.crt", f"{SA_DIR}/token"],
+            restart="Never",
+        )
+    )
     finished(kube, "apiserver-client")
     version = json.loads(kube.kubectl("logs", "apiserver-client", "-n", NS).stdout)
     assert version["gitVersion"] == "v1.33.13"

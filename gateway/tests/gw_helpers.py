@@ -38,10 +38,15 @@ def triton_stats(triton: LocalTriton, model: str) -> dict[str, int]:
     """Inference and execution counts from Triton's own statistics API."""
     with urllib.request.urlopen(f"{triton.http_url}/v2/models/{model}/stats", timeout=5) as r:
         stats = json.loads(r.read())["model_stats"][0]
-    return {"inference_count": int(stats.get("inference_count", 0)), "execution_count": int(stats.get("execution_count", 0))}
+    return {
+        "inference_count": int(stats.get("inference_count", 0)),
+        "execution_count": int(stats.get("execution_count", 0)),
+    }
 
 
-def settled_counts(tritons: list[LocalTriton], model: str, before: list[int], expected: int, timeout: float = 10.0) -> list[int]:
+def settled_counts(
+    tritons: list[LocalTriton], model: str, before: list[int], expected: int, timeout: float = 10.0
+) -> list[int]:
     """Inferences each Triton counted since `before`. A backend sends its responses before it
     reports their statistics, so a client can hold every answer while the last batch is not yet
     counted: poll, bounded, until `expected` inferences are counted in all, then return them."""

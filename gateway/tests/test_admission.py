@@ -111,7 +111,9 @@ def test_the_limit_fits_the_containers_memory_once_the_model_is_known():
     from yolo_gateway.signature import ModelSignature
 
     def sig(dtype: str, size: int, nc: int) -> ModelSignature:
-        return ModelSignature("m", "1", "images", dtype, "NCHW", size, size, 8, "raw", ("output0",), tuple(f"c{i}" for i in range(nc)))
+        return ModelSignature(
+            "m", "1", "images", dtype, "NCHW", size, size, 8, "raw", ("output0",), tuple(f"c{i}" for i in range(nc))
+        )
 
     big, small = sig("FP32", 640, 80), sig("UINT8", 320, 3)
     assert big.tensor_bytes == 640 * 640 * 3 * 4 + 4 * 8400 * 85 and small.tensor_bytes == 320 * 320 * 3 + 4 * 2100 * 8

@@ -49,10 +49,18 @@ def test_missing_wrong_and_good_keys(tmp_path):
         assert r.headers["www-authenticate"].startswith("Bearer") and r.headers["x-request-id"]
         r = await c.post("/v1/detect", content=b"\xff\xd8\xff" + b"0" * 100, headers={"content-type": "image/jpeg"})
         assert r.status_code == 401, "refused before the body is looked at"
-        for bad in ({"authorization": "Bearer a-secret-key-"}, {"x-api-key": "nope"}, {"authorization": "Bearer ..data"}):
+        for bad in (
+            {"authorization": "Bearer a-secret-key-"},
+            {"x-api-key": "nope"},
+            {"authorization": "Bearer ..data"},
+        ):
             r = await c.get("/v1/models", headers=bad)
             assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", bad
-        for good in ({"authorization": "Bearer a-secret-key-1"}, {"Authorization": "bearer b-secret-key-2"}, {"x-api-key": "b-secret-key-2"}):
+        for good in (
+            {"authorization": "Bearer a-secret-key-1"},
+            {"Authorization": "bearer b-secret-key-2"},
+            {"x-api-key": "b-secret-key-2"},
+        ):
             assert (await c.get("/v1/models", headers=good)).status_code == 503, good  # past auth: no model here
         for path in ("/healthz", "/metrics"):
             assert (await c.get(path)).status_code == 200, path
@@ -82,7 +90,9 @@ def test_rate_limit_is_per_client_with_retry_after(tmp_path):
         statuses = [(await c.get("/v1/models", headers=alice)).status_code for _ in range(3)]
         assert statuses == [503, 503, 503], "the burst passes"
         r = await c.get("/v1/models", headers=alice)
-        assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited" and int(r.headers["retry-after"]) >= 1
+        assert (
+            r.status_code == 429 and r.json()["error"]["code"] == "rate_limited" and int(r.headers["retry-after"]) >= 1
+        )
         assert "alice" in r.json()["error"]["message"]
         assert (await c.get("/v1/models", headers=bob)).status_code == 503, "another client has its own bucket"
         await asyncio.sleep(0.6)  # 2 tokens/s: one more after half a second

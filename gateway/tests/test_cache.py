@@ -27,7 +27,9 @@ class Clock:
 def fp_of(img_bgr: np.ndarray) -> np.ndarray:
     """The fingerprint the gateway computes: of the letterboxed input of the JPEG-encoded frame."""
     data = cv2.imencode(".jpg", img_bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-    return prepare_image(data, None, in_w=320, in_h=320, layout="NHWC", dtype="UINT8", max_pixels=10**8, hash_image=True).fingerprint
+    return prepare_image(
+        data, None, in_w=320, in_h=320, layout="NHWC", dtype="UINT8", max_pixels=10**8, hash_image=True
+    ).fingerprint
 
 
 def test_noise_stays_within_the_default_difference_and_new_objects_do_not():
@@ -94,8 +96,13 @@ def test_a_repeated_frame_is_answered_from_the_cache(triton):
             assert again["detections"] == first["detections"] and first["detections"]
             assert again["timings_ms"]["infer"] == 0
             assert not (await c.post("/v1/detect", content=other, headers=JPEG)).json()["cached"]
-            assert not (await c.post("/v1/detect?conf=0.5", content=frame, headers=JPEG)).json()["cached"], "other parameters"
-            files = [("images", ("a.jpg", frame, "image/jpeg")), ("images", ("b.jpg", encode(make_scene(np.random.default_rng(23), 640, 480)), "image/jpeg"))]
+            assert not (await c.post("/v1/detect?conf=0.5", content=frame, headers=JPEG)).json()["cached"], (
+                "other parameters"
+            )
+            files = [
+                ("images", ("a.jpg", frame, "image/jpeg")),
+                ("images", ("b.jpg", encode(make_scene(np.random.default_rng(23), 640, 480)), "image/jpeg")),
+            ]
             batch = (await c.post("/v1/detect/batch", files=files)).json()["results"]
             assert [r["cached"] for r in batch] == [True, False] and batch[0]["detections"] == first["detections"]
             assert (count("hit") - hits, count("miss") - misses) == (2, 4)

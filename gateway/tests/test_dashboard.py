@@ -30,8 +30,16 @@ def test_every_panel_queries_metrics_that_exist(client, triton):
     exported = _exported(f"{client.base_url}/metrics") | _exported(triton.metrics_url)
     dash = json.loads(DASHBOARD.read_text())
     titles = [p["title"] for p in dash["panels"]]
-    for want in ("Requests by status", "Latency p50 / p95 / p99", "Triton batch size (should be > 1)", "Triton queue time per request",
-                 "GPU utilization", "Errors and shedding", "Replicas", "Canary and shadow"):
+    for want in (
+        "Requests by status",
+        "Latency p50 / p95 / p99",
+        "Triton batch size (should be > 1)",
+        "Triton queue time per request",
+        "GPU utilization",
+        "Errors and shedding",
+        "Replicas",
+        "Canary and shadow",
+    ):
         assert want in titles
     for panel in dash["panels"]:
         assert panel["targets"], panel["title"]

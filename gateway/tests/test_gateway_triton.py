@@ -38,7 +38,9 @@ def test_health_ready_and_models(client):
     assert client.get("/readyz").status_code == 200
     listing = client.get("/v1/models").json()
     (model,) = listing["models"]
-    assert listing["routes"] == [{"role": "current", "tier": None, "model": "yolo", "percent": None, "served": True, "error": None}]
+    assert listing["routes"] == [
+        {"role": "current", "tier": None, "model": "yolo", "percent": None, "served": True, "error": None}
+    ]
     assert model["name"] == "yolo" and model["version"] == "1"
     assert model["class_names"] == list(CLASS_NAMES)
     assert model["input"] == {"name": "images", "datatype": "UINT8", "layout": "NHWC", "height": 320, "width": 320}
@@ -98,14 +100,25 @@ def test_query_parameters(client, jpeg):
     only = post("?classes=circle&classes=2").json()["detections"]
     assert {d["class_name"] for d in only} <= {"circle", "triangle"}
     assert post("?classes=0,1,2").json()["detections"] == base
-    for q in ("?conf=2", "?conf=abc", "?iou=-0.1", "?max_det=0", "?max_det=100000", "?classes=dog", "?classes=7", "?preprocess=exact"):
+    for q in (
+        "?conf=2",
+        "?conf=abc",
+        "?iou=-0.1",
+        "?max_det=0",
+        "?max_det=100000",
+        "?classes=dog",
+        "?classes=7",
+        "?preprocess=exact",
+    ):
         _error(post(q), 400, "bad_parameter")
     # Ultralytics' own preprocessing: the same objects, boxes within a few pixels of the fast path's
     parity = post("?preprocess=parity").json()["detections"]
     assert sorted(d["class_id"] for d in parity) == sorted(d["class_id"] for d in base)
     for p in parity:
         best = min(base, key=lambda b: sum(abs(p["box"][k] - b["box"][k]) for k in ("x1", "y1", "x2", "y2")))
-        assert p["class_id"] == best["class_id"] and all(abs(p["box"][k] - best["box"][k]) < 6 for k in ("x1", "y1", "x2", "y2"))
+        assert p["class_id"] == best["class_id"] and all(
+            abs(p["box"][k] - best["box"][k]) < 6 for k in ("x1", "y1", "x2", "y2")
+        )
 
 
 def test_unsupported_media_types_are_415(client, jpeg):
@@ -156,7 +169,9 @@ def test_too_large_body_is_413(client):
 def test_413_comes_before_the_body_is_sent(gateway):
     """A 1 GB Content-Length is refused from the header: the client never sends the body."""
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
-        s.sendall(b"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000000000\r\n\r\n")
+        s.sendall(
+            b"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000000000\r\n\r\n"
+        )
         s.sendall(b"\xff\xd8\xff" + b"\0" * 1000)
         response = _read_http_response(s)
     assert response.startswith("HTTP/1.1 413"), response[:200]
@@ -172,7 +187,9 @@ def _read_http_response(s: socket.socket) -> str:
             break
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+    )
     while len(body) < length:
         chunk = s.recv(65536)
         if not chunk:
@@ -215,4 +232,6 @@ def test_responses_are_exactly_the_documented_models(client, jpeg):
     assert len(BatchResponse.model_validate(client.post("/v1/detect/batch", files=files).json()).results) == 2
     ModelsResponse.model_validate(client.get("/v1/models").json())
     Health.model_validate(client.get("/readyz").json())
-    ErrorResponse.model_validate(client.post("/v1/detect?conf=9", content=jpeg, headers={"content-type": "image/jpeg"}).json())
+    ErrorResponse.model_validate(
+        client.post("/v1/detect?conf=9", content=jpeg, headers={"content-type": "image/jpeg"}).json()
+    )

@@ -86,7 +86,11 @@ def _readable(s: socket.socket, wait_s: float) -> bool:
 def _metric(gw: GatewayProcess, name: str) -> float:
     """The sum of a metric's samples over its labels."""
     with urllib.request.urlopen(gw.url + "/metrics", timeout=5) as r:
-        values = [float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines() if line.startswith((name + " ", name + "{"))]
+        values = [
+            float(line.rsplit(" ", 1)[1])
+            for line in r.read().decode().splitlines()
+            if line.startswith((name + " ", name + "{"))
+        ]
     assert values, f"{name} not exported"
     return sum(values)
 
@@ -123,7 +127,9 @@ def test_slow_body_gets_408_and_is_never_in_flight(strict, jpeg):
     body = jpeg
     inflight_seen = []
     with _connect(strict) as s:
-        s.sendall(f"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        s.sendall(
+            f"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
         for i in range(40):  # ~10 bytes every 0.1 s: far slower than the deadline allows
             try:
                 s.sendall(body[i * 10 : (i + 1) * 10])
@@ -165,7 +171,9 @@ def test_413_reaches_requests_httpx_and_aiohttp(strict):
 
     async def with_aiohttp() -> tuple[int, bytes]:
         async with aiohttp.ClientSession() as session:
-            async with session.post(strict.url + "/v1/detect", data=_big(), headers={"content-type": "image/jpeg"}) as resp:
+            async with session.post(
+                strict.url + "/v1/detect", data=_big(), headers={"content-type": "image/jpeg"}
+            ) as resp:
                 return resp.status, await resp.read()
 
     _assert_413(*asyncio.run(with_aiohttp()))
@@ -176,9 +184,25 @@ def test_413_reaches_curl_with_and_without_expect(strict, tmp_path):
     path.write_bytes(_big())
     for extra in ([], ["-H", "Expect:"]):  # curl sends Expect: 100-continue for large bodies by default
         out = subprocess.run(
-            ["curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "-H", "content-type: image/jpeg",
-             *extra, "--data-binary", f"@{path}", strict.url + "/v1/detect"],
-            capture_output=True, timeout=20, check=False,
+            [
+                "curl",
+                "-sS",
+                "--max-time",
+                "10",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                "-H",
+                "content-type: image/jpeg",
+                *extra,
+                "--data-binary",
+                f"@{path}",
+                strict.url + "/v1/detect",
+            ],
+            capture_output=True,
+            timeout=20,
+            check=False,
         )
         body, _, code = out.stdout.rpartition(b"\n")
         _assert_413(int(code), body)
@@ -187,7 +211,9 @@ def test_413_reaches_curl_with_and_without_expect(strict, tmp_path):
 def test_413_streamed_body_with_connection_close(strict):
     """No Content-Length (chunked): the limit is found while streaming, then the rest is drained."""
     with _connect(strict) as s:
-        s.sendall(b"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        s.sendall(
+            b"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
         chunk = b"\0" * 65536
         for _ in range(3 * LIMIT // len(chunk)):
             s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
@@ -201,7 +227,9 @@ def test_draining_is_bounded_in_bytes(strict):
     declared = 1 << 40
     sent = 0
     with _connect(strict) as s:
-        s.sendall(f"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {declared}\r\n\r\n".encode())
+        s.sendall(
+            f"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {declared}\r\n\r\n".encode()
+        )
         chunk = b"\0" * 65536
         with pytest.raises(OSError):  # reset or broken pipe once the server stops draining
             for _ in range(64 * 8 * LIMIT // len(chunk)):  # 8x the drain bound at most
@@ -228,7 +256,9 @@ def test_overload_is_shed_at_once_with_retry_after(strict, jpeg):
     async def burst() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=60, max_keepalive_connections=60)
         async with httpx.AsyncClient(base_url=strict.url, timeout=20, limits=limits) as c:
-            return await asyncio.gather(*(c.post("/v1/detect", content=jpeg, headers={"content-type": "image/jpeg"}) for _ in range(60)))
+            return await asyncio.gather(
+                *(c.post("/v1/detect", content=jpeg, headers={"content-type": "image/jpeg"}) for _ in range(60))
+            )
 
     before = _metric(strict, "yolo_gateway_shed_total")
     responses = asyncio.run(burst())
@@ -258,8 +288,14 @@ def buggy_server() -> Iterator[int]:
         raise RuntimeError("injected bug")
 
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop", log_level="critical",
-                            http=server.protocol_class(5.0, LIMIT, 1.0))
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        log_level="critical",
+        http=server.protocol_class(5.0, LIMIT, 1.0),
+    )
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -293,8 +329,10 @@ def test_unexpected_error_is_json_with_request_id_and_keeps_the_connection(buggy
 def test_fuzzed_requests_get_no_500_no_hang_no_reset(triton, tmp_path):
     """A bounded fuzz run (make fuzz runs 10^5) against a gateway in a 1.5 GiB memory cage."""
     report = fuzz.fuzz_gateway(triton.grpc_target, count=3000, seed=11, memory_mb=1536, workers=4, log_dir=tmp_path)
-    print(f"\nfuzz: {report.count} inputs, statuses {dict(report.statuses)}, RSS {report.rss_before_mb} -> "
-          f"{report.rss_after_mb} MB (peak {report.rss_peak_mb}), {report.memory_limit}")
+    print(
+        f"\nfuzz: {report.count} inputs, statuses {dict(report.statuses)}, RSS {report.rss_before_mb} -> "
+        f"{report.rss_after_mb} MB (peak {report.rss_peak_mb}), {report.memory_limit}"
+    )
     assert report.failures == [] and report.hangs == 0 and report.resets == 0
     assert report.count == 3000
     assert {200, 400, 415, 422} <= set(report.statuses), "the mutations reach every outcome"

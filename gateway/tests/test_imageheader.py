@@ -32,7 +32,9 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
 def _png(width: int, height: int, bits: int = 8, colour: int = 2, extra: bytes = b"") -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, bits, colour, 0, 0, 0)
     idat = zlib.compress(b"\0" * 64)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + extra + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + extra + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    )
 
 
 RGB = Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8))
@@ -68,7 +70,11 @@ def test_exif_orientation_matches_pillow_in_every_format(fmt, orientation):
     exif = Image.Exif()
     exif[0x0112] = orientation
     data = _save(RGB, fmt, exif=exif.tobytes())
-    assert imageheader.parse(data, fmt.lower()).orientation == Image.open(io.BytesIO(data)).getexif()[0x0112] == orientation
+    assert (
+        imageheader.parse(data, fmt.lower()).orientation
+        == Image.open(io.BytesIO(data)).getexif()[0x0112]
+        == orientation
+    )
 
 
 def test_a_png_claiming_four_billion_pixels_is_refused_without_allocating():

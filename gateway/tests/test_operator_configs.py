@@ -29,7 +29,10 @@ FORMATS: dict[str, tuple[dict, str | dict]] = {
     "yolo_e2e": ({"format": "end2end"}, "yolo_end2end"),
     "yolo_v5": ({"format": "onnx", "output": "v5"}, {"output_format": "v5"}),
     "yolo_fp32": ({"format": "onnx", "input": "fp32-nchw"}, {"input_layout": "fp32-nchw"}),
-    "yolo_fp32_e2e": ({"format": "onnx", "input": "fp32-nchw", "output": "end2end"}, {"input_layout": "fp32-nchw", "end2end": True}),
+    "yolo_fp32_e2e": (
+        {"format": "onnx", "input": "fp32-nchw", "output": "end2end"},
+        {"input_layout": "fp32-nchw", "end2end": True},
+    ),
 }
 GATEWAY_FORMAT = {"raw": "raw", "v5": "v5", "end2end": "end2end"}
 
@@ -37,7 +40,14 @@ GATEWAY_FORMAT = {"raw": "raw", "v5": "v5", "end2end": "end2end"}
 def _spec(name: str, model: dict):
     return parse_spec(
         {
-            "model": {"name": name, "input": "uint8-nhwc", **model, "inputSize": 320, "classNames": list(CLASS_NAMES), "source": {"uri": "https://models.example/m.onnx"}},
+            "model": {
+                "name": name,
+                "input": "uint8-nhwc",
+                **model,
+                "inputSize": 320,
+                "classNames": list(CLASS_NAMES),
+                "source": {"uri": "https://models.example/m.onnx"},
+            },
             "triton": {"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}, "maxBatchSize": 8},
         }
     )
@@ -52,7 +62,9 @@ def operator_triton(tmp_path_factory: pytest.TempPathFactory):
             prepare(SOURCE_ONNX, repo / name / "1" / "model.onnx", imgsz=(320, 320), **source)
         else:
             shutil.copy(LOCAL_REPO / source / "1" / "model.onnx", repo / name / "1" / "model.onnx")
-        report = prepare_model(repo / name / "1" / "model.onnx", [(model_plan(_spec(name, model)), repo / name / "config.pbtxt")])
+        report = prepare_model(
+            repo / name / "1" / "model.onnx", [(model_plan(_spec(name, model)), repo / name / "config.pbtxt")]
+        )
         assert report["reason"] == "ServedAsExported", report
         # The CR writes every field here, so the file's config is the one the CR alone describes.
         assert (repo / name / "config.pbtxt").read_text() == render_config_pbtxt(_spec(name, model))
@@ -76,7 +88,9 @@ def test_generated_config_loads_warms_up_and_detects(operator_triton, name):
         async with gateway_app(Settings(triton_url=operator_triton.grpc_target, model_name=name)) as c:
             sig = c.app.state.triton.signature
             assert sig.output_format == GATEWAY_FORMAT[spec.model.output_layout or "raw"]
-            assert (sig.input_dtype, sig.layout) == (("FP32", "NCHW") if spec.model.input == "fp32-nchw" else ("UINT8", "NHWC"))
+            assert (sig.input_dtype, sig.layout) == (
+                ("FP32", "NCHW") if spec.model.input == "fp32-nchw" else ("UINT8", "NHWC")
+            )
             for i in range(30):
                 scene = make_scene(rng, *sizes[i % len(sizes)])
                 r = await c.post("/v1/detect", content=encode(scene), headers={"content-type": "image/jpeg"})

@@ -52,7 +52,9 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     for name, file in FILES.items():
         (repo / name / "1").mkdir(parents=True)
         shutil.copy(file, repo / name / "1" / "model.onnx")
-        reports[name] = prepare(repo / name / "1" / "model.onnx", [(model_plan(_spec(name)), repo / name / "config.pbtxt")])
+        reports[name] = prepare(
+            repo / name / "1" / "model.onnx", [(model_plan(_spec(name)), repo / name / "config.pbtxt")]
+        )
     with LocalTriton(repo, TritonPorts.free(), log_path=repo.parent / "triton.log") as server:
         yield server, reports
 
@@ -60,9 +62,13 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 def test_the_report_says_what_was_rewritten(served):
     _, reports = served
     for name in ("shapes_opt", "v8n_opt"):
-        assert reports[name]["optimized"] == ["uint8 NHWC input", "NMS in the graph (IoU 0.45, up to 100 boxes)"], reports[name]
+        assert reports[name]["optimized"] == ["uint8 NHWC input", "NMS in the graph (IoU 0.45, up to 100 boxes)"], (
+            reports[name]
+        )
         assert "input images uint8-nhwc" in reports[name]["message"] and "output end2end" in reports[name]["message"]
-    assert reports["v8n_opt"]["reason"] == "BatchAxisRewritten" and reports["shapes_opt"]["reason"] == "ServedAsExported"
+    assert (
+        reports["v8n_opt"]["reason"] == "BatchAxisRewritten" and reports["shapes_opt"]["reason"] == "ServedAsExported"
+    )
     assert reports["v8n"]["optimized"] == [] and "optimized" not in reports["v8n"]["message"]
 
 
@@ -73,9 +79,10 @@ def test_optimized_and_plain_give_the_same_detections(served):
 
     async def go() -> int:
         compared = 0
-        async with gateway_app(Settings(triton_url=server.grpc_target, model_name="shapes")) as plain, gateway_app(
-            Settings(triton_url=server.grpc_target, model_name="shapes_opt")
-        ) as opt:
+        async with (
+            gateway_app(Settings(triton_url=server.grpc_target, model_name="shapes")) as plain,
+            gateway_app(Settings(triton_url=server.grpc_target, model_name="shapes_opt")) as opt,
+        ):
             for scene in scenes:
                 image = encode(scene)
                 a = await plain.post("/v1/detect", content=image, headers={"content-type": "image/jpeg"})
@@ -99,9 +106,15 @@ def test_the_optimized_production_export_serves_with_a_fifth_of_the_bytes(served
         per_image = {}
         for name in ("v8n", "v8n_opt"):
             async with gateway_app(Settings(triton_url=server.grpc_target, model_name=name)) as c:
-                r = await c.post("/v1/detect", content=encode(make_scene(np.random.default_rng(1), 1280, 720)), headers={"content-type": "image/jpeg"})
+                r = await c.post(
+                    "/v1/detect",
+                    content=encode(make_scene(np.random.default_rng(1), 1280, 720)),
+                    headers={"content-type": "image/jpeg"},
+                )
                 assert r.status_code == 200 and "detections" in r.json(), r.text
-            with urllib.request.urlopen(f"{server.http_url}/v2/models/{name}/config", timeout=5) as resp:  # the config Triton loaded
+            with urllib.request.urlopen(
+                f"{server.http_url}/v2/models/{name}/config", timeout=5
+            ) as resp:  # the config Triton loaded
                 config = json.loads(resp.read())
             tensors = [*config["input"], *config["output"]]
             per_image[name] = sum(BYTES[t["data_type"]] * int(np.prod([int(d) for d in t["dims"]])) for t in tensors)
@@ -109,6 +122,11 @@ def test_the_optimized_production_export_serves_with_a_fifth_of_the_bytes(served
 
     sizes = asyncio.run(go())
     # plain: 4,915,200 in + 2,822,400 out; optimized: 1,228,800 in + 2,404 out
-    assert sizes == {"v8n": 3 * 640 * 640 * 4 + 84 * 8400 * 4, "v8n_opt": 640 * 640 * 3 + 4 + 100 * 4 * 4 + 100 * 4 + 100 * 4}, sizes
+    assert sizes == {
+        "v8n": 3 * 640 * 640 * 4 + 84 * 8400 * 4,
+        "v8n_opt": 640 * 640 * 3 + 4 + 100 * 4 * 4 + 100 * 4 + 100 * 4,
+    }, sizes
     assert sizes["v8n_opt"] / sizes["v8n"] <= 0.2
-    print(f"\n[wire] YOLOv8n 640/80, bytes per image to and from Triton: plain {sizes['v8n']:,}, optimized {sizes['v8n_opt']:,} ({sizes['v8n_opt'] / sizes['v8n']:.3f})")
+    print(
+        f"\n[wire] YOLOv8n 640/80, bytes per image to and from Triton: plain {sizes['v8n']:,}, optimized {sizes['v8n_opt']:,} ({sizes['v8n_opt'] / sizes['v8n']:.3f})"
+    )

@@ -63,7 +63,9 @@ def _assert_same(got, want) -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize("params", [DetectParams(0.25, 0.45, 300), DetectParams(0.5, 0.7, 5), DetectParams(0.1, 0.3, 300, classes=(0, 2))])
+@pytest.mark.parametrize(
+    "params", [DetectParams(0.25, 0.45, 300), DetectParams(0.5, 0.7, 5), DetectParams(0.1, 0.3, 300, classes=(0, 2))]
+)
 def test_raw_decode_matches_reference_nms(seed, params):
     raw = make_raw(np.random.default_rng(seed))
     _assert_same(_as_tuples(decode_raw(raw, params)), reference(raw, params))

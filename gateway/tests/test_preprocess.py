@@ -43,7 +43,9 @@ def test_sniff_knows_allowed_and_refused_formats(scene):
     assert sniff(b"hello world") is None
 
 
-@pytest.mark.parametrize("declared", ["image/jpeg", "image/png", "image/webp", "application/octet-stream", None, "image/jpeg; q=1"])
+@pytest.mark.parametrize(
+    "declared", ["image/jpeg", "image/png", "image/webp", "application/octet-stream", None, "image/jpeg; q=1"]
+)
 def test_check_format_trusts_the_bytes_for_allowed_types(scene, declared):
     assert check_format(encode(scene, ".png"), declared) == "png"
 
@@ -105,7 +107,7 @@ def test_jpeg_exif_rotation_gives_upright_size_and_content():
     assert (header.width, header.height) == (100, 200)
     out = decode(data, header)
     assert out.shape == (200, 100, 3)
-    assert out[:90, 50, 0] .mean() > 200 and out[110:, 50, 0].mean() < 60  # red now on top
+    assert out[:90, 50, 0].mean() > 200 and out[110:, 50, 0].mean() < 60  # red now on top
 
 
 def test_jpeg_is_dct_scaled_to_just_cover_the_target():
@@ -123,7 +125,9 @@ def test_truncated_and_corrupt_images_are_422(scene):
     for ext in (".jpg", ".png", ".webp"):
         data = encode(scene, ext)
         with pytest.raises(InvalidImage):
-            prepare_image(data[: len(data) // 2], None, in_w=320, in_h=320, layout="NHWC", dtype="UINT8", max_pixels=10**8)
+            prepare_image(
+                data[: len(data) // 2], None, in_w=320, in_h=320, layout="NHWC", dtype="UINT8", max_pixels=10**8
+            )
     jpeg = bytearray(encode(scene))
     jpeg[200:400] = b"\xff" * 200
     with pytest.raises(InvalidImage):
@@ -152,9 +156,14 @@ def test_letterbox_pads_with_114_and_centres():
     assert (out[geo.pad_y : geo.pad_y + new_h] == 7).all()
 
 
-@pytest.mark.parametrize(("layout", "dtype", "shape", "np_dtype"), [("NHWC", "UINT8", (320, 320, 3), np.uint8), ("NCHW", "FP32", (3, 320, 320), np.float32)])
+@pytest.mark.parametrize(
+    ("layout", "dtype", "shape", "np_dtype"),
+    [("NHWC", "UINT8", (320, 320, 3), np.uint8), ("NCHW", "FP32", (3, 320, 320), np.float32)],
+)
 def test_prepare_image_matches_model_layout(scene, layout, dtype, shape, np_dtype):
-    p = prepare_image(encode(scene, ".png"), "image/png", in_w=320, in_h=320, layout=layout, dtype=dtype, max_pixels=10**8)
+    p = prepare_image(
+        encode(scene, ".png"), "image/png", in_w=320, in_h=320, layout=layout, dtype=dtype, max_pixels=10**8
+    )
     assert p.tensor.shape == shape and p.tensor.dtype == np_dtype
     if dtype == "FP32":
         assert 0.0 <= p.tensor.min() and p.tensor.max() <= 1.0
@@ -203,7 +212,10 @@ def _ultralytics_scale_boxes(boxes: np.ndarray, in_w: int, in_h: int, w: int, h:
     return out
 
 
-@pytest.mark.parametrize(("w", "h", "fmt"), [(1920, 1080, ".jpg"), (641, 479, ".jpg"), (333, 777, ".png"), (1001, 1003, ".jpg"), (200, 120, ".png")])
+@pytest.mark.parametrize(
+    ("w", "h", "fmt"),
+    [(1920, 1080, ".jpg"), (641, 479, ".jpg"), (333, 777, ".png"), (1001, 1003, ".jpg"), (200, 120, ".png")],
+)
 def test_parity_mode_is_ultralytics_preprocessing_exactly(w, h, fmt):
     data = encode(make_scene(np.random.default_rng(w + h), w, h), fmt)
     ours = prepare_image(data, None, in_w=320, in_h=320, layout="NHWC", dtype="UINT8", max_pixels=10**8, parity=True)
@@ -220,6 +232,8 @@ def test_parity_mode_applies_exif_orientation_as_opencv_does():
     exif = Image.Exif()
     exif[0x0112] = 6
     data = _pil_bytes(Image.fromarray(img), "JPEG", exif=exif, quality=92)
-    ours = prepare_image(data, "image/jpeg", in_w=320, in_h=320, layout="NHWC", dtype="UINT8", max_pixels=10**8, parity=True)
+    ours = prepare_image(
+        data, "image/jpeg", in_w=320, in_h=320, layout="NHWC", dtype="UINT8", max_pixels=10**8, parity=True
+    )
     assert (ours.letterbox.width, ours.letterbox.height) == (300, 480)
     assert np.array_equal(ours.tensor, _ultralytics_letterbox(data, 320, 320))

@@ -79,7 +79,9 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     for name, file in MODELS.items():
         (repo / name / "1").mkdir(parents=True)
         shutil.copy(PROD_MODELS / file, repo / name / "1" / "model.onnx")
-        reports[name] = prepare(repo / name / "1" / "model.onnx", [(model_plan(bare_spec(name)), repo / name / "config.pbtxt")])
+        reports[name] = prepare(
+            repo / name / "1" / "model.onnx", [(model_plan(bare_spec(name)), repo / name / "config.pbtxt")]
+        )
     names = {name: _file_names(manifest, file) for name, file in MODELS.items()}
     with LocalTriton(repo, TritonPorts.free(), log_path=repo.parent / "triton.log") as server:
         yield Served(server, repo, reports, names)
@@ -100,7 +102,12 @@ def scene_jpeg(seed: int) -> bytes:
 
 
 def test_reports_and_configs_come_from_the_files(served: Served):
-    expected = {"static640": "BatchAxisRewritten", "dyn640": "ServedAsExported", "s416": "BatchAxisRewritten", "c5": "BatchAxisRewritten"}
+    expected = {
+        "static640": "BatchAxisRewritten",
+        "dyn640": "ServedAsExported",
+        "s416": "BatchAxisRewritten",
+        "c5": "BatchAxisRewritten",
+    }
     for name, reason in expected.items():
         report = served.reports[name]
         assert report["reason"] == reason, report
@@ -117,7 +124,11 @@ def test_reports_and_configs_come_from_the_files(served: Served):
         cfg = loaded_config(served.triton, name)
         assert cfg["max_batch_size"] == MAX_BATCH, cfg
         (inp,) = cfg["input"]
-        assert (inp["name"], inp["data_type"], [int(d) for d in inp["dims"]]) == ("images", "TYPE_FP32", [3, size[name], size[name]]), inp
+        assert (inp["name"], inp["data_type"], [int(d) for d in inp["dims"]]) == (
+            "images",
+            "TYPE_FP32",
+            [3, size[name], size[name]],
+        ), inp
         names = json.loads(cfg["parameters"]["class_names"]["string_value"])
         assert tuple(names) == served.names[name], names
         (out,) = cfg["output"]
@@ -132,12 +143,25 @@ def test_burst_is_batched_on_the_rewritten_model(served: Served):
 
     async def go() -> tuple[list[int], float]:
         # Room for the whole burst: queued in the gateway and at Triton, never shed or timed out.
-        s = settings(served, model, max_concurrency=BURST, max_queue=BURST, queue_timeout_s=150, request_timeout_s=150, infer_timeout_s=150)
+        s = settings(
+            served,
+            model,
+            max_concurrency=BURST,
+            max_queue=BURST,
+            queue_timeout_s=150,
+            request_timeout_s=150,
+            infer_timeout_s=150,
+        )
         async with gateway_app(s) as c:
             before = triton_stats(served.triton, model)
             t0 = time.monotonic()
             rs = await asyncio.wait_for(
-                asyncio.gather(*(c.post("/v1/detect", params=TINY_CONF, content=body, headers={"content-type": "image/jpeg"}) for _ in range(BURST))),
+                asyncio.gather(
+                    *(
+                        c.post("/v1/detect", params=TINY_CONF, content=body, headers={"content-type": "image/jpeg"})
+                        for _ in range(BURST)
+                    )
+                ),
                 timeout=180,
             )
             took = time.monotonic() - t0

@@ -17,7 +17,8 @@ TOOLING = {"yolo_tools", "onnx", "onnxruntime", "pytriton", "aiohttp", "matplotl
 FORBIDDEN = {
     "yolo_gateway": TOOLING | {"yolo_operator", "kopf", "kubernetes"},
     # kopf runs on aiohttp: a runtime dependency of the operator, tooling for the gateway (the bench's client)
-    "yolo_operator": (TOOLING - {"aiohttp"}) | {"yolo_gateway", "fastapi", "uvicorn", "tritonclient", "cv2", "simplejpeg"},
+    "yolo_operator": (TOOLING - {"aiohttp"})
+    | {"yolo_gateway", "fastapi", "uvicorn", "tritonclient", "cv2", "simplejpeg"},
 }
 
 

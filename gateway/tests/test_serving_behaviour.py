@@ -30,7 +30,11 @@ def test_accuracy_on_fresh_held_out_images(client):
         w, h = sizes[i % len(sizes)]
         scene = make_scene(rng, w, h)
         fmt = (".jpg", ".png", ".webp")[i % 3]
-        r = client.post("/v1/detect", content=encode(scene, fmt), headers={"content-type": f"image/{'jpeg' if fmt == '.jpg' else fmt[1:]}"})
+        r = client.post(
+            "/v1/detect",
+            content=encode(scene, fmt),
+            headers={"content-type": f"image/{'jpeg' if fmt == '.jpg' else fmt[1:]}"},
+        )
         assert r.status_code == 200, r.text
         assert r.json()["image"] == {"width": w, "height": h}
         boxes, classes, _ = boxes_of(r.json())
@@ -57,7 +61,9 @@ def test_raw_v5_end2end_and_fp32_models_give_the_same_boxes(triton):
 
     results = {m: asyncio.run(run(m)) for m in ("yolo", "yolo_v5", "yolo_end2end", "yolo_fp32")}
     assert [results[m][0]["output_format"] for m in results] == ["raw", "v5", "end2end", "raw"]
-    assert results["yolo_fp32"][0]["input"]["layout"] == "NCHW" and results["yolo_fp32"][0]["input"]["datatype"] == "FP32"
+    assert (
+        results["yolo_fp32"][0]["input"]["layout"] == "NCHW" and results["yolo_fp32"][0]["input"]["datatype"] == "FP32"
+    )
     reference = results["yolo"][1:]
     assert sum(len(r["detections"]) for r in reference) >= 12
     for model in ("yolo_v5", "yolo_end2end", "yolo_fp32"):
@@ -107,7 +113,9 @@ def test_200_concurrent_requests_are_all_right_and_batched(triton, gateway):
         async with httpx.AsyncClient(base_url=gateway.url, timeout=60, limits=limits) as c:
             alone = [(await c.post("/v1/detect", content=b, headers=JPEG)).json() for b in bodies]
             before = triton_stats(triton, "yolo")
-            responses = await asyncio.gather(*(c.post("/v1/detect", content=bodies[i % 10], headers=JPEG) for i in range(200)))
+            responses = await asyncio.gather(
+                *(c.post("/v1/detect", content=bodies[i % 10], headers=JPEG) for i in range(200))
+            )
             settled_counts([triton], "yolo", [before["inference_count"]], 200)
             after = triton_stats(triton, "yolo")
             return alone, responses, before, after
@@ -121,7 +129,9 @@ def test_200_concurrent_requests_are_all_right_and_batched(triton, gateway):
         np.testing.assert_allclose(got_b, want_b, atol=0.5)
     inferences = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
-    print(f"\n200 concurrent requests: {inferences} inferences in {executions} executions, mean batch {inferences / executions:.1f}")
+    print(
+        f"\n200 concurrent requests: {inferences} inferences in {executions} executions, mean batch {inferences / executions:.1f}"
+    )
     assert inferences == 200
     assert inferences / executions > 1.0, "Triton's dynamic batcher merged requests"
 
@@ -153,7 +163,9 @@ def test_one_channel_round_robins_over_two_tritons(single_model_repo, tmp_path):
 def test_triton_killed_mid_run_gives_fast_503s_then_recovers(single_model_repo, tmp_path):
     server = LocalTriton(single_model_repo, TritonPorts.free(), log_path=tmp_path / "t.log")
     body = encode(make_scene(np.random.default_rng(2), 640, 480))
-    settings = Settings(triton_url=server.grpc_target, breaker_failures=2, breaker_reset_s=0.5, infer_timeout_s=2, request_timeout_s=4)
+    settings = Settings(
+        triton_url=server.grpc_target, breaker_failures=2, breaker_reset_s=0.5, infer_timeout_s=2, request_timeout_s=4
+    )
 
     async def go() -> None:
         server.start()
@@ -173,7 +185,11 @@ def test_triton_killed_mid_run_gives_fast_503s_then_recovers(single_model_repo, 
             assert "circuit open" in " ".join(r.json()["error"]["message"] for r, _ in down)
             assert (await c.get("/readyz")).status_code == 503
             metrics = (await c.get("/metrics")).text
-            unavailable = next(line for line in metrics.splitlines() if line.startswith('yolo_gateway_triton_errors_total{kind="unavailable"}'))
+            unavailable = next(
+                line
+                for line in metrics.splitlines()
+                if line.startswith('yolo_gateway_triton_errors_total{kind="unavailable"}')
+            )
             assert float(unavailable.split()[-1]) >= 1
 
             server.start()  # same ports: the same channel must reconnect, no gateway restart
@@ -233,7 +249,9 @@ def test_cold_start_requests_wait_for_triton_instead_of_503(single_model_repo, t
         return REGISTRY.get_sample_value(name) or 0.0
 
     async def go() -> None:
-        settings = Settings(triton_url=server.grpc_target, metadata_retry_s=0.2, cold_start_timeout_s=60, request_timeout_s=10)
+        settings = Settings(
+            triton_url=server.grpc_target, metadata_retry_s=0.2, cold_start_timeout_s=60, request_timeout_s=10
+        )
         async with gateway_app(settings, wait_for_model=False) as c:
             ready = await c.get("/readyz")
             assert ready.status_code == 200 and "cold start" in ready.json()["status"]
@@ -357,21 +375,37 @@ def test_dns_target_follows_new_pods_and_retries_a_killed_one(single_model_repo,
         async with gateway_app(settings, wait_for_model=False) as c:
             triton = c.app.state.triton
             triton.resolver = fake_dns
-            await until(lambda: triton.addresses == ["127.0.0.2"] and c.app.state.detector.warm, "first resolution, then the warm-up")
+            await until(
+                lambda: triton.addresses == ["127.0.0.2"] and c.app.state.detector.warm,
+                "first resolution, then the warm-up",
+            )
             for _ in range(4):
-                assert [r.status_code for r in await asyncio.gather(*(c.post("/v1/detect", content=body, headers=JPEG) for _ in range(5)))] == [200] * 5
+                assert [
+                    r.status_code
+                    for r in await asyncio.gather(*(c.post("/v1/detect", content=body, headers=JPEG) for _ in range(5)))
+                ] == [200] * 5
             assert triton_stats(b, "yolo")["inference_count"] == 0
 
             answer.append("127.0.0.3")  # a second pod became ready
             await until(lambda: triton.addresses == ["127.0.0.2", "127.0.0.3"], "the new pod noticed")
             before_a = triton_stats(a, "yolo")["inference_count"]
             for _ in range(10):
-                assert [r.status_code for r in await asyncio.gather(*(c.post("/v1/detect", content=body, headers=JPEG) for _ in range(10)))] == [200] * 10
+                assert [
+                    r.status_code
+                    for r in await asyncio.gather(
+                        *(c.post("/v1/detect", content=body, headers=JPEG) for _ in range(10))
+                    )
+                ] == [200] * 10
             na, nb = settled_counts([a, b], "yolo", [before_a, 0], 100)
             assert na + nb == 100 and min(na, nb) >= 30, (na, nb)
 
             async def load() -> list[int]:
-                return [r.status_code for r in await asyncio.gather(*(c.post("/v1/detect", content=body, headers=JPEG) for _ in range(20)))]
+                return [
+                    r.status_code
+                    for r in await asyncio.gather(
+                        *(c.post("/v1/detect", content=body, headers=JPEG) for _ in range(20))
+                    )
+                ]
 
             codes: list[int] = []
             for _ in range(3):  # a pod killed under load (SIGKILL mid-batch), still in the DNS answer
@@ -385,7 +419,11 @@ def test_dns_target_follows_new_pods_and_retries_a_killed_one(single_model_repo,
                 await until(lambda: triton.breaker.state == "closed", "breaker closed")
             assert codes == [200] * 60, codes  # UNAVAILABLE on the dead pod was retried on the live one
             text = (await c.get("/metrics")).text
-            retries = next(float(line.split()[1]) for line in text.splitlines() if line.startswith("yolo_gateway_triton_retries_total "))
+            retries = next(
+                float(line.split()[1])
+                for line in text.splitlines()
+                if line.startswith("yolo_gateway_triton_retries_total ")
+            )
             assert retries >= 1, "the kill hit calls in flight, and they were retried"
             assert "yolo_gateway_triton_endpoints 2.0" in text
             assert triton.breaker.state == "closed"

@@ -23,7 +23,10 @@ def meta(inp: list, outs: list[tuple[str, list, str]], dtype: str = "UINT8") -> 
 
 
 def test_uint8_nhwc_raw():
-    sig = parse_signature(meta([-1, 320, 320, 3], [("output0", [-1, 7, 2100], "FP32")]), {"config": {"max_batch_size": 16, "parameters": NAMES}})
+    sig = parse_signature(
+        meta([-1, 320, 320, 3], [("output0", [-1, 7, 2100], "FP32")]),
+        {"config": {"max_batch_size": 16, "parameters": NAMES}},
+    )
     assert (sig.layout, sig.height, sig.width, sig.input_dtype) == ("NHWC", 320, 320, "UINT8")
     assert (sig.output_format, sig.class_names, sig.version, sig.max_batch_size) == ("raw", ("a", "b", "c"), "3", 16)
 
@@ -44,7 +47,12 @@ def test_v5_and_transposed_raw_are_told_apart_by_class_count():
 
 
 def test_end2end():
-    outs = [("num_dets", [-1, 1], "INT32"), ("det_boxes", [-1, 100, 4], "FP32"), ("det_scores", [-1, 100], "FP32"), ("det_classes", [-1, 100], "INT32")]
+    outs = [
+        ("num_dets", [-1, 1], "INT32"),
+        ("det_boxes", [-1, 100, 4], "FP32"),
+        ("det_scores", [-1, 100], "FP32"),
+        ("det_classes", [-1, 100], "INT32"),
+    ]
     sig = parse_signature(meta([-1, 320, 320, 3], outs), {"max_batch_size": 4, "parameters": NAMES})
     assert sig.output_format == "end2end"
     assert sig.output_names == ("num_dets", "det_boxes", "det_scores", "det_classes")
@@ -118,7 +126,13 @@ def test_breaker_reopens_when_the_probe_fails_and_success_resets_the_count():
         ("StatusCode.UNAVAILABLE", "Exceeds maximum queue size", TritonOverloaded, "queue_full", False),
         ("StatusCode.UNAVAILABLE", "Request timeout expired", TritonUnavailable, "queue_timeout", False),
         ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", TritonTimeout, "deadline", True),
-        ("StatusCode.NOT_FOUND", "Request for unknown model: 'x' is not found", TritonUnavailable, "model_not_ready", False),
+        (
+            "StatusCode.NOT_FOUND",
+            "Request for unknown model: 'x' is not found",
+            TritonUnavailable,
+            "model_not_ready",
+            False,
+        ),
         ("StatusCode.INVALID_ARGUMENT", "unexpected shape for input 'images'", TritonRejected, "rejected", False),
     ],
 )

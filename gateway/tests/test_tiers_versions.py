@@ -27,25 +27,37 @@ from yolo_tools.local_triton import LocalTriton, TritonPorts
 from yolo_tools.synthetic import CLASS_NAMES, encode, make_scene
 
 TIERS = [
-    {"name": "streaming", "maxBatchSize": 2, "maxQueueDelayMicroseconds": 100, "instances": 2, "preserveOrdering": True},
+    {
+        "name": "streaming",
+        "maxBatchSize": 2,
+        "maxQueueDelayMicroseconds": 100,
+        "instances": 2,
+        "preserveOrdering": True,
+    },
     {"name": "balanced", "maxBatchSize": 8, "maxQueueDelayMicroseconds": 1000, "instances": 1, "default": True},
     {"name": "batch", "maxBatchSize": 16, "maxQueueDelayMicroseconds": 100_000, "instances": 1},
 ]
 SLOW_SHADOW_S = 1.5
-BROKEN = '''
+BROKEN = """
 import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
     def execute(self, requests):
         return [pb_utils.InferenceResponse(error=pb_utils.TritonError("this model version is broken")) for _ in requests]
-'''
+"""
 
 
 def _spec():
     return parse_spec(
         {
-            "model": {"name": "yolo", "input": "uint8-nhwc", "inputSize": 320, "classNames": list(CLASS_NAMES), "source": {"uri": "https://models.example/v1.onnx"}},
+            "model": {
+                "name": "yolo",
+                "input": "uint8-nhwc",
+                "inputSize": 320,
+                "classNames": list(CLASS_NAMES),
+                "source": {"uri": "https://models.example/v1.onnx"},
+            },
             "triton": {"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}},
             "tiers": TIERS,
             "canary": {"source": {"uri": "https://models.example/v2.onnx"}, "percent": 25},
@@ -59,8 +71,10 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     repo = tmp_path_factory.mktemp("tiers_repo")
     configs = model_configs(_spec())
     assert sorted(configs) == ["yolo", "yolo-batch", "yolo-canary", "yolo-shadow", "yolo-streaming"]
-    slow = configs["yolo-shadow"].replace('name: "yolo-shadow"', 'name: "yolo-slow"').replace(
-        "max_queue_delay_microseconds: 1000", f"max_queue_delay_microseconds: {int(SLOW_SHADOW_S * 1e6)}"
+    slow = (
+        configs["yolo-shadow"]
+        .replace('name: "yolo-shadow"', 'name: "yolo-slow"')
+        .replace("max_queue_delay_microseconds: 1000", f"max_queue_delay_microseconds: {int(SLOW_SHADOW_S * 1e6)}")
     )
     assert "max_queue_delay_microseconds: 1500000" in slow
     for name, text in {**configs, "yolo-slow": slow}.items():
@@ -68,8 +82,17 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         (repo / name / "config.pbtxt").write_text(text)
         shutil.copy(LOCAL_REPO / "yolo" / "1" / "model.onnx", repo / name / "1" / "model.onnx")
     # Same tensors as the others, but every call fails (no warm-up: that would fail its load).
-    broken = configs["yolo"].split("dynamic_batching")[0].replace('name: "yolo"', 'name: "yolo-broken"').replace('platform: "onnxruntime_onnx"', 'backend: "python"')
-    broken += 'dynamic_batching { }\ninstance_group [ { kind: KIND_CPU, count: 1 } ]\nparameters { key: "class_names", value: { string_value: "' + json.dumps(list(CLASS_NAMES)).replace('"', '\\"') + '" } }\n'
+    broken = (
+        configs["yolo"]
+        .split("dynamic_batching")[0]
+        .replace('name: "yolo"', 'name: "yolo-broken"')
+        .replace('platform: "onnxruntime_onnx"', 'backend: "python"')
+    )
+    broken += (
+        'dynamic_batching { }\ninstance_group [ { kind: KIND_CPU, count: 1 } ]\nparameters { key: "class_names", value: { string_value: "'
+        + json.dumps(list(CLASS_NAMES)).replace('"', '\\"')
+        + '" } }\n'
+    )
     (repo / "yolo-broken" / "1").mkdir(parents=True)
     (repo / "yolo-broken" / "config.pbtxt").write_text(broken)
     (repo / "yolo-broken" / "1" / "model.py").write_text(BROKEN)
@@ -79,7 +102,15 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 
 def _settings(served: LocalTriton, **kw) -> Settings:
     tiers = {"streaming": "yolo-streaming", "balanced": "yolo", "batch": "yolo-batch"}
-    return Settings(triton_url=served.grpc_target, model_name="yolo", tiers=tiers, default_tier="balanced", max_queue=256, queue_timeout_s=8, **kw)
+    return Settings(
+        triton_url=served.grpc_target,
+        model_name="yolo",
+        tiers=tiers,
+        default_tier="balanced",
+        max_queue=256,
+        queue_timeout_s=8,
+        **kw,
+    )
 
 
 async def _loaded(c, model: str) -> None:
@@ -125,10 +156,17 @@ def test_each_tier_batches_as_its_config_says(served):
     """Triton reports each tier's own config, and its statistics show each tier's batching: 24
     requests at once never make a streaming batch over 2, and the batch tier's 100 ms window
     gathers batches larger than that."""
-    for name, (batch, delay, count, ordered) in {"yolo-streaming": (2, 100, 2, True), "yolo": (8, 1000, 1, False), "yolo-batch": (16, 100_000, 1, False)}.items():
+    for name, (batch, delay, count, ordered) in {
+        "yolo-streaming": (2, 100, 2, True),
+        "yolo": (8, 1000, 1, False),
+        "yolo-batch": (16, 100_000, 1, False),
+    }.items():
         cfg = _config(served, name)
         assert cfg["max_batch_size"] == batch and int(cfg["dynamic_batching"]["max_queue_delay_microseconds"]) == delay
-        assert cfg["dynamic_batching"].get("preserve_ordering", False) is ordered and cfg["instance_group"][0]["count"] == count
+        assert (
+            cfg["dynamic_batching"].get("preserve_ordering", False) is ordered
+            and cfg["instance_group"][0]["count"] == count
+        )
 
     images = _images(24)
 
@@ -142,21 +180,37 @@ def test_each_tier_batches_as_its_config_says(served):
                 ("batch", "yolo-batch", True),
             }
             r = await c.post("/v1/detect?tier=turbo", content=images[0], headers=JPEG)
-            assert r.status_code == 400 and "unknown tier 'turbo'" in r.json()["error"]["message"] and "streaming" in r.json()["error"]["message"]
+            assert (
+                r.status_code == 400
+                and "unknown tier 'turbo'" in r.json()["error"]["message"]
+                and "streaming" in r.json()["error"]["message"]
+            )
             out = {}
             for tier in ("streaming", "batch", "balanced", None):
                 url = f"/v1/detect?tier={tier}" if tier else "/v1/detect"
                 responses = await asyncio.gather(*(c.post(url, content=img, headers=JPEG) for img in images))
-                assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200][:1]
+                assert all(r.status_code == 200 for r in responses), [
+                    r.text for r in responses if r.status_code != 200
+                ][:1]
                 out[tier or "(none)"] = [r.json() for r in responses]
             return out
 
     results = asyncio.run(go())
-    for tier, model in (("streaming", "yolo-streaming"), ("batch", "yolo-batch"), ("balanced", "yolo"), ("(none)", "yolo")):
-        assert {(r["model"]["name"], r["model"]["tier"], r["model"]["variant"]) for r in results[tier]} == {(model, "balanced" if tier == "(none)" else tier, "current")}
+    for tier, model in (
+        ("streaming", "yolo-streaming"),
+        ("batch", "yolo-batch"),
+        ("balanced", "yolo"),
+        ("(none)", "yolo"),
+    ):
+        assert {(r["model"]["name"], r["model"]["tier"], r["model"]["variant"]) for r in results[tier]} == {
+            (model, "balanced" if tier == "(none)" else tier, "current")
+        }
     # Same weights in every tier: the same detections for the same image.
     assert [r["detections"] for r in results["streaming"]] == [r["detections"] for r in results["batch"]]
-    sizes = {m: {int(b["batch_size"]) for b in _stats(served, m).get("batch_stats", [])} for m in ("yolo-streaming", "yolo-batch")}
+    sizes = {
+        m: {int(b["batch_size"]) for b in _stats(served, m).get("batch_stats", [])}
+        for m in ("yolo-streaming", "yolo-batch")
+    }
     assert max(sizes["yolo-streaming"]) <= 2, sizes
     assert max(sizes["yolo-batch"]) > 2, sizes
 
@@ -174,7 +228,9 @@ def test_the_canary_answers_its_share_for_real(served):
                 responses = await asyncio.gather(*(c.post("/v1/detect", content=img, headers=JPEG) for img in images))
                 assert all(r.status_code == 200 for r in responses)
                 out += [r.json() for r in responses]
-            tiered = [(await c.post("/v1/detect?tier=streaming", content=images[0], headers=JPEG)).json() for _ in range(8)]
+            tiered = [
+                (await c.post("/v1/detect?tier=streaming", content=images[0], headers=JPEG)).json() for _ in range(8)
+            ]
             assert {r["model"]["variant"] for r in tiered} == {"current"}
             return out
 
@@ -251,7 +307,9 @@ def test_the_shadow_gets_its_share_and_never_changes_a_response(served):
     assert after["ok"] - before["ok"] == 10 and after["error"] == before["error"]
     assert _counted(served, "yolo-shadow", shadow_before, 10) == 10
     # The shadow serves the same weights: every mirrored image agrees fully.
-    assert after["match_count"] - before["match_count"] == 10 and after["match_sum"] - before["match_sum"] == pytest.approx(10)
+    assert after["match_count"] - before["match_count"] == 10 and after["match_sum"] - before[
+        "match_sum"
+    ] == pytest.approx(10)
 
 
 def test_a_slow_or_broken_shadow_adds_no_latency_and_no_error(served):

@@ -22,7 +22,9 @@ def test_split_is_exact_in_every_window(percent):
 
 def _dets(boxes, classes, scores=None) -> Detections:
     boxes = np.array(boxes, np.float32).reshape(-1, 4)
-    return Detections(boxes, np.array(scores if scores is not None else [0.9] * len(boxes), np.float32), np.array(classes, np.int64))
+    return Detections(
+        boxes, np.array(scores if scores is not None else [0.9] * len(boxes), np.float32), np.array(classes, np.int64)
+    )
 
 
 def test_agreement_matches_boxes_at_iou_half_and_compares_classes():
@@ -44,10 +46,18 @@ def test_agreement_matches_each_box_once():
 
 
 def test_router_routes_tiers_and_the_canary_share():
-    s = Settings(model_name="yolo", tiers={"fast": "yolo-fast", "std": "yolo"}, default_tier="std", canary_model="yolo-canary", canary_percent=50)
+    s = Settings(
+        model_name="yolo",
+        tiers={"fast": "yolo-fast", "std": "yolo"},
+        default_tier="std",
+        canary_model="yolo-canary",
+        canary_percent=50,
+    )
     router = Router(s)
     assert router.route("fast", canary_served=True).model == "yolo-fast"  # tier requests never count toward the canary
-    routes = [router.route(None, canary_served=True) for _ in range(4)] + [router.route("std", canary_served=True) for _ in range(4)]
+    routes = [router.route(None, canary_served=True) for _ in range(4)] + [
+        router.route("std", canary_served=True) for _ in range(4)
+    ]
     assert [r.variant for r in routes] == ["current", "canary"] * 4
     assert {r.tier for r in routes} == {"std"}
     assert router.route(None, canary_served=False).variant in ("current", "canary_unavailable")

@@ -83,7 +83,9 @@ class Admission:
     def check(self) -> None:
         """Refuse at the door, before the body is even read, when the queue is already full."""
         if self.active >= self.limit and len(self._waiters) >= self.max_queue:
-            raise self._shed("queue_full", f"gateway overloaded: {self.active} requests running and {len(self._waiters)} queued")
+            raise self._shed(
+                "queue_full", f"gateway overloaded: {self.active} requests running and {len(self._waiters)} queued"
+            )
 
     async def acquire(self, deadline: float | None = None) -> None:
         """Take a slot, waiting at most `queue_timeout_s` (and never past `deadline`, loop time)."""
@@ -142,7 +144,11 @@ class Admission:
                 log.warning(
                     "admission: %d requests at once, not %d: the model's tensors take about %.0f MB a request "
                     "and the container's memory limit is %.0f MB (%.0f MB in use)",
-                    limit, configured, per_request / 1e6, limit_bytes / 1e6, rss / 1e6,
+                    limit,
+                    configured,
+                    per_request / 1e6,
+                    limit_bytes / 1e6,
+                    rss / 1e6,
                 )
         self.limit = limit
         metrics.ADMISSION_LIMIT.set(limit)

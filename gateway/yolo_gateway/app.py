@@ -1,6 +1,6 @@
 """The FastAPI gateway: HTTP images in, detections out.
 
-    uvicorn --factory yolo_gateway.app:create_app     (or: python -m yolo_gateway)
+uvicorn --factory yolo_gateway.app:create_app     (or: python -m yolo_gateway)
 """
 
 from __future__ import annotations
@@ -184,13 +184,21 @@ async def detect_params(
     conf: Annotated[float | None, Query(ge=0, le=1, description="confidence threshold")] = None,
     iou: Annotated[float | None, Query(ge=0, le=1, description="NMS IoU threshold")] = None,
     max_det: Annotated[int | None, Query(ge=1, description="detections per image")] = None,
-    classes: Annotated[list[str] | None, Query(description="keep these class ids or names (comma-separated or repeated)")] = None,
+    classes: Annotated[
+        list[str] | None, Query(description="keep these class ids or names (comma-separated or repeated)")
+    ] = None,
     preprocess: Annotated[
         Literal["fast", "parity"] | None,
-        Query(description="fast (default): DCT-scaled decode, INTER_AREA; parity: Ultralytics' own preprocessing, for comparing with its validation numbers"),
+        Query(
+            description="fast (default): DCT-scaled decode, INTER_AREA; parity: Ultralytics' own preprocessing, for comparing with its validation numbers"
+        ),
     ] = None,
     tier: Annotated[
-        str | None, Query(max_length=63, description="a latency tier the service declares (spec.tiers; GET /v1/models lists them); empty: the default tier")
+        str | None,
+        Query(
+            max_length=63,
+            description="a latency tier the service declares (spec.tiers; GET /v1/models lists them); empty: the default tier",
+        ),
     ] = None,
 ) -> DetectParams:
     return detector.params(conf, iou, max_det, classes, preprocess, tier or None)
@@ -199,7 +207,9 @@ async def detect_params(
 ParamsDep = Annotated[DetectParams, Depends(detect_params)]
 
 _binary = {"schema": {"type": "string", "format": "binary"}}
-_multipart_one = {"schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}}, "required": ["image"]}}
+_multipart_one = {
+    "schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}}, "required": ["image"]}
+}
 _multipart_many = {
     "schema": {
         "type": "object",
@@ -271,7 +281,12 @@ async def detect_batch(request: Request, detector: DetectorDep, params: ParamsDe
     return JSONResponse({"results": results})
 
 
-@router.get("/v1/models", response_model=ModelsResponse, responses={503: ERRORS[503]}, summary="The models served, and the routes to them")
+@router.get(
+    "/v1/models",
+    response_model=ModelsResponse,
+    responses={503: ERRORS[503]},
+    summary="The models served, and the routes to them",
+)
 async def models(triton: TritonDep) -> Response:
     s = triton.settings
     primary = triton.require_signature()
@@ -279,15 +294,21 @@ async def models(triton: TritonDep) -> Response:
     if not routes:
         routes.append({"role": "current", "tier": None, "model": s.model_name, "percent": None})
     if s.canary_model:
-        routes.append({"role": "canary", "tier": s.default_tier or None, "model": s.canary_model, "percent": s.canary_percent})
+        routes.append(
+            {"role": "canary", "tier": s.default_tier or None, "model": s.canary_model, "percent": s.canary_percent}
+        )
     if s.shadow_model:
-        routes.append({"role": "shadow", "tier": s.default_tier or None, "model": s.shadow_model, "percent": s.shadow_percent})
+        routes.append(
+            {"role": "shadow", "tier": s.default_tier or None, "model": s.shadow_model, "percent": s.shadow_percent}
+        )
     for r in routes:
         sig = triton.signature_of(r["model"])
         r["served"] = sig is not None
         r["error"] = None if sig is not None else triton.model_errors.get(r["model"], "not loaded yet")
     loaded = [primary, *(triton.signatures[m] for m in triton.extra_models if m in triton.signatures)]
-    return JSONResponse({"models": [sig.describe() for sig in loaded], "routes": routes, "default_tier": s.default_tier or None})
+    return JSONResponse(
+        {"models": [sig.describe() for sig in loaded], "routes": routes, "default_tier": s.default_tier or None}
+    )
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness")
@@ -295,7 +316,12 @@ async def healthz() -> Response:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": Health}}, summary="Readiness: Triton ready and the model loaded")
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses={503: {"model": Health}},
+    summary="Readiness: Triton ready and the model loaded",
+)
 async def readyz(request: Request, triton: TritonDep) -> Response:
     if request.app.state.draining:
         return JSONResponse({"status": "draining"}, status_code=503)

@@ -140,7 +140,9 @@ class APIKeys:
         key = self.presented(Headers(scope=scope))
         if key is None:
             metrics.AUTH_REFUSED.labels("missing").inc()
-            response = errors.error_response(401, "unauthorized", "an API key is required: Authorization: Bearer <key> or X-API-Key")
+            response = errors.error_response(
+                401, "unauthorized", "an API key is required: Authorization: Bearer <key> or X-API-Key"
+            )
             response.headers["WWW-Authenticate"] = 'Bearer realm="yolo-gateway"'
             await response(scope, receive, send)
             return

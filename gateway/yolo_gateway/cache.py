@@ -44,7 +44,9 @@ class Entry:
 
 
 class InferenceCache:
-    def __init__(self, max_entries: int, ttl_s: float, max_difference: int = 3, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_entries: int, ttl_s: float, max_difference: int = 3, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_entries, self.ttl_s, self.max_difference, self.clock = max_entries, ttl_s, max_difference, clock
         # group (size, params) -> fingerprint bytes -> entry; `order` is the LRU order over all groups
         self.groups: dict[tuple[Any, ...], dict[bytes, Entry]] = {}

@@ -104,7 +104,9 @@ class Detector:
             if self.triton.signature is not None and tiers <= {self.settings.model_name, *self.triton.signatures}:
                 s = self.settings
                 biggest = max(sig.tensor_bytes for sig in [self.triton.signature, *self.triton.signatures.values()])
-                self.admission.fit_memory(biggest, s.max_concurrency, s.admission_memory_fraction, memory_limit_bytes(), rss_bytes())
+                self.admission.fit_memory(
+                    biggest, s.max_concurrency, s.admission_memory_fraction, memory_limit_bytes(), rss_bytes()
+                )
                 try:
                     params = self.params(None, None, None, None)
                     await self.detect(

@@ -91,7 +91,9 @@ def read_header(data: bytes, fmt: str, max_pixels: int, max_scans: int = 256) ->
     if w <= 0 or h <= 0:
         raise InvalidImage("image has zero width or height")
     if w * h > max_pixels:
-        raise InvalidImage(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (decompression bomb guard)")
+        raise InvalidImage(
+            f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (decompression bomb guard)"
+        )
     if info.scans > max_scans:
         raise InvalidImage(f"progressive JPEG with {info.scans} scans, over the limit of {max_scans}")
     if fmt == "webp" and info.frames > 1:
@@ -197,7 +199,9 @@ def _decode_cv2(data: bytes, header: ImageHeader) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def letterbox(img: np.ndarray, geometry: Letterbox, new_w: int, new_h: int, in_w: int, in_h: int, linear: bool = False) -> np.ndarray:
+def letterbox(
+    img: np.ndarray, geometry: Letterbox, new_w: int, new_h: int, in_w: int, in_h: int, linear: bool = False
+) -> np.ndarray:
     """Resize an RGB image into the centre of a padded (in_h, in_w, 3) uint8 canvas
     (INTER_AREA when shrinking more than 2x, unless `linear`: Ultralytics' INTER_LINEAR always)."""
     canvas = np.full((in_h, in_w, 3), PAD_VALUE, np.uint8)
@@ -242,9 +246,15 @@ def prepare_image(
     t0 = time.perf_counter()
     fmt = check_format(data, declared_type)
     header = read_header(data, fmt, max_pixels, max_scans)
-    geometry, new_w, new_h = (parity_geometry if parity else letterbox_geometry)(header.width, header.height, in_w, in_h)
+    geometry, new_w, new_h = (parity_geometry if parity else letterbox_geometry)(
+        header.width, header.height, in_w, in_h
+    )
     try:
-        img = apply_orientation(_decode_cv2(data, header), header.orientation) if parity else decode(data, header, new_w, new_h)
+        img = (
+            apply_orientation(_decode_cv2(data, header), header.orientation)
+            if parity
+            else decode(data, header, new_w, new_h)
+        )
     except GatewayError:
         raise
     except (cv2.error, ValueError, OverflowError, MemoryError, RuntimeError) as exc:

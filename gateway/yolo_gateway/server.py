@@ -119,7 +119,11 @@ class GatewayProtocol(HttpToolsProtocol):
                 self._close_now()
                 return
         # uvicorn's own on_body, with a higher pause threshold (BODY_HIGH_WATER)
-        if self.cycle is None or self.cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
+        if (
+            self.cycle is None
+            or self.cycle.response_complete
+            or (self.parser.should_upgrade() and self._should_upgrade())
+        ):
             return
         self.cycle.body += body
         if len(self.cycle.body) > BODY_HIGH_WATER:
@@ -168,7 +172,12 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def _send_408(self) -> None:
         body = orjson.dumps(
-            {"error": {"code": "request_timeout", "message": f"request headers not received within {self.request_timeout_s:g}s"}}
+            {
+                "error": {
+                    "code": "request_timeout",
+                    "message": f"request headers not received within {self.request_timeout_s:g}s",
+                }
+            }
         )
         head = (
             "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
@@ -184,11 +193,17 @@ def protocol_class(request_timeout_s: float, drain_max_bytes: int, drain_timeout
     return type(
         "BoundGatewayProtocol",
         (GatewayProtocol,),
-        {"request_timeout_s": request_timeout_s, "drain_max_bytes": drain_max_bytes, "drain_timeout_s": drain_timeout_s},
+        {
+            "request_timeout_s": request_timeout_s,
+            "drain_max_bytes": drain_max_bytes,
+            "drain_timeout_s": drain_timeout_s,
+        },
     )
 
 
-def run(app: Any, *, host: str, port: int, request_timeout_s: float, drain_max_bytes: int, drain_timeout_s: float, **kw: Any) -> None:
+def run(
+    app: Any, *, host: str, port: int, request_timeout_s: float, drain_max_bytes: int, drain_timeout_s: float, **kw: Any
+) -> None:
     uvicorn.run(
         app,
         host=host,

@@ -22,7 +22,9 @@ class Settings(BaseSettings):
     model_version: str = Field("", description="empty: Triton's latest")
     infer_timeout_s: float = Field(5.0, gt=0, description="deadline of each Triton call")
     request_timeout_s: float = Field(
-        10.0, gt=0, description="deadline of a whole request from its first byte: headers, body (408 after it), processing (504)"
+        10.0,
+        gt=0,
+        description="deadline of a whole request from its first byte: headers, body (408 after it), processing (504)",
     )
     grpc_keepalive_time_ms: int = 10_000
     grpc_keepalive_timeout_ms: int = 5_000
@@ -32,7 +34,9 @@ class Settings(BaseSettings):
     resolve_interval_s: float = Field(
         2.0, ge=0, description="dns:/// targets: re-resolve this often and move to the new set of pods at once (0: off)"
     )
-    infer_retries: int = Field(2, ge=0, description="retries of a call that failed UNAVAILABLE (another pod may serve it)")
+    infer_retries: int = Field(
+        2, ge=0, description="retries of a call that failed UNAVAILABLE (another pod may serve it)"
+    )
     retry_backoff_s: float = Field(0.05, gt=0, description="first retry's backoff; doubles, with jitter")
 
     # Tiers, canary and shadow (variants.py): more models of the same service on the same Triton pods
@@ -42,11 +46,17 @@ class Settings(BaseSettings):
         "a request picks one with ?tier=, and one without gets default_tier (model_name)",
     )
     default_tier: str = Field("", description="the tier that model_name serves (one of tiers' names)")
-    canary_model: str = Field("", description="a Triton model that serves canary_percent of the default tier's requests for real")
+    canary_model: str = Field(
+        "", description="a Triton model that serves canary_percent of the default tier's requests for real"
+    )
     canary_percent: float = Field(0.0, ge=0, le=100)
-    shadow_model: str = Field("", description="a Triton model that gets a mirror of shadow_percent of the default tier's requests")
+    shadow_model: str = Field(
+        "", description="a Triton model that gets a mirror of shadow_percent of the default tier's requests"
+    )
     shadow_percent: float = Field(0.0, ge=0, le=100)
-    shadow_max_inflight: int = Field(16, ge=1, description="mirrored calls at once; more are skipped (counted), never queued")
+    shadow_max_inflight: int = Field(
+        16, ge=1, description="mirrored calls at once; more are skipped (counted), never queued"
+    )
 
     cold_start_timeout_s: float = Field(
         0.0,
@@ -54,10 +64,14 @@ class Settings(BaseSettings):
         description="Triton may be scaled to zero: the gateway stays ready without it, and a request waits up to this "
         "long for a Triton to serve the model (its deadline is extended by the wait) before a 503 (0: off)",
     )
-    cold_start_max_waiting: int = Field(1024, ge=1, description="requests waiting for a cold start at once; more get 503")
+    cold_start_max_waiting: int = Field(
+        1024, ge=1, description="requests waiting for a cold start at once; more get 503"
+    )
 
     # API keys and rate limits (auth.py); off when api_keys_dir is empty
-    api_keys_dir: str = Field("", description="a folder with one file per client (name = client, content = key): a mounted Secret")
+    api_keys_dir: str = Field(
+        "", description="a folder with one file per client (name = client, content = key): a mounted Secret"
+    )
     rate_limit_per_s: float = Field(0.0, ge=0, description="per-client token bucket refill rate (0: no limit)")
     rate_limit_burst: int = Field(20, ge=1, description="per-client bucket size")
     protect_metrics: bool = Field(False, description="/metrics needs a key too (then your Prometheus must send one)")
@@ -65,7 +79,9 @@ class Settings(BaseSettings):
     # Inference cache (cache.py); off when cache_ttl_s is 0
     cache_ttl_s: float = Field(0.0, ge=0, description="keep an image's detections this long (0: no cache)")
     cache_max_entries: int = Field(1024, ge=1)
-    cache_max_difference: int = Field(3, ge=0, le=255, description="grey levels any 5x5 block of the input may differ by and still hit")
+    cache_max_difference: int = Field(
+        3, ge=0, le=255, description="grey levels any 5x5 block of the input may differ by and still hit"
+    )
 
     # Circuit breaker
     breaker_failures: int = Field(3, ge=1, description="consecutive connection failures that open the circuit")
@@ -88,7 +104,9 @@ class Settings(BaseSettings):
     max_pixels: int = Field(40_000_000, gt=0, description="decompression-bomb guard, read from the header")
     max_jpeg_scans: int = Field(256, ge=1, description="progressive JPEG scans (each one a pass over the image)")
     max_batch_images: int = Field(32, ge=1)
-    drain_max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="unread body bytes discarded after an early response")
+    drain_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="unread body bytes discarded after an early response"
+    )
     drain_timeout_s: float = Field(5.0, ge=0, description="time allowed to discard them; then the connection is cut")
 
     # Admission: a concurrency limit with a short bounded queue; the rest is shed with 503 at once
@@ -96,7 +114,10 @@ class Settings(BaseSettings):
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot; more are shed at once")
     queue_timeout_s: float = Field(0.1, ge=0, description="longest wait for a slot before a 503 with Retry-After")
     admission_memory_fraction: float = Field(
-        0.8, ge=0, le=1, description="the share of the container's free memory that requests in flight may take: it caps max_concurrency once the model is known (0: off)"
+        0.8,
+        ge=0,
+        le=1,
+        description="the share of the container's free memory that requests in flight may take: it caps max_concurrency once the model is known (0: off)",
     )
     pool_size: int = Field(0, ge=0, description="CPU worker threads; 0: the CPUs this process may use")
 
@@ -105,7 +126,8 @@ class Settings(BaseSettings):
     iou: float = Field(0.45, ge=0, le=1)
     max_det: int = Field(100, ge=1)
     preprocess: Literal["fast", "parity"] = Field(
-        "fast", description="fast: DCT-scaled decode + INTER_AREA; parity: Ultralytics' full decode + INTER_LINEAR and box mapping"
+        "fast",
+        description="fast: DCT-scaled decode + INTER_AREA; parity: Ultralytics' full decode + INTER_LINEAR and box mapping",
     )
     max_det_limit: int = Field(1000, ge=1)
     max_nms: int = Field(10_000, ge=1, description="candidates kept for NMS after the confidence filter")
@@ -116,7 +138,9 @@ class Settings(BaseSettings):
             if self.default_tier not in self.tiers:
                 raise ValueError(f"default_tier {self.default_tier!r} is not one of the tiers {sorted(self.tiers)}")
             if self.tiers[self.default_tier] != self.model_name:
-                raise ValueError(f"the default tier {self.default_tier!r} must be served by model_name {self.model_name!r}")
+                raise ValueError(
+                    f"the default tier {self.default_tier!r} must be served by model_name {self.model_name!r}"
+                )
         elif self.default_tier:
             raise ValueError("default_tier needs tiers")
         return self

@@ -72,7 +72,10 @@ def _dims(tensor: dict[str, Any], batched: bool) -> list[int]:
 
 
 def _parameters(config: dict[str, Any]) -> dict[str, str]:
-    return {k: (v.get("string_value", "") if isinstance(v, dict) else str(v)) for k, v in config.get("parameters", {}).items()}
+    return {
+        k: (v.get("string_value", "") if isinstance(v, dict) else str(v))
+        for k, v in config.get("parameters", {}).items()
+    }
 
 
 def _class_names(params: dict[str, str], nc: int | None) -> tuple[str, ...] | None:

@@ -163,7 +163,9 @@ class TritonService:
         self.signature: ModelSignature | None = None  # the primary model (model_name)
         # The other models this gateway routes to (tiers, canary, shadow): name -> signature once read,
         # name -> why not while it is not (a failed canary is reported, and never blocks the primary).
-        self.extra_models = sorted({*settings.tiers.values(), settings.canary_model, settings.shadow_model} - {"", settings.model_name})
+        self.extra_models = sorted(
+            {*settings.tiers.values(), settings.canary_model, settings.shadow_model} - {"", settings.model_name}
+        )
         self.signatures: dict[str, ModelSignature] = {}
         self.model_errors: dict[str, str] = {m: "not loaded yet" for m in self.extra_models}
         self.resolver = resolver
@@ -259,7 +261,9 @@ class TritonService:
             try:
                 await self.load_signature()
             except InferenceServerException as exc:
-                log.info("waiting for model %s on %s: %s", self.settings.model_name, self.settings.triton_url, exc.message())
+                log.info(
+                    "waiting for model %s on %s: %s", self.settings.model_name, self.settings.triton_url, exc.message()
+                )
             except Exception as exc:  # a model we cannot serve: keep saying so, stay unready
                 log.error("cannot serve model %s: %s", self.settings.model_name, exc)
             if self.signature is None:
@@ -280,7 +284,9 @@ class TritonService:
             return False
         try:
             return bool(
-                await self.client.is_model_ready(self.settings.model_name, self.settings.model_version, client_timeout=1.0)
+                await self.client.is_model_ready(
+                    self.settings.model_name, self.settings.model_version, client_timeout=1.0
+                )
             )
         except InferenceServerException:
             return False
@@ -290,7 +296,9 @@ class TritonService:
             raise TritonUnavailable("the model is not loaded yet", retry_after=self.settings.metadata_retry_s)
         return self.signature
 
-    async def infer(self, batch: np.ndarray, request_id: str, timeout_s: float, sig: ModelSignature | None = None) -> dict[str, np.ndarray]:
+    async def infer(
+        self, batch: np.ndarray, request_id: str, timeout_s: float, sig: ModelSignature | None = None
+    ) -> dict[str, np.ndarray]:
         """One Triton call for a batch of images to one model (default: the primary); returns output
         name → array with batch axis. UNAVAILABLE is retried (at most `infer_retries` times, jittered
         backoff) within `timeout_s`."""
@@ -334,7 +342,9 @@ class TritonService:
                 else:
                     self.breaker.release()
                 retry = self.breaker.retry_after() if self.breaker.state == CircuitBreaker.OPEN else 1.0
-                raise error(f"Triton: {exc.message()}", retry_after=retry if error is not TritonRejected else None) from exc
+                raise error(
+                    f"Triton: {exc.message()}", retry_after=retry if error is not TritonRejected else None
+                ) from exc
             except asyncio.CancelledError:
                 self.breaker.release()
                 raise

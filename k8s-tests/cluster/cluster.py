@@ -56,7 +56,9 @@ class Ports:
 def binary(name: str) -> str:
     path = BIN / name
     if not path.exists():
-        raise ClusterError(f"{path} is missing: run `make cluster-build` (needs Go; builds from the Go module proxy) or set YOLO_K8S_BIN")
+        raise ClusterError(
+            f"{path} is missing: run `make cluster-build` (needs Go; builds from the Go module proxy) or set YOLO_K8S_BIN"
+        )
     return str(path)
 
 
@@ -67,13 +69,32 @@ def _run(cmd: list[str], **kw: object) -> str:
 # --------------------------------------------------------------------------- PKI
 
 
-def _cert(pki: Path, name: str, subject: str, ca: bool = False, server_ips: tuple[str, ...] = (), dns: tuple[str, ...] = ()) -> None:
+def _cert(
+    pki: Path, name: str, subject: str, ca: bool = False, server_ips: tuple[str, ...] = (), dns: tuple[str, ...] = ()
+) -> None:
     key, crt = pki / f"{name}.key", pki / f"{name}.crt"
     if crt.exists():
         return
     _run(["openssl", "genrsa", "-out", str(key), "2048"])
     if ca:
-        _run(["openssl", "req", "-x509", "-new", "-nodes", "-key", str(key), "-sha256", "-days", "3650", "-subj", subject, "-out", str(crt)])
+        _run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-new",
+                "-nodes",
+                "-key",
+                str(key),
+                "-sha256",
+                "-days",
+                "3650",
+                "-subj",
+                subject,
+                "-out",
+                str(crt),
+            ]
+        )
         return
     ext = pki / f"{name}.ext"
     lines = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment"]
@@ -85,7 +106,27 @@ def _cert(pki: Path, name: str, subject: str, ca: bool = False, server_ips: tupl
     ext.write_text("\n".join(lines) + "\n")
     csr = pki / f"{name}.csr"
     _run(["openssl", "req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr)])
-    _run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "3650", "-sha256", "-extfile", str(ext), "-out", str(crt)])
+    _run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(pki / "ca.crt"),
+            "-CAkey",
+            str(pki / "ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-sha256",
+            "-extfile",
+            str(ext),
+            "-out",
+            str(crt),
+        ]
+    )
 
 
 def make_pki(pki: Path) -> None:
@@ -100,7 +141,13 @@ def make_pki(pki: Path) -> None:
         "apiserver",
         "/CN=kube-apiserver",
         server_ips=("127.0.0.1", realnode.KUBERNETES_SERVICE_IP, realnode.NODE_IP),
-        dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"),
+        dns=(
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ),
     )
     _cert(pki, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
     _cert(pki, "admin", "/O=system:masters/CN=kubernetes-admin")
@@ -117,8 +164,18 @@ def kubeconfig(path: Path, pki: Path, user: str, port: int) -> Path:
     cfg = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "yolo-local", "cluster": {"server": f"https://127.0.0.1:{port}", "certificate-authority": str(pki / "ca.crt")}}],
-        "users": [{"name": user, "user": {"client-certificate": str(pki / f"{user}.crt"), "client-key": str(pki / f"{user}.key")}}],
+        "clusters": [
+            {
+                "name": "yolo-local",
+                "cluster": {"server": f"https://127.0.0.1:{port}", "certificate-authority": str(pki / "ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {"client-certificate": str(pki / f"{user}.crt"), "client-key": str(pki / f"{user}.key")},
+            }
+        ],
         "contexts": [{"name": "yolo-local", "context": {"cluster": "yolo-local", "user": user}}],
         "current-context": "yolo-local",
     }
@@ -152,7 +209,9 @@ def _start(name: str, cmd: list[str], env: dict[str, str] | None = None) -> None
     (STATE / "pids").mkdir(parents=True, exist_ok=True)
     (STATE / "logs").mkdir(parents=True, exist_ok=True)
     log = open(STATE / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+    )
     _pidfile(name).write_text(str(proc.pid))
 
 
@@ -220,11 +279,26 @@ def audit_flags() -> list[str]:
         "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n"
         f"  - level: Metadata\n    users: [{OPERATOR_USER}]\n  - level: None\n"
     )
-    return [f"--audit-policy-file={policy}", f"--audit-log-path={AUDIT_LOG}", "--audit-log-maxsize=200", "--audit-log-maxbackup=1", "--audit-log-format=json"]
+    return [
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={AUDIT_LOG}",
+        "--audit-log-maxsize=200",
+        "--audit-log-maxbackup=1",
+        "--audit-log-format=json",
+    ]
 
 
 def gpu_node(name: str, gpus: int) -> dict:
-    return _node(name, {"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "node.kubernetes.io/instance-type": "gpu"}, {"nvidia.com/gpu": str(gpus)}, [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}])
+    return _node(
+        name,
+        {
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+            "node.kubernetes.io/instance-type": "gpu",
+        },
+        {"nvidia.com/gpu": str(gpus)},
+        [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
+    )
 
 
 def cpu_node(name: str) -> dict:
@@ -239,7 +313,13 @@ def _node(name: str, labels: dict, extra: dict, taints: list) -> dict:
         "metadata": {
             "name": name,
             "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
-            "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", **labels},
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                **labels,
+            },
         },
         "spec": {"taints": taints},
         "status": {"allocatable": resources, "capacity": resources},
@@ -337,7 +417,11 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
 
     if node:
         # Pods reach the apiserver on the node IP (through the kubernetes Service); the host keeps 127.0.0.1.
-        address = ["--bind-address=0.0.0.0", f"--advertise-address={realnode.NODE_IP}", "--endpoint-reconciler-type=lease"]
+        address = [
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={realnode.NODE_IP}",
+            "--endpoint-reconciler-type=lease",
+        ]
     else:
         address = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"]
     _start(
@@ -378,7 +462,12 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
     )
     if node:
         node.wait_containerd()
-    _wait("kube-apiserver /readyz", lambda: kubectl("get", "--raw=/readyz", kubeconfig_path=admin).strip() == "ok", timeout=120, name="kube-apiserver")
+    _wait(
+        "kube-apiserver /readyz",
+        lambda: kubectl("get", "--raw=/readyz", kubeconfig_path=admin).strip() == "ok",
+        timeout=120,
+        name="kube-apiserver",
+    )
 
     _start(
         "kube-controller-manager",
@@ -406,7 +495,16 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
     )
     _start(
         "kube-scheduler",
-        [binary("kube-scheduler"), f"--kubeconfig={sched_cfg}", f"--authentication-kubeconfig={sched_cfg}", f"--authorization-kubeconfig={sched_cfg}", "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false", "--v=1"],
+        [
+            binary("kube-scheduler"),
+            f"--kubeconfig={sched_cfg}",
+            f"--authentication-kubeconfig={sched_cfg}",
+            f"--authorization-kubeconfig={sched_cfg}",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            "--leader-elect=false",
+            "--v=1",
+        ],
     )
     _start(
         "kwok",
@@ -423,8 +521,16 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
     )
     if node:
         node.start_node(ports.apiserver)
-    nodes = [gpu_node(f"gpu-node-{i}", gpus_per_node) for i in range(gpu_nodes)] + [cpu_node(f"cpu-node-{i}") for i in range(cpu_nodes)]
-    kubectl("apply", "-f", "-", kubeconfig_path=admin, input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+    nodes = [gpu_node(f"gpu-node-{i}", gpus_per_node) for i in range(gpu_nodes)] + [
+        cpu_node(f"cpu-node-{i}") for i in range(cpu_nodes)
+    ]
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        kubeconfig_path=admin,
+        input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}),
+    )
 
     def nodes_ready() -> bool:
         out = json.loads(kubectl("get", "nodes", "-o", "json", kubeconfig_path=admin))
@@ -444,7 +550,12 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
         _metrics_marker().write_text("prometheus keda\n")
         pipeline.start()
         pipeline.wait_ready()
-    _wait("the default ServiceAccount", lambda: bool(kubectl("get", "serviceaccount", "default", "-o", "name", kubeconfig_path=admin)), timeout=60, name="kube-controller-manager")
+    _wait(
+        "the default ServiceAccount",
+        lambda: bool(kubectl("get", "serviceaccount", "default", "-o", "name", kubeconfig_path=admin)),
+        timeout=60,
+        name="kube-controller-manager",
+    )
     for name in components():
         if not _alive(int(_pidfile(name).read_text())):
             raise ClusterError(f"{name} is not running; see {STATE / 'logs' / (name + '.log')}")
@@ -455,7 +566,12 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
 
 
 def _node_traces() -> bool:
-    return _node_marker().exists() or any(Path("/sys/class/net", link).exists() for link in (realnode.DUMMY, realnode.BRIDGE)) or (realnode.RUN / "containerd").exists() or (STATE / "node" / "sysctl.orig.json").exists()
+    return (
+        _node_marker().exists()
+        or any(Path("/sys/class/net", link).exists() for link in (realnode.DUMMY, realnode.BRIDGE))
+        or (realnode.RUN / "containerd").exists()
+        or (STATE / "node" / "sysctl.orig.json").exists()
+    )
 
 
 def down(quiet: bool = False) -> None:
@@ -469,7 +585,11 @@ def down(quiet: bool = False) -> None:
         _stop(name)
     _metrics_marker().unlink(missing_ok=True)
     if node:
-        if _pidfile("kubelet").exists() and _pidfile("kube-apiserver").exists() and _alive(int(_pidfile("kubelet").read_text())):
+        if (
+            _pidfile("kubelet").exists()
+            and _pidfile("kube-apiserver").exists()
+            and _alive(int(_pidfile("kubelet").read_text()))
+        ):
             node.drain()
         for name in ("kubelet", "kube-proxy", "coredns"):
             _stop(name)
@@ -496,8 +616,12 @@ def status(quiet: bool = False) -> bool:
             print(f"{name:<24} {'running' if ok else 'stopped'}")
         if _node_marker().exists():
             if _metrics_marker().exists():
-                print(f"metrics: Prometheus {metrics.PROMETHEUS_URL}, KEDA (external metrics API), ScaledObjects in any namespace")
-            print(f"real node {realnode.NODE_NAME}: node IP {realnode.NODE_IP}, pods {realnode.POD_CIDR}, Services {realnode.SERVICE_CIDR}, DNS {realnode.DNS_IP}, containerd {realnode.CONTAINERD_SOCK}")
+                print(
+                    f"metrics: Prometheus {metrics.PROMETHEUS_URL}, KEDA (external metrics API), ScaledObjects in any namespace"
+                )
+            print(
+                f"real node {realnode.NODE_NAME}: node IP {realnode.NODE_IP}, pods {realnode.POD_CIDR}, Services {realnode.SERVICE_CIDR}, DNS {realnode.DNS_IP}, containerd {realnode.CONTAINERD_SOCK}"
+            )
         elif not all(running.values()) and os.geteuid() == 0 and _node_traces():
             print("real node: traces of an earlier run are left; `down` removes them")
     return all(running.values())

@@ -51,8 +51,17 @@ def missing(bin_dir: Path) -> list[str]:
 def prometheus_config(targets_file: Path) -> dict:
     """Debian's Prometheus has no Kubernetes discovery: podsd.py lists the pods into a file_sd file."""
     return {
-        "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
-        "scrape_configs": [{"job_name": "kubernetes-pods", "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "5s"}]}],
+        "global": {
+            "scrape_interval": SCRAPE_INTERVAL,
+            "scrape_timeout": SCRAPE_INTERVAL,
+            "evaluation_interval": SCRAPE_INTERVAL,
+        },
+        "scrape_configs": [
+            {
+                "job_name": "kubernetes-pods",
+                "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "5s"}],
+            }
+        ],
     }
 
 
@@ -66,7 +75,13 @@ class Metrics:
     def certs(self) -> None:
         c, pki = self.c, self.pki
         svc = f"{ADAPTER_SERVICE}.{KEDA_NAMESPACE}.svc"
-        c._cert(pki, "keda", "/CN=keda", server_ips=("127.0.0.1", realnode.NODE_IP), dns=(svc, f"keda-operator.{KEDA_NAMESPACE}.svc", "localhost"))
+        c._cert(
+            pki,
+            "keda",
+            "/CN=keda",
+            server_ips=("127.0.0.1", realnode.NODE_IP),
+            dns=(svc, f"keda-operator.{KEDA_NAMESPACE}.svc", "localhost"),
+        )
         self.certs_dir.mkdir(parents=True, exist_ok=True)
         for src, dst in (("ca.crt", "ca.crt"), ("keda.crt", "tls.crt"), ("keda.key", "tls.key")):
             shutil.copyfile(pki / src, self.certs_dir / dst)
@@ -83,7 +98,13 @@ class Metrics:
         cfg.write_text(json.dumps(prometheus_config(targets), indent=2))  # JSON is YAML
         c._start(
             "podsd",
-            [sys.executable, str(Path(__file__).with_name("podsd.py")), f"--kubeconfig={admin}", f"--node={realnode.NODE_NAME}", f"--out={targets}"],
+            [
+                sys.executable,
+                str(Path(__file__).with_name("podsd.py")),
+                f"--kubeconfig={admin}",
+                f"--node={realnode.NODE_NAME}",
+                f"--out={targets}",
+            ],
         )
         c._start(
             "prometheus",
@@ -111,12 +132,18 @@ class Metrics:
                 "apiVersion": "v1",
                 "kind": "Endpoints",
                 "metadata": {"name": ADAPTER_SERVICE, "namespace": KEDA_NAMESPACE},
-                "subsets": [{"addresses": [{"ip": realnode.NODE_IP}], "ports": [{"name": "https", "port": ADAPTER_PORT}]}],
+                "subsets": [
+                    {"addresses": [{"ip": realnode.NODE_IP}], "ports": [{"name": "https", "port": ADAPTER_PORT}]}
+                ],
             },
             {
                 "apiVersion": "discovery.k8s.io/v1",
                 "kind": "EndpointSlice",
-                "metadata": {"name": ADAPTER_SERVICE, "namespace": KEDA_NAMESPACE, "labels": {"kubernetes.io/service-name": ADAPTER_SERVICE}},
+                "metadata": {
+                    "name": ADAPTER_SERVICE,
+                    "namespace": KEDA_NAMESPACE,
+                    "labels": {"kubernetes.io/service-name": ADAPTER_SERVICE},
+                },
                 "addressType": "IPv4",
                 "endpoints": [{"addresses": [realnode.NODE_IP], "conditions": {"ready": True}}],
                 "ports": [{"name": "https", "port": ADAPTER_PORT, "protocol": "TCP"}],
@@ -135,7 +162,13 @@ class Metrics:
                 },
             },
         ]
-        c.kubectl("apply", "-f", "-", kubeconfig_path=admin, input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+        c.kubectl(
+            "apply",
+            "-f",
+            "-",
+            kubeconfig_path=admin,
+            input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+        )
         env = {
             "PATH": "/usr/bin:/bin",
             "KUBECONFIG": str(admin),
@@ -183,12 +216,28 @@ class Metrics:
     def wait_ready(self) -> None:
         c = self.c
         admin = c.STATE / "kubeconfig"
-        c._wait("Prometheus ready", lambda: urllib.request.urlopen(f"{PROMETHEUS_URL}/-/ready", timeout=2).status == 200, timeout=60, name="prometheus")
-        c._wait("KEDA operator healthy", lambda: urllib.request.urlopen("http://127.0.0.1:18091/readyz", timeout=2).status == 200, timeout=90, name="keda-operator")
+        c._wait(
+            "Prometheus ready",
+            lambda: urllib.request.urlopen(f"{PROMETHEUS_URL}/-/ready", timeout=2).status == 200,
+            timeout=60,
+            name="prometheus",
+        )
+        c._wait(
+            "KEDA operator healthy",
+            lambda: urllib.request.urlopen("http://127.0.0.1:18091/readyz", timeout=2).status == 200,
+            timeout=90,
+            name="keda-operator",
+        )
 
         def external_metrics() -> bool:
-            svc = json.loads(c.kubectl("get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o", "json", kubeconfig_path=admin))
-            ok = any(x["type"] == "Available" and x["status"] == "True" for x in svc.get("status", {}).get("conditions", []))
+            svc = json.loads(
+                c.kubectl("get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o", "json", kubeconfig_path=admin)
+            )
+            ok = any(
+                x["type"] == "Available" and x["status"] == "True" for x in svc.get("status", {}).get("conditions", [])
+            )
             return ok and bool(c.kubectl("get", "--raw=/apis/external.metrics.k8s.io/v1beta1", kubeconfig_path=admin))
 
-        c._wait("the external metrics API (KEDA's adapter) available", external_metrics, timeout=90, name="keda-adapter")
+        c._wait(
+            "the external metrics API (KEDA's adapter) available", external_metrics, timeout=90, name="keda-adapter"
+        )

@@ -33,7 +33,12 @@ def targets(pods: list[Any]) -> list[dict[str, Any]]:
     out = []
     for pod in pods:
         ann = pod.metadata.annotations or {}
-        if ann.get(SCRAPE) != "true" or pod.status.phase != "Running" or not pod.status.pod_ip or pod.metadata.deletion_timestamp:
+        if (
+            ann.get(SCRAPE) != "true"
+            or pod.status.phase != "Running"
+            or not pod.status.pod_ip
+            or pod.metadata.deletion_timestamp
+        ):
             continue
         labels = {
             "namespace": pod.metadata.namespace,
@@ -70,7 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     end = time.monotonic() + args.max_hours * 3600
     while time.monotonic() < end:
         try:
-            pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={args.node}", _request_timeout=10).items
+            pods = core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={args.node}", _request_timeout=10
+            ).items
             text = json.dumps(targets(pods), indent=1)
             if text != last:
                 write_atomic(args.out, text)

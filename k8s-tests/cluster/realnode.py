@@ -64,7 +64,16 @@ HOSTPORT_CHAINS = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MA
 def mode() -> str:
     """YOLO_REAL_NODE: auto (default: the node when it can run here), 1 (it must), 0 (no node)."""
     value = os.environ.get("YOLO_REAL_NODE", "auto").lower()
-    return {"0": "off", "false": "off", "no": "off", "off": "off", "1": "on", "true": "on", "yes": "on", "on": "on"}.get(value, "auto")
+    return {
+        "0": "off",
+        "false": "off",
+        "no": "off",
+        "off": "off",
+        "1": "on",
+        "true": "on",
+        "yes": "on",
+        "on": "on",
+    }.get(value, "auto")
 
 
 def missing(bin_dir: Path) -> list[str]:
@@ -83,7 +92,9 @@ def missing(bin_dir: Path) -> list[str]:
     return lack
 
 
-def _sh(*cmd: str, check: bool = True, timeout: float = 60, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+def _sh(
+    *cmd: str, check: bool = True, timeout: float = 60, input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input_text)
     except subprocess.TimeoutExpired:
@@ -134,7 +145,11 @@ class RealNode:
         self.pod_logs = self.dir / "pod-logs"
         self.cni_conf = self.dir / "cni" / "net.d"
         self.cni_ipam = self.dir / "cni" / "ipam"
-        self.pause_ref = (cluster.BIN / "node-images" / "pause.ref").read_text().strip() if (cluster.BIN / "node-images" / "pause.ref").exists() else ""
+        self.pause_ref = (
+            (cluster.BIN / "node-images" / "pause.ref").read_text().strip()
+            if (cluster.BIN / "node-images" / "pause.ref").exists()
+            else ""
+        )
 
     # ------------------------------------------------------------------ start
 
@@ -164,11 +179,22 @@ class RealNode:
         _sh("ip", "route", "replace", TEST_RANGE, "dev", DUMMY)
         _sh("iptables", "-w", "-N", "YOLO-FORWARD", check=False)
         _sh("iptables", "-w", "-F", "YOLO-FORWARD")
-        for rule in (("-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"), ("-i", BRIDGE, "-j", "DROP"), ("-o", BRIDGE, "-j", "DROP")):
+        for rule in (
+            ("-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"),
+            ("-i", BRIDGE, "-j", "DROP"),
+            ("-o", BRIDGE, "-j", "DROP"),
+        ):
             _sh("iptables", "-w", "-A", "YOLO-FORWARD", *rule)
         if _sh("iptables", "-w", "-C", "FORWARD", "-j", "YOLO-FORWARD", check=False).returncode != 0:
             _sh("iptables", "-w", "-I", "FORWARD", "1", "-j", "YOLO-FORWARD")
-        for d in (self.cni_conf, self.cni_ipam, self.pod_logs, self.kubelet_root, self.containerd_root, RUN / "containerd"):
+        for d in (
+            self.cni_conf,
+            self.cni_ipam,
+            self.pod_logs,
+            self.kubelet_root,
+            self.containerd_root,
+            RUN / "containerd",
+        ):
             d.mkdir(parents=True, exist_ok=True)
         conflist = {
             "cniVersion": "1.0.0",
@@ -180,7 +206,12 @@ class RealNode:
                     "isGateway": True,
                     "ipMasq": False,
                     "hairpinMode": True,
-                    "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR, "gateway": POD_GATEWAY}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(self.cni_ipam)},
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": POD_CIDR, "gateway": POD_GATEWAY}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": str(self.cni_ipam),
+                    },
                 },
                 {"type": "portmap", "capabilities": {"portMappings": True}},
             ],
@@ -202,7 +233,7 @@ class RealNode:
         cfg.write_text(
             f"""version = 2
 root = "{self.containerd_root}"
-state = "{RUN / 'containerd' / 'state'}"
+state = "{RUN / "containerd" / "state"}"
 oom_score = 0
 [grpc]
   address = "{CONTAINERD_SOCK}"
@@ -213,7 +244,7 @@ oom_score = 0
 [metrics]
   address = ""
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{self.containerd_root / 'opt'}"
+  path = "{self.containerd_root / "opt"}"
 [{cri}]
   sandbox_image = "{pause}"
   restrict_oom_score_adj = true
@@ -229,22 +260,32 @@ oom_score = 0
   runtime_type = "io.containerd.runc.v2"
 [{cri}.containerd.runtimes.runc.options]
   SystemdCgroup = false
-  Root = "{RUN / 'containerd' / 'runc'}"
+  Root = "{RUN / "containerd" / "runc"}"
 [{cri}.cni]
   bin_dir = "{CNI_BIN}"
   conf_dir = "{self.cni_conf}"
   max_conf_num = 1
 [{cri}.registry]
-  config_path = "{self.dir / 'registry.d'}"
+  config_path = "{self.dir / "registry.d"}"
 """
         )
         (self.dir / "registry.d").mkdir(exist_ok=True)
         # No registry is reachable or allowed: every pull goes to a closed loopback port and fails at once.
-        env = {**os.environ, "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "", "http_proxy": "", "https_proxy": "", "no_proxy": ""}
+        env = {
+            **os.environ,
+            "HTTP_PROXY": "http://127.0.0.1:9",
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "NO_PROXY": "",
+            "http_proxy": "",
+            "https_proxy": "",
+            "no_proxy": "",
+        }
         self.c._start("containerd", ["containerd", f"--config={cfg}"], env=env)
 
     def wait_containerd(self) -> None:
-        self.c._wait("containerd", lambda: self.ctr("version", check=False).returncode == 0, timeout=60, name="containerd")
+        self.c._wait(
+            "containerd", lambda: self.ctr("version", check=False).returncode == 0, timeout=60, name="containerd"
+        )
         self._remove_containers()  # records a crashed run left behind: this node starts empty
         archive = self.c.BIN / "node-images" / "pause.oci.tar"
         if self.pause_ref not in self.ctr("images", "ls", "-q").stdout.split():
@@ -276,8 +317,16 @@ oom_score = 0
                     "kind": "ClusterRole",
                     "metadata": {"name": "yolo:coredns"},
                     "rules": [
-                        {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"]},
-                        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+                        {
+                            "apiGroups": [""],
+                            "resources": ["endpoints", "services", "pods", "namespaces"],
+                            "verbs": ["list", "watch"],
+                        },
+                        {
+                            "apiGroups": ["discovery.k8s.io"],
+                            "resources": ["endpointslices"],
+                            "verbs": ["list", "watch"],
+                        },
                     ],
                 },
                 {
@@ -317,7 +366,9 @@ oom_score = 0
                 {
                     "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
                     "kind": "KubeProxyConfiguration",
-                    "clientConnection": {"kubeconfig": str(c.kubeconfig(self.dir / "kube-proxy.kubeconfig", pki, "kube-proxy", api_port))},
+                    "clientConnection": {
+                        "kubeconfig": str(c.kubeconfig(self.dir / "kube-proxy.kubeconfig", pki, "kube-proxy", api_port))
+                    },
                     "mode": "iptables",
                     "hostnameOverride": NODE_NAME,
                     "bindAddress": NODE_IP,
@@ -327,7 +378,12 @@ oom_score = 0
                     "nodePortAddresses": [f"{NODE_IP}/32"],
                     "iptables": {"syncPeriod": "10s", "minSyncPeriod": "0s"},
                     # leave the machine's conntrack settings alone
-                    "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+                    "conntrack": {
+                        "maxPerCore": 0,
+                        "min": 0,
+                        "tcpEstablishedTimeout": "0s",
+                        "tcpCloseWaitTimeout": "0s",
+                    },
                 },
                 indent=2,
             )
@@ -345,7 +401,11 @@ oom_score = 0
                     "readOnlyPort": 0,
                     "healthzBindAddress": "127.0.0.1",
                     "healthzPort": 10248,
-                    "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True}, "x509": {"clientCAFile": str(pki / "ca.crt")}},
+                    "authentication": {
+                        "anonymous": {"enabled": False},
+                        "webhook": {"enabled": True},
+                        "x509": {"clientCAFile": str(pki / "ca.crt")},
+                    },
                     "authorization": {"mode": "Webhook"},
                     "tlsCertFile": str(pki / "kubelet-serving.crt"),
                     "tlsPrivateKeyFile": str(pki / "kubelet-serving.key"),
@@ -359,7 +419,12 @@ oom_score = 0
                     "maxPods": 60,
                     "podLogsDir": str(self.pod_logs),
                     "volumePluginDir": str(self.kubelet_root / "volume-plugins"),
-                    "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "nodefs.inodesFree": "1%", "imagefs.available": "1%"},
+                    "evictionHard": {
+                        "memory.available": "100Mi",
+                        "nodefs.available": "1%",
+                        "nodefs.inodesFree": "1%",
+                        "imagefs.available": "1%",
+                    },
                     "imageGCHighThresholdPercent": 100,  # imported images cannot be pulled again: never collect them
                     "imageGCLowThresholdPercent": 99,
                     "serializeImagePulls": False,
@@ -394,12 +459,26 @@ oom_score = 0
 
         def ready() -> bool:
             node = json.loads(c.kubectl("get", "node", NODE_NAME, "-o", "json", kubeconfig_path=admin))
-            ok = any(x["type"] == "Ready" and x["status"] == "True" for x in node.get("status", {}).get("conditions", []))
-            return ok and not any(t["key"].startswith("node.kubernetes.io/") for t in node.get("spec", {}).get("taints", []))
+            ok = any(
+                x["type"] == "Ready" and x["status"] == "True" for x in node.get("status", {}).get("conditions", [])
+            )
+            return ok and not any(
+                t["key"].startswith("node.kubernetes.io/") for t in node.get("spec", {}).get("taints", [])
+            )
 
         c._wait(f"node {NODE_NAME} Ready", ready, timeout=120, name="kubelet")
-        c._wait("CoreDNS ready", lambda: c._run(["curl", "-sf", "http://127.0.0.1:18181/ready"]) != "", timeout=60, name="coredns")
-        c._wait("kube-proxy healthy", lambda: c._run(["curl", "-sf", "http://127.0.0.1:10256/healthz"]) != "", timeout=60, name="kube-proxy")
+        c._wait(
+            "CoreDNS ready",
+            lambda: c._run(["curl", "-sf", "http://127.0.0.1:18181/ready"]) != "",
+            timeout=60,
+            name="coredns",
+        )
+        c._wait(
+            "kube-proxy healthy",
+            lambda: c._run(["curl", "-sf", "http://127.0.0.1:10256/healthz"]) != "",
+            timeout=60,
+            name="kube-proxy",
+        )
 
     # ------------------------------------------------------------------ stop
 
@@ -409,13 +488,24 @@ oom_score = 0
         admin = c.STATE / "kubeconfig"
         sel = f"spec.nodeName={NODE_NAME}"
         try:
-            c.kubectl("delete", "pods", "-A", "--field-selector", sel, "--grace-period=2", "--wait=false", kubeconfig_path=admin)
+            c.kubectl(
+                "delete",
+                "pods",
+                "-A",
+                "--field-selector",
+                sel,
+                "--grace-period=2",
+                "--wait=false",
+                kubeconfig_path=admin,
+            )
         except c.ClusterError:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if not c.kubectl("get", "pods", "-A", "--field-selector", sel, "-o", "name", kubeconfig_path=admin).strip():
+                if not c.kubectl(
+                    "get", "pods", "-A", "--field-selector", sel, "-o", "name", kubeconfig_path=admin
+                ).strip():
                     break
             except c.ClusterError:
                 break
@@ -464,7 +554,10 @@ oom_score = 0
         saved = self.dir / "sysctl.orig.json"
         if saved.exists():
             values = json.loads(saved.read_text())
-            others = [line.split(":")[1].strip() for line in _sh("ip", "-o", "link", "show", "type", "bridge", check=False).stdout.splitlines()]
+            others = [
+                line.split(":")[1].strip()
+                for line in _sh("ip", "-o", "link", "show", "type", "bridge", check=False).stdout.splitlines()
+            ]
             if [b for b in others if b not in (DUMMY, BRIDGE)]:  # another bridge (podman's, say) may need forwarding
                 values.pop("net/ipv4/ip_forward", None)
             for key, value in values.items():
@@ -486,14 +579,24 @@ oom_score = 0
             f.unlink(missing_ok=True)
         self._fixed_paths()
         # the pods' state; the containerd root keeps the imported images, minus the CRI's per-pod folders
-        for d in (self.kubelet_root, self.pod_logs, self.cni_ipam, self.containerd_root / "io.containerd.grpc.v1.cri" / "sandboxes", self.containerd_root / "io.containerd.grpc.v1.cri" / "containers"):
+        for d in (
+            self.kubelet_root,
+            self.pod_logs,
+            self.cni_ipam,
+            self.containerd_root / "io.containerd.grpc.v1.cri" / "sandboxes",
+            self.containerd_root / "io.containerd.grpc.v1.cri" / "containers",
+        ):
             shutil.rmtree(d, ignore_errors=True)
 
     def _fixed_paths(self) -> None:
         """What containerd 1.6 and the kubelet put in fixed places, whatever their configuration says:
         the shims' sockets (/run/containerd/s: only those no process listens on) and the kubelet's
         device-plugin socket and checkpoint; then the folders, when that leaves them empty."""
-        listening = {line.split()[-1] for line in Path("/proc/net/unix").read_text().splitlines()[1:] if line.split()[-1].startswith("/")}
+        listening = {
+            line.split()[-1]
+            for line in Path("/proc/net/unix").read_text().splitlines()[1:]
+            if line.split()[-1].startswith("/")
+        }
         shim_dir = Path("/run/containerd/s")
         for sock in shim_dir.iterdir() if shim_dir.is_dir() else []:
             if sock.is_socket() and str(sock) not in listening:
@@ -502,7 +605,14 @@ oom_score = 0
         if not any(exe.endswith("/kubelet") for _, exe, _, _ in _procs()):
             for f in ("kubelet.sock", "kubelet_internal_checkpoint"):
                 (plugins / f).unlink(missing_ok=True)
-        for d in (shim_dir, Path("/run/containerd/runc"), Path("/run/containerd"), plugins, Path("/var/lib/kubelet"), Path("/var/log/containers")):
+        for d in (
+            shim_dir,
+            Path("/run/containerd/runc"),
+            Path("/run/containerd"),
+            plugins,
+            Path("/var/lib/kubelet"),
+            Path("/var/log/containers"),
+        ):
             try:
                 d.rmdir()
             except OSError:
@@ -551,11 +661,23 @@ oom_score = 0
                     if line.split()[1] not in ours and target and target.group(1) in ours and line not in jumps:
                         jumps.append(line)
                 chains = sorted(ours)
-                script = [f"*{table}"] + ["-D " + j[3:] for j in jumps] + [f"-F {ch}" for ch in chains] + [f"-X {ch}" for ch in chains] + ["COMMIT", ""]
+                script = (
+                    [f"*{table}"]
+                    + ["-D " + j[3:] for j in jumps]
+                    + [f"-F {ch}" for ch in chains]
+                    + [f"-X {ch}" for ch in chains]
+                    + ["COMMIT", ""]
+                )
                 r = _sh(f"{family}-restore", "-w", "--noflush", check=False, input_text="\n".join(script))
                 if r.returncode != 0:  # one at a time, so that one odd rule does not keep the rest
                     for j in jumps:
-                        _sh(f"{family}-restore", "-w", "--noflush", check=False, input_text=f"*{table}\n-D {j[3:]}\nCOMMIT\n")
+                        _sh(
+                            f"{family}-restore",
+                            "-w",
+                            "--noflush",
+                            check=False,
+                            input_text=f"*{table}\n-D {j[3:]}\nCOMMIT\n",
+                        )
                     for verb in ("-F", "-X"):
                         for ch in chains:
                             _sh(family, "-w", "-t", table, verb, ch, check=False)
@@ -568,7 +690,9 @@ oom_score = 0
             top = h / CGROUP_ROOT
             if not top.is_dir():
                 continue
-            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [top]:
+            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [
+                top
+            ]:
                 try:
                     d.rmdir()
                 except OSError:

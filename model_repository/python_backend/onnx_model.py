@@ -38,11 +38,20 @@ import triton_python_backend_utils as pb_utils
 
 # Config data types and the ONNX element types they name (ModelConfigDataTypeToOnnxDataType).
 ONNX_TYPES = {
-    "TYPE_BOOL": "tensor(bool)", "TYPE_UINT8": "tensor(uint8)", "TYPE_UINT16": "tensor(uint16)",
-    "TYPE_UINT32": "tensor(uint32)", "TYPE_UINT64": "tensor(uint64)", "TYPE_INT8": "tensor(int8)",
-    "TYPE_INT16": "tensor(int16)", "TYPE_INT32": "tensor(int32)", "TYPE_INT64": "tensor(int64)",
-    "TYPE_BF16": "tensor(bfloat16)", "TYPE_FP16": "tensor(float16)", "TYPE_FP32": "tensor(float)",
-    "TYPE_FP64": "tensor(double)", "TYPE_STRING": "tensor(string)",
+    "TYPE_BOOL": "tensor(bool)",
+    "TYPE_UINT8": "tensor(uint8)",
+    "TYPE_UINT16": "tensor(uint16)",
+    "TYPE_UINT32": "tensor(uint32)",
+    "TYPE_UINT64": "tensor(uint64)",
+    "TYPE_INT8": "tensor(int8)",
+    "TYPE_INT16": "tensor(int16)",
+    "TYPE_INT32": "tensor(int32)",
+    "TYPE_INT64": "tensor(int64)",
+    "TYPE_BF16": "tensor(bfloat16)",
+    "TYPE_FP16": "tensor(float16)",
+    "TYPE_FP32": "tensor(float)",
+    "TYPE_FP64": "tensor(double)",
+    "TYPE_STRING": "tensor(string)",
 }
 TRITON_TYPES = {v: "TYPE_BYTES" if k == "TYPE_STRING" else k for k, v in ONNX_TYPES.items()}
 
@@ -87,7 +96,8 @@ def check_tensor(model, kind, io, arg, max_batch_size):
     exact = kind == "output"
     if len(shape) != len(dims) or any(m != c and (exact or m != -1) for m, c in zip(shape, dims)):
         raise pb_utils.TritonModelException(
-            head + f"the model expects {len(shape)} dimensions (shape {_str(shape)}) but the model configuration specifies {specifies}"
+            head
+            + f"the model expects {len(shape)} dimensions (shape {_str(shape)}) but the model configuration specifies {specifies}"
         )
 
 
@@ -139,7 +149,10 @@ class TritonPythonModel:
             return [pb_utils.InferenceResponse(output_tensors=tensors)]
         responses, start = [], 0
         for size in sizes:
-            tensors = [pb_utils.Tensor(n, np.ascontiguousarray(o[start : start + size])) for n, o in zip(self.output_names, outputs)]
+            tensors = [
+                pb_utils.Tensor(n, np.ascontiguousarray(o[start : start + size]))
+                for n, o in zip(self.output_names, outputs)
+            ]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += size
         return responses

@@ -25,7 +25,9 @@ BUNDLED = ROOT / "model_repository" / "source" / "yolov8t-shapes.onnx"
 NAMES = "{0: 'cat', 1: 'dog', 2: 'bird'}"
 
 
-def detector(size: int = 64, nc: int = 3, batch: int | str = 1, meta: dict[str, str] | None = None, opset: int = 17) -> onnx.ModelProto:
+def detector(
+    size: int = 64, nc: int = 3, batch: int | str = 1, meta: dict[str, str] | None = None, opset: int = 17
+) -> onnx.ModelProto:
     """A tiny graph shaped like an Ultralytics export: images [B,3,S,S] -> output0 [B,4+nc,N].
     A 1x1 conv to 4+nc channels at stride 8 gives one row of N per cell; the other strides are
     padded in with a Pad, and the [B, C, N] view comes from a Reshape whose constant shape holds
@@ -50,14 +52,27 @@ def detector(size: int = 64, nc: int = 3, batch: int | str = 1, meta: dict[str, 
     )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
-    for k, v in {"task": "detect", "names": NAMES if nc == 3 else "", "imgsz": f"[{size}, {size}]", **(meta or {})}.items():
+    for k, v in {
+        "task": "detect",
+        "names": NAMES if nc == 3 else "",
+        "imgsz": f"[{size}, {size}]",
+        **(meta or {}),
+    }.items():
         if v:
             model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
     return model
 
 
 def _plan(max_batch: int = 16, **model: object) -> dict:
-    return plan(name="yolo", platform="onnxruntime_onnx", max_batch_size=max_batch, max_queue_delay_microseconds=500, instance_kind="KIND_CPU", instance_count=1, model=model)
+    return plan(
+        name="yolo",
+        platform="onnxruntime_onnx",
+        max_batch_size=max_batch,
+        max_queue_delay_microseconds=500,
+        instance_kind="KIND_CPU",
+        instance_count=1,
+        model=model,
+    )
 
 
 def _parse(text: str) -> model_config_pb2.ModelConfig:
@@ -67,11 +82,16 @@ def _parse(text: str) -> model_config_pb2.ModelConfig:
 def test_the_bundled_export_is_read_from_its_own_file():
     facts = inspect(load(BUNDLED)).facts
     # a dynamic export: its output stays [7, -1] (the backend compares output shapes exactly)
-    assert facts.summary() == "input images fp32-nchw 320x320, output raw (output0 [7, -1]), 3 classes (names from the file)"
+    assert (
+        facts.summary()
+        == "input images fp32-nchw 320x320, output raw (output0 [7, -1]), 3 classes (names from the file)"
+    )
     assert facts.class_names == ("circle", "rectangle", "triangle")
     cfg = _parse(render(_plan(), facts))
     assert (cfg.max_batch_size, cfg.input[0].name, list(cfg.input[0].dims)) == (16, "images", [3, 320, 320])
-    assert [list(o.dims) for o in cfg.output] == [[7, -1]] and json.loads(cfg.parameters["class_names"].string_value)[2] == "triangle"
+    assert [list(o.dims) for o in cfg.output] == [[7, -1]] and json.loads(cfg.parameters["class_names"].string_value)[
+        2
+    ] == "triangle"
 
 
 def test_a_fixed_batch_is_rewritten_and_checked_at_batch_two():
@@ -88,7 +108,12 @@ def test_a_graph_that_cannot_batch_serves_one_image_at_a_time():
     m = detector(batch=1)
     # A Reshape whose shape is computed from a constant the rewrite does not touch (a Concat of 1 and the rest).
     g = m.graph
-    g.initializer.extend([numpy_helper.from_array(np.array([1], np.int64), "one"), numpy_helper.from_array(np.array([7, -1], np.int64), "rest")])
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([1], np.int64), "one"),
+            numpy_helper.from_array(np.array([7, -1], np.int64), "rest"),
+        ]
+    )
     g.node.insert(0, helper.make_node("Concat", ["one", "rest"], ["computed"], axis=0))
     g.node[2].input[1] = "computed"
     model, facts, reason = make_batchable(inspect(m))
@@ -111,9 +136,18 @@ def test_a_dynamic_export_is_served_as_exported():
         (lambda: detector(meta={"task": "classify"}), "an image classifier (metadata task=classify"),
         (lambda: detector(meta={"task": "segment"}), "a segmentation model"),
         (lambda: detector(meta={"task": "pose"}), "a pose model"),
-        (lambda: _with_output_shape(detector(meta={"task": ""}), [1, 1000]), "output output0 [1, 1000] has rank 2 (a classifier's scores?)"),
-        (lambda: _with_output_shape(detector(), [1, 7, 999]), "output output0 [1, 7, 999] fits no YOLO layout for a 64x64 input (84 anchors"),
-        (lambda: _second_output(detector()), "this file has 2: output0 [1, 7, 84], protos [1, 32, 16, 16] (mask prototypes"),
+        (
+            lambda: _with_output_shape(detector(meta={"task": ""}), [1, 1000]),
+            "output output0 [1, 1000] has rank 2 (a classifier's scores?)",
+        ),
+        (
+            lambda: _with_output_shape(detector(), [1, 7, 999]),
+            "output output0 [1, 7, 999] fits no YOLO layout for a 64x64 input (84 anchors",
+        ),
+        (
+            lambda: _second_output(detector()),
+            "this file has 2: output0 [1, 7, 84], protos [1, 32, 16, 16] (mask prototypes",
+        ),
         (lambda: _with_input_shape(detector(), [1, 1, 64, 64]), "input images [1, 1, 64, 64] is not an image batch"),
         (lambda: detector(opset=99), "needs ONNX opset 99"),
     ],
@@ -137,7 +171,10 @@ def test_corrupt_and_truncated_files(data, tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        (Overrides(class_names=("a", "b")), "model.classNames has 2 names, but the file's output output0 [7, 84] has 3 class channels"),
+        (
+            Overrides(class_names=("a", "b")),
+            "model.classNames has 2 names, but the file's output output0 [7, 84] has 3 class channels",
+        ),
         (Overrides(input_size=128), "model.inputSize is 128, but the file's input images is 64x64"),
         (Overrides(input="uint8-nhwc"), "model.input is uint8-nhwc, but the file's input images is fp32-nchw"),
         (Overrides(output="v5"), "model.output is v5, but the file's outputs (output0 [7, 84]) are raw"),
@@ -157,14 +194,21 @@ def test_the_cr_names_the_classes_and_sizes_a_dynamic_input():
         inspect(m)
     assert inspect(m, Overrides(input_size=64)).facts.height == 64
     nameless = inspect(detector(nc=5)).facts
-    assert nameless.class_names == ("class_0", "class_1", "class_2", "class_3", "class_4") and nameless.names_from == "default"
+    assert (
+        nameless.class_names == ("class_0", "class_1", "class_2", "class_3", "class_4")
+        and nameless.names_from == "default"
+    )
 
 
 def test_facts_from_the_cr_alone_for_a_tensorrt_plan():
     with pytest.raises(SpecContradictsModel, match="set model.input, model.inputSize, model.classNames"):
         from_overrides(Overrides())
-    f = from_overrides(Overrides(input="uint8-nhwc", input_size=320, class_names=("a", "b", "c"), output="end2end", max_detections=50))
-    assert [t.name for t in f.outputs] == ["num_dets", "det_boxes", "det_scores", "det_classes"] and f.outputs[1].dims == (50, 4)
+    f = from_overrides(
+        Overrides(input="uint8-nhwc", input_size=320, class_names=("a", "b", "c"), output="end2end", max_detections=50)
+    )
+    assert [t.name for t in f.outputs] == ["num_dets", "det_boxes", "det_scores", "det_classes"] and f.outputs[
+        1
+    ].dims == (50, 4)
 
 
 def test_the_command_rewrites_the_file_writes_every_config_and_reports(tmp_path, capsys):

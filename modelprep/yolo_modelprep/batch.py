@@ -47,7 +47,9 @@ def _patch_reshapes(model: onnx.ModelProto, fixed: int) -> list[str]:
     that constant with 0 there (Reshape's "keep the input's dimension"). Returns the nodes changed."""
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    consts = {n.output[0]: n for n in g.node if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
+    consts = {
+        n.output[0]: n for n in g.node if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
+    }
     changed: list[str] = []
     replaced: set[str] = set()
     for node in g.node:
@@ -127,7 +129,11 @@ def make_batchable(insp: Inspection, want_batch: bool = True) -> tuple[onnx.Mode
     if not fixed:
         why = check_batch(insp.model, facts.input)
         if why is None:
-            return insp.model, replace(facts, batch_note=f"dynamic batch axis, checked at batch {CHECK_BATCH}"), "ServedAsExported"
+            return (
+                insp.model,
+                replace(facts, batch_note=f"dynamic batch axis, checked at batch {CHECK_BATCH}"),
+                "ServedAsExported",
+            )
         return insp.model, _unbatched(insp.model, facts, batch, why), "Unbatched"
     model = _dynamic_io(insp.model)
     changed = _patch_reshapes(model, int(batch))
@@ -142,10 +148,14 @@ def make_batchable(insp: Inspection, want_batch: bool = True) -> tuple[onnx.Mode
 def _unbatched(model: onnx.ModelProto, facts: ModelFacts, batch: Dim, why: str) -> ModelFacts:
     """Facts for one image per execution, once onnxruntime has run the model at batch 1."""
     if isinstance(batch, int) and batch != 1:
-        raise ModelIncompatible(f"input {facts.input.name}: the export fixed the batch to {batch}, and it could not be made dynamic ({why})")
+        raise ModelIncompatible(
+            f"input {facts.input.name}: the export fixed the batch to {batch}, and it could not be made dynamic ({why})"
+        )
     alone = check_batch(model, facts.input, 1)
     if alone is not None:
         raise ModelIncompatible(f"input {facts.input.name} {list(facts.input.dims)}: {alone}")
-    origin = f"the export fixed the batch to {batch}" if isinstance(batch, int) else "the export's batch axis is dynamic"
+    origin = (
+        f"the export fixed the batch to {batch}" if isinstance(batch, int) else "the export's batch axis is dynamic"
+    )
     note = f"{origin}, but it does not batch ({why}); Triton runs one image per execution (max_batch_size 1)"
     return replace(facts, batchable=False, batch_note=note)

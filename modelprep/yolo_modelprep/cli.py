@@ -65,7 +65,8 @@ def prepare(model_file: Path, plans: list[tuple[dict, Path]]) -> dict:
         _write(out, render(p, facts, digest).encode())
     return {
         "reason": reason,
-        "message": f"{facts.summary()}; {facts.batch_note}" + (f"; optimized: {', '.join(optimized)}" if optimized else ""),
+        "message": f"{facts.summary()}; {facts.batch_note}"
+        + (f"; optimized: {', '.join(optimized)}" if optimized else ""),
         "optimized": optimized,
         "classes": len(facts.class_names),
         "maxBatchSize": max(p["max_batch_size"] for p, _ in plans) if facts.batchable else 1,
@@ -94,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{exc.reason}: {exc}", file=sys.stderr, flush=True)
         return EXIT_INCOMPATIBLE
     line = json.dumps(report, separators=(",", ":"))
-    print(f"yolo-model-prepare: {args.model}: {report['reason']} in {report['seconds']} s: {report['message']}", file=sys.stderr, flush=True)
+    print(
+        f"yolo-model-prepare: {args.model}: {report['reason']} in {report['seconds']} s: {report['message']}",
+        file=sys.stderr,
+        flush=True,
+    )
     if args.report:
         try:
             args.report.write_text(line)

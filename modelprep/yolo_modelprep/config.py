@@ -83,7 +83,12 @@ def _tensorrt(p: dict[str, Any], facts: ModelFacts, max_batch: int, digest: str)
             ("trt_timing_cache_path", cache),
         ]
     body = "\n".join(f'  parameters {{ key: "{k}", value: "{v}" }}' for k, v in params)
-    return ["optimization { execution_accelerators { gpu_execution_accelerator: [ {", '  name: "tensorrt"', body, "} ] } }"]
+    return [
+        "optimization { execution_accelerators { gpu_execution_accelerator: [ {",
+        '  name: "tensorrt"',
+        body,
+        "} ] } }",
+    ]
 
 
 def render(p: dict[str, Any], facts: ModelFacts, digest: str = "") -> str:

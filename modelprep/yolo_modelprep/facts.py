@@ -85,7 +85,13 @@ class Overrides:
     def from_plan(cls, plan: dict[str, Any]) -> Overrides:
         m = plan.get("model") or {}
         names = m.get("class_names")
-        return cls(m.get("input"), m.get("output"), m.get("input_size"), tuple(names) if names else None, int(m.get("max_detections", 100)))
+        return cls(
+            m.get("input"),
+            m.get("output"),
+            m.get("input_size"),
+            tuple(names) if names else None,
+            int(m.get("max_detections", 100)),
+        )
 
 
 def num_anchors(height: int, width: int) -> int:
@@ -101,7 +107,9 @@ def from_overrides(o: Overrides) -> ModelFacts:
     or TensorRT's EfficientNMS names): for a TensorRT plan, or a CR that writes every field."""
     missing = [f for f, v in (("input", o.input), ("inputSize", o.input_size), ("classNames", o.class_names)) if not v]
     if missing:
-        raise SpecContradictsModel(f"this file's shapes cannot be read here: set model.{', model.'.join(missing)} in the YoloService")
+        raise SpecContradictsModel(
+            f"this file's shapes cannot be read here: set model.{', model.'.join(missing)} in the YoloService"
+        )
     assert o.input and o.input_size and o.class_names
     dtype, layout = INPUT_ENCODINGS[o.input]
     s, nc, fmt = o.input_size, len(o.class_names), o.output or "raw"

@@ -82,7 +82,11 @@ def _replace_outputs(gr: Graph, outputs: list[onnx.ValueInfoProto]) -> None:
 def end2end(gr: Graph, conf: float, iou: float, max_det: int) -> None:
     raw = gr.g.output[0].name
     (t,) = gr.node("Transpose", [raw], perm=[0, 2, 1])  # [B, N, 4+nc]
-    starts, ends, axis = gr.const("s0", np.array([0], np.int64)), gr.const("e4", np.array([4], np.int64)), gr.const("ax2", np.array([2], np.int64))
+    starts, ends, axis = (
+        gr.const("s0", np.array([0], np.int64)),
+        gr.const("e4", np.array([4], np.int64)),
+        gr.const("ax2", np.array([2], np.int64)),
+    )
     (cxcywh,) = gr.node("Slice", [t, starts, ends, axis])
     (boxes,) = gr.node("MatMul", [cxcywh, gr.const("to_xyxy", _CXCYWH_TO_XYXY)])  # [B, N, 4]
     big = gr.const("big", np.array([1 << 30], np.int64))
@@ -97,7 +101,13 @@ def end2end(gr: Graph, conf: float, iou: float, max_det: int) -> None:
     (scores,) = gr.node("Mul", [all_scores, mask])
     (selected,) = gr.node(
         "NonMaxSuppression",
-        [boxes, scores, gr.const("max_out", np.array([max_det], np.int64)), gr.const("iou", np.array([iou], np.float32)), gr.const("conf", np.array([conf], np.float32))],
+        [
+            boxes,
+            scores,
+            gr.const("max_out", np.array([max_det], np.int64)),
+            gr.const("iou", np.array([iou], np.float32)),
+            gr.const("conf", np.array([conf], np.float32)),
+        ],
     )  # [K, 3] = (batch, class, box)
     (picked,) = gr.node("GatherND", [scores, selected])
     (zeros,) = gr.node("Mul", [scores, gr.const("zero", np.array(0.0, np.float32))])
@@ -137,7 +147,9 @@ def v5(gr: Graph, nc: int) -> None:
     (t,) = gr.node("Transpose", [internal], perm=[0, 2, 1])  # [B, N, 4+nc]
     ax = gr.const("ax2", np.array([2], np.int64))
     (box,) = gr.node("Slice", [t, gr.const("s0", np.array([0], np.int64)), gr.const("e4", np.array([4], np.int64)), ax])
-    (cls,) = gr.node("Slice", [t, gr.const("s4", np.array([4], np.int64)), gr.const("big", np.array([1 << 30], np.int64)), ax])
+    (cls,) = gr.node(
+        "Slice", [t, gr.const("s4", np.array([4], np.int64)), gr.const("big", np.array([1 << 30], np.int64)), ax]
+    )
     (obj,) = gr.node("ReduceMax", [cls], axes=[2], keepdims=1)
     (safe,) = gr.node("Max", [obj, gr.const("eps", np.array(1e-9, np.float32))])
     (norm,) = gr.node("Div", [cls, safe])

@@ -21,9 +21,20 @@ from .facts import (
     num_anchors,
 )
 
-DTYPES = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.INT32: "TYPE_INT32", onnx.TensorProto.INT64: "TYPE_INT64"}
+DTYPES = {
+    onnx.TensorProto.FLOAT: "TYPE_FP32",
+    onnx.TensorProto.UINT8: "TYPE_UINT8",
+    onnx.TensorProto.FLOAT16: "TYPE_FP16",
+    onnx.TensorProto.INT32: "TYPE_INT32",
+    onnx.TensorProto.INT64: "TYPE_INT64",
+}
 IMAGE_DTYPES = ("TYPE_FP32", "TYPE_UINT8", "TYPE_FP16")
-TASKS = {"classify": "an image classifier", "segment": "a segmentation model", "pose": "a pose model", "obb": "an oriented-box model"}
+TASKS = {
+    "classify": "an image classifier",
+    "segment": "a segmentation model",
+    "pose": "a pose model",
+    "obb": "an oriented-box model",
+}
 
 Dim = int | str  # a fixed size, or a symbolic one (its name, or "?")
 
@@ -36,7 +47,10 @@ class Inspection:
 
 
 def shape(vi: onnx.ValueInfoProto) -> list[Dim]:
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in vi.type.tensor_type.shape.dim]
+    return [
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+        for d in vi.type.tensor_type.shape.dim
+    ]
 
 
 def _dtype(vi: onnx.ValueInfoProto) -> str:
@@ -79,13 +93,17 @@ def load(path: str | Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf's DecodeError and friends: the file is not an ONNX model
-        raise ModelIncompatible(f"the file ({size} bytes) is not a readable ONNX model ({type(exc).__name__}: {exc}); is it truncated or corrupt?") from exc
+        raise ModelIncompatible(
+            f"the file ({size} bytes) is not a readable ONNX model ({type(exc).__name__}: {exc}); is it truncated or corrupt?"
+        ) from exc
     if not model.graph.node or not model.graph.output:
         raise ModelIncompatible(f"the file ({size} bytes) holds no ONNX graph; is it truncated or corrupt?")
     newest = onnx.defs.onnx_opset_version()
     for op in model.opset_import:
         if op.domain in ("", "ai.onnx") and op.version > newest:
-            raise ModelIncompatible(f"the model needs ONNX opset {op.version}; this runtime supports up to {newest}: export with a lower opset")
+            raise ModelIncompatible(
+                f"the model needs ONNX opset {op.version}; this runtime supports up to {newest}: export with a lower opset"
+            )
     return model
 
 
@@ -93,7 +111,9 @@ def _image_input(model: onnx.ModelProto, o: Overrides, meta: dict[str, str]) -> 
     weights = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in weights]
     if len(inputs) != 1:
-        raise ModelIncompatible(f"a detector takes one image input; this file takes {len(inputs)}: {', '.join(_desc(i) for i in inputs)}")
+        raise ModelIncompatible(
+            f"a detector takes one image input; this file takes {len(inputs)}: {', '.join(_desc(i) for i in inputs)}"
+        )
     vi = inputs[0]
     dims, dtype = shape(vi), _dtype(vi)
     if dtype not in IMAGE_DTYPES:
@@ -105,7 +125,9 @@ def _image_input(model: onnx.ModelProto, o: Overrides, meta: dict[str, str]) -> 
     if not all(isinstance(d, int) for d in hw):
         size = (o.input_size, o.input_size) if o.input_size else _imgsz(meta)
         if size is None:
-            raise ModelIncompatible(f"input {_desc(vi)} has a dynamic size and the file names no imgsz: set model.inputSize")
+            raise ModelIncompatible(
+                f"input {_desc(vi)} has a dynamic size and the file names no imgsz: set model.inputSize"
+            )
         hw = [size[0], size[1]]
     h, w = int(hw[0]), int(hw[1])
     if h % 32 or w % 32:
@@ -124,7 +146,9 @@ def _raw_output(vi: onnx.ValueInfoProto, h: int, w: int, names: tuple[str, ...] 
         raise ModelIncompatible(f"{where} is {dtype}; a raw detector output is float")
     if len(dims) != 3:
         kind = " (a classifier's scores?)" if len(dims) == 2 else ""
-        raise ModelIncompatible(f"{where} has rank {len(dims)}{kind}: a detector's raw output is [B, 4+nc, {n}] or [B, {n}, 5+nc]")
+        raise ModelIncompatible(
+            f"{where} has rank {len(dims)}{kind}: a detector's raw output is [B, 4+nc, {n}] or [B, {n}, 5+nc]"
+        )
     a, b = dims[1], dims[2]
 
     def anchors(d: Dim) -> bool:  # N per cell: 1 (v8/v11, anchor-free) or 3 (v5's anchor boxes)
@@ -160,7 +184,9 @@ def inspect(model: onnx.ModelProto, o: Overrides | None = None) -> Inspection:
     task = meta.get("task")
     if task and task != "detect":
         outs = ", ".join(_desc(v) for v in model.graph.output)
-        raise ModelIncompatible(f"the file is {TASKS.get(task, f'a {task!r} model')} (metadata task={task}; outputs {outs}): the gateway serves detectors (task detect)")
+        raise ModelIncompatible(
+            f"the file is {TASKS.get(task, f'a {task!r} model')} (metadata task={task}; outputs {outs}): the gateway serves detectors (task detect)"
+        )
     inp, layout, batch = _image_input(model, o, meta)
     h, w = (inp.dims[1], inp.dims[2]) if layout == "NCHW" else (inp.dims[0], inp.dims[1])
     file_names = _names(meta)
@@ -169,12 +195,16 @@ def inspect(model: onnx.ModelProto, o: Overrides | None = None) -> Inspection:
         fmt, tensors = "end2end", _end2end_outputs(outputs, o)
         names = o.class_names or file_names
         if not names:
-            raise ModelIncompatible(f"an end2end model's outputs ({', '.join(END2END_OUTPUTS)}) carry class ids only, and the file names no classes: set model.classNames")
+            raise ModelIncompatible(
+                f"an end2end model's outputs ({', '.join(END2END_OUTPUTS)}) carry class ids only, and the file names no classes: set model.classNames"
+            )
         names_from = "spec" if o.class_names else "file"
     elif len(outputs) == 1:
         out, fmt, nc = _raw_output(model.graph.output[0], h, w, o.class_names or file_names)
         tensors = (out,)
-        names, names_from = (file_names, "file") if file_names and len(file_names) == nc else (default_names(nc), "default")
+        names, names_from = (
+            (file_names, "file") if file_names and len(file_names) == nc else (default_names(nc), "default")
+        )
     else:
         listed = ", ".join(_desc(v) for v in model.graph.output)
         raise ModelIncompatible(

@@ -26,7 +26,9 @@ NMS_IOU = 0.45
 NMS_SCORE_FLOOR = 0.01
 
 
-def optimize(model: onnx.ModelProto, facts: ModelFacts, options: dict[str, Any], max_det: int) -> tuple[onnx.ModelProto, ModelFacts, list[str]]:
+def optimize(
+    model: onnx.ModelProto, facts: ModelFacts, options: dict[str, Any], max_det: int
+) -> tuple[onnx.ModelProto, ModelFacts, list[str]]:
     """The model with the asked-for rewrites that apply to it, its facts, and what was done (or
     why not), in words."""
     out, done = copy.deepcopy(model), []

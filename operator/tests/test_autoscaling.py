@@ -19,15 +19,24 @@ PROM = "http://prometheus.monitoring.svc:9090"
 
 
 def _kinds(spec: dict, keda: bool) -> dict[str, bool]:
-    return {c.ref: c.manifest is not None for c in desired_children(parse_spec(spec), META, False, keda, PROM) if "Scal" in c.kind or "Horizontal" in c.kind}
+    return {
+        c.ref: c.manifest is not None
+        for c in desired_children(parse_spec(spec), META, False, keda, PROM)
+        if "Scal" in c.kind or "Horizontal" in c.kind
+    }
 
 
 def test_keda_when_installed_and_hpas_otherwise_never_both():
     assert _kinds(sample_spec(), keda=True) == {
-        "HorizontalPodAutoscaler/shapes-triton": False, "ScaledObject/shapes-triton": True,
-        "HorizontalPodAutoscaler/shapes-gateway": False, "ScaledObject/shapes-gateway": True,
+        "HorizontalPodAutoscaler/shapes-triton": False,
+        "ScaledObject/shapes-triton": True,
+        "HorizontalPodAutoscaler/shapes-gateway": False,
+        "ScaledObject/shapes-gateway": True,
     }
-    assert _kinds(sample_spec(), keda=False) == {"HorizontalPodAutoscaler/shapes-triton": True, "HorizontalPodAutoscaler/shapes-gateway": True}
+    assert _kinds(sample_spec(), keda=False) == {
+        "HorizontalPodAutoscaler/shapes-triton": True,
+        "HorizontalPodAutoscaler/shapes-gateway": True,
+    }
     forced = sample_spec(**{"triton.autoscaling": {"engine": "hpa"}})
     assert _kinds(forced, keda=True)["HorizontalPodAutoscaler/shapes-triton"] is True
     assert _kinds(forced, keda=True)["ScaledObject/shapes-triton"] is False
@@ -52,12 +61,20 @@ def test_queries_select_exactly_one_tier_of_one_service():
     are models on the same Triton pods, and their queues are the pods' load too)."""
     spec = parse_spec(sample_spec())
     q = a.triton_query(spec, META)
-    assert q == 'sum(avg_over_time(nv_inference_pending_request_count{namespace="vision",pod=~"shapes-triton-[a-z0-9]+-[a-z0-9]+"}[30s]))'
+    assert (
+        q
+        == 'sum(avg_over_time(nv_inference_pending_request_count{namespace="vision",pod=~"shapes-triton-[a-z0-9]+-[a-z0-9]+"}[30s]))'
+    )
     gw = 'namespace="vision",pod=~"shapes-gateway-[a-z0-9]+-[a-z0-9]+"'
-    inflight, demand = f"avg_over_time(yolo_gateway_inflight_requests{{{gw}}}[30s])", f"avg_over_time(yolo_gateway_triton_requests{{{gw}}}[30s])"
+    inflight, demand = (
+        f"avg_over_time(yolo_gateway_inflight_requests{{{gw}}}[30s])",
+        f"avg_over_time(yolo_gateway_triton_requests{{{gw}}}[30s])",
+    )
     assert a.gateway_query(META) == f"clamp_min(sum({inflight}) - sum({demand}), 0)"
     assert a.gateway_demand_query(META) == f"sum({demand})"
-    qt = parse_spec(sample_spec(**{"triton.autoscaling": {"metric": "queueTime", "targetQueueTimeMicroseconds": 20000}}))
+    qt = parse_spec(
+        sample_spec(**{"triton.autoscaling": {"metric": "queueTime", "targetQueueTimeMicroseconds": 20000}})
+    )
     so = a.build_scaled_object(qt, META, "triton", PROM)
     trigger, demand = so["spec"]["triggers"]
     assert demand["name"] == "gateway-demand"
@@ -68,7 +85,9 @@ def test_queries_select_exactly_one_tier_of_one_service():
 
 
 def test_the_queue_time_metric_has_a_prometheus_adapter_rule():
-    rules = (Path(__file__).resolve().parents[2] / "charts/yolo-operator/templates/prometheus-adapter-rules.yaml").read_text()
+    rules = (
+        Path(__file__).resolve().parents[2] / "charts/yolo-operator/templates/prometheus-adapter-rules.yaml"
+    ).read_text()
     for name in (a.TRITON_QUEUE_TIME_METRIC, "nv_inference_pending_request_count", a.GATEWAY_WORK_METRIC):
         assert f"as: {name}" in rules
     assert "yolo_gateway_inflight_requests" in rules and "yolo_gateway_triton_requests" in rules
@@ -95,7 +114,9 @@ def test_the_gateway_also_scales_on_cpu_and_triton_never_on_gateway_cpu():
     assert [t["type"] for t in gw["spec"]["triggers"]] == ["prometheus", "cpu"]
     tr = a.build_scaled_object(spec, META, "triton", PROM)
     assert [t["type"] for t in tr["spec"]["triggers"]] == ["prometheus", "prometheus"]
-    assert all("gateway" not in t["name"] or "triton_requests" in t["metadata"]["query"] for t in tr["spec"]["triggers"])
+    assert all(
+        "gateway" not in t["name"] or "triton_requests" in t["metadata"]["query"] for t in tr["spec"]["triggers"]
+    )
     assert tr["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shapes-triton"}
     assert "replicas" not in tr["spec"]  # KEDA's HPA owns the Deployment's replicas
 
@@ -103,17 +124,35 @@ def test_the_gateway_also_scales_on_cpu_and_triton_never_on_gateway_cpu():
 def test_tiers_split_the_gateways_requests_between_them():
     """Coordinated tiers: the gateway scales on its own work (in flight minus Triton-bound), Triton on
     its queue and on the gateways' Triton-bound requests, one full batch per pod above its queue target."""
-    spec = parse_spec(sample_spec(**{"triton.maxBatchSize": 8, "triton.dynamicBatching": {}, "triton.autoscaling": {"targetPendingRequests": 2}}))
+    spec = parse_spec(
+        sample_spec(
+            **{
+                "triton.maxBatchSize": 8,
+                "triton.dynamicBatching": {},
+                "triton.autoscaling": {"targetPendingRequests": 2},
+            }
+        )
+    )
     tr = a.build_scaled_object(spec, META, "triton", PROM)["spec"]["triggers"]
     pending, demand = tr
-    assert (pending["name"], pending["metricType"], pending["metadata"]["threshold"]) == ("pending-requests", "AverageValue", "2")
-    assert (demand["name"], demand["metricType"], demand["metadata"]["threshold"]) == ("gateway-demand", "AverageValue", "10")
+    assert (pending["name"], pending["metricType"], pending["metadata"]["threshold"]) == (
+        "pending-requests",
+        "AverageValue",
+        "2",
+    )
+    assert (demand["name"], demand["metricType"], demand["metadata"]["threshold"]) == (
+        "gateway-demand",
+        "AverageValue",
+        "10",
+    )
     assert demand["metadata"]["activationThreshold"] == "0", "any waiting request activates the tier"
     assert demand["metadata"]["query"] == a.gateway_demand_query(META)
     (work, cpu) = a.build_scaled_object(spec, META, "gateway", PROM)["spec"]["triggers"]
     assert work["metadata"]["query"] == a.gateway_query(META) and cpu["type"] == "cpu"
     no_cpu = parse_spec(sample_spec(**{"gateway.autoscaling": {"targetCpuUtilization": 0}}))
-    assert [t["name"] for t in a.build_scaled_object(no_cpu, META, "gateway", PROM)["spec"]["triggers"]] == ["gateway-work"]
+    assert [t["name"] for t in a.build_scaled_object(no_cpu, META, "gateway", PROM)["spec"]["triggers"]] == [
+        "gateway-work"
+    ]
     assert [m["type"] for m in a.build_gateway_hpa(no_cpu, META)["spec"]["metrics"]] == ["Pods"]
 
 
@@ -128,7 +167,9 @@ def test_scale_to_zero_is_opt_in_keda_only_and_the_gateway_holds_requests():
     default = parse_spec(sample_spec())
     so = a.build_scaled_object(default, META, "triton", PROM)["spec"]
     assert so["minReplicaCount"] == 1 and so["cooldownPeriod"] == 60 and cold_start(default) == "0"
-    zero = parse_spec(sample_spec(**{"triton.autoscaling": {"minReplicas": 0, "idleSeconds": 90, "coldStartTimeoutSeconds": 45}}))
+    zero = parse_spec(
+        sample_spec(**{"triton.autoscaling": {"minReplicas": 0, "idleSeconds": 90, "coldStartTimeoutSeconds": 45}})
+    )
     so = a.build_scaled_object(zero, META, "triton", PROM)["spec"]
     assert so["minReplicaCount"] == 0 and so["cooldownPeriod"] == 90
     assert cold_start(zero) == "45"
@@ -141,7 +182,10 @@ def test_scale_to_zero_is_opt_in_keda_only_and_the_gateway_holds_requests():
 
 def test_every_example_parses_and_the_scale_to_zero_one_asks_for_keda():
     examples = Path(__file__).resolve().parents[2] / "examples"
-    specs = {p.name: [d for d in yaml.safe_load_all(p.read_text()) if d and d["kind"] == "YoloService"] for p in examples.glob("*.yaml")}
+    specs = {
+        p.name: [d for d in yaml.safe_load_all(p.read_text()) if d and d["kind"] == "YoloService"]
+        for p in examples.glob("*.yaml")
+    }
     assert len(specs) >= 3
     for name, docs in specs.items():
         for d in docs:

@@ -20,7 +20,11 @@ class Clock:
 
 
 def obj(rv: str, **extra) -> dict:
-    return {"kind": "Service", "metadata": {"name": "s", "namespace": "ns", "resourceVersion": rv, "managedFields": [{"manager": "x"}]}, **extra}
+    return {
+        "kind": "Service",
+        "metadata": {"name": "s", "namespace": "ns", "resourceVersion": rv, "managedFields": [{"manager": "x"}]},
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -212,4 +216,6 @@ def test_an_answer_is_dated_from_when_its_request_left(cache):
 
     clock.t = 40
     c.read("Service", "ns", "s", slow_get)
-    assert c.read("Service", "ns", "s", fetcher(calls, obj("8")))["metadata"]["resourceVersion"] == "8" and calls == ["GET"]
+    assert c.read("Service", "ns", "s", fetcher(calls, obj("8")))["metadata"]["resourceVersion"] == "8" and calls == [
+        "GET"
+    ]

@@ -101,8 +101,16 @@ def _apply_defaults(schema: dict, value: object) -> object:
     "spec",
     [
         {"model": {"classNames": ["a"], "source": {"uri": "https://x/m.onnx"}}},
-        {"model": {"classNames": ["a"], "source": {"uri": "https://x/m.onnx"}}, "triton": {"autoscaling": {"minReplicas": 0}}, "gateway": {"autoscaling": {}}},
-        {"model": {"classNames": ["a"], "source": {"uri": "https://x/m.onnx"}}, "triton": {"dynamicBatching": {}}, "gateway": {"limits": {}, "defaults": {}}},
+        {
+            "model": {"classNames": ["a"], "source": {"uri": "https://x/m.onnx"}},
+            "triton": {"autoscaling": {"minReplicas": 0}},
+            "gateway": {"autoscaling": {}},
+        },
+        {
+            "model": {"classNames": ["a"], "source": {"uri": "https://x/m.onnx"}},
+            "triton": {"dynamicBatching": {}},
+            "gateway": {"limits": {}, "defaults": {}},
+        },
     ],
 )
 def test_crd_defaults_are_the_pydantic_defaults(spec: dict):
@@ -119,7 +127,9 @@ def test_children_follow_feature_switches():
     base = refs(sample_spec())
     assert all(base.values()) and len(base) == 9
     off = refs(sample_spec(**{"triton.autoscaling": {"enabled": False}, "podDisruptionBudget": {"enabled": False}}))
-    assert off["HorizontalPodAutoscaler/shapes-triton"] is False and off["HorizontalPodAutoscaler/shapes-gateway"] is True
+    assert (
+        off["HorizontalPodAutoscaler/shapes-triton"] is False and off["HorizontalPodAutoscaler/shapes-gateway"] is True
+    )
     assert off["PodDisruptionBudget/shapes-triton"] is False and off["PodDisruptionBudget/shapes-gateway"] is False
     assert "ServiceMonitor/shapes" not in refs(sample_spec(**{"monitoring.serviceMonitor": True}), sm=False)
     assert refs(sample_spec(**{"monitoring.serviceMonitor": True}), sm=True)["ServiceMonitor/shapes"] is True
@@ -155,7 +165,9 @@ def test_no_op_means_no_apply_and_drift_means_apply():
     assert not needs_apply(dep, live)
     live["spec"]["template"]["spec"]["containers"][0]["image"] = "someone/else:1"  # drift
     assert needs_apply(dep, live)
-    changed = with_hash(b.build_gateway_deployment(parse_spec(sample_spec(**{"gateway.limits": {"maxPixels": 2048}})), META))
+    changed = with_hash(
+        b.build_gateway_deployment(parse_spec(sample_spec(**{"gateway.limits": {"maxPixels": 2048}})), META)
+    )
     assert needs_apply(changed, _live(dep))  # the spec changed: the hash differs
 
 
@@ -169,7 +181,9 @@ def test_zero_values_the_server_omits_still_match():
 
 
 def test_removed_field_is_applied_even_if_live_is_a_superset():
-    with_replicas = with_hash(b.build_triton_deployment(parse_spec(sample_spec(**{"triton.autoscaling": {"enabled": False}})), META))
+    with_replicas = with_hash(
+        b.build_triton_deployment(parse_spec(sample_spec(**{"triton.autoscaling": {"enabled": False}})), META)
+    )
     under_hpa = with_hash(b.build_triton_deployment(parse_spec(sample_spec()), META))
     assert is_subset(under_hpa["spec"], with_replicas["spec"])
     assert needs_apply(under_hpa, _live(with_replicas))  # drop our ownership of replicas once
@@ -179,14 +193,20 @@ def test_conditions_flip_only_on_status_change():
     old = merge_conditions([], [Condition("Ready", "False", "ComponentsNotReady", "0/1")], 1, "2026-01-01T00:00:00Z")
     same = merge_conditions(old, [Condition("Ready", "False", "ComponentsNotReady", "0/2")], 2, "2026-01-01T00:05:00Z")
     assert same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z" and same[0]["observedGeneration"] == 2
-    flipped = merge_conditions(same, [Condition("Ready", "True", "AllComponentsReady", "ok")], 2, "2026-01-01T00:06:00Z")
+    flipped = merge_conditions(
+        same, [Condition("Ready", "True", "AllComponentsReady", "ok")], 2, "2026-01-01T00:06:00Z"
+    )
     assert flipped[0]["lastTransitionTime"] == "2026-01-01T00:06:00Z"
 
 
 def test_deployment_and_ready_conditions():
     missing = deployment_condition("TritonReady", None)
     assert (missing.status, missing.reason) == ("False", "DeploymentMissing")
-    dep = {"metadata": {"generation": 2}, "spec": {"replicas": 2}, "status": {"observedGeneration": 2, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 2}}
+    dep = {
+        "metadata": {"generation": 2},
+        "spec": {"replicas": 2},
+        "status": {"observedGeneration": 2, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 2},
+    }
     ok = deployment_condition("TritonReady", dep)
     assert (ok.status, ok.reason) == ("True", "MinimumReplicasAvailable")
     stale = deployment_condition("GatewayReady", {**dep, "status": {**dep["status"], "observedGeneration": 1}})
@@ -195,7 +215,10 @@ def test_deployment_and_ready_conditions():
     assert ready_condition([ok, deployment_condition("GatewayReady", dep)]).reason == "AllComponentsReady"
     # at zero: not ready, unless the tier may scale to zero (its first request starts it)
     zero = {"metadata": {"generation": 3}, "spec": {"replicas": 0}, "status": {"observedGeneration": 3}}
-    assert (deployment_condition("TritonReady", zero).status, deployment_condition("TritonReady", zero).reason) == ("False", "ScaledToZero")
+    assert (deployment_condition("TritonReady", zero).status, deployment_condition("TritonReady", zero).reason) == (
+        "False",
+        "ScaledToZero",
+    )
     idle = deployment_condition("TritonReady", zero, scale_to_zero=True)
     assert (idle.status, idle.reason) == ("True", "ScaledToZero")
     assert ready_condition([idle, ok]).status == "True"
@@ -204,16 +227,36 @@ def test_deployment_and_ready_conditions():
 def test_autoscaling_condition():
     assert autoscaling_condition({"triton": (None, None), "gateway": (None, None)}).reason == "AutoscalingDisabled"
     assert autoscaling_condition({"triton": ("hpa", None), "gateway": (None, None)}).reason == "HPAMissing"
-    failing = {"status": {"conditions": [{"type": "ScalingActive", "status": "False", "reason": "FailedGetPodsMetric", "message": "no metrics"}]}}
+    failing = {
+        "status": {
+            "conditions": [
+                {"type": "ScalingActive", "status": "False", "reason": "FailedGetPodsMetric", "message": "no metrics"}
+            ]
+        }
+    }
     c = autoscaling_condition({"triton": ("hpa", failing), "gateway": ("hpa", {"status": {}})})
     assert (c.status, c.reason) == ("False", "MetricsUnavailable") and "FailedGetPodsMetric" in c.message
     assert autoscaling_condition({"triton": ("hpa", {}), "gateway": ("hpa", {})}).status == "True"
     # KEDA: its ScaledObject's Ready condition; engine keda without KEDA installed says so
-    so_failing = {"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "ScaledObjectCheckFailed", "message": "prometheus unreachable"}]}}
+    so_failing = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "ScaledObjectCheckFailed",
+                    "message": "prometheus unreachable",
+                }
+            ]
+        }
+    }
     c = autoscaling_condition({"triton": ("keda", so_failing), "gateway": ("keda", {})}, keda_installed=True)
     assert (c.status, c.reason) == ("False", "MetricsUnavailable") and "prometheus unreachable" in c.message
     assert autoscaling_condition({"triton": ("keda", {}), "gateway": ("hpa", {})}, keda_installed=True).status == "True"
-    assert autoscaling_condition({"triton": ("keda", None), "gateway": (None, None)}, keda_installed=False).reason == "KEDAMissing"
+    assert (
+        autoscaling_condition({"triton": ("keda", None), "gateway": (None, None)}, keda_installed=False).reason
+        == "KEDAMissing"
+    )
     c = autoscaling_condition({"triton": ("hpa", {}), "gateway": ("hpa", {})}, zero_without_keda=True)
     assert (c.status, c.reason) == ("True", "ScaleToZeroNeedsKEDA")
 
@@ -231,37 +274,104 @@ def _pod(**status) -> dict:
     "pod,reason,fragment",
     [
         (
-            _pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]),
+            _pod(
+                conditions=[
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                    }
+                ]
+            ),
             "Unschedulable",
             "Insufficient nvidia.com/gpu",
         ),
         (
-            _pod(initContainerStatuses=[{"name": "fetch-model", "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                                         "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
-                                                                      "message": "download failed\nfatal error: An error occurred (403) when calling the HeadObject operation: Forbidden\n"}}}]),
+            _pod(
+                initContainerStatuses=[
+                    {
+                        "name": "fetch-model",
+                        "restartCount": 2,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {
+                            "terminated": {
+                                "exitCode": 1,
+                                "reason": "Error",
+                                "message": "download failed\nfatal error: An error occurred (403) when calling the HeadObject operation: Forbidden\n",
+                            }
+                        },
+                    }
+                ]
+            ),
             "ModelFetchFailed",
             "(403)",
         ),
         (
-            _pod(initContainerStatuses=[{"name": "fetch-model", "state": {"terminated": {"exitCode": 22, "message": "curl: (22) The requested URL returned error: 404"}}}]),
+            _pod(
+                initContainerStatuses=[
+                    {
+                        "name": "fetch-model",
+                        "state": {
+                            "terminated": {
+                                "exitCode": 22,
+                                "message": "curl: (22) The requested URL returned error: 404",
+                            }
+                        },
+                    }
+                ]
+            ),
             "ModelFetchFailed",
             "returned error: 404",
         ),
         (
-            _pod(initContainerStatuses=[{"name": "fetch-model", "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                                         "lastState": {"terminated": {"exitCode": 3, "message": "yolo-model-prepare: /models/yolo/1/model.onnx: the model cannot be served\n"
-                                                                      "ModelIncompatible: the file is a segmentation model (metadata task=segment; outputs output0 [1, 116, 8400], output1 [1, 32, 160, 160])\n"}}}]),
+            _pod(
+                initContainerStatuses=[
+                    {
+                        "name": "fetch-model",
+                        "restartCount": 1,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {
+                            "terminated": {
+                                "exitCode": 3,
+                                "message": "yolo-model-prepare: /models/yolo/1/model.onnx: the model cannot be served\n"
+                                "ModelIncompatible: the file is a segmentation model (metadata task=segment; outputs output0 [1, 116, 8400], output1 [1, 32, 160, 160])\n",
+                            }
+                        },
+                    }
+                ]
+            ),
             "ModelIncompatible",
             "a segmentation model",
         ),
         (
-            _pod(containerStatuses=[{"name": "triton", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"x\""}}}]),
+            _pod(
+                containerStatuses=[
+                    {
+                        "name": "triton",
+                        "state": {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "x"'}},
+                    }
+                ]
+            ),
             "ImagePullFailed",
             "Back-off pulling",
         ),
         (
-            _pod(containerStatuses=[{"name": "triton", "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                                     "lastState": {"terminated": {"exitCode": 1, "message": "error: creating server: Internal - failed to load all models"}}}]),
+            _pod(
+                containerStatuses=[
+                    {
+                        "name": "triton",
+                        "restartCount": 4,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {
+                            "terminated": {
+                                "exitCode": 1,
+                                "message": "error: creating server: Internal - failed to load all models",
+                            }
+                        },
+                    }
+                ]
+            ),
             "CrashLoopBackOff",
             "failed to load all models",
         ),
@@ -274,25 +384,53 @@ def test_a_tier_that_is_not_ready_says_why(pod, reason, fragment):
 
 
 def test_pods_that_are_only_starting_are_not_a_problem():
-    starting = _pod(initContainerStatuses=[{"name": "fetch-model", "state": {"running": {}}}], containerStatuses=[{"name": "triton", "state": {"waiting": {"reason": "PodInitializing"}}}])
+    starting = _pod(
+        initContainerStatuses=[{"name": "fetch-model", "state": {"running": {}}}],
+        containerStatuses=[{"name": "triton", "state": {"waiting": {"reason": "PodInitializing"}}}],
+    )
     assert deployment_condition("TritonReady", _DEP, [starting]).reason == "ReplicasNotReady"
 
 
 def test_the_model_condition_quotes_the_init_containers_report():
     report = '{"reason":"BatchAxisRewritten","message":"input images fp32-nchw 640x640, ...; the export fixed the batch to 1"}'
-    done = _pod(initContainerStatuses=[{"name": "fetch-model", "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": report}}}])
+    done = _pod(
+        initContainerStatuses=[
+            {"name": "fetch-model", "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": report}}}
+        ]
+    )
     c = model_condition([done])
-    assert (c.type, c.status, c.reason) == ("ModelCompatible", "True", "BatchAxisRewritten") and "fixed the batch to 1" in c.message
-    refused = _pod(initContainerStatuses=[{"name": "fetch-model", "lastState": {"terminated": {"exitCode": 3, "message": "SpecContradictsModel: model.classNames has 3 names, but ..."}}}])
+    assert (c.type, c.status, c.reason) == (
+        "ModelCompatible",
+        "True",
+        "BatchAxisRewritten",
+    ) and "fixed the batch to 1" in c.message
+    refused = _pod(
+        initContainerStatuses=[
+            {
+                "name": "fetch-model",
+                "lastState": {
+                    "terminated": {
+                        "exitCode": 3,
+                        "message": "SpecContradictsModel: model.classNames has 3 names, but ...",
+                    }
+                },
+            }
+        ]
+    )
     c = model_condition([refused])
     assert (c.status, c.reason, c.message) == ("False", "SpecContradictsModel", "model.classNames has 3 names, but ...")
     assert model_condition([]).reason == "Pending"
-    simulated = _pod(initContainerStatuses=[{"name": "fetch-model", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}])
+    simulated = _pod(
+        initContainerStatuses=[{"name": "fetch-model", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]
+    )
     assert model_condition([simulated]).reason == "NotReported"
 
 
 def test_ready_names_the_model_when_the_file_is_the_trouble():
-    parts = [Condition("TritonReady", "False", "ModelIncompatible", "a classifier"), Condition("GatewayReady", "False", "ReplicasNotReady", "0/2")]
+    parts = [
+        Condition("TritonReady", "False", "ModelIncompatible", "a classifier"),
+        Condition("GatewayReady", "False", "ReplicasNotReady", "0/2"),
+    ]
     ready = ready_condition(parts)
     assert (ready.status, ready.reason) == ("False", "ModelIncompatible") and "a classifier" in ready.message
     assert ready_condition([parts[1]]).reason == "ComponentsNotReady"

@@ -22,7 +22,11 @@ def _images(spec) -> tuple[str, str, str]:
 
 
 def test_a_service_without_a_gpu_gets_the_cpu_triton_image():
-    assert _images(parse_spec(sample_spec(**{"triton.resources": CPU}), LOCAL)) == ("cpu/triton:1", "my/fetcher:1", "my/gateway:1")
+    assert _images(parse_spec(sample_spec(**{"triton.resources": CPU}), LOCAL)) == (
+        "cpu/triton:1",
+        "my/fetcher:1",
+        "my/gateway:1",
+    )
 
 
 def test_a_gpu_service_gets_the_gpu_triton_image():
@@ -32,7 +36,12 @@ def test_a_gpu_service_gets_the_gpu_triton_image():
 
 
 def test_images_named_in_the_spec_win():
-    spec = parse_spec(sample_spec(**{"triton.resources": CPU, "triton.image": "x/t:2", "gateway.image": "x/g:2", "fetcherImage": "x/f:2"}), LOCAL)
+    spec = parse_spec(
+        sample_spec(
+            **{"triton.resources": CPU, "triton.image": "x/t:2", "gateway.image": "x/g:2", "fetcherImage": "x/f:2"}
+        ),
+        LOCAL,
+    )
     assert _images(spec) == ("x/t:2", "x/f:2", "x/g:2")
 
 
@@ -56,7 +65,19 @@ def test_chart_defaults_are_the_operator_defaults():
     env = (ROOT / "charts" / "yolo-operator" / "templates" / "deployment.yaml").read_text()
     assert values["autoscaling"]["prometheusUrl"] == s.prometheus_url
     assert values["operator"]["childCacheSeconds"] == s.child_cache_seconds
-    for name in ("TRITON_IMAGE", "TRITON_CPU_IMAGE", "GATEWAY_IMAGE", "FETCHER_IMAGE", "PROMETHEUS_URL", "SERVICE_MONITORS", "RESYNC_SECONDS", "WAIT_SECONDS", "CHILD_CACHE_SECONDS", "WATCH_SERVER_TIMEOUT", "PEERING_LIFETIME"):
+    for name in (
+        "TRITON_IMAGE",
+        "TRITON_CPU_IMAGE",
+        "GATEWAY_IMAGE",
+        "FETCHER_IMAGE",
+        "PROMETHEUS_URL",
+        "SERVICE_MONITORS",
+        "RESYNC_SECONDS",
+        "WAIT_SECONDS",
+        "CHILD_CACHE_SECONDS",
+        "WATCH_SERVER_TIMEOUT",
+        "PEERING_LIFETIME",
+    ):
         assert f"name: YOLO_OPERATOR_{name}\n" in env
         assert name.lower() in OperatorSettings.model_fields
 
@@ -64,7 +85,9 @@ def test_chart_defaults_are_the_operator_defaults():
 def test_gateway_placement_and_triton_drain():
     toleration = {"key": "yolo.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}
     spec = parse_spec(
-        sample_spec(**{"triton.resources": CPU, "gateway.nodeSelector": {"pool": "cpu"}, "gateway.tolerations": [toleration]})
+        sample_spec(
+            **{"triton.resources": CPU, "gateway.nodeSelector": {"pool": "cpu"}, "gateway.tolerations": [toleration]}
+        )
     )
     gw = b.build_gateway_deployment(spec, META)["spec"]["template"]["spec"]
     assert gw["nodeSelector"] == {"pool": "cpu"} and gw["tolerations"] == [toleration]
@@ -88,7 +111,9 @@ def test_the_gateway_deployment_env_is_valid_gateway_settings():
     operator writes is a field of the gateway's own Settings, with a value it accepts."""
     from yolo_gateway.settings import Settings  # noqa: PLC0415 - the gateway package, in the same dev environment
 
-    spec = parse_spec(sample_spec(**{"gateway.limits": {"maxBodyBytes": 1 << 20, "maxPixels": 10**7, "maxBatchImages": 4}}))
+    spec = parse_spec(
+        sample_spec(**{"gateway.limits": {"maxBodyBytes": 1 << 20, "maxPixels": 10**7, "maxBatchImages": 4}})
+    )
     (container,) = b.build_gateway_deployment(spec, META)["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
     prefix = Settings.model_config["env_prefix"]
@@ -113,13 +138,26 @@ def test_gateway_auth_mounts_the_secret_and_sets_valid_gateway_settings():
     off = b.build_gateway_deployment(parse_spec(sample_spec()), META)["spec"]["template"]["spec"]
     assert [v["name"] for v in off["volumes"]] == ["tmp"]
     assert not any(e["name"] == "YOLO_GATEWAY_API_KEYS_DIR" for e in off["containers"][0]["env"])
-    auth = {"enabled": True, "secretRef": {"name": "api-keys"}, "requestsPerSecond": 2.5, "burst": 5, "protectMetrics": True}
-    pod = b.build_gateway_deployment(parse_spec(sample_spec(**{"gateway.auth": auth})), META)["spec"]["template"]["spec"]
+    auth = {
+        "enabled": True,
+        "secretRef": {"name": "api-keys"},
+        "requestsPerSecond": 2.5,
+        "burst": 5,
+        "protectMetrics": True,
+    }
+    pod = b.build_gateway_deployment(parse_spec(sample_spec(**{"gateway.auth": auth})), META)["spec"]["template"][
+        "spec"
+    ]
     (container,) = pod["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
     prefix = Settings.model_config["env_prefix"]
     settings = Settings(**{k[len(prefix) :].lower(): v for k, v in env.items()})
-    assert (settings.api_keys_dir, settings.rate_limit_per_s, settings.rate_limit_burst, settings.protect_metrics) == (b.API_KEYS_DIR, 2.5, 5, True)
+    assert (settings.api_keys_dir, settings.rate_limit_per_s, settings.rate_limit_burst, settings.protect_metrics) == (
+        b.API_KEYS_DIR,
+        2.5,
+        5,
+        True,
+    )
     assert {"name": "api-keys", "mountPath": b.API_KEYS_DIR, "readOnly": True} in container["volumeMounts"]
     assert {"name": "api-keys", "secret": {"secretName": "api-keys", "defaultMode": 0o440}} in pod["volumes"]
     with pytest.raises(InvalidSpec, match="needs gateway.auth.secretRef"):
@@ -130,7 +168,9 @@ def test_gateway_cache_settings_reach_the_gateway():
     from yolo_gateway.settings import Settings  # noqa: PLC0415
 
     def settings(**patch: object) -> Settings:
-        (container,) = b.build_gateway_deployment(parse_spec(sample_spec(**patch)), META)["spec"]["template"]["spec"]["containers"]
+        (container,) = b.build_gateway_deployment(parse_spec(sample_spec(**patch)), META)["spec"]["template"]["spec"][
+            "containers"
+        ]
         prefix = Settings.model_config["env_prefix"]
         return Settings(**{e["name"][len(prefix) :].lower(): e["value"] for e in container["env"]})
 

@@ -25,7 +25,13 @@ from yolo_operator.status import served_models
 
 # The design's three tiers for one model.
 TIERS = [
-    {"name": "streaming", "maxBatchSize": 8, "maxQueueDelayMicroseconds": 100, "instances": 3, "preserveOrdering": True},
+    {
+        "name": "streaming",
+        "maxBatchSize": 8,
+        "maxQueueDelayMicroseconds": 100,
+        "instances": 3,
+        "preserveOrdering": True,
+    },
     {"name": "balanced", "maxBatchSize": 64, "maxQueueDelayMicroseconds": 500, "instances": 2, "default": True},
     {"name": "batch", "maxBatchSize": 128, "maxQueueDelayMicroseconds": 5000, "instances": 1},
 ]
@@ -34,7 +40,11 @@ SHADOW = {"source": {"uri": "https://models.example/yolo-v3.onnx"}, "percent": 5
 
 
 def _children(spec: dict) -> dict[tuple[str, str], dict]:
-    return {(c.kind, c.name): c.manifest for c in desired_children(parse_spec(spec), META, service_monitor_crd=True) if c.manifest}
+    return {
+        (c.kind, c.name): c.manifest
+        for c in desired_children(parse_spec(spec), META, service_monitor_crd=True)
+        if c.manifest
+    }
 
 
 def _parse(text: str) -> model_config_pb2.ModelConfig:
@@ -48,7 +58,11 @@ def _gateway_env(children: dict) -> dict[str, str]:
 
 def test_each_tier_is_a_model_config_with_its_own_batching():
     spec = parse_spec(sample_spec(tiers=TIERS))
-    assert spec.model_names() == {"tier:streaming": "yolo-streaming", "tier:balanced": "yolo", "tier:batch": "yolo-batch"}
+    assert spec.model_names() == {
+        "tier:streaming": "yolo-streaming",
+        "tier:balanced": "yolo",
+        "tier:batch": "yolo-batch",
+    }
     configs = {name: _parse(text) for name, text in b.model_configs(spec).items()}
     want = {"yolo-streaming": (8, 100, 3, True), "yolo": (64, 500, 2, False), "yolo-batch": (128, 5000, 1, False)}
     for name, (batch, delay, count, ordered) in want.items():
@@ -59,7 +73,11 @@ def test_each_tier_is_a_model_config_with_its_own_batching():
         assert cfg.instance_group[0].count == count
         assert cfg.input[0].name == "images" and list(cfg.model_warmup[0].inputs["images"].dims) == [320, 320, 3]
     cm = _children(sample_spec(tiers=TIERS))[("ConfigMap", "shapes-model-config")]
-    assert sorted(cm["data"]) == ["yolo-batch.json", "yolo-streaming.json", "yolo.json"]  # the plans the init container renders
+    assert sorted(cm["data"]) == [
+        "yolo-batch.json",
+        "yolo-streaming.json",
+        "yolo.json",
+    ]  # the plans the init container renders
     assert json.loads(cm["data"]["yolo.json"])["max_batch_size"] == 64  # the default tier keeps model.name
 
 
@@ -72,9 +90,15 @@ def test_gateway_environment_routes_tiers_canary_and_shadow():
     from yolo_gateway.settings import Settings  # noqa: PLC0415 - the gateway package, in the same dev environment
 
     env = _gateway_env(_children(sample_spec(tiers=TIERS, canary=CANARY, shadow=SHADOW)))
-    assert json.loads(env["YOLO_GATEWAY_TIERS"]) == {"streaming": "yolo-streaming", "balanced": "yolo", "batch": "yolo-batch"}
+    assert json.loads(env["YOLO_GATEWAY_TIERS"]) == {
+        "streaming": "yolo-streaming",
+        "balanced": "yolo",
+        "batch": "yolo-batch",
+    }
     prefix = Settings.model_config["env_prefix"]
-    settings = Settings(**{k[len(prefix) :].lower(): (json.loads(v) if k.endswith("_TIERS") else v) for k, v in env.items()})
+    settings = Settings(
+        **{k[len(prefix) :].lower(): (json.loads(v) if k.endswith("_TIERS") else v) for k, v in env.items()}
+    )
     assert settings.default_tier == "balanced" and settings.model_name == "yolo"
     assert (settings.canary_model, settings.canary_percent) == ("yolo-canary", 10)
     assert (settings.shadow_model, settings.shadow_percent) == ("yolo-shadow", 5)
@@ -86,14 +110,20 @@ def test_canary_and_shadow_are_models_on_the_same_triton_pods():
     children = _children(sample_spec(canary=CANARY, shadow=SHADOW))
     cm = children[("ConfigMap", "shapes-model-config")]
     assert sorted(cm["data"]) == ["yolo-canary.json", "yolo-shadow.json", "yolo.json"]
-    assert json.loads(cm["data"]["yolo-canary.json"])["max_batch_size"] == json.loads(cm["data"]["yolo.json"])["max_batch_size"]
+    assert (
+        json.loads(cm["data"]["yolo-canary.json"])["max_batch_size"]
+        == json.loads(cm["data"]["yolo.json"])["max_batch_size"]
+    )
     pod = children[("Deployment", "shapes-triton")]["spec"]["template"]["spec"]
     (triton,) = pod["containers"]
     assert "--exit-on-error=false" in triton["args"]  # a broken canary does not stop Triton
     assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/models/yolo/ready"
     assert triton["startupProbe"]["httpGet"]["path"] == "/v2/models/yolo/ready"
     plain = _children(sample_spec())[("Deployment", "shapes-triton")]["spec"]["template"]["spec"]["containers"][0]
-    assert "--exit-on-error=false" not in plain["args"] and plain["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert (
+        "--exit-on-error=false" not in plain["args"]
+        and plain["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    )
 
 
 def test_a_new_canary_rolls_the_triton_pods():
@@ -111,8 +141,20 @@ def test_a_new_canary_rolls_the_triton_pods():
 def test_status_reports_every_version():
     spec = parse_spec(sample_spec(tiers=TIERS[:2], canary=CANARY, shadow=SHADOW))
     assert served_models(spec) == [
-        {"name": "yolo-streaming", "role": "current", "tier": "streaming", "default": False, "source": "https://models.example.com/yolov8t-shapes/model.onnx"},
-        {"name": "yolo", "role": "current", "tier": "balanced", "default": True, "source": "https://models.example.com/yolov8t-shapes/model.onnx"},
+        {
+            "name": "yolo-streaming",
+            "role": "current",
+            "tier": "streaming",
+            "default": False,
+            "source": "https://models.example.com/yolov8t-shapes/model.onnx",
+        },
+        {
+            "name": "yolo",
+            "role": "current",
+            "tier": "balanced",
+            "default": True,
+            "source": "https://models.example.com/yolov8t-shapes/model.onnx",
+        },
         {"name": "yolo-canary", "role": "canary", "source": "https://models.example/yolo-v2.onnx", "percent": 10},
         {"name": "yolo-shadow", "role": "shadow", "source": "https://models.example/yolo-v3.onnx", "percent": 5},
     ]
@@ -158,10 +200,16 @@ def test_the_fetcher_lays_out_every_model_and_leaves_a_broken_canary_out(tmp_pat
     model's file, the shadow gets its own, and the canary (a 404) is left out with a message,
     while the pod's start goes on."""
     served, url = file_server
-    bundled = (ROOT / "model_repository" / "local" / "yolo" / "1" / "model.onnx").read_bytes()  # what the sample's fields say
+    bundled = (
+        ROOT / "model_repository" / "local" / "yolo" / "1" / "model.onnx"
+    ).read_bytes()  # what the sample's fields say
     (served / "yolo.onnx").write_bytes(bundled)
     (served / "yolo-v3.onnx").write_bytes(bundled)
-    spec = sample_spec(tiers=TIERS, canary={"source": {"uri": f"{url}/missing.onnx"}, "percent": 10}, shadow={"source": {"uri": f"{url}/yolo-v3.onnx"}, "percent": 5})
+    spec = sample_spec(
+        tiers=TIERS,
+        canary={"source": {"uri": f"{url}/missing.onnx"}, "percent": 10},
+        shadow={"source": {"uri": f"{url}/yolo-v3.onnx"}, "percent": 5},
+    )
     spec["model"]["source"] = {"uri": f"{url}/yolo.onnx"}
     children = _children(spec)
     config = tmp_path / "config"
@@ -181,7 +229,9 @@ def test_the_fetcher_lays_out_every_model_and_leaves_a_broken_canary_out(tmp_pat
     for name in ("yolo", "yolo-batch", "yolo-streaming"):
         assert (models / name / "1" / "model.onnx").read_bytes() == bundled  # a dynamic-batch export is served as it is
         assert _parse((models / name / "config.pbtxt").read_text()).name == name
-    assert (models / "yolo-streaming" / "1" / "model.onnx").stat().st_ino == (models / "yolo" / "1" / "model.onnx").stat().st_ino
+    assert (models / "yolo-streaming" / "1" / "model.onnx").stat().st_ino == (
+        models / "yolo" / "1" / "model.onnx"
+    ).stat().st_ino
     assert _parse((models / "yolo-shadow" / "config.pbtxt").read_text()).name == "yolo-shadow"
     # A shadow that is no model is left out too; the current version's file that is no model stops the pod, saying why.
     (served / "yolo-v3.onnx").write_bytes(b"not a model")
@@ -192,7 +242,9 @@ def test_the_fetcher_lays_out_every_model_and_leaves_a_broken_canary_out(tmp_pat
     (served / "yolo.onnx").write_bytes(bundled[: len(bundled) // 2])  # a truncated download
     shutil.rmtree(models)
     failed = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120, env=env)
-    assert failed.returncode != 0 and failed.stderr.strip().splitlines()[-1].startswith("ModelIncompatible: "), failed.stderr
+    assert failed.returncode != 0 and failed.stderr.strip().splitlines()[-1].startswith("ModelIncompatible: "), (
+        failed.stderr
+    )
     # The current version's own file is not optional: without it the pod does not start.
     (served / "yolo.onnx").unlink()
     shutil.rmtree(models)

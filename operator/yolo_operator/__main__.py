@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--namespace", "-n", action="append", default=[], help="watch these namespaces (repeatable)")
     ap.add_argument("--all-namespaces", "-A", action="store_true", help="watch the whole cluster")
     ap.add_argument("--liveness", default=os.environ.get("YOLO_OPERATOR_LIVENESS", "http://0.0.0.0:8080/healthz"))
-    ap.add_argument("--peering", default=os.environ.get("YOLO_OPERATOR_PEERING", ""), help="kopf peering name; empty: standalone")
+    ap.add_argument(
+        "--peering", default=os.environ.get("YOLO_OPERATOR_PEERING", ""), help="kopf peering name; empty: standalone"
+    )
     ap.add_argument(
         "--priority",
         type=int,

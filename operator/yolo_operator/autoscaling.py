@@ -92,7 +92,10 @@ def default_behavior(component: str) -> dict[str, Any]:
         "scaleUp": {
             "stabilizationWindowSeconds": 0,
             "selectPolicy": "Max",
-            "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}, {"type": "Pods", "value": 4, "periodSeconds": 15}],
+            "policies": [
+                {"type": "Percent", "value": 100, "periodSeconds": 15},
+                {"type": "Pods", "value": 4, "periodSeconds": 15},
+            ],
         },
         "scaleDown": {
             "stabilizationWindowSeconds": SCALE_DOWN_WINDOW_S[component],
@@ -108,6 +111,7 @@ def behavior(spec: YoloServiceSpec, component: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- HPA (prometheus-adapter)
+
 
 def _hpa(meta: b.Meta, component: str, target: str, a: Any, metrics: list[dict[str, Any]]) -> dict[str, Any]:
     hpa: dict[str, Any] = {
@@ -126,7 +130,10 @@ def _hpa(meta: b.Meta, component: str, target: str, a: Any, metrics: list[dict[s
 
 
 def _pods_metric(name: str, average: int) -> dict[str, Any]:
-    return {"type": "Pods", "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": str(average)}}}
+    return {
+        "type": "Pods",
+        "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": str(average)}},
+    }
 
 
 def build_triton_hpa(spec: YoloServiceSpec, meta: b.Meta) -> dict[str, Any]:
@@ -147,14 +154,24 @@ def build_gateway_hpa(spec: YoloServiceSpec, meta: b.Meta) -> dict[str, Any]:
     a = spec.gateway.autoscaling
     metrics = [_pods_metric(GATEWAY_WORK_METRIC, a.target_inflight_requests)]
     if a.target_cpu_utilization:
-        metrics.append({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization}}})
+        metrics.append(
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization},
+                },
+            }
+        )
     return _hpa(meta, "gateway", b.names(meta)["gateway"], a, metrics)
 
 
 # --------------------------------------------------------------------------- KEDA
 
 
-def _prometheus_trigger(server: str, query: str, threshold: int, metric_type: str, name: str, activation: float | None = None) -> dict[str, Any]:
+def _prometheus_trigger(
+    server: str, query: str, threshold: int, metric_type: str, name: str, activation: float | None = None
+) -> dict[str, Any]:
     md = {"serverAddress": server, "query": query, "threshold": str(threshold)}
     if activation is not None:
         md["activationThreshold"] = f"{activation:g}"
@@ -168,18 +185,35 @@ def build_scaled_object(spec: YoloServiceSpec, meta: b.Meta, component: str, pro
     if component == "triton":
         a = spec.triton.autoscaling
         if a.metric == "queueTime":
-            own = _prometheus_trigger(prometheus_url, triton_query(spec, meta), a.target_queue_time_microseconds, "Value", "queue-time")
+            own = _prometheus_trigger(
+                prometheus_url, triton_query(spec, meta), a.target_queue_time_microseconds, "Value", "queue-time"
+            )
         else:
-            own = _prometheus_trigger(prometheus_url, triton_query(spec, meta), a.target_pending_requests, "AverageValue", "pending-requests")
-        demand = _prometheus_trigger(prometheus_url, gateway_demand_query(meta), demand_per_triton_pod(spec), "AverageValue", "gateway-demand", activation=0)
+            own = _prometheus_trigger(
+                prometheus_url, triton_query(spec, meta), a.target_pending_requests, "AverageValue", "pending-requests"
+            )
+        demand = _prometheus_trigger(
+            prometheus_url,
+            gateway_demand_query(meta),
+            demand_per_triton_pod(spec),
+            "AverageValue",
+            "gateway-demand",
+            activation=0,
+        )
         triggers = [own, demand]
         if a.scale_to_zero:
             extra["cooldownPeriod"] = a.idle_seconds
     else:
         g = spec.gateway.autoscaling
-        triggers = [_prometheus_trigger(prometheus_url, gateway_query(meta), g.target_inflight_requests, "AverageValue", "gateway-work")]
+        triggers = [
+            _prometheus_trigger(
+                prometheus_url, gateway_query(meta), g.target_inflight_requests, "AverageValue", "gateway-work"
+            )
+        ]
         if g.target_cpu_utilization:
-            triggers.append({"type": "cpu", "metricType": "Utilization", "metadata": {"value": str(g.target_cpu_utilization)}})
+            triggers.append(
+                {"type": "cpu", "metricType": "Utilization", "metadata": {"value": str(g.target_cpu_utilization)}}
+            )
         a = g
     return {
         "apiVersion": KEDA_API,

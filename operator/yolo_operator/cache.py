@@ -96,7 +96,9 @@ class ChildCache:
         with self._lock:
             return Token(self._seq, self.clock())
 
-    def read(self, kind: str, namespace: str, name: str, fetch: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+    def read(
+        self, kind: str, namespace: str, name: str, fetch: Callable[[], dict[str, Any] | None]
+    ) -> dict[str, Any] | None:
         """The child from a fresh entry, else `fetch()` (a GET; None for 404), recorded."""
         if not self.enabled or self.ttl <= 0 or kind not in WATCHED_KINDS:
             return fetch()

@@ -40,7 +40,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
     settings.posting.level = 20  # INFO: events for what the operator did
     settings.execution.max_workers = SETTINGS.workers
     # Leader election (kopf peering): the leader renews its keep-alive every 1-5 s; a standby
@@ -118,7 +120,9 @@ class Dirty:
             await asyncio.sleep(DEBOUNCE_S)  # let a burst of events (a rollout, a scale-up) settle into one
             self.wake.clear()
             keys, self.keys = self.keys, {}
-            await asyncio.gather(*(one(ns, name, why) for (ns, name), why in sorted(keys.items())), return_exceptions=True)
+            await asyncio.gather(
+                *(one(ns, name, why) for (ns, name), why in sorted(keys.items())), return_exceptions=True
+            )
 
 
 DIRTY = Dirty()
@@ -158,11 +162,17 @@ async def stop_child_watch(**_: Any) -> None:
 
 
 async def _on_child_event(
-    body: kopf.Body, event: kopf.RawEvent, type: str | None, namespace: str | None, **_: Any  # noqa: A002 - kopf's name
+    body: kopf.Body,
+    event: kopf.RawEvent,
+    type: str | None,
+    namespace: str | None,
+    **_: Any,  # noqa: A002 - kopf's name
 ) -> None:
     name = body.get("metadata", {}).get("name")
     if namespace and name:
-        CACHE.observe(body.get("kind", ""), namespace, name, None if type == "DELETED" else event["object"], listing=type is None)
+        CACHE.observe(
+            body.get("kind", ""), namespace, name, None if type == "DELETED" else event["object"], listing=type is None
+        )
     if type is None:
         return  # the initial listing: the resume handlers reconcile every YoloService anyway
     parent = owner(body)

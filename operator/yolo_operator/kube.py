@@ -59,7 +59,13 @@ def path(api_version: str, kind: str, namespace: str, name: str | None = None, s
     return p
 
 
-def _call(method: str, url: str, body: Any = None, query: list[tuple[str, str]] | None = None, content_type: str = "application/json") -> Any:
+def _call(
+    method: str,
+    url: str,
+    body: Any = None,
+    query: list[tuple[str, str]] | None = None,
+    content_type: str = "application/json",
+) -> Any:
     """One REST call through the shared ApiClient (kubernetes >= 37: param_serialize + call_api)."""
     client_ = api()
     method, full_url, headers, payload, post = client_.param_serialize(

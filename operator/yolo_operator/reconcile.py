@@ -62,12 +62,19 @@ def _write_status(body: kopf.Body, status: dict[str, Any]) -> bool:
 
 def _report_invalid(body: kopf.Body, meta: builders.Meta, exc: InvalidSpec) -> None:
     """Ready=False with reason InvalidSpec and the message; an Event when that is news."""
-    conditions = merge_conditions((body.get("status") or {}).get("conditions", []), invalid_spec_conditions(str(exc)), meta.generation, now_rfc3339())
+    conditions = merge_conditions(
+        (body.get("status") or {}).get("conditions", []),
+        invalid_spec_conditions(str(exc)),
+        meta.generation,
+        now_rfc3339(),
+    )
     if _write_status(body, {"observedGeneration": meta.generation, "conditions": conditions}):
         kopf.warn(body, reason="InvalidSpec", message=str(exc))
 
 
-def _autoscalers(spec: YoloServiceSpec, n: dict[str, str], live: dict[tuple[str, str], Any], keda: bool) -> dict[str, tuple[str | None, Any]]:
+def _autoscalers(
+    spec: YoloServiceSpec, n: dict[str, str], live: dict[tuple[str, str], Any], keda: bool
+) -> dict[str, tuple[str | None, Any]]:
     out = {}
     for component, a in (("triton", spec.triton.autoscaling), ("gateway", spec.gateway.autoscaling)):
         engine = autoscaling.tier_engine(a, keda)
@@ -76,12 +83,16 @@ def _autoscalers(spec: YoloServiceSpec, n: dict[str, str], live: dict[tuple[str,
     return out
 
 
-def _tier_condition(kind: str, dep: dict[str, Any] | None, meta: builders.Meta, component: str, scale_to_zero: bool = False) -> Any:
+def _tier_condition(
+    kind: str, dep: dict[str, Any] | None, meta: builders.Meta, component: str, scale_to_zero: bool = False
+) -> Any:
     """The Deployment's condition; its pods are read only when it is not available, to say why."""
     condition = deployment_condition(kind, dep, scale_to_zero=scale_to_zero)
     if condition.status == "True" or dep is None:
         return condition
-    return deployment_condition(kind, dep, kube.list_pods(meta.namespace, builders.selector_labels(meta, component)), scale_to_zero)
+    return deployment_condition(
+        kind, dep, kube.list_pods(meta.namespace, builders.selector_labels(meta, component)), scale_to_zero
+    )
 
 
 def _model_condition(old: list[dict[str, Any]], meta: builders.Meta, triton_ready: Any) -> Any:
@@ -94,7 +105,12 @@ def _model_condition(old: list[dict[str, Any]], meta: builders.Meta, triton_read
         return Condition("ModelCompatible", prev["status"], prev["reason"], prev.get("message", ""))
     condition = model_condition(kube.list_pods(meta.namespace, builders.selector_labels(meta, "triton")))
     if condition.reason == "Pending" and triton_ready.status == "True":  # serving, yet no pod says how
-        return Condition("ModelCompatible", "Unknown", "NotReported", "the Triton pods serve, but none reported how it prepared the model")
+        return Condition(
+            "ModelCompatible",
+            "Unknown",
+            "NotReported",
+            "the Triton pods serve, but none reported how it prepared the model",
+        )
     return condition
 
 
@@ -130,7 +146,10 @@ def _reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger) -> Outcome
     monitors = SETTINGS.service_monitors and kube.has_api("monitoring.coreos.com/v1", "ServiceMonitor")
     for child in desired_children(spec, meta, monitors, keda, SETTINGS.prometheus_url):
         current = CACHE.read(
-            child.kind, meta.namespace, child.name, lambda c=child: kube.get(c.api_version, c.kind, meta.namespace, c.name)
+            child.kind,
+            meta.namespace,
+            child.name,
+            lambda c=child: kube.get(c.api_version, c.kind, meta.namespace, c.name),
         )
         if child.manifest is None:
             if current is not None:
@@ -160,10 +179,15 @@ def _reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger) -> Outcome
     gateway = live.get(("Deployment", n["gateway"]))
     zero = spec.triton.autoscaling.scale_to_zero and autoscaling.tier_engine(spec.triton.autoscaling, keda) == "keda"
     old = (body.get("status") or {}).get("conditions", [])
-    parts = [_tier_condition("TritonReady", triton, meta, "triton", zero), _tier_condition("GatewayReady", gateway, meta, "gateway")]
+    parts = [
+        _tier_condition("TritonReady", triton, meta, "triton", zero),
+        _tier_condition("GatewayReady", gateway, meta, "gateway"),
+    ]
     parts.insert(0, _model_condition(old, meta, parts[0]))
     parts.append(
-        autoscaling_condition(_autoscalers(spec, n, live, keda), keda, spec.triton.autoscaling.scale_to_zero and not zero)
+        autoscaling_condition(
+            _autoscalers(spec, n, live, keda), keda, spec.triton.autoscaling.scale_to_zero and not zero
+        )
     )
     ready = ready_condition(parts)
     status = {

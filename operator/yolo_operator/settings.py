@@ -22,15 +22,19 @@ from .spec import (
 class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="YOLO_OPERATOR_")
 
-    triton_image: str = Field(DEFAULT_TRITON_IMAGE, description="Triton for services with a GPU (onnxruntime, TensorRT)")
+    triton_image: str = Field(
+        DEFAULT_TRITON_IMAGE, description="Triton for services with a GPU (onnxruntime, TensorRT)"
+    )
     triton_cpu_image: str = Field(DEFAULT_TRITON_CPU_IMAGE, description="Triton for services without a GPU")
     gateway_image: str = DEFAULT_GATEWAY_IMAGE
     fetcher_image: str = DEFAULT_FETCHER_IMAGE
     prometheus_url: str = Field(
-        "http://prometheus-operated.monitoring.svc:9090", description="Prometheus that KEDA's triggers query (the PromQL is the operator's)"
+        "http://prometheus-operated.monitoring.svc:9090",
+        description="Prometheus that KEDA's triggers query (the PromQL is the operator's)",
     )
     service_monitors: bool = Field(
-        True, description="the chart granted ServiceMonitors (rbac.serviceMonitors): without the grant they are never touched"
+        True,
+        description="the chart granted ServiceMonitors (rbac.serviceMonitors): without the grant they are never touched",
     )
     resync_seconds: float = Field(30.0, gt=0, description="seconds between resyncs of each YoloService")
     wait_seconds: float = Field(5.0, gt=0, description="retry delay while children become ready")
@@ -42,7 +46,9 @@ class OperatorSettings(BaseSettings):
         description="reconciles read children from the child watch's events, and GET one whose entry is older than this; 0: GET every time",
     )
     peering_lifetime: int = Field(
-        10, ge=2, description="seconds a peer's keep-alive stays valid: a killed leader's standby takes over within this"
+        10,
+        ge=2,
+        description="seconds a peer's keep-alive stays valid: a killed leader's standby takes over within this",
     )
 
     def images(self) -> ImageDefaults:

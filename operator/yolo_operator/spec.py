@@ -75,10 +75,13 @@ class ModelSource(_Model):
 class Optimize(_Model):
     """Graph rewrites the init container makes on a plain export before Triton sees it."""
 
-    uint8_input: bool = Field(False, description="the graph takes uint8 NHWC and converts itself: 1/4 of the input bytes")
+    uint8_input: bool = Field(
+        False, description="the graph takes uint8 NHWC and converts itself: 1/4 of the input bytes"
+    )
     nms: bool = Field(
-        False, description="class-aware NMS in the graph (IoU 0.45, up to maxDetections boxes): a few KB out instead of the raw "
-        "[4+nc, anchors] (2.8 MB for 640 px, 80 classes); the request's iou then no longer applies"
+        False,
+        description="class-aware NMS in the graph (IoU 0.45, up to maxDetections boxes): a few KB out instead of the raw "
+        "[4+nc, anchors] (2.8 MB for 640 px, 80 classes); the request's iou then no longer applies",
     )
 
 
@@ -87,15 +90,23 @@ class ModelSpec(_Model):
     export needs only `source`: the init container reads its input, outputs and class names."""
 
     name: str = "yolo"
-    format: Literal["onnx", "tensorrt", "end2end"] = Field("onnx", description="the file: ONNX or a TensorRT plan; end2end: ONNX with output end2end")
+    format: Literal["onnx", "tensorrt", "end2end"] = Field(
+        "onnx", description="the file: ONNX or a TensorRT plan; end2end: ONNX with output end2end"
+    )
     input: Literal["uint8-nhwc", "fp32-nchw"] | None = Field(
-        None, description="the model's input tensor: uint8 NHWC 0..255 or fp32 NCHW 0..1 (a plain export). Empty: read from the file"
+        None,
+        description="the model's input tensor: uint8 NHWC 0..255 or fp32 NCHW 0..1 (a plain export). Empty: read from the file",
     )
     output: Literal["raw", "v5", "end2end"] | None = Field(
-        None, description="raw: [4+nc, anchors] (YOLOv8/11); v5: [anchors, 5+nc] with objectness; end2end: NMS in the graph. Empty: read from the file"
+        None,
+        description="raw: [4+nc, anchors] (YOLOv8/11); v5: [anchors, 5+nc] with objectness; end2end: NMS in the graph. Empty: read from the file",
     )
-    input_size: int | None = Field(None, ge=32, le=4096, description="empty: read from the file (its input shape, or Ultralytics' imgsz)")
-    class_names: list[str] | None = Field(None, min_length=1, description="empty: read from the file (Ultralytics' names metadata)")
+    input_size: int | None = Field(
+        None, ge=32, le=4096, description="empty: read from the file (its input shape, or Ultralytics' imgsz)"
+    )
+    class_names: list[str] | None = Field(
+        None, min_length=1, description="empty: read from the file (Ultralytics' names metadata)"
+    )
     max_detections: int = Field(100, ge=1, le=1000, description="end2end: detections per image in the graph")
     optimize: Optimize = Optimize()
     source: ModelSource
@@ -107,9 +118,15 @@ class ModelSpec(_Model):
         if self.format == "tensorrt" and (self.optimize.uint8_input or self.optimize.nms):
             raise ValueError("model.optimize rewrites ONNX graphs; a TensorRT plan is served as it was built")
         if self.format == "tensorrt":
-            missing = [f for f, v in (("input", self.input), ("inputSize", self.input_size), ("classNames", self.class_names)) if not v]
+            missing = [
+                f
+                for f, v in (("input", self.input), ("inputSize", self.input_size), ("classNames", self.class_names))
+                if not v
+            ]
             if missing:
-                raise ValueError(f"model.format tensorrt: a plan's shapes cannot be read before Triton loads it; set model.{', model.'.join(missing)}")
+                raise ValueError(
+                    f"model.format tensorrt: a plan's shapes cannot be read before Triton loads it; set model.{', model.'.join(missing)}"
+                )
         return self
 
     @property
@@ -163,7 +180,8 @@ class DynamicBatching(_Model):
 class Autoscaling(_Model):
     enabled: bool = True
     engine: Literal["auto", "keda", "hpa"] = Field(
-        "auto", description="keda: a KEDA ScaledObject; hpa: an autoscaling/v2 HPA (prometheus-adapter); auto: KEDA when installed"
+        "auto",
+        description="keda: a KEDA ScaledObject; hpa: an autoscaling/v2 HPA (prometheus-adapter); auto: KEDA when installed",
     )
     min_replicas: int = Field(1, ge=1)
     max_replicas: int = Field(4, ge=1)
@@ -177,19 +195,30 @@ class Autoscaling(_Model):
 
 
 class TritonAutoscaling(Autoscaling):
-    min_replicas: int = Field(1, ge=0, description="0: scale to zero when idle (KEDA only); the gateway holds requests meanwhile")
+    min_replicas: int = Field(
+        1, ge=0, description="0: scale to zero when idle (KEDA only); the gateway holds requests meanwhile"
+    )
     metric: Literal["pendingRequests", "queueTime"] = "pendingRequests"
     target_pending_requests: int = Field(10, ge=1, description="average pending requests per Triton pod")
-    target_queue_time_microseconds: int = Field(50_000, ge=1, description="mean queue time per request (metric: queueTime)")
-    idle_seconds: int = Field(300, ge=0, description="minReplicas 0: scale to zero after this long without demand (KEDA cooldownPeriod)")
+    target_queue_time_microseconds: int = Field(
+        50_000, ge=1, description="mean queue time per request (metric: queueTime)"
+    )
+    idle_seconds: int = Field(
+        300, ge=0, description="minReplicas 0: scale to zero after this long without demand (KEDA cooldownPeriod)"
+    )
     cold_start_timeout_seconds: int = Field(
-        120, ge=1, le=600, description="minReplicas 0: how long the gateway holds a request while the tier starts from zero"
+        120,
+        ge=1,
+        le=600,
+        description="minReplicas 0: how long the gateway holds a request while the tier starts from zero",
     )
 
     @model_validator(mode="after")
     def _zero_needs_keda(self) -> TritonAutoscaling:
         if self.enabled and self.min_replicas == 0 and self.engine == "hpa":
-            raise ValueError("triton.autoscaling.minReplicas 0 (scale to zero) needs KEDA: engine keda or auto, not hpa")
+            raise ValueError(
+                "triton.autoscaling.minReplicas 0 (scale to zero) needs KEDA: engine keda or auto, not hpa"
+            )
         return self
 
     @property
@@ -201,7 +230,9 @@ class GatewayAutoscaling(Autoscaling):
     min_replicas: int = Field(2, ge=1)
     max_replicas: int = Field(10, ge=1)
     target_inflight_requests: int = Field(32, ge=1, description="average in-flight requests per gateway pod")
-    target_cpu_utilization: int | None = Field(70, ge=0, le=100, description="0: no CPU metric (clusters without metrics-server)")
+    target_cpu_utilization: int | None = Field(
+        70, ge=0, le=100, description="0: no CPU metric (clusters without metrics-server)"
+    )
 
 
 class Resources(_Model):
@@ -241,7 +272,9 @@ class EngineCache(_Model):
 class TritonSpec(_Model):
     image: str | None = Field(None, description="empty: the operator's default, the CPU image when no GPU is asked for")
     replicas: int = Field(1, ge=0, description="used when autoscaling is off")
-    resources: Resources = Resources(requests={"cpu": "2", "memory": "4Gi"}, limits={"memory": "8Gi", "nvidia.com/gpu": 1})
+    resources: Resources = Resources(
+        requests={"cpu": "2", "memory": "4Gi"}, limits={"memory": "8Gi", "nvidia.com/gpu": 1}
+    )
     instances_per_gpu: int = Field(1, ge=1)
     max_batch_size: int = Field(16, ge=1)
     dynamic_batching: DynamicBatching = DynamicBatching()
@@ -251,15 +284,20 @@ class TritonSpec(_Model):
     autoscaling: TritonAutoscaling = TritonAutoscaling()
     engine_cache: EngineCache = EngineCache()
     startup_timeout_seconds: int | None = Field(
-        None, ge=30, le=7200, description="how long Triton may take to load (the startup probe). Empty: 1200 s where TensorRT "
-        "builds engines from an ONNX model at load (a first build of a 640 px YOLO takes minutes), else 600 s"
+        None,
+        ge=30,
+        le=7200,
+        description="how long Triton may take to load (the startup probe). Empty: 1200 s where TensorRT "
+        "builds engines from an ONNX model at load (a first build of a 640 px YOLO takes minutes), else 600 s",
     )
 
     @model_validator(mode="after")
     def _batches(self) -> TritonSpec:
         bad = [b for b in self.dynamic_batching.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
         if bad:
-            raise ValueError(f"triton.dynamicBatching.preferredBatchSizes {bad} must be within 1..maxBatchSize ({self.max_batch_size})")
+            raise ValueError(
+                f"triton.dynamicBatching.preferredBatchSizes {bad} must be within 1..maxBatchSize ({self.max_batch_size})"
+            )
         return self
 
     @property
@@ -300,7 +338,12 @@ class GatewayCache(_Model):
     enabled: bool = False
     ttl_seconds: float = Field(10, gt=0, description="how long an image's detections are reused")
     max_entries: int = Field(1024, ge=1, le=1_000_000)
-    max_difference: int = Field(3, ge=0, le=255, description="grey levels any 5x5 block of the model input may differ by and still hit (3: sensor noise)")
+    max_difference: int = Field(
+        3,
+        ge=0,
+        le=255,
+        description="grey levels any 5x5 block of the model input may differ by and still hit (3: sensor noise)",
+    )
 
 
 class GatewayAdmission(_Model):
@@ -310,9 +353,15 @@ class GatewayAdmission(_Model):
 
     max_concurrency: int = Field(64, ge=1, description="requests decoding, at Triton or in NMS at once")
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot; more are shed at once (503)")
-    queue_timeout_seconds: float = Field(0.1, ge=0, le=600, description="longest wait for a slot before a 503 with Retry-After")
-    infer_timeout_seconds: float = Field(5.0, gt=0, le=600, description="deadline of each Triton call (its queue included)")
-    request_timeout_seconds: float = Field(10.0, gt=0, le=600, description="deadline of a whole request from its first byte (408 while reading, else 504)")
+    queue_timeout_seconds: float = Field(
+        0.1, ge=0, le=600, description="longest wait for a slot before a 503 with Retry-After"
+    )
+    infer_timeout_seconds: float = Field(
+        5.0, gt=0, le=600, description="deadline of each Triton call (its queue included)"
+    )
+    request_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="deadline of a whole request from its first byte (408 while reading, else 504)"
+    )
 
 
 class GatewaySpec(_Model):
@@ -360,7 +409,11 @@ class Variant(_Model):
     """A second version of the model (same format, input size and classes; another file), served next to the current one."""
 
     source: ModelSource
-    percent: float = Field(ge=0, le=100, description="canary: share of the default tier's requests it answers; shadow: share mirrored to it")
+    percent: float = Field(
+        ge=0,
+        le=100,
+        description="canary: share of the default tier's requests it answers; shadow: share mirrored to it",
+    )
 
 
 RESERVED_TIER_NAMES = ("canary", "shadow")
@@ -396,7 +449,9 @@ class YoloServiceSpec(_Model):
             if src.pvc is not None and (main.pvc is None or src.pvc.claim_name != main.pvc.claim_name):
                 raise ValueError(f"{role}.source.pvc must be in the model's own claim (the fetcher mounts one volume)")
             if src.secret_ref is not None and src.secret_ref != main.secret_ref:
-                raise ValueError(f"{role}.source.secretRef must be the model's own (the fetcher has one set of credentials)")
+                raise ValueError(
+                    f"{role}.source.secretRef must be the model's own (the fetcher has one set of credentials)"
+                )
         return self
 
     @property
@@ -416,7 +471,9 @@ class YoloServiceSpec(_Model):
         """Every Triton model of this service: role ("tier:<name>", "canary", "shadow" or "current") -> model name.
         The default tier (or the only model) keeps `model.name`; the others get a suffix."""
         name, default = self.model.name, self.default_tier
-        out = {f"tier:{t.name}": (name if t is default else f"{name}-{t.name}") for t in self.tiers} or {"current": name}
+        out = {f"tier:{t.name}": (name if t is default else f"{name}-{t.name}") for t in self.tiers} or {
+            "current": name
+        }
         return out | {role: f"{name}-{role}" for role in self.variants}
 
 

@@ -90,7 +90,12 @@ def model_condition(pods: list[dict[str, Any]]) -> Condition:
         except (ValueError, KeyError, TypeError):
             continue
     if finished:
-        return Condition(t, "Unknown", "NotReported", "the model's init container left no report (a simulated node, or an older model-fetcher image)")
+        return Condition(
+            t,
+            "Unknown",
+            "NotReported",
+            "the model's init container left no report (a simulated node, or an older model-fetcher image)",
+        )
     return Condition(t, "Unknown", "Pending", "no Triton pod has prepared the model yet")
 
 
@@ -104,12 +109,18 @@ def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
         for c in st.get("conditions") or []:
             if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
                 return "Unschedulable", c.get("message", "")
-        for kind, statuses in (("init container", st.get("initContainerStatuses")), ("container", st.get("containerStatuses"))):
+        for kind, statuses in (
+            ("init container", st.get("initContainerStatuses")),
+            ("container", st.get("containerStatuses")),
+        ):
             for cs in statuses or []:
                 name = cs.get("name", "")
                 waiting = (cs.get("state") or {}).get("waiting") or {}
                 if waiting.get("reason") in _IMAGE_PULL:
-                    return "ImagePullFailed", f"{kind} {name}: {waiting['reason']}: {waiting.get('message', '')}".strip()
+                    return (
+                        "ImagePullFailed",
+                        f"{kind} {name}: {waiting['reason']}: {waiting.get('message', '')}".strip(),
+                    )
                 term = _failed_exit(cs)
                 if term is None:
                     continue
@@ -119,7 +130,10 @@ def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
                 if name == _FETCHER:
                     return "ModelFetchFailed", f"the model could not be fetched (exit {term.get('exitCode')}): {detail}"
                 if waiting.get("reason") == "CrashLoopBackOff" or cs.get("restartCount", 0):
-                    return "CrashLoopBackOff", f"{kind} {name} restarted {cs.get('restartCount', 0)} times; last exit {term.get('exitCode')}: {detail}"
+                    return (
+                        "CrashLoopBackOff",
+                        f"{kind} {name} restarted {cs.get('restartCount', 0)} times; last exit {term.get('exitCode')}: {detail}",
+                    )
     return None
 
 
@@ -140,7 +154,12 @@ def deployment_condition(
     if available >= 1 and current and updated >= min(want, 1):
         return Condition(kind, "True", "MinimumReplicasAvailable", f"{ready}/{want} replicas ready")
     if want == 0 and scale_to_zero:
-        return Condition(kind, "True", "ScaledToZero", "idle at 0 replicas; the first request starts one, and the gateway holds it meanwhile")
+        return Condition(
+            kind,
+            "True",
+            "ScaledToZero",
+            "idle at 0 replicas; the first request starts one, and the gateway holds it meanwhile",
+        )
     if want == 0:
         return Condition(kind, "False", "ScaledToZero", "the Deployment has 0 replicas")
     problem = pod_problem(pods or [])
@@ -153,7 +172,9 @@ def deployment_condition(
 
 
 def autoscaling_condition(
-    tiers: dict[str, tuple[str | None, dict[str, Any] | None]], keda_installed: bool = False, zero_without_keda: bool = False
+    tiers: dict[str, tuple[str | None, dict[str, Any] | None]],
+    keda_installed: bool = False,
+    zero_without_keda: bool = False,
 ) -> Condition:
     """From each tier's (engine, live autoscaler): 'hpa' with its HPA, 'keda' with its ScaledObject, None when off."""
     t = "AutoscalingReady"
@@ -164,7 +185,12 @@ def autoscaling_condition(
         if engine is None:
             continue
         if engine == "keda" and not keda_installed:
-            problems.append(("KEDAMissing", f"{component}: autoscaling.engine is keda, but the cluster has no KEDA (keda.sh ScaledObject)"))
+            problems.append(
+                (
+                    "KEDAMissing",
+                    f"{component}: autoscaling.engine is keda, but the cluster has no KEDA (keda.sh ScaledObject)",
+                )
+            )
         elif obj is None:
             kind = "ScaledObject" if engine == "keda" else "HPA"
             problems.append((f"{kind}Missing", f"{component}: {kind} missing"))
@@ -173,25 +199,38 @@ def autoscaling_condition(
                 bad_hpa = engine == "hpa" and c.get("type") in ("AbleToScale", "ScalingActive")
                 bad_keda = engine == "keda" and c.get("type") == "Ready"
                 if (bad_hpa or bad_keda) and c.get("status") == "False":
-                    problems.append(("MetricsUnavailable", f"{component}: {c.get('reason')}: {c.get('message', '')}".strip()))
+                    problems.append(
+                        ("MetricsUnavailable", f"{component}: {c.get('reason')}: {c.get('message', '')}".strip())
+                    )
     if problems:
         return Condition(t, "False", problems[0][0], "; ".join(p for _, p in problems))
     if zero_without_keda:
-        return Condition(t, "True", "ScaleToZeroNeedsKEDA", "triton.autoscaling.minReplicas is 0 but the cluster has no KEDA: an HPA keeps at least 1 replica")
+        return Condition(
+            t,
+            "True",
+            "ScaleToZeroNeedsKEDA",
+            "triton.autoscaling.minReplicas is 0 but the cluster has no KEDA: an HPA keeps at least 1 replica",
+        )
     engines = sorted({engine for engine, _ in tiers.values() if engine})
     by = " and ".join("KEDA ScaledObjects" if e == "keda" else "HPAs" for e in engines)
-    return Condition(t, "True", "AutoscalersActive", f"{by} scale Triton on its queue and the gateway on in-flight requests")
+    return Condition(
+        t, "True", "AutoscalersActive", f"{by} scale Triton on its queue and the gateway on in-flight requests"
+    )
 
 
 def ready_condition(parts: list[Condition]) -> Condition:
     failing = [p for p in parts if p.type in ("TritonReady", "GatewayReady") and p.status != "True"]
     if failing:
         model = next((p.reason for p in failing if p.reason in MODEL_REASONS), None)  # the file itself is the trouble
-        return Condition("Ready", "False", model or "ComponentsNotReady", "; ".join(f"{p.type}: {p.message}" for p in failing))
+        return Condition(
+            "Ready", "False", model or "ComponentsNotReady", "; ".join(f"{p.type}: {p.message}" for p in failing)
+        )
     return Condition("Ready", "True", "AllComponentsReady", "Triton and the gateway are serving")
 
 
-def merge_conditions(old: list[dict[str, Any]], new: list[Condition], generation: int, now: str) -> list[dict[str, Any]]:
+def merge_conditions(
+    old: list[dict[str, Any]], new: list[Condition], generation: int, now: str
+) -> list[dict[str, Any]]:
     """New conditions; lastTransitionTime is kept from `old` unless the status changed."""
     previous = {c.get("type"): c for c in old or []}
     out = []
@@ -228,7 +267,12 @@ def served_models(spec: Any) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"name": model}
         if role.startswith("tier:"):
             tier = role.removeprefix("tier:")
-            entry |= {"role": "current", "tier": tier, "default": tier == default.name, "source": _source(spec.model.source)}
+            entry |= {
+                "role": "current",
+                "tier": tier,
+                "default": tier == default.name,
+                "source": _source(spec.model.source),
+            }
         elif role == "current":
             entry |= {"role": "current", "source": _source(spec.model.source)}
         else:

@@ -8,11 +8,15 @@ import pytest
 from yolo_tools.bench.accuracy import Prediction, average_precision, map50, precision_recall
 from yolo_tools.synthetic import Scene
 
-SCENE = Scene(np.zeros((100, 100, 3), np.uint8), np.array([[0, 0, 10, 10], [50, 50, 70, 70]], np.float32), np.array([0, 1]))
+SCENE = Scene(
+    np.zeros((100, 100, 3), np.uint8), np.array([[0, 0, 10, 10], [50, 50, 70, 70]], np.float32), np.array([0, 1])
+)
 
 
 def _pred(boxes, scores, classes) -> Prediction:
-    return Prediction(np.array(boxes, np.float64).reshape(-1, 4), np.array(scores, np.float64), np.array(classes, np.int64))
+    return Prediction(
+        np.array(boxes, np.float64).reshape(-1, 4), np.array(scores, np.float64), np.array(classes, np.int64)
+    )
 
 
 def test_perfect_and_empty_predictions():
@@ -47,7 +51,10 @@ def test_the_bench_reports_issue_12s_targets_from_its_own_rows():
     wire = {"total": 1}
     res = {
         "bench_images": {"decode_floor_ms": 6.0, "prepare_ms": 6.5},
-        "encoding": [load("uint8 NHWC, raw + CPU NMS", gateway_cpu_ms_per_request=7.2, wire_bytes_per_request=wire), load("fp32 NCHW, raw + CPU NMS", wire_bytes_per_request={"total": 4})],
+        "encoding": [
+            load("uint8 NHWC, raw + CPU NMS", gateway_cpu_ms_per_request=7.2, wire_bytes_per_request=wire),
+            load("fp32 NCHW, raw + CPU NMS", wire_bytes_per_request={"total": 4}),
+        ],
         "direct_vs_gateway": [load("direct", 1, p50_ms=7.0), load("gateway", 1, p50_ms=15.0)],
         "batching": [load("on, max_queue_delay 2 ms")],
         "channel": [load("shared channel"), load("new client per request")],
@@ -63,7 +70,13 @@ def test_the_bench_reports_issue_12s_targets_from_its_own_rows():
     res["cheap_gateway"][0]["gateway_cpu_ms_per_request"] = 9.0
     assert not {t["target"]: t for t in report.targets(res)}[cheap["target"]]["met"]
     # a run with the paired measurement (section 1c) takes its median, not the p50s' difference
-    res["added_latency"] = {"pairs": 400, "median_added_ms": 2.4, "p25_added_ms": 1.9, "p75_added_ms": 3.1, "block_medians_ms": [2.3, 2.5, 2.4, 2.4]}
+    res["added_latency"] = {
+        "pairs": 400,
+        "median_added_ms": 2.4,
+        "p25_added_ms": 1.9,
+        "p75_added_ms": 3.1,
+        "block_medians_ms": [2.3, 2.5, 2.4, 2.4],
+    }
     paired = {t["target"]: t for t in report.targets(res)}[added["target"]]
     assert paired["value"] == 2.4 and not paired["met"] and "400 back-to-back pairs" in paired["detail"]
 

@@ -23,7 +23,18 @@ def test_demo_detects_on_a_fresh_image_and_stops(tmp_path):
         "TRITON_GRPC_PORT": str(free_port()),
         "TRITON_METRICS_PORT": str(free_port()),
     }
-    cmd = [sys.executable, "-m", "yolo_tools.stack", "demo", "--seed", "5", "--output", str(out), "--log-dir", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "yolo_tools.stack",
+        "demo",
+        "--seed",
+        "5",
+        "--output",
+        str(out),
+        "--log-dir",
+        str(tmp_path),
+    ]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
     found = int(re.search(r"-> (\d+) detections", r.stdout).group(1))

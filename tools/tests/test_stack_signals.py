@@ -59,7 +59,9 @@ def _ready(url: str) -> bool:
 
 class Stack:
     def __init__(self, tmp_path: Path) -> None:
-        self.ports = {k: free_port() for k in ("GATEWAY_PORT", "TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT")}
+        self.ports = {
+            k: free_port() for k in ("GATEWAY_PORT", "TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT")
+        }
         env = {**os.environ, **{k: str(v) for k, v in self.ports.items()}}
         cmd = [sys.executable, "-m", "yolo_tools.stack", "serve", "--log-dir", str(tmp_path)]
         self.log = open(tmp_path / "stack.out", "wb")  # noqa: SIM115 - closed in finish()

@@ -35,7 +35,9 @@ def expected(x: np.ndarray) -> np.ndarray:
     return np.einsum("oc,bchw->bohw", WEIGHT[:, :, 0, 0], x)
 
 
-def config(mbs: int, images: list[int], output0: list[int], images_type: str = "TYPE_FP32", input_name: str = "images") -> str:
+def config(
+    mbs: int, images: list[int], output0: list[int], images_type: str = "TYPE_FP32", input_name: str = "images"
+) -> str:
     def dims(shape: list[int]) -> str:
         return ", ".join(str(d) for d in shape)
 
@@ -72,7 +74,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         (repo / name / "1").mkdir(parents=True)
         onnx.save(model, str(repo / name / "1" / "model.onnx"))
         (repo / name / "config.pbtxt").write_text(f'name: "{name}"\n{pbtxt}')
-    with LocalTriton(repo, TritonPorts.free(), log_path=repo.parent / "triton.log", extra_args=("--model-control-mode=explicit",)) as triton:
+    with LocalTriton(
+        repo, TritonPorts.free(), log_path=repo.parent / "triton.log", extra_args=("--model-control-mode=explicit",)
+    ) as triton:
         yield grpcclient.InferenceServerClient(triton.grpc_target)
 
 
@@ -108,7 +112,9 @@ def test_dynamic_batch_dim_loads_and_infers_a_batch_of_two(server):
 
 def test_dynamic_input_dims_take_fixed_config_dims_but_outputs_compare_exactly(server):
     message = load_error(server, "dynamic_hw_fixed_output")
-    assert "tensor 'output0'" in message and "shape [-1,2,-1,-1]" in message and "complete shape [-1,2,8,8]" in message, message
+    assert (
+        "tensor 'output0'" in message and "shape [-1,2,-1,-1]" in message and "complete shape [-1,2,8,8]" in message
+    ), message
     x = np.random.default_rng(3).random((2, 3, H, W), np.float32)
     np.testing.assert_allclose(infer(server, "dynamic_hw", x), expected(x), rtol=1e-5, atol=1e-6)
 

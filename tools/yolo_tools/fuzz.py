@@ -113,7 +113,9 @@ def _png_rewrite(data: bytes, r: random.Random) -> bytes:
     if kind == b"IHDR" and len(body) == 13:
         field_ = r.randrange(4)
         if field_ < 2:
-            struct.pack_into(">I", body, 4 * field_, r.choice([0, 1, 2**16, 2**24, 2**31 - 1, 2**31, 2**32 - 1, r.randrange(2**32)]))
+            struct.pack_into(
+                ">I", body, 4 * field_, r.choice([0, 1, 2**16, 2**24, 2**31 - 1, 2**31, 2**32 - 1, r.randrange(2**32)])
+            )
         elif field_ == 2:
             body[8] = r.choice([0, 1, 2, 3, 4, 5, 7, 8, 16, 32, 255])
         else:
@@ -217,7 +219,23 @@ class Case:
     headers: dict[str, str]
 
 
-_QUERY_VALUES = ["0", "1", "0.5", "-1", "2", "nan", "inf", "-inf", "1e309", "abc", "", "%00", "０.５", "1" * 400, "0x10"]
+_QUERY_VALUES = [
+    "0",
+    "1",
+    "0.5",
+    "-1",
+    "2",
+    "nan",
+    "inf",
+    "-inf",
+    "1e309",
+    "abc",
+    "",
+    "%00",
+    "０.５",
+    "1" * 400,
+    "0x10",
+]
 
 
 def _query(r: random.Random) -> str:
@@ -226,7 +244,9 @@ def _query(r: random.Random) -> str:
         return ""
     for name in r.sample(["conf", "iou", "max_det", "classes", "x"], r.randrange(0, 4)):
         if name == "classes":
-            value = r.choice(["0", "circle", "0,1,2", "-1", "99999999999999999999", "circle,,", "\u00e9", ",".join(["0"] * 300)])
+            value = r.choice(
+                ["0", "circle", "0,1,2", "-1", "99999999999999999999", "circle,,", "\u00e9", ",".join(["0"] * 300)]
+            )
         elif name == "max_det":
             value = r.choice(["1", "0", "-5", "1000", "1001", "10" * 20, "3.5"])
         else:
@@ -241,7 +261,9 @@ def _multipart(parts: list[tuple[str, bytes]], r: random.Random) -> tuple[bytes,
     for media, data in parts:
         name = r.choice(["image", "images", "file", "", "a" * 300])
         filename = r.choice(['; filename="x.jpg"', "", '; filename=""', '; filename="\u00e9.png"'])
-        out.write(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{filename}\r\nContent-Type: {media}\r\n\r\n".encode())
+        out.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{filename}\r\nContent-Type: {media}\r\n\r\n'.encode()
+        )
         out.write(data + b"\r\n")
     if r.random() > 0.1:
         out.write(f"--{boundary}--\r\n".encode())
@@ -258,7 +280,10 @@ def make_case(r: random.Random, seeds: list[tuple[str, bytes]]) -> Case:
         data = mutate(data, media, r, seeds)
     kind = r.random()
     if kind < 0.7:
-        ctype = r.choices([media, "application/octet-stream", "image/gif", "text/plain", "", "image/jpeg; charset=x"], [70, 10, 5, 5, 5, 5])[0]
+        ctype = r.choices(
+            [media, "application/octet-stream", "image/gif", "text/plain", "", "image/jpeg; charset=x"],
+            [70, 10, 5, 5, 5, 5],
+        )[0]
         headers = {"content-type": ctype} if ctype else {}
         return Case("POST", "/v1/detect" + _query(r), data, headers)
     parts = [(media, data)] + [(m, mutate(d, m, r, seeds)) for m, d in r.sample(seeds, r.randrange(0, 3))]
@@ -289,8 +314,13 @@ class Report:
 
     def as_dict(self) -> dict:
         return {
-            "count": self.count, "seconds": round(self.seconds, 1), "statuses": dict(sorted(self.statuses.items())),
-            "hangs": self.hangs, "resets": self.resets, "failures": self.failures[:20], "ok": self.ok,
+            "count": self.count,
+            "seconds": round(self.seconds, 1),
+            "statuses": dict(sorted(self.statuses.items())),
+            "hangs": self.hangs,
+            "resets": self.resets,
+            "failures": self.failures[:20],
+            "ok": self.ok,
             "rss_mb": {"before": self.rss_before_mb, "after": self.rss_after_mb, "peak": self.rss_peak_mb},
             "memory_limit": self.memory_limit,
         }
@@ -373,7 +403,10 @@ class MemoryCage:
         self.limit = limit_bytes
         self.cgroup: Path | None = None
         name = f"yolo-fuzz-{os.getpid()}"
-        for root, knob in ((Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"), (Path("/sys/fs/cgroup"), "memory.max")):
+        for root, knob in (
+            (Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"),
+            (Path("/sys/fs/cgroup"), "memory.max"),
+        ):
             try:
                 if not (root / knob).exists() and not (root / "cgroup.controllers").exists():
                     continue
@@ -412,7 +445,11 @@ def fuzz_gateway(triton_target: str, count: int, seed: int, memory_mb: int, work
     from .stack import GatewayProcess  # noqa: PLC0415
 
     cage = MemoryCage(memory_mb << 20)
-    env = {"YOLO_GATEWAY_TRITON_URL": triton_target, "YOLO_GATEWAY_MODEL_NAME": "yolo", "YOLO_GATEWAY_LOG_LEVEL": "warning"}
+    env = {
+        "YOLO_GATEWAY_TRITON_URL": triton_target,
+        "YOLO_GATEWAY_MODEL_NAME": "yolo",
+        "YOLO_GATEWAY_LOG_LEVEL": "warning",
+    }
     try:
         with GatewayProcess(free_port(), env, log_path=log_dir / "fuzz-gateway.log", preexec=cage.preexec) as gw:
             pid = gw.process.pid  # type: ignore[union-attr]
@@ -421,7 +458,11 @@ def fuzz_gateway(triton_target: str, count: int, seed: int, memory_mb: int, work
             report = run_cases(gw.url, count, seed, workers)
             report.rss_before_mb, report.memory_limit = before, cage.kind
             if gw.process is None or gw.process.poll() is not None:
-                report.failures.append({"error": f"the gateway died (exit {gw.process.returncode if gw.process else '?'}); see {gw.log_path}"})
+                report.failures.append(
+                    {
+                        "error": f"the gateway died (exit {gw.process.returncode if gw.process else '?'}); see {gw.log_path}"
+                    }
+                )
             else:
                 report.rss_after_mb, report.rss_peak_mb = rss_mb(pid)
         return report

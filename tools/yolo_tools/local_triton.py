@@ -39,7 +39,9 @@ def _wheel_root() -> Path:
     try:
         import pytriton  # noqa: PLC0415
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise TritonNotAvailable("pip install nvidia-pytriton==0.7.0 (the 'local' extra) to run Triton locally") from exc
+        raise TritonNotAvailable(
+            "pip install nvidia-pytriton==0.7.0 (the 'local' extra) to run Triton locally"
+        ) from exc
     return Path(pytriton.__file__).resolve().parent
 
 

@@ -31,7 +31,11 @@ class GatewayProcess:
     """`python -m yolo_gateway` as a child process, configured through YOLO_GATEWAY_* env."""
 
     def __init__(
-        self, port: int, env: dict[str, str], log_path: str | Path | None = None, preexec: Callable[[], None] | None = None
+        self,
+        port: int,
+        env: dict[str, str],
+        log_path: str | Path | None = None,
+        preexec: Callable[[], None] | None = None,
     ) -> None:
         self.port = port
         self.env = env
@@ -52,7 +56,11 @@ class GatewayProcess:
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
             out = self._log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "yolo_gateway"], env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=self._preexec
+            [sys.executable, "-m", "yolo_gateway"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=self._preexec,
         )
         self.wait("/readyz" if wait_ready else "/healthz", timeout)
         return self
@@ -161,7 +169,10 @@ def serve(args: argparse.Namespace) -> None:
     with stack:
         print(f"gateway: {stack.gateway.url}  (docs: {stack.gateway.url}/docs)", flush=True)
         print(f"triton:  grpc {stack.triton.grpc_target}, metrics {stack.triton.metrics_url}", flush=True)
-        print(f"try:     curl -s -H 'content-type: image/jpeg' --data-binary @image.jpg {stack.gateway.url}/v1/detect", flush=True)
+        print(
+            f"try:     curl -s -H 'content-type: image/jpeg' --data-binary @image.jpg {stack.gateway.url}/v1/detect",
+            flush=True,
+        )
         try:
             while stack.gateway.process and stack.gateway.process.poll() is None:
                 time.sleep(0.5)
@@ -182,19 +193,33 @@ def demo(args: argparse.Namespace) -> None:
     print("starting Triton (PyPI tritonserver, python backend + onnxruntime) and the gateway ...", flush=True)
     with LocalStack(args.model_repository, args.model, triton_ports=_ports_from_env(), log_dir=args.log_dir) as stack:
         req = urllib.request.Request(
-            f"{stack.gateway.url}/v1/detect", data=jpeg, headers={"content-type": "image/jpeg", "x-request-id": "demo-1"}
+            f"{stack.gateway.url}/v1/detect",
+            data=jpeg,
+            headers={"content-type": "image/jpeg", "x-request-id": "demo-1"},
         )
         with urllib.request.urlopen(req, timeout=30) as r:
             result = json.loads(r.read())
-    print(f"POST /v1/detect ({len(jpeg)} bytes, {scene.width}x{scene.height} JPEG) -> {len(result['detections'])} detections")
+    print(
+        f"POST /v1/detect ({len(jpeg)} bytes, {scene.width}x{scene.height} JPEG) -> {len(result['detections'])} detections"
+    )
     print(f"{'class':<10} {'conf':>5}  box (x1, y1, x2, y2) in image pixels")
     img = scene.image.copy()
     for d in result["detections"]:
         b = d["box"]
-        print(f"{d['class_name']:<10} {d['confidence']:>5.2f}  ({b['x1']:.0f}, {b['y1']:.0f}, {b['x2']:.0f}, {b['y2']:.0f})")
+        print(
+            f"{d['class_name']:<10} {d['confidence']:>5.2f}  ({b['x1']:.0f}, {b['y1']:.0f}, {b['x2']:.0f}, {b['y2']:.0f})"
+        )
         p1, p2 = (round(b["x1"]), round(b["y1"])), (round(b["x2"]), round(b["y2"]))
         cv2.rectangle(img, p1, p2, (0, 255, 0), 2)
-        cv2.putText(img, f"{d['class_name']} {d['confidence']:.2f}", (p1[0], max(12, p1[1] - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 0), 2)
+        cv2.putText(
+            img,
+            f"{d['class_name']} {d['confidence']:.2f}",
+            (p1[0], max(12, p1[1] - 5)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.6,
+            (0, 255, 0),
+            2,
+        )
     truth = ", ".join(CLASS_NAMES[c] for c in scene.classes)
     print(f"ground truth: {len(scene.classes)} shapes ({truth})")
     print(f"timings (ms): {result['timings_ms']}")

@@ -80,7 +80,6 @@ def _metadata(meta: Meta, name: str, component: str, annotations: dict[str, str]
     return md
 
 
-
 # --------------------------------------------------------------------------- pod security
 
 
@@ -119,7 +118,14 @@ def _resources(r: Any) -> dict[str, Any]:
 
 
 def _deployment(
-    meta: Meta, name: str, component: str, *, pod_annotations: dict[str, str], pod_spec: dict[str, Any], autoscaled: bool, replicas: int
+    meta: Meta,
+    name: str,
+    component: str,
+    *,
+    pod_annotations: dict[str, str],
+    pod_spec: dict[str, Any],
+    autoscaled: bool,
+    replicas: int,
 ) -> dict[str, Any]:
     """A Deployment that rolls one pod at a time with no capacity dip. Under an HPA it carries
     no `replicas` at all: the HPA owns that field and the operator never fights it."""
@@ -130,7 +136,10 @@ def _deployment(
         "spec": {
             "selector": {"matchLabels": selector_labels(meta, component)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {"metadata": {"labels": labels(meta, component), "annotations": pod_annotations}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": labels(meta, component), "annotations": pod_annotations},
+                "spec": pod_spec,
+            },
         },
     }
     if not autoscaled:

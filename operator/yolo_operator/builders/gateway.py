@@ -50,11 +50,15 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         "YOLO_GATEWAY_PREPROCESS": g.defaults.preprocess,
         "YOLO_GATEWAY_SHUTDOWN_GRACE_S": str(g.shutdown_grace_seconds),
         # Triton may be scaled to zero: the gateway stays ready and holds requests while it starts.
-        "YOLO_GATEWAY_COLD_START_TIMEOUT_S": str(spec.triton.autoscaling.cold_start_timeout_seconds if spec.triton.autoscaling.scale_to_zero else 0),
+        "YOLO_GATEWAY_COLD_START_TIMEOUT_S": str(
+            spec.triton.autoscaling.cold_start_timeout_seconds if spec.triton.autoscaling.scale_to_zero else 0
+        ),
     }
     models = spec.model_names()
     if spec.tiers:
-        env["YOLO_GATEWAY_TIERS"] = json.dumps({role.removeprefix("tier:"): m for role, m in models.items() if role.startswith("tier:")})
+        env["YOLO_GATEWAY_TIERS"] = json.dumps(
+            {role.removeprefix("tier:"): m for role, m in models.items() if role.startswith("tier:")}
+        )
         env["YOLO_GATEWAY_DEFAULT_TIER"] = spec.default_tier.name  # type: ignore[union-attr]
     for role, v in spec.variants.items():
         env[f"YOLO_GATEWAY_{role.upper()}_MODEL"] = models[role]
@@ -90,7 +94,11 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "volumeMounts": mounts,
     }
-    annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(GATEWAY_PORT), "prometheus.io/path": "/metrics"}
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(GATEWAY_PORT),
+        "prometheus.io/path": "/metrics",
+    }
     pod_spec = {
         "securityContext": pod_security_context(),
         "terminationGracePeriodSeconds": PRESTOP_SECONDS + g.shutdown_grace_seconds + 5,
@@ -98,7 +106,15 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         "volumes": volumes,
     }
     _place(pod_spec, g)
-    return _deployment(meta, names(meta)["gateway"], "gateway", pod_annotations=annotations, pod_spec=pod_spec, autoscaled=g.autoscaling.enabled, replicas=g.replicas)
+    return _deployment(
+        meta,
+        names(meta)["gateway"],
+        "gateway",
+        pod_annotations=annotations,
+        pod_spec=pod_spec,
+        autoscaled=g.autoscaling.enabled,
+        replicas=g.replicas,
+    )
 
 
 def build_gateway_service(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:

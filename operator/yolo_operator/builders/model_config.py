@@ -27,7 +27,9 @@ def model_plan(spec: YoloServiceSpec, tier: Tier | None = None, name: str | None
         max_queue_delay_microseconds=tier.max_queue_delay_microseconds if tier else db.max_queue_delay_microseconds,
         preferred_batch_sizes=[] if tier else db.preferred_batch_sizes,
         preserve_ordering=bool(tier and tier.preserve_ordering),
-        queue_policy=qp.model_dump(include={"timeout_action", "timeout_microseconds", "max_queue_size"}) if qp.enabled else None,
+        queue_policy=qp.model_dump(include={"timeout_action", "timeout_microseconds", "max_queue_size"})
+        if qp.enabled
+        else None,
         instance_kind="KIND_GPU" if t.gpus else "KIND_CPU",
         instance_count=tier.instances if tier else t.instances_per_gpu,
         tensorrt_accelerator=spec.builds_engines,
@@ -54,7 +56,9 @@ def render_config_pbtxt(spec: YoloServiceSpec, tier: Tier | None = None, name: s
 
 def model_configs(spec: YoloServiceSpec) -> dict[str, str]:
     """render_config_pbtxt for every model of the service."""
-    return {model: modelconfig.render(p, from_overrides(Overrides.from_plan(p))) for model, p in model_plans(spec).items()}
+    return {
+        model: modelconfig.render(p, from_overrides(Overrides.from_plan(p))) for model, p in model_plans(spec).items()
+    }
 
 
 def configmap_key(model: str) -> str:
@@ -66,5 +70,8 @@ def build_model_configmap(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(meta, names(meta)["config"], "model-config"),
-        "data": {configmap_key(model): json.dumps(p, indent=1, sort_keys=True) + "\n" for model, p in model_plans(spec).items()},
+        "data": {
+            configmap_key(model): json.dumps(p, indent=1, sort_keys=True) + "\n"
+            for model, p in model_plans(spec).items()
+        },
     }

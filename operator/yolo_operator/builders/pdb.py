@@ -13,5 +13,8 @@ def build_pdb(spec: YoloServiceSpec, meta: Meta, component: str) -> dict[str, An
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(meta, names(meta)[component], component),
-        "spec": {"maxUnavailable": spec.pod_disruption_budget.max_unavailable, "selector": {"matchLabels": selector_labels(meta, component)}},
+        "spec": {
+            "maxUnavailable": spec.pod_disruption_budget.max_unavailable,
+            "selector": {"matchLabels": selector_labels(meta, component)},
+        },
     }

@@ -57,7 +57,12 @@ def _fetch_script(spec: YoloServiceSpec) -> str:
     target = f"{MODELS_DIR}/{m.name}/1/model.{ext}"
     roles = spec.model_names()
     shared = [model for role, model in roles.items() if model == m.name or role.startswith("tier:")]
-    steps = ["set -eu", *(f"mkdir -p {MODELS_DIR}/{model}/1" for model in shared), _fetch_command(m.source, target), f"test -s {target}"]
+    steps = [
+        "set -eu",
+        *(f"mkdir -p {MODELS_DIR}/{model}/1" for model in shared),
+        _fetch_command(m.source, target),
+        f"test -s {target}",
+    ]
     steps.append(_prepare_command(target, [(model, f"{MODELS_DIR}/{model}") for model in shared], report=True))
     steps += [f"ln {target} {MODELS_DIR}/{model}/1/model.{ext}" for model in shared if model != m.name]
     for role, model in roles.items():
@@ -66,7 +71,9 @@ def _fetch_script(spec: YoloServiceSpec) -> str:
         folder = f"{MODELS_DIR}/{model}"
         file = f"{folder}/1/model.{ext}"
         fetch = f"{_fetch_command(spec.variants[role].source, file)} && test -s {file} && {_prepare_command(file, [(model, folder)])}"
-        why = shlex.quote(f"{role}: fetching or preparing its model failed; {model} is left out and the current version serves alone")
+        why = shlex.quote(
+            f"{role}: fetching or preparing its model failed; {model} is left out and the current version serves alone"
+        )
         steps += [f"mkdir -p {folder}/1", f"{{ {fetch} ; }} || {{ echo {why} >&2 ; rm -rf {folder} ; }}"]
     # One command per line under `set -eu`: any failure stops the script, except the optional
     # fetches, whose `||` catches their own failure only.
@@ -75,7 +82,11 @@ def _fetch_script(spec: YoloServiceSpec) -> str:
 
 def _fetcher(spec: YoloServiceSpec) -> dict[str, Any]:
     src = spec.model.source
-    mounts = [{"name": "models", "mountPath": MODELS_DIR}, {"name": "model-config", "mountPath": "/config", "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"}]
+    mounts = [
+        {"name": "models", "mountPath": MODELS_DIR},
+        {"name": "model-config", "mountPath": "/config", "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
     container: dict[str, Any] = {
         "name": "fetch-model",
         "image": spec.fetcher_image,
@@ -178,7 +189,15 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
         "prometheus.io/path": "/metrics",
         f"{GROUP}/config-hash": config_hash,  # a new model config rolls the pods
     }
-    return _deployment(meta, n["triton"], "triton", pod_annotations=annotations, pod_spec=pod_spec, autoscaled=t.autoscaling.enabled, replicas=t.replicas)
+    return _deployment(
+        meta,
+        n["triton"],
+        "triton",
+        pod_annotations=annotations,
+        pod_spec=pod_spec,
+        autoscaled=t.autoscaling.enabled,
+        replicas=t.replicas,
+    )
 
 
 def build_triton_service(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:

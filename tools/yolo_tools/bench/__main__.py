@@ -79,7 +79,9 @@ PROD_CONCURRENCY = 16
 
 def require_production_model() -> None:
     if not PROD_ONNX.is_file():
-        raise SystemExit(f"bench: {PROD_ONNX} is missing: run `make prod-models` first (section 11, production size, serves it)")
+        raise SystemExit(
+            f"bench: {PROD_ONNX} is missing: run `make prod-models` first (section 11, production size, serves it)"
+        )
 
 
 def production_spec(name: str, optimized: bool) -> Any:
@@ -140,6 +142,7 @@ class Bench:
 
         write_variant(repo, "yolo-streaming", edit=tier(*TIERS["streaming"]))
         write_variant(repo, "yolo-batch", edit=tier(*TIERS["batch"]))
+
         def warmed(cfg: Any) -> None:
             """As the operator generates it: one inference on zeros before the model reports ready."""
             cfg.dynamic_batching.ClearField("default_queue_policy")
@@ -150,6 +153,7 @@ class Bench:
 
         write_variant(repo, "yolo_warm", edit=warmed)
         write_variant(repo, "yolo_nobatch", edit=no_batching)
+
         def queue_policy(cfg: Any) -> None:
             """`triton.dynamicBatching.queuePolicy.enabled: true`, as the operator writes it."""
             policy = cfg.dynamic_batching.default_queue_policy
@@ -161,7 +165,9 @@ class Bench:
         write_variant(repo, "yolo_delay0", edit=delay(0))
         write_variant(repo, "yolo_delay10ms", edit=delay(10_000))
         # the cheap model: the real model's output on one image, returned for any input
-        session = ort.InferenceSession(str(LOCAL_REPO / "yolo" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(LOCAL_REPO / "yolo" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
         tensor = self.tensor(self.jpegs[0], "UINT8", "NHWC")
         fixed = session.run(None, {"images": tensor[None]})[0][0]
         write_variant(repo, "cheap", onnx_model=constant_detector(fixed, 320, 320))
@@ -179,11 +185,15 @@ class Bench:
             target = repo / name / "1" / "model.onnx"
             target.parent.mkdir(parents=True)
             shutil.copy(file, target)
-            self.prepared[name] = prepare(target, [(model_plan(production_spec(name, optimized)), repo / name / "config.pbtxt")])
+            self.prepared[name] = prepare(
+                target, [(model_plan(production_spec(name, optimized)), repo / name / "config.pbtxt")]
+            )
 
     @staticmethod
     def tensor(jpeg: bytes, dtype: str, layout: str, size: int = 320) -> np.ndarray:
-        return prepare_image(jpeg, "image/jpeg", in_w=size, in_h=size, layout=layout, dtype=dtype, max_pixels=10**9).tensor
+        return prepare_image(
+            jpeg, "image/jpeg", in_w=size, in_h=size, layout=layout, dtype=dtype, max_pixels=10**9
+        ).tensor
 
     # ------------------------------------------------------------------ senders
 
@@ -194,7 +204,9 @@ class Bench:
         async with make_send() as send:
             if rate is not None:
                 return await open_loop(send, rate, duration_s=self.window * self.stable, window_s=self.window)
-            return await closed_loop(send, concurrency, window_s=self.window, stable_windows=self.stable, max_windows=self.max_windows)
+            return await closed_loop(
+                send, concurrency, window_s=self.window, stable_windows=self.stable, max_windows=self.max_windows
+            )
 
     def gateway_sender(self, url: str, query: str = "") -> Any:
         jpegs = self.jpegs
@@ -204,7 +216,9 @@ class Bench:
                 self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
                 async def send(i: int) -> int:
-                    async with self.session.post(f"{url}/v1/detect{query}", data=jpegs[i % len(jpegs)], headers={"content-type": "image/jpeg"}) as r:
+                    async with self.session.post(
+                        f"{url}/v1/detect{query}", data=jpegs[i % len(jpegs)], headers={"content-type": "image/jpeg"}
+                    ) as r:
                         await r.read()
                         return r.status
 
@@ -215,7 +229,9 @@ class Bench:
 
         return Sender
 
-    def direct_sender(self, model: str, dtype: str = "UINT8", layout: str = "NHWC", shared: bool = True, size: int = 320) -> Any:
+    def direct_sender(
+        self, model: str, dtype: str = "UINT8", layout: str = "NHWC", shared: bool = True, size: int = 320
+    ) -> Any:
         """Direct Triton gRPC with preprocessed tensors: the ceiling. shared=False: a new client per request."""
         target = self.triton.grpc_target  # type: ignore[union-attr]
         tensors = [self.tensor(j, dtype, layout, size)[None] for j in self.jpegs]
@@ -251,7 +267,15 @@ class Bench:
 
     # ------------------------------------------------------------------ measurements
 
-    def measure(self, label: str, sender: Any, concurrency: int, model: str, gateway: GatewayProcess | None = None, rate: float | None = None) -> dict:
+    def measure(
+        self,
+        label: str,
+        sender: Any,
+        concurrency: int,
+        model: str,
+        gateway: GatewayProcess | None = None,
+        rate: float | None = None,
+    ) -> dict:
         before = triton_stats(self.triton.http_url, model)  # type: ignore[union-attr]
         cpu0 = process_cpu_seconds(gateway.process.pid) if gateway else None  # type: ignore[union-attr]
         split0 = thread_cpu_seconds(gateway.process.pid) if gateway else {}  # type: ignore[union-attr]
@@ -263,12 +287,28 @@ class Bench:
         if gateway is not None and result.requests:
             total_requests = row["triton"]["inferences"] or result.requests
             row["gateway_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1e3 / total_requests, 3)  # type: ignore[operator]
-            row["gateway_cpu_ms_by_thread"] = {k: round((split1[k] - split0[k]) * 1e3 / total_requests, 3) for k in split1}
+            row["gateway_cpu_ms_by_thread"] = {
+                k: round((split1[k] - split0[k]) * 1e3 / total_requests, 3) for k in split1
+            }
         where = f"c={concurrency}" if rate is None else f"{rate:.0f}/s"
-        print(f"  {label:<42} {where:<7} {result.rps:8.1f} rps  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  batch {row['triton']['mean_batch']:5.2f}" + (f"  cpu {row.get('gateway_cpu_ms_per_request', 0):.2f} ms/req" if gateway else ""), flush=True)
+        print(
+            f"  {label:<42} {where:<7} {result.rps:8.1f} rps  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  batch {row['triton']['mean_batch']:5.2f}"
+            + (f"  cpu {row.get('gateway_cpu_ms_per_request', 0):.2f} ms/req" if gateway else ""),
+            flush=True,
+        )
         return row
 
-    async def added_latency(self, url: str, model: str, pairs: int, blocks: int = 4, *, dtype: str = "UINT8", layout: str = "NHWC", size: int = 320) -> dict:
+    async def added_latency(
+        self,
+        url: str,
+        model: str,
+        pairs: int,
+        blocks: int = 4,
+        *,
+        dtype: str = "UINT8",
+        layout: str = "NHWC",
+        size: int = 320,
+    ) -> dict:
         """1c. What the gateway adds to one request, decode excluded, measured in pairs: a direct
         Triton call with the image's tensor and a gateway request with its JPEG, back to back
         (the order alternates), c=1. Each pair gives gateway - direct - (the decode and letterbox
@@ -286,7 +326,9 @@ class Bench:
 
             async def gateway(i: int) -> tuple[float, float]:
                 t0 = time.perf_counter()
-                async with session.post(f"{url}/v1/detect", data=self.jpegs[i], headers={"content-type": "image/jpeg"}) as r:
+                async with session.post(
+                    f"{url}/v1/detect", data=self.jpegs[i], headers={"content-type": "image/jpeg"}
+                ) as r:
                     body = await r.json()
                     assert r.status == 200, body
                 elapsed = (time.perf_counter() - t0) * 1e3
@@ -341,16 +383,34 @@ class Bench:
         require_production_model()  # before minutes of measuring, not after
         t0 = time.perf_counter()
         results: dict[str, Any] = {
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor() or platform.machine()},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "processor": platform.processor() or platform.machine(),
+            },
             "quick": self.quick,
-            "method": {"window_s": self.window, "stable_windows": self.stable, "tolerance": 0.10, "max_windows": self.max_windows, "images": "8 synthetic 1920x1080 JPEGs, quality 90", "model_input": "320x320"},
+            "method": {
+                "window_s": self.window,
+                "stable_windows": self.stable,
+                "tolerance": 0.10,
+                "max_windows": self.max_windows,
+                "images": "8 synthetic 1920x1080 JPEGs, quality 90",
+                "model_input": "320x320",
+            },
         }
         print("microbenchmarks ...", flush=True)
         results["micro"] = micro.run(self.quick)
         repeat = 5 if self.quick else 20
         # the decode-only floor and our whole decode + letterbox, on the very images the load tests send
         pairs = [
-            micro.interleaved_ms({"floor": lambda j=j: simplejpeg.decode_jpeg(j, "RGB", min_width=320, min_height=180), "prepare": lambda j=j: self.tensor(j, "UINT8", "NHWC")}, repeat)
+            micro.interleaved_ms(
+                {
+                    "floor": lambda j=j: simplejpeg.decode_jpeg(j, "RGB", min_width=320, min_height=180),
+                    "prepare": lambda j=j: self.tensor(j, "UINT8", "NHWC"),
+                },
+                repeat,
+            )
             for j in self.jpegs
         ]
         results["bench_images"] = {
@@ -370,7 +430,9 @@ class Bench:
                     rows.append(self.measure("gateway", self.gateway_sender(gw.url), c, "yolo", gw))
                 # open loop at 60% of the gateway's closed-loop capacity: latency without coordinated omission
                 capacity = max(r["rps"] for r in rows if r["label"] == "gateway")
-                open_row = self.measure("gateway, open loop", self.gateway_sender(gw.url), 0, "yolo", gw, rate=round(0.6 * capacity, 1))
+                open_row = self.measure(
+                    "gateway, open loop", self.gateway_sender(gw.url), 0, "yolo", gw, rate=round(0.6 * capacity, 1)
+                )
                 print("1c. the latency the gateway adds at c=1: direct and gateway requests in pairs", flush=True)
                 results["added_latency"] = asyncio.run(self.added_latency(gw.url, "yolo", 100 if self.quick else 400))
             finally:
@@ -378,9 +440,17 @@ class Bench:
             results["direct_vs_gateway"] = rows
             results["open_loop"] = [open_row]
 
-            print("1b. Triton 2.51's batcher with and without a queue policy, back-to-back requests (c=1, direct)", flush=True)
+            print(
+                "1b. Triton 2.51's batcher with and without a queue policy, back-to-back requests (c=1, direct)",
+                flush=True,
+            )
             results["queue_policy"] = [
-                self.measure("queue policy (max_queue_size, REJECT)", self.direct_sender("yolo_queuepolicy"), 1, "yolo_queuepolicy"),
+                self.measure(
+                    "queue policy (max_queue_size, REJECT)",
+                    self.direct_sender("yolo_queuepolicy"),
+                    1,
+                    "yolo_queuepolicy",
+                ),
                 self.measure("no queue policy (the default)", self.direct_sender("yolo"), 1, "yolo"),
             ]
 
@@ -393,12 +463,21 @@ class Bench:
             print("3. dynamic batching (c=64, real model, direct)", flush=True)
             results["batching"] = [
                 self.measure(label, self.direct_sender(model), 64, model)
-                for label, model in (("off", "yolo_nobatch"), ("on, max_queue_delay 0", "yolo_delay0"), ("on, max_queue_delay 2 ms", "yolo"), ("on, max_queue_delay 10 ms", "yolo_delay10ms"))
+                for label, model in (
+                    ("off", "yolo_nobatch"),
+                    ("on, max_queue_delay 0", "yolo_delay0"),
+                    ("on, max_queue_delay 2 ms", "yolo"),
+                    ("on, max_queue_delay 10 ms", "yolo_delay10ms"),
+                )
             ]
 
             print("4. input encoding and NMS placement, through the gateway (c=16)", flush=True)
             rows = []
-            for label, model in (("uint8 NHWC, raw + CPU NMS", "yolo"), ("fp32 NCHW, raw + CPU NMS", "yolo_fp32"), ("uint8 NHWC, end2end (NMS in graph)", "yolo_end2end")):
+            for label, model in (
+                ("uint8 NHWC, raw + CPU NMS", "yolo"),
+                ("fp32 NCHW, raw + CPU NMS", "yolo_fp32"),
+                ("uint8 NHWC, end2end (NMS in graph)", "yolo_end2end"),
+            ):
                 gw = self.with_gateway(model)
                 try:
                     row = self.measure(label, self.gateway_sender(gw.url), 16, model, gw)
@@ -411,7 +490,9 @@ class Bench:
             print("5. the cheap model isolates the gateway (c=16)", flush=True)
             gw = self.with_gateway("cheap")
             try:
-                results["cheap_gateway"] = [self.measure("gateway, cheap model", self.gateway_sender(gw.url), 16, "cheap", gw)]
+                results["cheap_gateway"] = [
+                    self.measure("gateway, cheap model", self.gateway_sender(gw.url), 16, "cheap", gw)
+                ]
             finally:
                 gw.stop()
 
@@ -419,7 +500,10 @@ class Bench:
             print(f"6. a burst of {n} requests at once: admission control (the defaults) vs none", flush=True)
             rows = []
             for label, settings in (
-                ("admission control (defaults: 64 running, 64 queued, 0.1 s)", {"max_concurrency": "64", "max_queue": "64", "queue_timeout_s": "0.1"}),
+                (
+                    "admission control (defaults: 64 running, 64 queued, 0.1 s)",
+                    {"max_concurrency": "64", "max_queue": "64", "queue_timeout_s": "0.1"},
+                ),
                 ("none (everything admitted, 10 s deadline)", {}),
             ):
                 gw = self.with_gateway("yolo", **settings)
@@ -462,14 +546,19 @@ class Bench:
     def static_camera(self) -> list[dict]:
         """7. The inference cache on a static camera: off vs on, the same frames in order (c=1)."""
         frames, ids = self.camera_frames()
-        print(f"7. a static camera ({len(frames)} frames, {len(set(ids))} scenes, fresh noise each): inference cache off vs on (c=1)", flush=True)
+        print(
+            f"7. a static camera ({len(frames)} frames, {len(set(ids))} scenes, fresh noise each): inference cache off vs on (c=1)",
+            flush=True,
+        )
         rows = []
         answers: dict[str, list[list[int]]] = {}
         for label, settings in (("cache off", {}), ("cache on (ttl 60 s, max difference 3)", {"cache_ttl_s": "60"})):
             gw = self.with_gateway("yolo", **settings)
             try:
                 with httpx.Client(base_url=gw.url, timeout=30) as c:  # one ordered pass: the answers, and the hits
-                    out = [c.post("/v1/detect", content=f, headers={"content-type": "image/jpeg"}).json() for f in frames]
+                    out = [
+                        c.post("/v1/detect", content=f, headers={"content-type": "image/jpeg"}).json() for f in frames
+                    ]
                 answers[label] = [sorted(d["class_id"] for d in r["detections"]) for r in out]
                 cached = sum(bool(r.get("cached")) for r in out)
                 jpegs, self.jpegs = self.jpegs, frames
@@ -485,7 +574,9 @@ class Bench:
         rows[1]["same_classes_as_uncached"] = round(sum(a == b for a, b in zip(off, on)) / len(frames), 3)
         # the model's own noise: uncached frames of one scene that agree with that scene's first frame
         first = {s: off[ids.index(s)] for s in set(ids)}
-        rows[0]["same_classes_as_scene_first_frame"] = round(sum(off[i] == first[ids[i]] for i in range(len(frames))) / len(frames), 3)
+        rows[0]["same_classes_as_scene_first_frame"] = round(
+            sum(off[i] == first[ids[i]] for i in range(len(frames))) / len(frames), 3
+        )
         rows[1]["ideal_hit_ratio"] = round(1 - len(set(ids)) / len(frames), 3)
         print(
             f"  hits {rows[1]['hit_ratio_first_pass']} (ideal {rows[1]['ideal_hit_ratio']}), same classes as uncached {rows[1]['same_classes_as_uncached']}"
@@ -515,9 +606,17 @@ class Bench:
         after = {m: triton_stats(self.triton.http_url, m) for m in models}  # type: ignore[union-attr]
         rows = []
         for (label, model, c, rate), result in zip(loads, results):
-            row = {"label": label, "model": model, **result.to_dict(), "triton": triton_split(before[model], after[model])}
+            row = {
+                "label": label,
+                "model": model,
+                **result.to_dict(),
+                "triton": triton_split(before[model], after[model]),
+            }
             where = f"{rate:.0f}/s" if rate is not None else f"c={c}"
-            print(f"  {label:<42} {where:<7} {result.rps:8.1f} rps  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  batch {row['triton']['mean_batch']:5.2f}", flush=True)
+            print(
+                f"  {label:<42} {where:<7} {result.rps:8.1f} rps  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  batch {row['triton']['mean_batch']:5.2f}",
+                flush=True,
+            )
             rows.append(row)
         return rows
 
@@ -526,9 +625,16 @@ class Bench:
         clients that take all they can, at once, on one model config, then each on its own tier
         (direct Triton, preprocessed tensors: the tier is Triton's batching, not the gateway)."""
         rate, b = MIXED["streaming_rate"], MIXED["batch"]
-        print(f"8. latency tiers under mixed load: camera streams at {rate:g} requests/s + {b} batch clients at once (direct)", flush=True)
-        one = self.mixed([("one config: the camera streams", "yolo", 1, rate), ("one config: the batch clients", "yolo", b, None)])
-        tiered = self.mixed([("tiers: streaming tier", "yolo-streaming", 1, rate), ("tiers: batch tier", "yolo-batch", b, None)])
+        print(
+            f"8. latency tiers under mixed load: camera streams at {rate:g} requests/s + {b} batch clients at once (direct)",
+            flush=True,
+        )
+        one = self.mixed(
+            [("one config: the camera streams", "yolo", 1, rate), ("one config: the batch clients", "yolo", b, None)]
+        )
+        tiered = self.mixed(
+            [("tiers: streaming tier", "yolo-streaming", 1, rate), ("tiers: batch tier", "yolo-batch", b, None)]
+        )
         for row in one:  # one model serves both: Triton's statistics cannot tell them apart
             row["triton"] = {k: "-" for k in row["triton"]}
         return one + tiered
@@ -541,7 +647,10 @@ class Bench:
         sizes = [(640, 480), (1280, 720), (480, 640), (1024, 1024), (800, 450), (1920, 1080)]
         scenes = [make_scene(rng, *sizes[i % len(sizes)]) for i in range(30 if self.quick else 120)]
         images = [encode(scene, ".jpg", 90) for scene in scenes]
-        print(f"9. preprocess=fast vs parity: accuracy on {len(scenes)} held-out scenes, gateway CPU per 1080p request", flush=True)
+        print(
+            f"9. preprocess=fast vs parity: accuracy on {len(scenes)} held-out scenes, gateway CPU per 1080p request",
+            flush=True,
+        )
         rows = []
         gw = self.with_gateway("yolo")
         try:
@@ -549,11 +658,27 @@ class Bench:
                 for mode in ("fast", "parity"):
                     query = f"?preprocess={mode}"
                     # every candidate down to conf 0.001 (as Ultralytics' val does), for the whole precision/recall curve
-                    preds = [accuracy.from_response(c.post(f"/v1/detect{query}&conf=0.001&max_det=300", content=img, headers={"content-type": "image/jpeg"}).json()) for img in images]
+                    preds = [
+                        accuracy.from_response(
+                            c.post(
+                                f"/v1/detect{query}&conf=0.001&max_det=300",
+                                content=img,
+                                headers={"content-type": "image/jpeg"},
+                            ).json()
+                        )
+                        for img in images
+                    ]
                     row = self.measure(f"preprocess={mode}", self.gateway_sender(gw.url, query), 4, "yolo", gw)
                     precision, recall = accuracy.precision_recall(preds, scenes, 0.25)
-                    row |= {"map50": round(accuracy.map50(preds, scenes, len(CLASS_NAMES)), 4), "precision": round(precision, 4), "recall": round(recall, 4)}
-                    print(f"    mAP50 {row['map50']:.4f}  precision {precision:.4f}  recall {recall:.4f} (conf 0.25)", flush=True)
+                    row |= {
+                        "map50": round(accuracy.map50(preds, scenes, len(CLASS_NAMES)), 4),
+                        "precision": round(precision, 4),
+                        "recall": round(recall, 4),
+                    }
+                    print(
+                        f"    mAP50 {row['map50']:.4f}  precision {precision:.4f}  recall {recall:.4f} (conf 0.25)",
+                        flush=True,
+                    )
                     rows.append(row)
         finally:
             gw.stop()
@@ -569,7 +694,15 @@ class Bench:
         finally:
             self.window, self.stable, self.max_windows = saved
 
-    def measure_with_triton_cpu(self, label: str, sender: Any, concurrency: int, model: str, gateway: GatewayProcess | None = None, gateway_idle_ms_per_s: float | None = None) -> dict:
+    def measure_with_triton_cpu(
+        self,
+        label: str,
+        sender: Any,
+        concurrency: int,
+        model: str,
+        gateway: GatewayProcess | None = None,
+        gateway_idle_ms_per_s: float | None = None,
+    ) -> dict:
         """measure(), plus Triton's own CPU over the run: tritonserver and its python-backend
         stubs (onnxruntime runs there), per request served and per core. With the gateway's idle
         CPU rate, also its CPU per request less what it would have spent idle over the run (at a
@@ -584,7 +717,9 @@ class Bench:
         row["machine_cores"] = {k: round((machine1[k] - machine0[k]) / wall, 2) for k in machine1}
         if gateway_idle_ms_per_s is not None and served and row.get("gateway_cpu_ms_per_request"):
             row["gateway_idle_cpu_ms_per_s"] = round(gateway_idle_ms_per_s, 3)
-            row["gateway_cpu_ms_per_request_less_idle"] = round(row["gateway_cpu_ms_per_request"] - gateway_idle_ms_per_s * wall / served, 3)
+            row["gateway_cpu_ms_per_request_less_idle"] = round(
+                row["gateway_cpu_ms_per_request"] - gateway_idle_ms_per_s * wall / served, 3
+            )
         row["triton_cpu_ms_per_request"] = round(cpu * 1e3 / served, 3) if served else None
         row["requests_per_triton_core_s"] = round(served / cpu, 2) if cpu > 0 else None
         row["triton_cores_busy"] = round(cpu / wall, 2)
@@ -639,7 +774,10 @@ class Bench:
         started = time.perf_counter()
         triton = self.triton
         assert triton is not None and triton.process is not None
-        print(f"11. production size: {PROD_LABEL} vs {BUNDLED_LABEL}, plain and optimized, prepared as the operator does", flush=True)
+        print(
+            f"11. production size: {PROD_LABEL} vs {BUNDLED_LABEL}, plain and optimized, prepared as the operator does",
+            flush=True,
+        )
         models: dict[str, dict] = {}
         encodings: dict[str, tuple[str, str, int]] = {}
         raw = {}
@@ -675,7 +813,9 @@ class Bench:
             methods: dict[str, Callable[[], object]] = {}
             for s in sizes:
                 _, nw, nh = letterbox_geometry(w0, h0, s, s)
-                methods[f"floor {s}"] = lambda j=jpeg, nw=nw, nh=nh: simplejpeg.decode_jpeg(j, "RGB", min_width=nw, min_height=nh)
+                methods[f"floor {s}"] = lambda j=jpeg, nw=nw, nh=nh: simplejpeg.decode_jpeg(
+                    j, "RGB", min_width=nw, min_height=nh
+                )
             for n, (dtype, layout, s) in encodings.items():
                 methods[n] = lambda j=jpeg, d=dtype, lay=layout, s=s: self.tensor(j, d, lay, s)
             times = micro.interleaved_ms(methods, 5 if self.quick else 20)
@@ -687,7 +827,11 @@ class Bench:
         for n in PRODUCTION:
             models[n]["decode_letterbox_ms"] = round(float(np.mean(prepares[n])), 3)
             models[n]["decode_floor_ms"] = floor_ms[encodings[n][2]]
-        print("  decode-only floor of the 1080p images: " + ", ".join(f"{s} px input {v:.2f} ms" for s, v in floor_ms.items()), flush=True)
+        print(
+            "  decode-only floor of the 1080p images: "
+            + ", ".join(f"{s} px input {v:.2f} ms" for s, v in floor_ms.items()),
+            flush=True,
+        )
 
         c, pairs = PROD_CONCURRENCY, 40 if self.quick else 100
         # the 640/80 network serves a few requests/s here: windows long enough to count some
@@ -697,15 +841,35 @@ class Bench:
             dtype, layout, size = encodings[name]
             gw = self.with_gateway(name)
             try:
-                with httpx.Client(base_url=gw.url, timeout=30) as client:  # warm-up, and what the model finds at the default conf
-                    found = [len(client.post("/v1/detect", content=j, headers={"content-type": "image/jpeg"}).json()["detections"]) for j in self.jpegs]
+                with httpx.Client(
+                    base_url=gw.url, timeout=30
+                ) as client:  # warm-up, and what the model finds at the default conf
+                    found = [
+                        len(
+                            client.post("/v1/detect", content=j, headers={"content-type": "image/jpeg"}).json()[
+                                "detections"
+                            ]
+                        )
+                        for j in self.jpegs
+                    ]
                 idle0 = schedstat_cpu_seconds(gw.process.pid)  # type: ignore[union-attr]
                 time.sleep(2.0)
                 idle = (schedstat_cpu_seconds(gw.process.pid) - idle0) * 1e3 / 2.0  # type: ignore[union-attr]
                 with self.windows(*slow) if file == PROD_ONNX else contextlib.nullcontext():
-                    row = self.measure_with_triton_cpu(f"gateway, {label}, {models[name]['variant']}", self.gateway_sender(gw.url), c, name, gw, gateway_idle_ms_per_s=idle)
+                    row = self.measure_with_triton_cpu(
+                        f"gateway, {label}, {models[name]['variant']}",
+                        self.gateway_sender(gw.url),
+                        c,
+                        name,
+                        gw,
+                        gateway_idle_ms_per_s=idle,
+                    )
                 print(f"  paired added latency at c=1, {name}", flush=True)
-                added[name] = {"label": label, "variant": models[name]["variant"], **asyncio.run(self.added_latency(gw.url, name, pairs, dtype=dtype, layout=layout, size=size))}
+                added[name] = {
+                    "label": label,
+                    "variant": models[name]["variant"],
+                    **asyncio.run(self.added_latency(gw.url, name, pairs, dtype=dtype, layout=layout, size=size)),
+                }
             finally:
                 gw.stop()
             models[name]["detections_per_image_at_conf_0.25"] = round(float(np.mean(found)), 2)
@@ -728,16 +892,35 @@ class Bench:
         for name, (file, _, label) in PRODUCTION.items():
             dtype, layout, size = encodings[name]
             with self.windows(*slow) if file == PROD_ONNX else contextlib.nullcontext():
-                row = self.measure_with_triton_cpu(f"direct, {label}, {models[name]['variant']}", self.direct_sender(name, dtype, layout, size=size), c, name)
-            row |= {"model_label": label, "variant": models[name]["variant"], "max_batch_size": models[name]["max_batch_size"]}
+                row = self.measure_with_triton_cpu(
+                    f"direct, {label}, {models[name]['variant']}",
+                    self.direct_sender(name, dtype, layout, size=size),
+                    c,
+                    name,
+                )
+            row |= {
+                "model_label": label,
+                "variant": models[name]["variant"],
+                "max_batch_size": models[name]["max_batch_size"],
+            }
             row["batch_fill"] = round(row["triton"]["mean_batch"] / row["max_batch_size"], 3)
             direct_rows.append(row)
 
         wire = []
         for plain, opt in (("v8n", "v8n_opt"), ("bundled", "bundled_opt")):
             a, b = models[plain]["wire_bytes_per_request"], models[opt]["wire_bytes_per_request"]
-            wire.append({"model_label": PRODUCTION[plain][2], "plain": a, "optimized": b, "ratio": round(b["total"] / a["total"], 4)})
-            print(f"  wire bytes per image, {PRODUCTION[plain][2]}: plain {a['total']:,}, optimized {b['total']:,} ({wire[-1]['ratio']:.3f})", flush=True)
+            wire.append(
+                {
+                    "model_label": PRODUCTION[plain][2],
+                    "plain": a,
+                    "optimized": b,
+                    "ratio": round(b["total"] / a["total"], 4),
+                }
+            )
+            print(
+                f"  wire bytes per image, {PRODUCTION[plain][2]}: plain {a['total']:,}, optimized {b['total']:,} ({wire[-1]['ratio']:.3f})",
+                flush=True,
+            )
 
         seconds = round(time.perf_counter() - started, 1)
         print(f"  section 11 took {seconds} s", flush=True)
@@ -771,19 +954,34 @@ class Bench:
         """10. The first request after a start against steady state (c=1): a gateway started next
         to a running Triton, and a Triton and a gateway started together (`model_warmup` in the
         config, and the gateway's own warm-up inference before it reports ready)."""
-        print("10. the first request after a start vs steady state (c=1, model_warmup + the gateway's warm-up)", flush=True)
+        print(
+            "10. the first request after a start vs steady state (c=1, model_warmup + the gateway's warm-up)",
+            flush=True,
+        )
         rows = []
         for label, fresh in (("gateway start, Triton running", False), ("Triton and gateway start", True)):
             for attempt in range(1 if self.quick else 3):
-                triton = LocalTriton(repo, TritonPorts.free(), log_path=self.work / "triton-fresh.log").start(timeout=180) if fresh else self.triton
-                env = {"YOLO_GATEWAY_TRITON_URL": triton.grpc_target, "YOLO_GATEWAY_MODEL_NAME": "yolo_warm", "YOLO_GATEWAY_LOG_LEVEL": "warning"}  # type: ignore[union-attr]
+                triton = (
+                    LocalTriton(repo, TritonPorts.free(), log_path=self.work / "triton-fresh.log").start(timeout=180)
+                    if fresh
+                    else self.triton
+                )
+                env = {
+                    "YOLO_GATEWAY_TRITON_URL": triton.grpc_target,
+                    "YOLO_GATEWAY_MODEL_NAME": "yolo_warm",
+                    "YOLO_GATEWAY_LOG_LEVEL": "warning",
+                }  # type: ignore[union-attr]
                 gw = GatewayProcess(free_port(), env, log_path=self.work / "gateway-first.log").start()
                 try:
                     with httpx.Client(base_url=gw.url, timeout=30) as c:
                         times = []
                         for i in range(31):
                             t0 = time.perf_counter()
-                            r = c.post("/v1/detect", content=self.jpegs[i % len(self.jpegs)], headers={"content-type": "image/jpeg"})
+                            r = c.post(
+                                "/v1/detect",
+                                content=self.jpegs[i % len(self.jpegs)],
+                                headers={"content-type": "image/jpeg"},
+                            )
                             times.append((time.perf_counter() - t0) * 1e3)
                             assert r.status_code == 200, r.text
                 finally:
@@ -791,8 +989,17 @@ class Bench:
                     if fresh:
                         triton.stop()  # type: ignore[union-attr]
                 steady = float(np.median(times[1:]))
-                row = {"label": label, "attempt": attempt, "first_ms": round(times[0], 2), "steady_p50_ms": round(steady, 2), "first_vs_steady": round(times[0] / steady, 3)}
-                print(f"  {label:<42} first {row['first_ms']:7.2f} ms  steady p50 {steady:7.2f} ms  ratio {row['first_vs_steady']:.2f}", flush=True)
+                row = {
+                    "label": label,
+                    "attempt": attempt,
+                    "first_ms": round(times[0], 2),
+                    "steady_p50_ms": round(steady, 2),
+                    "first_vs_steady": round(times[0] / steady, 3),
+                }
+                print(
+                    f"  {label:<42} first {row['first_ms']:7.2f} ms  steady p50 {steady:7.2f} ms  ratio {row['first_vs_steady']:.2f}",
+                    flush=True,
+                )
                 rows.append(row)
         return rows
 
@@ -806,7 +1013,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", default=os.environ.get("QUICK", "") not in ("", "0"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    ap.add_argument("--only", choices=["static-camera", "tiers", "parity", "first-request", "production"], help="one section alone, written to <out>/<section>.json")
+    ap.add_argument(
+        "--only",
+        choices=["static-camera", "tiers", "parity", "first-request", "production"],
+        help="one section alone, written to <out>/<section>.json",
+    )
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -815,7 +1026,13 @@ def main(argv: list[str] | None = None) -> None:
         repo = bench.build_repo(production=args.only == "production")
         bench.triton = LocalTriton(repo, TritonPorts.free(), log_path=bench.work / "triton.log").start(timeout=180)
         try:
-            sections = {"static-camera": bench.static_camera, "tiers": bench.tiers, "parity": bench.parity, "first-request": lambda: bench.first_request(repo), "production": bench.production}
+            sections = {
+                "static-camera": bench.static_camera,
+                "tiers": bench.tiers,
+                "parity": bench.parity,
+                "first-request": lambda: bench.first_request(repo),
+                "production": bench.production,
+            }
             rows = sections[args.only]()
         finally:
             bench.triton.stop()

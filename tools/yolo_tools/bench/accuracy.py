@@ -52,7 +52,12 @@ def map50(predictions: list[Prediction], scenes: list[Scene], num_classes: int) 
         total = sum(len(g) for g in gts)
         if total == 0:
             continue
-        found = [(float(score), i, box) for i, p in enumerate(predictions) for box, score, cls in zip(p.boxes, p.scores, p.classes) if cls == c]
+        found = [
+            (float(score), i, box)
+            for i, p in enumerate(predictions)
+            for box, score, cls in zip(p.boxes, p.scores, p.classes)
+            if cls == c
+        ]
         found.sort(key=lambda x: -x[0])
         used = [np.zeros(len(g), bool) for g in gts]
         tp = np.zeros(len(found))

@@ -60,7 +60,9 @@ class LoadResult:
         return asdict(self)
 
 
-def _summarise(mode: str, windows: list[Window], concurrency: int | None, rate: float | None, stable: bool) -> LoadResult:
+def _summarise(
+    mode: str, windows: list[Window], concurrency: int | None, rate: float | None, stable: bool
+) -> LoadResult:
     lat = np.array([x for w in windows for x in w.latencies]) * 1e3
     statuses: Counter = Counter()
     for w in windows:
@@ -212,7 +214,11 @@ def machine_cpu_seconds() -> dict[str, float]:
     with open("/proc/stat") as f:
         user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in f.readline().split()[1:9])
     ticks = os.sysconf("SC_CLK_TCK")
-    return {"busy": (user + nice + system + irq + softirq) / ticks, "idle": (idle + iowait) / ticks, "steal": steal / ticks}
+    return {
+        "busy": (user + nice + system + irq + softirq) / ticks,
+        "idle": (idle + iowait) / ticks,
+        "steal": steal / ticks,
+    }
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -252,7 +258,15 @@ def schedstat_cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-TENSOR_BYTES = {"TYPE_FP32": 4, "TYPE_FP16": 2, "TYPE_UINT8": 1, "TYPE_INT8": 1, "TYPE_INT32": 4, "TYPE_INT64": 8, "TYPE_BOOL": 1}
+TENSOR_BYTES = {
+    "TYPE_FP32": 4,
+    "TYPE_FP16": 2,
+    "TYPE_UINT8": 1,
+    "TYPE_INT8": 1,
+    "TYPE_INT32": 4,
+    "TYPE_INT64": 8,
+    "TYPE_BOOL": 1,
+}
 
 
 def triton_config(http_url: str, model: str) -> dict:
@@ -297,11 +311,15 @@ def triton_stats(http_url: str, model: str) -> dict:
 
 def triton_split(before: dict, after: dict) -> dict:
     """Server-side split per request (queue, compute input/infer/output, in ms) and batching, from two snapshots."""
+
     def delta(stat: str, key: str) -> float:
         return float(after["inference_stats"][stat][key]) - float(before["inference_stats"][stat][key])
 
     success = delta("success", "count") or 1.0
-    out = {k: round(delta(k, "ns") / success / 1e6, 3) for k in ("queue", "compute_input", "compute_infer", "compute_output")}
+    out = {
+        k: round(delta(k, "ns") / success / 1e6, 3)
+        for k in ("queue", "compute_input", "compute_infer", "compute_output")
+    }
     inferences = int(after["inference_count"]) - int(before["inference_count"])
     executions = int(after["execution_count"]) - int(before["execution_count"])
     out["inferences"] = inferences
@@ -323,7 +341,10 @@ def burst(port: int, body: bytes, n: int, limit_s: float = 60.0) -> dict:
     import selectors  # noqa: PLC0415
     import socket  # noqa: PLC0415
 
-    request = f"POST /v1/detect HTTP/1.1\r\nHost: bench\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    request = (
+        f"POST /v1/detect HTTP/1.1\r\nHost: bench\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
     socks = [socket.create_connection(("127.0.0.1", port), timeout=limit_s) for _ in range(n)]
     sel = selectors.DefaultSelector()
     start = time.perf_counter()

@@ -73,7 +73,12 @@ def decode_methods(data: bytes, w: int, h: int) -> dict[str, Callable[[], object
         return _pad(cv2.resize(im, (nw, nh), interpolation=cv2.INTER_LINEAR), w, h)
 
     factor = max(1, min(8, 2 ** int(np.log2(max(1.0, min(w / nw, h / nh))))))
-    flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
+    flag = {
+        1: cv2.IMREAD_COLOR,
+        2: cv2.IMREAD_REDUCED_COLOR_2,
+        4: cv2.IMREAD_REDUCED_COLOR_4,
+        8: cv2.IMREAD_REDUCED_COLOR_8,
+    }[factor]
 
     def cv2_reduced() -> object:
         im = cv2.cvtColor(cv2.imdecode(buf, flag), cv2.COLOR_BGR2RGB)
@@ -178,9 +183,19 @@ def bench_nms(repeat: int) -> list[dict]:
     for conf in (0.25, 0.001):
         p = DetectParams(conf=conf, iou=0.45, max_det=300)
         candidates = int((out[4:].max(0) > conf).sum())
-        t = interleaved_ms({"ours": lambda: decode_raw(out, p), "naive": lambda: numpy_greedy_nms(out, p)}, max(5, repeat // 2))
+        t = interleaved_ms(
+            {"ours": lambda: decode_raw(out, p), "naive": lambda: numpy_greedy_nms(out, p)}, max(5, repeat // 2)
+        )
         ours, naive = t["ours"], t["naive"]
-        rows.append({"output": "84x8400", "conf": conf, "candidates": candidates, "ms": {"ours": round(ours, 3), "numpy_greedy_loop": round(naive, 3)}, "ours_vs_best_alternative": round(ours / naive, 3)})
+        rows.append(
+            {
+                "output": "84x8400",
+                "conf": conf,
+                "candidates": candidates,
+                "ms": {"ours": round(ours, 3), "numpy_greedy_loop": round(naive, 3)},
+                "ours_vs_best_alternative": round(ours / naive, 3),
+            }
+        )
     return rows
 
 
@@ -193,7 +208,11 @@ def bench_json(repeat: int) -> list[dict]:
         boxes = rng.uniform(0, 1000, (n, 4)).astype(np.float32)
         det = Detections(boxes, rng.uniform(0.25, 1, n).astype(np.float32), rng.integers(0, 80, n))
         names = tuple(f"class_{i}" for i in range(80))
-        body = {"model": {"name": "yolo", "version": "1"}, "image": {"width": 1920, "height": 1080}, "timings_ms": {"total": 12.3}}
+        body = {
+            "model": {"name": "yolo", "version": "1"},
+            "image": {"width": 1920, "height": 1080},
+            "timings_ms": {"total": 12.3},
+        }
         t = interleaved_ms(
             {
                 "ours": lambda: orjson.dumps({**body, "detections": _as_json(det, names)}),
@@ -204,7 +223,17 @@ def bench_json(repeat: int) -> list[dict]:
         )
         ours, std, fastapi = t["ours"], t["json"], t["fastapi"]
         best_alt = min(std, fastapi)
-        rows.append({"detections": n, "ms": {"ours_orjson": round(ours, 4), "json": round(std, 4), "fastapi_jsonable_encoder": round(fastapi, 4)}, "ours_vs_best_alternative": round(ours / best_alt, 3)})
+        rows.append(
+            {
+                "detections": n,
+                "ms": {
+                    "ours_orjson": round(ours, 4),
+                    "json": round(std, 4),
+                    "fastapi_jsonable_encoder": round(fastapi, 4),
+                },
+                "ours_vs_best_alternative": round(ours / best_alt, 3),
+            }
+        )
     return rows
 
 
@@ -215,11 +244,29 @@ def bench_header(repeat: int) -> list[dict]:
     rows = []
     for w, h in ((1280, 720), (1920, 1080), (4000, 3000)):
         data = encode(make_scene(rng, w, h), ".jpg", 90)
-        t = interleaved_ms({"ours": lambda d=data: count_pair(d, 2, 0xFF, 0xDA), "bytes_count": lambda d=data: d.count(b"\xff\xda", 2)}, repeat)
-        rows.append({"image": f"{w}x{h}", "bytes": len(data), "ms": {"ours_vectorised": round(t["ours"], 4), "bytes_count": round(t["bytes_count"], 4)}, "ours_vs_best_alternative": round(t["ours"] / t["bytes_count"], 3)})
+        t = interleaved_ms(
+            {
+                "ours": lambda d=data: count_pair(d, 2, 0xFF, 0xDA),
+                "bytes_count": lambda d=data: d.count(b"\xff\xda", 2),
+            },
+            repeat,
+        )
+        rows.append(
+            {
+                "image": f"{w}x{h}",
+                "bytes": len(data),
+                "ms": {"ours_vectorised": round(t["ours"], 4), "bytes_count": round(t["bytes_count"], 4)},
+                "ours_vs_best_alternative": round(t["ours"] / t["bytes_count"], 3),
+            }
+        )
     return rows
 
 
 def run(quick: bool = False) -> dict:
     repeat = 10 if quick else 40
-    return {"decode_letterbox": bench_decode(repeat), "nms": bench_nms(repeat), "json": bench_json(repeat * 5), "jpeg_scans": bench_header(repeat * 5)}
+    return {
+        "decode_letterbox": bench_decode(repeat),
+        "nms": bench_nms(repeat),
+        "json": bench_json(repeat * 5),
+        "jpeg_scans": bench_header(repeat * 5),
+    }
