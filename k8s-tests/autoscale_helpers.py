@@ -15,6 +15,7 @@ Everything goes only to the cluster this project started (its Services, pods and
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import threading
@@ -266,7 +267,7 @@ def first(samples: list[Sample], after: float, pred: Any) -> float | None:
 
 def changes(samples: list[Sample], tier: str, a: float, b: float) -> int:
     values = [s.desired[tier] for s in samples if a <= s.t < b]
-    return sum(1 for x, y in zip(values, values[1:]) if x != y)
+    return sum(1 for x, y in itertools.pairwise(values) if x != y)
 
 
 def p99(latencies: list[float]) -> float:
@@ -323,7 +324,7 @@ def analyse(samples: list[Sample], load: StepLoad, events: dict[str, float], min
             serving = first(
                 samples,
                 decided,
-                lambda s, t=tier: any(n > 0 for p, n in s.served.get(t, {}).items() if p not in old_pods),
+                lambda s, t=tier, old=old_pods: any(n > 0 for p, n in s.served.get(t, {}).items() if p not in old),
             )
         peak = max([s.desired[tier] for s in samples if step <= s.t < release] or [base])
         down = first(samples, release, lambda s, t=tier: s.desired[t] <= min_replicas and s.spec[t] <= min_replicas)

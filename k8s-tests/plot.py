@@ -11,6 +11,7 @@ gap that splits the series' line.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ def _segments(points: Sequence[Point]) -> list[list[Point]]:
 
 def _steps(run: list[Point]) -> list[Point]:
     out = run[:1]
-    for (_, v0), (t1, v1) in zip(run, run[1:]):
+    for (_, v0), (t1, v1) in itertools.pairwise(run):
         out += [(t1, v0), (t1, v1)]
     return out
 
@@ -109,7 +110,7 @@ def svg(
     pw, ph = width - LEFT - RIGHT, panel_height - PANEL_TITLE - GAP
     height = TOP + len(panels) * panel_height + BOTTOM
 
-    def X(t: float) -> float:
+    def x_at(t: float) -> float:
         return LEFT + (t - x0) / (x1 - x0) * pw
 
     out = [
@@ -120,8 +121,8 @@ def svg(
         _text(width / 2, 22, title, "middle", 15, ' font-weight="bold"'),
     ]
     shown = [(t, label) for t, label in markers if _finite(t) and x0 <= t <= x1]
-    out += [_text(X(t), TOP - 8, label, "middle", 10, ' class="marker-label" fill="#555"') for t, label in shown]
-    for i, (panel, panel_segs) in enumerate(zip(panels, segs)):
+    out += [_text(x_at(t), TOP - 8, label, "middle", 10, ' class="marker-label" fill="#555"') for t, label in shown]
+    for i, (panel, panel_segs) in enumerate(zip(panels, segs, strict=True)):
         top = TOP + i * panel_height + PANEL_TITLE
         bottom = top + ph
         values = [v for ss in panel_segs for run in ss for _, v in run]
@@ -129,7 +130,7 @@ def svg(
         hi = max(values, default=lo)
         y0, y1, yticks = nice_ticks(lo, hi + 0.05 * (hi - lo), 6, panel.integer)
 
-        def Y(v: float, y0: float = y0, y1: float = y1, bottom: float = bottom) -> float:
+        def y_at(v: float, y0: float = y0, y1: float = y1, bottom: float = bottom) -> float:
             return bottom - (v - y0) / (y1 - y0) * ph
 
         out.append(f'<g class="panel" data-title="{escape(panel.title)}">')
@@ -139,17 +140,17 @@ def svg(
         out.append(_text(16, mid, panel.unit, "middle", extra=f' transform="rotate(-90 16 {mid:.1f})"'))
         ystep = yticks[1] - yticks[0] if len(yticks) > 1 else 1.0
         for v in yticks:
-            out.append(_line(LEFT, Y(v), LEFT + pw, Y(v), "#e5e5e5"))
-            out.append(_text(LEFT - 6, Y(v) + 4, _fmt(v, ystep), "end", 10))
+            out.append(_line(LEFT, y_at(v), LEFT + pw, y_at(v), "#e5e5e5"))
+            out.append(_text(LEFT - 6, y_at(v) + 4, _fmt(v, ystep), "end", 10))
         for t in xticks:
-            out.append(_line(X(t), top, X(t), bottom, "#e5e5e5"))
+            out.append(_line(x_at(t), top, x_at(t), bottom, "#e5e5e5"))
         for t, _ in shown:
-            out.append(_line(X(t), top, X(t), bottom, "#555", ' class="marker" stroke-dasharray="4 3"'))
-        for j, (series, runs) in enumerate(zip(panel.series, panel_segs)):
+            out.append(_line(x_at(t), top, x_at(t), bottom, "#555", ' class="marker" stroke-dasharray="4 3"'))
+        for j, (series, runs) in enumerate(zip(panel.series, panel_segs, strict=True)):
             colour, dash = PALETTE[j % len(PALETTE)], ' stroke-dasharray="6 4"' if series.dashed else ""
             out.append(f'<g class="series" data-label="{escape(series.label)}">')
             for run in runs:
-                pts = " ".join(f"{X(t):.2f},{Y(v):.2f}" for t, v in (_steps(run) if series.step else run))
+                pts = " ".join(f"{x_at(t):.2f},{y_at(v):.2f}" for t, v in (_steps(run) if series.step else run))
                 out.append(
                     f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="1.8" '
                     f'stroke-linejoin="round"{dash}/>'
@@ -170,7 +171,7 @@ def svg(
                 out.append(_text(right - 26, y, series.label, "end", 10, ' class="legend"'))
         if i == len(panels) - 1:
             xstep = xticks[1] - xticks[0]
-            out += [_text(X(t), bottom + 16, _fmt(t, xstep), "middle", 10, ' class="x-tick"') for t in xticks]
+            out += [_text(x_at(t), bottom + 16, _fmt(t, xstep), "middle", 10, ' class="x-tick"') for t in xticks]
             out.append(_text(LEFT + pw / 2, bottom + 36, x_label, "middle"))
         out.append("</g>")
     out.append("</svg>")
@@ -179,4 +180,4 @@ def svg(
 
 def write(path: str | PathLike[str], panels: list[Panel], title: str, **kw: object) -> None:
     """svg(panels, title, **kw) into path, as UTF-8."""
-    Path(path).write_text(svg(panels, title, **kw), encoding="utf-8")  # type: ignore[arg-type]
+    Path(path).write_text(svg(panels, title, **kw), encoding="utf-8")  # type: ignore[arg-type]  # keyword arguments pass through to svg(), whose types it checks

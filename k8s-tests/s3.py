@@ -28,7 +28,7 @@ def signed_headers(
 ) -> dict[str, str]:
     """The headers that sign one request (host, x-amz-date, x-amz-content-sha256, authorization)."""
     u = urllib.parse.urlsplit(url)
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
     payload = hashlib.sha256(body).hexdigest()
     headers = {"host": u.netloc, "x-amz-content-sha256": payload, "x-amz-date": amz_date}

@@ -520,10 +520,7 @@ def test_sigkill_every_30s_through_20_cycles_converges_without_orphans(kube: Kub
     uids = {y["metadata"]["uid"] for y in kube.items("yoloservices", ns)}
 
     def clean() -> bool:  # the garbage collector removes the deleted services' children
-        for n in deleted:
-            if any(children(kube, n).values()):
-                return False
-        return True
+        return all(not any(children(kube, n).values()) for n in deleted)
 
     wait_for("nothing left of the deleted services", clean, timeout=90, interval=2)
     for n in survivors:

@@ -22,7 +22,7 @@ def groups(root: ET.Element, cls: str) -> list[ET.Element]:
 
 def polylines(el: ET.Element) -> list[list[tuple[float, float]]]:
     return [
-        [tuple(map(float, p.split(","))) for p in pl.get("points", "").split()]  # type: ignore[misc]
+        [tuple(map(float, p.split(","))) for p in pl.get("points", "").split()]  # type: ignore[misc]  # an SVG polyline's points are x,y pairs
         for pl in el.iter(f"{{{NS['s']}}}polyline")
     ]
 
@@ -73,7 +73,7 @@ def test_step_series_goes_horizontal_then_vertical():
     root = parse(svg(demo_panels(), "demo"))
     (pts,) = polylines(series_group(root, "ready"))
     assert len(pts) == 1 + 2 * 2
-    for (xa, ya), (xb, yb), (xc, yc) in zip(pts[0::2], pts[1::2], pts[2::2]):
+    for (xa, ya), (xb, yb), (xc, yc) in zip(pts[0::2], pts[1::2], pts[2::2], strict=False):
         assert yb == ya and xb > xa  # horizontal at the old value
         assert xc == xb and yc != yb  # then vertical to the new one
     (plain,) = polylines(series_group(root, "offered"))

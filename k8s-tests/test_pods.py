@@ -318,7 +318,7 @@ def test_round_robin_over_the_headless_service(svc: dict[str, Any]):
     assert all(o.status == 200 for o in outcomes), summary(outcomes)
 
     def served() -> tuple[list[int]] | None:  # Triton counts a request a moment after it answers it
-        counts = [triton_served(ip) - b for ip, b in zip(ips, before)]
+        counts = [triton_served(ip) - b for ip, b in zip(ips, before, strict=True)]
         return (counts,) if sum(counts) >= len(outcomes) else None
 
     (counts,) = wait_for("Triton's statistics to count every request", served, timeout=10, interval=0.2)

@@ -30,7 +30,7 @@ async def gateway_app(settings: Settings, wait_for_model: bool = True) -> AsyncI
             assert app.state.detector.warm, "model metadata never loaded, or the warm-up never succeeded"
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as c:
-            c.app = app  # type: ignore[attr-defined]
+            c.app = app  # type: ignore[attr-defined]  # keeps the app on the client for tests that reach into its state
             yield c
 
 
@@ -52,7 +52,7 @@ def settled_counts(
     counted: poll, bounded, until `expected` inferences are counted in all, then return them."""
     deadline = time.monotonic() + timeout
     while True:
-        counts = [triton_stats(t, model)["inference_count"] - b for t, b in zip(tritons, before)]
+        counts = [triton_stats(t, model)["inference_count"] - b for t, b in zip(tritons, before, strict=True)]
         if sum(counts) >= expected or time.monotonic() > deadline:
             return counts
         time.sleep(0.05)

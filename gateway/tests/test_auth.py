@@ -25,7 +25,7 @@ def keys(folder: Path, **clients: str) -> Path:
     return folder
 
 
-def run(settings: Settings, scenario) -> None:  # type: ignore[no-untyped-def]
+def run(settings: Settings, scenario) -> None:  # type: ignore[no-untyped-def]  # a test coroutine over an httpx client
     async def go() -> None:
         async with gateway_app(settings, wait_for_model=False) as c:
             await scenario(c)
@@ -34,7 +34,7 @@ def run(settings: Settings, scenario) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_no_key_folder_means_no_auth():
-    async def scenario(c) -> None:  # type: ignore[no-untyped-def]
+    async def scenario(c) -> None:  # type: ignore[no-untyped-def]  # a test coroutine over an httpx client
         assert (await c.get("/v1/models")).status_code == 503
 
     run(Settings(triton_url=NO_TRITON), scenario)
@@ -43,7 +43,7 @@ def test_no_key_folder_means_no_auth():
 def test_missing_wrong_and_good_keys(tmp_path):
     folder = keys(tmp_path / "keys", alice="a-secret-key-1", bob="b-secret-key-2")
 
-    async def scenario(c) -> None:  # type: ignore[no-untyped-def]
+    async def scenario(c) -> None:  # type: ignore[no-untyped-def]  # a test coroutine over an httpx client
         r = await c.get("/v1/models")
         assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
         assert r.headers["www-authenticate"].startswith("Bearer") and r.headers["x-request-id"]
@@ -74,7 +74,7 @@ def test_missing_wrong_and_good_keys(tmp_path):
 def test_metrics_can_be_protected(tmp_path):
     folder = keys(tmp_path / "keys", prom="scrape-key")
 
-    async def scenario(c) -> None:  # type: ignore[no-untyped-def]
+    async def scenario(c) -> None:  # type: ignore[no-untyped-def]  # a test coroutine over an httpx client
         assert (await c.get("/metrics")).status_code == 401
         assert (await c.get("/metrics", headers={"authorization": "Bearer scrape-key"})).status_code == 200
         assert (await c.get("/healthz")).status_code == 200
@@ -85,7 +85,7 @@ def test_metrics_can_be_protected(tmp_path):
 def test_rate_limit_is_per_client_with_retry_after(tmp_path):
     folder = keys(tmp_path / "keys", alice="alice-key", bob="bob-key")
 
-    async def scenario(c) -> None:  # type: ignore[no-untyped-def]
+    async def scenario(c) -> None:  # type: ignore[no-untyped-def]  # a test coroutine over an httpx client
         alice, bob = {"x-api-key": "alice-key"}, {"x-api-key": "bob-key"}
         statuses = [(await c.get("/v1/models", headers=alice)).status_code for _ in range(3)]
         assert statuses == [503, 503, 503], "the burst passes"
@@ -105,7 +105,7 @@ def test_a_rotated_secret_takes_effect_without_a_restart(tmp_path, monkeypatch):
     monkeypatch.setattr(auth, "API_KEYS_RELOAD_S", 0.0)
     folder = keys(tmp_path / "keys", alice="old-key")
 
-    async def scenario(c) -> None:  # type: ignore[no-untyped-def]
+    async def scenario(c) -> None:  # type: ignore[no-untyped-def]  # a test coroutine over an httpx client
         assert (await c.get("/v1/models", headers={"x-api-key": "old-key"})).status_code == 503
         (folder / "alice").write_text("new-key")
         assert (await c.get("/v1/models", headers={"x-api-key": "old-key"})).status_code == 403
@@ -120,7 +120,7 @@ def test_a_key_folder_that_cannot_work_stops_the_start(tmp_path, layout):
     if layout == "empty":
         folder.mkdir()
 
-    async def scenario(c) -> None:  # type: ignore[no-untyped-def]
+    async def scenario(c) -> None:  # type: ignore[no-untyped-def]  # a test coroutine over an httpx client
         raise AssertionError("the app must not start")
 
     with pytest.raises(RuntimeError, match="YOLO_GATEWAY_API_KEYS_DIR"):

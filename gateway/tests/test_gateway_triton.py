@@ -85,7 +85,7 @@ def test_batch_returns_results_in_order(client):
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     assert len(results) == 3
-    for s, res in zip(scenes, results):
+    for s, res in zip(scenes, results, strict=True):
         single = client.post("/v1/detect", content=encode(s), headers={"content-type": "image/jpeg"}).json()
         assert [d["class_id"] for d in res["detections"]] == [d["class_id"] for d in single["detections"]]
 

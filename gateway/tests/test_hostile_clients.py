@@ -170,11 +170,11 @@ def test_413_reaches_requests_httpx_and_aiohttp(strict):
     _assert_413(r2.status_code, r2.content)
 
     async def with_aiohttp() -> tuple[int, bytes]:
-        async with aiohttp.ClientSession() as session:
-            async with session.post(
-                strict.url + "/v1/detect", data=_big(), headers={"content-type": "image/jpeg"}
-            ) as resp:
-                return resp.status, await resp.read()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(strict.url + "/v1/detect", data=_big(), headers={"content-type": "image/jpeg"}) as resp,
+        ):
+            return resp.status, await resp.read()
 
     _assert_413(*asyncio.run(with_aiohttp()))
 

@@ -3,6 +3,7 @@ are refused without decoding, and no mutated input raises anything but a gateway
 
 from __future__ import annotations
 
+import contextlib
 import io
 import random
 import struct
@@ -150,10 +151,8 @@ def test_animated_webp_is_a_clear_422():
 def test_truncated_headers_are_header_errors():
     for fmt, data in VARIANTS.values():
         for cut in (3, 11, 20, 29, 40):
-            try:
+            with contextlib.suppress(imageheader.HeaderError):
                 imageheader.parse(data[:cut], fmt)
-            except imageheader.HeaderError:
-                pass
 
 
 def test_mutated_inputs_raise_only_gateway_errors():

@@ -52,12 +52,12 @@ def make_raw(rng: np.random.Generator, nc: int = 3, n: int = 2100, clusters: int
 
 
 def _as_tuples(det) -> list[tuple[int, float, tuple[float, ...]]]:
-    return [(int(c), float(s), tuple(b)) for b, s, c in zip(det.boxes, det.scores, det.classes)]
+    return [(int(c), float(s), tuple(b)) for b, s, c in zip(det.boxes, det.scores, det.classes, strict=True)]
 
 
 def _assert_same(got, want) -> None:
     assert len(got) == len(want)
-    for (gc, gs, gb), (wc, ws, wb) in zip(got, want):
+    for (gc, gs, gb), (wc, ws, wb) in zip(got, want, strict=True):
         assert gc == wc and gs == pytest.approx(ws, abs=1e-6)
         np.testing.assert_allclose(gb, wb, atol=1e-3)
 

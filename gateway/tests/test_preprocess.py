@@ -166,7 +166,7 @@ def test_prepare_image_matches_model_layout(scene, layout, dtype, shape, np_dtyp
     )
     assert p.tensor.shape == shape and p.tensor.dtype == np_dtype
     if dtype == "FP32":
-        assert 0.0 <= p.tensor.min() and p.tensor.max() <= 1.0
+        assert p.tensor.min() >= 0.0 and p.tensor.max() <= 1.0
     # RGB order: compare with an independent OpenCV letterbox of the same image
     rgb = cv2.cvtColor(scene.image, cv2.COLOR_BGR2RGB)
     ref = cv2.resize(rgb, (320, 240), interpolation=cv2.INTER_LINEAR)

@@ -201,7 +201,7 @@ def test_rewritten_static_and_dynamic_export_detect_the_same(served: Served):
     assert len(sb) == len(db), (len(sb), len(db))
     # Same weights, same image: each detection of one has its twin in the other (same class, box within 1 px).
     unmatched = list(range(len(db)))
-    for box, cls in zip(sb, sc):
+    for box, cls in zip(sb, sc, strict=True):
         twin = next((j for j in unmatched if dc[j] == cls and np.abs(db[j] - box).max() <= 1.0), None)
         assert twin is not None, (box, cls)
         unmatched.remove(twin)

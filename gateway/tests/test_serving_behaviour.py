@@ -67,7 +67,7 @@ def test_raw_v5_end2end_and_fp32_models_give_the_same_boxes(triton):
     reference = results["yolo"][1:]
     assert sum(len(r["detections"]) for r in reference) >= 12
     for model in ("yolo_v5", "yolo_end2end", "yolo_fp32"):
-        for ref, got in zip(reference, results[model][1:]):
+        for ref, got in zip(reference, results[model][1:], strict=True):
             rb, rc, rs = boxes_of(ref)
             gb, gc, gs = boxes_of(got)
             assert gc.tolist() == rc.tolist(), model

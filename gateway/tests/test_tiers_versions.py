@@ -224,7 +224,7 @@ def test_the_canary_answers_its_share_for_real(served):
         async with gateway_app(_settings(served, canary_model="yolo-canary", canary_percent=25)) as c:
             await _loaded(c, "yolo-canary")
             out = []
-            for i in range(0, 400, 8):
+            for _i in range(0, 400, 8):
                 responses = await asyncio.gather(*(c.post("/v1/detect", content=img, headers=JPEG) for img in images))
                 assert all(r.status_code == 200 for r in responses)
                 out += [r.json() for r in responses]

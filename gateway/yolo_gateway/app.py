@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -142,7 +142,7 @@ async def read_uploads(request: Request, settings: Settings, many: bool) -> list
             raise UnsupportedMediaType("the batch endpoint takes multipart/form-data with one file field per image")
         return [Upload(body, media or None)]
 
-    async def stream() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncGenerator[bytes, None]:
         yield body
 
     try:
@@ -258,7 +258,7 @@ async def _run(detector: Detector, request: Request, params: DetectParams, many:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {**{t: _binary for t in IMAGE_TYPES}, "multipart/form-data": _multipart_one},
+            "content": {**dict.fromkeys(IMAGE_TYPES, _binary), "multipart/form-data": _multipart_one},
         }
     },
 )
@@ -290,7 +290,9 @@ async def detect_batch(request: Request, detector: DetectorDep, params: ParamsDe
 async def models(triton: TritonDep) -> Response:
     s = triton.settings
     primary = triton.require_signature()
-    routes = [{"role": "tier", "tier": t, "model": m, "percent": None} for t, m in sorted(s.tiers.items())]
+    routes: list[dict[str, Any]] = [
+        {"role": "tier", "tier": t, "model": m, "percent": None} for t, m in sorted(s.tiers.items())
+    ]
     if not routes:
         routes.append({"role": "current", "tier": None, "model": s.model_name, "percent": None})
     if s.canary_model:

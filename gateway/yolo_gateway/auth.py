@@ -122,10 +122,7 @@ class APIKeys:
     @staticmethod
     def presented(headers: Headers) -> bytes | None:
         auth = headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
-            value = auth[7:].strip()
-        else:
-            value = headers.get("x-api-key", "").strip()
+        value = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key", "").strip()
         return value.encode("latin-1")[:MAX_KEY_BYTES] if value else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

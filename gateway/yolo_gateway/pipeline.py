@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +53,8 @@ def _postprocess(
     results = []
     for i, item in enumerate(prepared):
         if sig.output_format == "end2end":
-            det = decode_end2end(*(outputs[n][i] for n in sig.output_names), p)
+            num_dets, boxes, scores, classes = (outputs[n][i] for n in sig.output_names)
+            det = decode_end2end(num_dets, boxes, scores, classes, p)
         else:
             det = DECODERS[sig.output_format](outputs[sig.output_names[0]][i], p)
         det.boxes = item.letterbox.to_original(det.boxes)
@@ -60,11 +62,18 @@ def _postprocess(
     return results, time.perf_counter() - t0
 
 
+def _key(p: Prepared) -> np.ndarray:
+    """An image's cache key: prepare_image computes its fingerprint whenever the cache is on."""
+    if p.fingerprint is None:
+        raise RuntimeError("the inference cache needs the image's fingerprint (prepare_image(hash_image=True))")
+    return p.fingerprint
+
+
 def _as_json(det: Detections, names: tuple[str, ...]) -> list[dict[str, Any]]:
     boxes = np.round(det.boxes.astype(np.float64), 2).tolist()
     scores = np.round(det.scores.astype(np.float64), 4).tolist()
     out = []
-    for (x1, y1, x2, y2), score, cls in zip(boxes, scores, det.classes.tolist()):
+    for (x1, y1, x2, y2), score, cls in zip(boxes, scores, det.classes.tolist(), strict=True):
         name = names[cls] if 0 <= cls < len(names) else str(cls)
         out.append(
             {"class_id": cls, "class_name": name, "confidence": score, "box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2}}
@@ -207,25 +216,19 @@ class Detector:
         """Decode and letterbox every upload for this model's input, in the thread pool."""
         s = self.settings
         loop = asyncio.get_running_loop()
+        prepare = functools.partial(
+            prepare_image,
+            in_w=sig.width,
+            in_h=sig.height,
+            layout=sig.layout,
+            dtype=sig.input_dtype,
+            max_pixels=s.max_pixels,
+            max_scans=s.max_jpeg_scans,
+            parity=params.preprocess == "parity",
+            hash_image=self.cache is not None,
+        )
         return await asyncio.gather(
-            *(
-                loop.run_in_executor(
-                    self.pool,
-                    lambda u=u: prepare_image(
-                        u.data,
-                        u.content_type,
-                        in_w=sig.width,
-                        in_h=sig.height,
-                        layout=sig.layout,
-                        dtype=sig.input_dtype,
-                        max_pixels=s.max_pixels,
-                        max_scans=s.max_jpeg_scans,
-                        parity=params.preprocess == "parity",
-                        hash_image=self.cache is not None,
-                    ),
-                )
-                for u in uploads
-            )
+            *(loop.run_in_executor(self.pool, prepare, u.data, u.content_type) for u in uploads)
         )
 
     async def detect(
@@ -275,7 +278,7 @@ class Detector:
             "variant": CANARY if route.variant == CANARY else "current",
         }
         results = []
-        for item, det, hit in zip(prepared, detections, cached):
+        for item, det, hit in zip(prepared, detections, cached, strict=True):
             metrics.STAGE_SECONDS.labels("decode").observe(item.decode_s)
             metrics.STAGE_SECONDS.labels("preprocess").observe(item.preprocess_s)
             metrics.DETECTIONS.inc(len(det))
@@ -304,18 +307,18 @@ class Detector:
         group = (sig.name, sig.version, params.conf, params.iou, params.max_det, params.classes, params.preprocess)
         found: list[Detections | None] = [None] * len(prepared)
         if self.cache is not None:
-            found = [self.cache.get(p.fingerprint, (p.letterbox.width, p.letterbox.height, *group)) for p in prepared]
+            found = [self.cache.get(_key(p), (p.letterbox.width, p.letterbox.height, *group)) for p in prepared]
         todo = [i for i, f in enumerate(found) if f is None]
         infer_s = post_s = 0.0
         if todo:
             fresh, infer_s, post_s = await self._infer(
                 sig, [prepared[i] for i in todo], params, request_id, deadline, t_infer
             )
-            for i, det in zip(todo, fresh):
+            for i, det in zip(todo, fresh, strict=True):
                 found[i] = det
                 if self.cache is not None:
                     p = prepared[i]
-                    self.cache.put(p.fingerprint, (p.letterbox.width, p.letterbox.height, *group), det)
+                    self.cache.put(_key(p), (p.letterbox.width, p.letterbox.height, *group), det)
         missed = set(todo)
         return [d for d in found if d is not None], [i not in missed for i in range(len(prepared))], infer_s, post_s
 
@@ -371,7 +374,7 @@ class Detector:
                 log.warning("shadow %s failed: %s", shadow.name, getattr(exc, "message", exc))
             return
         metrics.SHADOW_LATENCY.observe(time.perf_counter() - start)
-        for ours, other in zip(detections, theirs):
+        for ours, other in zip(detections, theirs, strict=True):
             boxes, classes = agreement(ours, other)
             metrics.SHADOW_BOX_MATCH.observe(boxes)
             if classes is not None:

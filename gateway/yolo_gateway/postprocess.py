@@ -65,8 +65,9 @@ def nms(boxes_cxcywh: np.ndarray, scores: np.ndarray, classes: np.ndarray, p: De
     n = len(order)
     k = min(n, max(4 * p.max_det, 256))
     while True:
-        keep = cv2.dnn.NMSBoxesBatched(xywh[:k], scores[:k], classes[:k], p.conf, p.iou)
-        keep = np.sort(np.asarray(keep, np.int64).reshape(-1))  # prefix order is score order
+        # OpenCV's stubs say Sequence[float] and Sequence[int]; it takes ndarrays natively (no copy).
+        picked = cv2.dnn.NMSBoxesBatched(xywh[:k], scores[:k], classes[:k], p.conf, p.iou)  # type: ignore[arg-type]
+        keep = np.sort(np.asarray(picked, np.int64).reshape(-1))  # prefix order is score order
         if len(keep) >= p.max_det or k == n:
             break
         k = min(n, 4 * k)

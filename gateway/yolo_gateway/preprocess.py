@@ -261,10 +261,7 @@ def prepare_image(
         raise InvalidImage(f"{fmt.upper()} could not be decoded: {type(exc).__name__}") from exc
     t1 = time.perf_counter()
     canvas = letterbox(img, geometry, new_w, new_h, in_w, in_h, linear=parity)
-    if layout == "NCHW":
-        tensor = canvas.transpose(2, 0, 1)
-    else:
-        tensor = canvas
+    tensor = canvas.transpose(2, 0, 1) if layout == "NCHW" else canvas
     if dtype == "FP32":
         tensor = tensor.astype(np.float32) * np.float32(1 / 255)
     elif dtype == "FP16":

@@ -62,6 +62,7 @@ class GatewayProtocol(HttpToolsProtocol):
 
     _reported = False  # the runtime, reported once: httptools (this class) on whichever loop runs it
 
+    # uvicorn's protocols take the asyncio.Transport a server gives them; BaseProtocol says BaseTransport.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if not GatewayProtocol._reported:

@@ -120,7 +120,7 @@ def parse_signature(metadata: dict[str, Any], config: dict[str, Any]) -> ModelSi
 
     names = {o["name"] for o in outputs}
     if set(END2END) <= names:
-        fmt, out_names = "end2end", END2END
+        fmt, out_names = "end2end", tuple(END2END)
         class_names = _class_names(params, None)
         if class_names is None:
             raise SignatureError("an end2end model needs class names (config parameter class_names)")
@@ -151,7 +151,7 @@ def parse_signature(metadata: dict[str, Any], config: dict[str, Any]) -> ModelSi
         if nc < 1:
             raise SignatureError(f"output {out} leaves no class channels")
         class_names = class_names or _class_names(params, nc)
-        out_names = (outputs[0]["name"],)
+        out_names = (str(outputs[0]["name"]),)
     return ModelSignature(
         name=metadata.get("name", config.get("name", "")),
         version=str((metadata.get("versions") or [""])[-1]),

@@ -30,7 +30,7 @@ from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from . import metrics
-from .errors import TritonOverloaded, TritonRejected, TritonTimeout, TritonUnavailable
+from .errors import GatewayError, TritonOverloaded, TritonRejected, TritonTimeout, TritonUnavailable
 from .settings import Settings
 from .signature import ModelSignature, parse_signature
 
@@ -94,7 +94,7 @@ class CircuitBreaker:
         self._probing = False
 
 
-def classify(exc: InferenceServerException) -> tuple[type[Exception], str, bool]:
+def classify(exc: InferenceServerException) -> tuple[type[GatewayError], str, bool]:
     """Map a Triton/gRPC error to (gateway error, metric kind, counts against the breaker)."""
     status = (exc.status() or "").upper()
     msg = (exc.message() or str(exc)).lower()
@@ -135,7 +135,7 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 async def resolve_addresses(host: str, port: int) -> list[str]:
     """The sorted, distinct addresses of a name (A and AAAA records)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({info[4][0] for info in infos})
+    return sorted({str(info[4][0]) for info in infos})
 
 
 def dns_target(url: str) -> tuple[str, int] | None:
@@ -167,7 +167,7 @@ class TritonService:
             {*settings.tiers.values(), settings.canary_model, settings.shadow_model} - {"", settings.model_name}
         )
         self.signatures: dict[str, ModelSignature] = {}
-        self.model_errors: dict[str, str] = {m: "not loaded yet" for m in self.extra_models}
+        self.model_errors: dict[str, str] = dict.fromkeys(self.extra_models, "not loaded yet")
         self.resolver = resolver
         self.addresses: list[str] = []
         self.serving = asyncio.Event()  # a Triton served the model at the last look (cold-start mode follows it)

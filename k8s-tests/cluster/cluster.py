@@ -22,6 +22,7 @@ an error when the node cannot run. Without the node everything listens on 127.0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -63,7 +64,7 @@ def binary(name: str) -> str:
 
 
 def _run(cmd: list[str], **kw: object) -> str:
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout  # type: ignore[call-overload]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout  # type: ignore[call-overload]  # **kw holds only subprocess.run's own keywords
 
 
 # --------------------------------------------------------------------------- PKI
@@ -191,10 +192,8 @@ def _pidfile(name: str) -> Path:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child (up and down in one process)
-    except ChildProcessError:
-        pass
+    with contextlib.suppress(ChildProcessError):  # reap it when it is our own child (up and down in one process)
+        os.waitpid(pid, os.WNOHANG)
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
@@ -230,17 +229,15 @@ def _stop(name: str, grace: float = 10) -> None:
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     if _alive(pid):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         deadline = time.monotonic() + 5
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
     pf.unlink(missing_ok=True)
 
 
-def _wait(what: str, check, timeout: float = 90.0, name: str | None = None) -> None:  # type: ignore[no-untyped-def]
+def _wait(what: str, check, timeout: float = 90.0, name: str | None = None) -> None:  # type: ignore[no-untyped-def]  # check is any zero-argument callable
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:

@@ -18,6 +18,7 @@ network namespace, link, iptables chain, cgroup and sysctl change the node made,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -129,10 +130,8 @@ def _procs() -> list[tuple[int, str, str, str]]:
 
 def _kill(pids: list[int], sig: int = signal.SIGKILL) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 class RealNode:
@@ -171,9 +170,9 @@ class RealNode:
                 if p.exists():
                     values[key] = p.read_text().strip()
             saved.write_text(json.dumps(values))
-        if not _link_exists(DUMMY):  # no dummy driver here: a bridge without ports drops what is routed to it
-            if _sh("ip", "link", "add", DUMMY, "type", "dummy", check=False).returncode != 0:
-                _sh("ip", "link", "add", DUMMY, "type", "bridge")
+        # no dummy driver here: a bridge without ports drops what is routed to it
+        if not _link_exists(DUMMY) and _sh("ip", "link", "add", DUMMY, "type", "dummy", check=False).returncode != 0:
+            _sh("ip", "link", "add", DUMMY, "type", "bridge")
         _sh("ip", "addr", "replace", f"{NODE_IP}/32", "dev", DUMMY)
         _sh("ip", "link", "set", DUMMY, "up")
         _sh("ip", "route", "replace", TEST_RANGE, "dev", DUMMY)
@@ -613,10 +612,8 @@ oom_score = 0
             Path("/var/lib/kubelet"),
             Path("/var/log/containers"),
         ):
-            try:
+            with contextlib.suppress(OSError):
                 d.rmdir()
-            except OSError:
-                pass
 
     def _unmount(self) -> None:
         prefixes = (str(RUN) + "/", str(self.dir) + "/", str(RUN), str(self.dir))
@@ -693,10 +690,8 @@ oom_score = 0
             for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [
                 top
             ]:
-                try:
+                with contextlib.suppress(OSError):
                     d.rmdir()
-                except OSError:
-                    pass
 
     def leftovers(self) -> list[str]:
         """What teardown should have removed and did not (for tests and `status`)."""
@@ -713,7 +708,7 @@ oom_score = 0
                 for line in _sh(f"{family}-save", check=False).stdout.splitlines():
                     if any(p in line for p in CHAIN_PREFIXES) or f'"{CNI_NETWORK}"' in line:
                         found.append(f"{family}: {line}")
-        for pid, exe, cmdline, cgroup in _procs():
+        for pid, _exe, cmdline, cgroup in _procs():
             if str(CONTAINERD_SOCK) in cmdline or str(self.dir) in cmdline or f":/{CGROUP_ROOT}/" in cgroup:
                 found.append(f"process {pid} {cmdline[:120]}")
         if any((h / CGROUP_ROOT).exists() for h in Path("/sys/fs/cgroup").iterdir()):

@@ -94,7 +94,7 @@ def check_tensor(model, kind, io, arg, max_batch_size):
     else:
         specifies = f"{len(dims)} dimensions (shape {_str(dims)})"
     exact = kind == "output"
-    if len(shape) != len(dims) or any(m != c and (exact or m != -1) for m, c in zip(shape, dims)):
+    if len(shape) != len(dims) or any(m != c and (exact or m != -1) for m, c in zip(shape, dims, strict=True)):
         raise pb_utils.TritonModelException(
             head
             + f"the model expects {len(shape)} dimensions (shape {_str(shape)}) but the model configuration specifies {specifies}"
@@ -145,13 +145,15 @@ class TritonPythonModel:
             error = pb_utils.TritonError(f"onnxruntime: {exc}")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
         if len(requests) == 1:  # always so under max_batch_size 0, where dim 0 need not be a batch dim
-            tensors = [pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.output_names, outputs)]
+            tensors = [
+                pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.output_names, outputs, strict=True)
+            ]
             return [pb_utils.InferenceResponse(output_tensors=tensors)]
         responses, start = [], 0
         for size in sizes:
             tensors = [
                 pb_utils.Tensor(n, np.ascontiguousarray(o[start : start + size]))
-                for n, o in zip(self.output_names, outputs)
+                for n, o in zip(self.output_names, outputs, strict=True)
             ]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += size

@@ -70,7 +70,7 @@ def write_split(root: Path, split: str, count: int, seed: int) -> None:
         scene = make_scene(rng, w, h)
         cv2.imwrite(str(root / "images" / split / f"{i:05d}.jpg"), scene.image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         lines = []
-        for (x1, y1, x2, y2), c in zip(scene.boxes, scene.classes):
+        for (x1, y1, x2, y2), c in zip(scene.boxes, scene.classes, strict=True):
             lines.append(f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
         (root / "labels" / split / f"{i:05d}.txt").write_text("\n".join(lines) + "\n")
 

@@ -116,7 +116,7 @@ def from_overrides(o: Overrides) -> ModelFacts:
     dims = (3, s, s) if layout == "NCHW" else (s, s, 3)
     if fmt == "end2end":
         k = o.max_detections
-        outputs = (
+        outputs: tuple[Tensor, ...] = (
             Tensor("num_dets", "TYPE_INT32", (1,)),
             Tensor("det_boxes", "TYPE_FP32", (k, 4)),
             Tensor("det_scores", "TYPE_FP32", (k,)),

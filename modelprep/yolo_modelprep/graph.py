@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -45,7 +47,7 @@ class Graph:
         self.g.initializer.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def node(self, op: str, inputs: list[str], outputs: int | list[str] = 1, **attrs: object) -> list[str]:
+    def node(self, op: str, inputs: list[str], outputs: int | list[str] = 1, **attrs: Any) -> list[str]:
         outs = [self.name(op.lower()) for _ in range(outputs)] if isinstance(outputs, int) else outputs
         self.g.node.append(helper.make_node(op, inputs, outs, name=self.name(op), **attrs))
         return outs

@@ -55,7 +55,10 @@ def shape(vi: onnx.ValueInfoProto) -> list[Dim]:
 
 def _dtype(vi: onnx.ValueInfoProto) -> str:
     t = vi.type.tensor_type.elem_type
-    return DTYPES.get(t, onnx.TensorProto.DataType.Name(t) if t in onnx.TensorProto.DataType.values() else str(t))
+    known = DTYPES.get(onnx.TensorProto.DataType.ValueType(t))
+    if known is not None:
+        return known
+    return onnx.TensorProto.DataType.Name(t) if t in onnx.TensorProto.DataType.values() else str(t)
 
 
 def _desc(vi: onnx.ValueInfoProto) -> str:

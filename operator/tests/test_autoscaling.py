@@ -187,7 +187,7 @@ def test_every_example_parses_and_the_scale_to_zero_one_asks_for_keda():
         for p in examples.glob("*.yaml")
     }
     assert len(specs) >= 3
-    for name, docs in specs.items():
+    for _name, docs in specs.items():
         for d in docs:
             parse_spec(d["spec"])  # raises InvalidSpec with the field's path
     (zero,) = specs["yoloservice-scale-to-zero.yaml"]

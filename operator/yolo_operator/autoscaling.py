@@ -43,7 +43,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import builders as b
-from .spec import YoloServiceSpec
+from .spec import GatewayAutoscaling, TritonAutoscaling, YoloServiceSpec
 
 KEDA_API = "keda.sh/v1alpha1"
 TRITON_QUEUE_TIME_METRIC = "nv_inference_queue_duration_per_request_us"  # a prometheus-adapter rule (the chart's)
@@ -182,6 +182,7 @@ def build_scaled_object(spec: YoloServiceSpec, meta: b.Meta, component: str, pro
     """A KEDA ScaledObject for one tier's Deployment, on its queue depth (and CPU for the gateway)."""
     target = b.names(meta)[component]
     extra: dict[str, Any] = {}
+    a: TritonAutoscaling | GatewayAutoscaling
     if component == "triton":
         a = spec.triton.autoscaling
         if a.metric == "queueTime":

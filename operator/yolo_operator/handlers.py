@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -82,10 +82,8 @@ def on_resume(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 @kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 def resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """Restores drifted or deleted children and refreshes status; never raises to retry."""
-    try:
+    with contextlib.suppress(kopf.PermanentError):
         reconcile(body, logger)
-    except kopf.PermanentError:
-        pass
 
 
 # --------------------------------------------------------------------------- children
@@ -133,7 +131,7 @@ def reconcile_by_name(namespace: str, name: str) -> None:
     if body is None:
         return  # deleted meanwhile: the garbage collector takes its children
     try:
-        reconcile(kopf.Body(body), log)
+        reconcile(kopf.Body(cast(kopf.RawBody, body)), log)
     except kopf.PermanentError:
         pass  # an invalid spec: its condition says so already
     except Exception as exc:  # the next event or the resync timer tries again
@@ -171,7 +169,11 @@ async def _on_child_event(
     name = body.get("metadata", {}).get("name")
     if namespace and name:
         CACHE.observe(
-            body.get("kind", ""), namespace, name, None if type == "DELETED" else event["object"], listing=type is None
+            body.get("kind", ""),
+            namespace,
+            name,
+            None if type == "DELETED" else cast(dict[str, Any], event["object"]),
+            listing=type is None,
         )
     if type is None:
         return  # the initial listing: the resume handlers reconcile every YoloService anyway

@@ -8,6 +8,7 @@ success), and patches status only when it changed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -45,10 +46,12 @@ class Outcome:
 
 
 def _adopted(child: Child, body: kopf.Body) -> dict[str, Any]:
-    manifest = with_hash(child.manifest)  # type: ignore[arg-type]
+    if child.manifest is None:
+        raise ValueError(f"{child.kind} {child.name} is disabled: there is nothing to apply")
+    manifest = with_hash(child.manifest)
     kopf.adopt(manifest, owner=body, strict=True)
     # kopf.adopt copies the owner's labels; ours win for the app.kubernetes.io/* keys.
-    manifest["metadata"]["labels"].update(child.manifest["metadata"]["labels"])  # type: ignore[index]
+    manifest["metadata"]["labels"].update(child.manifest["metadata"]["labels"])
     return manifest
 
 
@@ -101,7 +104,7 @@ def _model_condition(old: list[dict[str, Any]], meta: builders.Meta, triton_read
     pods are not read again unless the tier is not ready."""
     prev = next((c for c in old if c.get("type") == "ModelCompatible"), None)
     settled = prev is not None and prev.get("observedGeneration") == meta.generation and prev.get("reason") != "Pending"
-    if settled and triton_ready.status == "True":
+    if prev is not None and settled and triton_ready.status == "True":
         return Condition("ModelCompatible", prev["status"], prev["reason"], prev.get("message", ""))
     condition = model_condition(kube.list_pods(meta.namespace, builders.selector_labels(meta, "triton")))
     if condition.reason == "Pending" and triton_ready.status == "True":  # serving, yet no pod says how
@@ -149,7 +152,7 @@ def _reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger) -> Outcome
             child.kind,
             meta.namespace,
             child.name,
-            lambda c=child: kube.get(c.api_version, c.kind, meta.namespace, c.name),
+            functools.partial(kube.get, child.api_version, child.kind, meta.namespace, child.name),
         )
         if child.manifest is None:
             if current is not None:

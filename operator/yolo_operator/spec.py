@@ -69,7 +69,8 @@ class ModelSource(_Model):
 
     @property
     def scheme(self) -> str:
-        return "pvc" if self.pvc else self.uri.split("://", 1)[0]  # type: ignore[union-attr]
+        # The validator above requires exactly one of pvc and uri.
+        return "pvc" if self.pvc or self.uri is None else self.uri.split("://", 1)[0]
 
 
 class Optimize(_Model):

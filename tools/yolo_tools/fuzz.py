@@ -452,7 +452,7 @@ def fuzz_gateway(triton_target: str, count: int, seed: int, memory_mb: int, work
     }
     try:
         with GatewayProcess(free_port(), env, log_path=log_dir / "fuzz-gateway.log", preexec=cage.preexec) as gw:
-            pid = gw.process.pid  # type: ignore[union-attr]
+            pid = gw.process.pid  # type: ignore[union-attr]  # a started process always has one
             run_cases(gw.url, min(50, count), seed + 1, workers)  # warm-up: imports, arenas, first inferences
             before, _ = rss_mb(pid)
             report = run_cases(gw.url, count, seed, workers)

@@ -14,6 +14,7 @@ Used by `make serve`, `make demo`, the test fixtures and the benchmarks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import shutil
@@ -226,10 +227,8 @@ class LocalTriton:
             except ProcessLookupError:
                 pass
         if proc is not None:
-            try:  # stubs may outlive a killed server
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # stubs may outlive a killed server
                 os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         if self._log_file:
             self._log_file.close()
             self._log_file = None
@@ -237,10 +236,8 @@ class LocalTriton:
     def kill(self) -> None:
         """Hard-kill the server and its stubs, as a crash would."""
         if self.process is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.process.wait(10)
         self.stop()
 

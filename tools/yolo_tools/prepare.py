@@ -54,7 +54,7 @@ def load_plain(path: str | Path, imgsz: tuple[int, int] | None = None) -> tuple[
     if imgsz is None and not (isinstance(shape[2], int) and isinstance(shape[3], int)):
         meta = {p.key: p.value for p in model.metadata_props}
         try:
-            imgsz = tuple(json.loads(meta["imgsz"]))  # type: ignore[assignment]
+            imgsz = tuple(json.loads(meta["imgsz"]))  # type: ignore[assignment]  # Ultralytics writes imgsz as a two-item list
         except (KeyError, ValueError) as exc:
             raise PrepareError(f"input size is dynamic ({shape}); pass --imgsz") from exc
     if imgsz is not None:
@@ -85,7 +85,7 @@ def prepare(
 ) -> dict[str, object]:
     """Write a serving variant of `source` to `dest`; return a summary of its signature."""
     model, height, width = load_plain(source, imgsz)
-    nc = int(dims_of(model.graph.output[0])[1]) - 4  # type: ignore[operator]
+    nc = int(dims_of(model.graph.output[0])[1]) - 4  # type: ignore[operator]  # an exported detector's output has fixed class rows
     if nc < 1:
         raise PrepareError("output has no class channels")
     if end2end and output_format != "raw":

@@ -160,7 +160,7 @@ def match(
     """Greedy one-to-one matching; returns (true positives, false positives, false negatives)."""
     used = np.zeros(len(gt_boxes), bool)
     tp = 0
-    for box, cls in zip(pred_boxes, pred_classes):
+    for box, cls in zip(pred_boxes, pred_classes, strict=True):
         ious = _iou(np.asarray(box, np.float64), gt_boxes.astype(np.float64))
         ious[(gt_classes != cls) | used] = -1
         if len(ious) and ious.max() >= iou_threshold:

@@ -55,11 +55,11 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         ),
     }
     models = spec.model_names()
-    if spec.tiers:
+    if spec.default_tier is not None:  # there are tiers
         env["YOLO_GATEWAY_TIERS"] = json.dumps(
             {role.removeprefix("tier:"): m for role, m in models.items() if role.startswith("tier:")}
         )
-        env["YOLO_GATEWAY_DEFAULT_TIER"] = spec.default_tier.name  # type: ignore[union-attr]
+        env["YOLO_GATEWAY_DEFAULT_TIER"] = spec.default_tier.name
     for role, v in spec.variants.items():
         env[f"YOLO_GATEWAY_{role.upper()}_MODEL"] = models[role]
         env[f"YOLO_GATEWAY_{role.upper()}_PERCENT"] = f"{v.percent:g}"
@@ -69,7 +69,7 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
             "YOLO_GATEWAY_CACHE_MAX_ENTRIES": str(g.cache.max_entries),
             "YOLO_GATEWAY_CACHE_MAX_DIFFERENCE": str(g.cache.max_difference),
         }
-    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     if g.auth.enabled and g.auth.secret_ref is not None:
         env |= {

@@ -233,7 +233,7 @@ class Bench:
         self, model: str, dtype: str = "UINT8", layout: str = "NHWC", shared: bool = True, size: int = 320
     ) -> Any:
         """Direct Triton gRPC with preprocessed tensors: the ceiling. shared=False: a new client per request."""
-        target = self.triton.grpc_target  # type: ignore[union-attr]
+        target = self.triton.grpc_target  # type: ignore[union-attr]  # the bench's Triton is started before any section runs
         tensors = [self.tensor(j, dtype, layout, size)[None] for j in self.jpegs]
         args = channel_args(Settings())
 
@@ -276,17 +276,17 @@ class Bench:
         gateway: GatewayProcess | None = None,
         rate: float | None = None,
     ) -> dict:
-        before = triton_stats(self.triton.http_url, model)  # type: ignore[union-attr]
-        cpu0 = process_cpu_seconds(gateway.process.pid) if gateway else None  # type: ignore[union-attr]
-        split0 = thread_cpu_seconds(gateway.process.pid) if gateway else {}  # type: ignore[union-attr]
+        before = triton_stats(self.triton.http_url, model)  # type: ignore[union-attr]  # the bench's Triton is started before any section runs
+        cpu0 = process_cpu_seconds(gateway.process.pid) if gateway else None  # type: ignore[union-attr]  # a started process always has one
+        split0 = thread_cpu_seconds(gateway.process.pid) if gateway else {}  # type: ignore[union-attr]  # a started process always has one
         result = self.loop(sender, concurrency, rate)
-        cpu1 = process_cpu_seconds(gateway.process.pid) if gateway else None  # type: ignore[union-attr]
-        split1 = thread_cpu_seconds(gateway.process.pid) if gateway else {}  # type: ignore[union-attr]
-        after = triton_stats(self.triton.http_url, model)  # type: ignore[union-attr]
+        cpu1 = process_cpu_seconds(gateway.process.pid) if gateway else None  # type: ignore[union-attr]  # a started process always has one
+        split1 = thread_cpu_seconds(gateway.process.pid) if gateway else {}  # type: ignore[union-attr]  # a started process always has one
+        after = triton_stats(self.triton.http_url, model)  # type: ignore[union-attr]  # the bench's Triton is started before any section runs
         row = {"label": label, "model": model, **result.to_dict(), "triton": triton_split(before, after)}
         if gateway is not None and result.requests:
             total_requests = row["triton"]["inferences"] or result.requests
-            row["gateway_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1e3 / total_requests, 3)  # type: ignore[operator]
+            row["gateway_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1e3 / total_requests, 3)  # type: ignore[operator]  # both are set when there is a gateway, the only case that reaches here
             row["gateway_cpu_ms_by_thread"] = {
                 k: round((split1[k] - split0[k]) * 1e3 / total_requests, 3) for k in split1
             }
@@ -371,7 +371,7 @@ class Bench:
         """A gateway for `model`; admission control opened wide unless `settings` say otherwise
         (the load sweeps measure the pipeline, not shedding)."""
         env = {
-            "YOLO_GATEWAY_TRITON_URL": self.triton.grpc_target,  # type: ignore[union-attr]
+            "YOLO_GATEWAY_TRITON_URL": self.triton.grpc_target,  # type: ignore[union-attr]  # the bench's Triton is started before any section runs
             "YOLO_GATEWAY_MODEL_NAME": model,
             "YOLO_GATEWAY_LOG_LEVEL": "warning",
             "YOLO_GATEWAY_MAX_CONCURRENCY": "4096",
@@ -571,7 +571,7 @@ class Bench:
             row["hit_ratio_first_pass"] = round(cached / len(frames), 3)
             rows.append(row)
         off, on = answers.values()
-        rows[1]["same_classes_as_uncached"] = round(sum(a == b for a, b in zip(off, on)) / len(frames), 3)
+        rows[1]["same_classes_as_uncached"] = round(sum(a == b for a, b in zip(off, on, strict=True)) / len(frames), 3)
         # the model's own noise: uncached frames of one scene that agree with that scene's first frame
         first = {s: off[ids.index(s)] for s in set(ids)}
         rows[0]["same_classes_as_scene_first_frame"] = round(
@@ -590,7 +590,7 @@ class Bench:
         loop at `rate` requests/s; all for the same number of windows."""
         n = self.stable + 1
         models = sorted({m for _, m, _, _ in loads})
-        before = {m: triton_stats(self.triton.http_url, m) for m in models}  # type: ignore[union-attr]
+        before = {m: triton_stats(self.triton.http_url, m) for m in models}  # type: ignore[union-attr]  # the bench's Triton is started before any section runs
 
         def run(send: Any, c: int, rate: float | None) -> Any:
             if rate is not None:
@@ -600,12 +600,14 @@ class Bench:
         async def go() -> list[LoadResult]:
             async with contextlib.AsyncExitStack() as stack:
                 sends = [await stack.enter_async_context(self.direct_sender(model)()) for _, model, _, _ in loads]
-                return await asyncio.gather(*(run(send, c, rate) for send, (_, _, c, rate) in zip(sends, loads)))
+                return await asyncio.gather(
+                    *(run(send, c, rate) for send, (_, _, c, rate) in zip(sends, loads, strict=True))
+                )
 
         results = asyncio.run(go())
-        after = {m: triton_stats(self.triton.http_url, m) for m in models}  # type: ignore[union-attr]
+        after = {m: triton_stats(self.triton.http_url, m) for m in models}  # type: ignore[union-attr]  # the bench's Triton is started before any section runs
         rows = []
-        for (label, model, c, rate), result in zip(loads, results):
+        for (label, model, c, rate), result in zip(loads, results, strict=True):
             row = {
                 "label": label,
                 "model": model,
@@ -636,7 +638,7 @@ class Bench:
             [("tiers: streaming tier", "yolo-streaming", 1, rate), ("tiers: batch tier", "yolo-batch", b, None)]
         )
         for row in one:  # one model serves both: Triton's statistics cannot tell them apart
-            row["triton"] = {k: "-" for k in row["triton"]}
+            row["triton"] = dict.fromkeys(row["triton"], "-")
         return one + tiered
 
     def parity(self) -> list[dict]:
@@ -707,7 +709,7 @@ class Bench:
         stubs (onnxruntime runs there), per request served and per core. With the gateway's idle
         CPU rate, also its CPU per request less what it would have spent idle over the run (at a
         few requests/s its idle wake-ups are a visible share)."""
-        pid = self.triton.process.pid  # type: ignore[union-attr]
+        pid = self.triton.process.pid  # type: ignore[union-attr]  # the bench's Triton is started before any section runs
         cpu0, machine0, t0 = tree_cpu_seconds(pid), machine_cpu_seconds(), time.perf_counter()
         row = self.measure(label, sender, concurrency, model, gateway)
         cpu, machine1, wall = tree_cpu_seconds(pid) - cpu0, machine_cpu_seconds(), time.perf_counter() - t0
@@ -740,7 +742,7 @@ class Bench:
 
         dtype, layout, size, _ = input_encoding(config)
         name, outputs = config["input"][0]["name"], [o["name"] for o in config["output"]]
-        client = InferenceServerClient(self.triton.grpc_target, channel_args=channel_args(Settings()))  # type: ignore[union-attr]
+        client = InferenceServerClient(self.triton.grpc_target, channel_args=channel_args(Settings()))  # type: ignore[union-attr]  # the bench's Triton is started before any section runs
         try:
             best, shapes = [], {}
             for j in self.jpegs:
@@ -808,7 +810,7 @@ class Bench:
         sizes = sorted({h for _, _, h in encodings.values()})
         floors: dict[int, list[float]] = {s: [] for s in sizes}
         prepares: dict[str, list[float]] = {n: [] for n in PRODUCTION}
-        for jpeg, scene in zip(self.jpegs, self.scenes):
+        for jpeg, scene in zip(self.jpegs, self.scenes, strict=True):
             h0, w0 = scene.image.shape[:2]
             methods: dict[str, Callable[[], object]] = {}
             for s in sizes:
@@ -852,9 +854,9 @@ class Bench:
                         )
                         for j in self.jpegs
                     ]
-                idle0 = schedstat_cpu_seconds(gw.process.pid)  # type: ignore[union-attr]
+                idle0 = schedstat_cpu_seconds(gw.process.pid)  # type: ignore[union-attr]  # a started process always has one
                 time.sleep(2.0)
-                idle = (schedstat_cpu_seconds(gw.process.pid) - idle0) * 1e3 / 2.0  # type: ignore[union-attr]
+                idle = (schedstat_cpu_seconds(gw.process.pid) - idle0) * 1e3 / 2.0  # type: ignore[union-attr]  # a started process always has one
                 with self.windows(*slow) if file == PROD_ONNX else contextlib.nullcontext():
                     row = self.measure_with_triton_cpu(
                         f"gateway, {label}, {models[name]['variant']}",
@@ -970,7 +972,7 @@ class Bench:
                     "YOLO_GATEWAY_TRITON_URL": triton.grpc_target,
                     "YOLO_GATEWAY_MODEL_NAME": "yolo_warm",
                     "YOLO_GATEWAY_LOG_LEVEL": "warning",
-                }  # type: ignore[union-attr]
+                }  # type: ignore[union-attr]  # the bench's Triton is started before any section runs
                 gw = GatewayProcess(free_port(), env, log_path=self.work / "gateway-first.log").start()
                 try:
                     with httpx.Client(base_url=gw.url, timeout=30) as c:
@@ -987,7 +989,7 @@ class Bench:
                 finally:
                     gw.stop()
                     if fresh:
-                        triton.stop()  # type: ignore[union-attr]
+                        triton.stop()  # type: ignore[union-attr]  # set in the same branch that stops it
                 steady = float(np.median(times[1:]))
                 row = {
                     "label": label,

@@ -55,7 +55,7 @@ def map50(predictions: list[Prediction], scenes: list[Scene], num_classes: int) 
         found = [
             (float(score), i, box)
             for i, p in enumerate(predictions)
-            for box, score, cls in zip(p.boxes, p.scores, p.classes)
+            for box, score, cls in zip(p.boxes, p.scores, p.classes, strict=True)
             if cls == c
         ]
         found.sort(key=lambda x: -x[0])
@@ -78,7 +78,7 @@ def map50(predictions: list[Prediction], scenes: list[Scene], num_classes: int) 
 
 def precision_recall(predictions: list[Prediction], scenes: list[Scene], conf: float) -> tuple[float, float]:
     tp = fp = fn = 0
-    for p, s in zip(predictions, scenes):
+    for p, s in zip(predictions, scenes, strict=True):
         keep = p.scores >= conf
         a, b, c = match(p.boxes[keep], p.classes[keep], s.boxes, s.classes, 0.5)
         tp, fp, fn = tp + a, fp + b, fn + c

@@ -360,7 +360,7 @@ def burst(port: int, body: bytes, n: int, limit_s: float = 60.0) -> dict:
         for key, _ in sel.select(1):
             buf: bytearray = key.data
             try:
-                chunk = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                chunk = key.fileobj.recv(65536)  # type: ignore[union-attr]  # only sockets are registered with the selector
             except OSError:
                 chunk = b""
             buf += chunk
@@ -373,10 +373,10 @@ def burst(port: int, body: bytes, n: int, limit_s: float = 60.0) -> dict:
             latencies.setdefault(code, []).append((time.perf_counter() - start) * 1e3)
             retry_after += any(x.lower().startswith(b"retry-after:") for x in lines)
             sel.unregister(key.fileobj)
-            key.fileobj.close()  # type: ignore[union-attr]
+            key.fileobj.close()  # type: ignore[union-attr]  # only sockets are registered with the selector
     for key in list(sel.get_map().values()):
         latencies.setdefault(-1, []).append(limit_s * 1e3)  # no answer in time
-        key.fileobj.close()  # type: ignore[union-attr]
+        key.fileobj.close()  # type: ignore[union-attr]  # only sockets are registered with the selector
     return {
         "requests": n,
         "statuses": {str(c): len(v) for c, v in sorted(latencies.items())},

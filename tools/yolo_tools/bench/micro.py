@@ -118,7 +118,9 @@ def bench_decode(repeat: int) -> list[dict]:
         data = encode(make_scene(rng, w, h, min_objects=4, max_objects=8), ".jpg", 90)
         _, nw, nh = letterbox_geometry(w, h, SIZE, SIZE)
         methods = decode_methods(data, w, h)
-        methods["decode_only_floor"] = lambda: simplejpeg.decode_jpeg(data, "RGB", min_width=nw, min_height=nh)
+        methods["decode_only_floor"] = lambda data=data, nw=nw, nh=nh: simplejpeg.decode_jpeg(
+            data, "RGB", min_width=nw, min_height=nh
+        )
         times = interleaved_ms(methods, repeat)
         floor = times.pop("decode_only_floor")
         best_alt = min(v for k, v in times.items() if k != "ours")
@@ -184,7 +186,7 @@ def bench_nms(repeat: int) -> list[dict]:
         p = DetectParams(conf=conf, iou=0.45, max_det=300)
         candidates = int((out[4:].max(0) > conf).sum())
         t = interleaved_ms(
-            {"ours": lambda: decode_raw(out, p), "naive": lambda: numpy_greedy_nms(out, p)}, max(5, repeat // 2)
+            {"ours": lambda p=p: decode_raw(out, p), "naive": lambda p=p: numpy_greedy_nms(out, p)}, max(5, repeat // 2)
         )
         ours, naive = t["ours"], t["naive"]
         rows.append(
@@ -215,9 +217,15 @@ def bench_json(repeat: int) -> list[dict]:
         }
         t = interleaved_ms(
             {
-                "ours": lambda: orjson.dumps({**body, "detections": _as_json(det, names)}),
-                "json": lambda: json.dumps({**body, "detections": _as_json(det, names)}).encode(),
-                "fastapi": lambda: json.dumps(jsonable_encoder({**body, "detections": _as_json(det, names)})).encode(),
+                "ours": lambda body=body, det=det, names=names: orjson.dumps(
+                    {**body, "detections": _as_json(det, names)}
+                ),
+                "json": lambda body=body, det=det, names=names: json.dumps(
+                    {**body, "detections": _as_json(det, names)}
+                ).encode(),
+                "fastapi": lambda body=body, det=det, names=names: json.dumps(
+                    jsonable_encoder({**body, "detections": _as_json(det, names)})
+                ).encode(),
             },
             repeat,
         )
