@@ -3,16 +3,16 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Re-install when pyproject.toml changes.
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-12)
+# Re-install when pyproject.toml or VERSION changes (the installed metadata carries the version).
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml VERSION 2>/dev/null | sha1sum | cut -c1-12)
 TRAIN_VENV ?= .cache/train-venv
 
-.PHONY: help venv test test-unit test-triton test-k8s test-pods test-e2e demo serve lint bench model-repo train prod-models clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo scale-bench
+.PHONY: help venv test test-unit test-triton test-k8s test-pods test-e2e demo serve lint bench model-repo train prod-models version chart-docs clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo scale-bench
 
 help:
 	@echo "make demo         start Triton + the gateway, detect on a fresh image, stop"
 	@echo "make k8s-demo     the same on the local cluster: helm install, S3 store, YoloService, detect, all down"
-	@echo "make autoscale-demo  a 1x -> 8x -> 1x load step on the cluster, KEDA scaling both tiers: JSON + SVG plot"
+	@echo "make autoscale-demo  a 1x -> 8x -> 1x load step on the cluster, KEDA scaling both tiers: JSON + SVG plot (MODEL=yolov8n: the trained 640 px model)"
 	@echo "make scale-bench  1,000 YoloServices at once on kwok nodes: time to Ready, operator memory, API requests (COUNT=...)"
 	@echo "make test         every test, all four tiers (installs everything on first use)"
 	@echo "make test-unit    tier 1: no Triton, no cluster, no build (minutes)"
@@ -20,6 +20,8 @@ help:
 	@echo "make test-k8s     tier 3: the local control plane (built from Go modules once), helm, the operator"
 	@echo "make test-pods    tier 4: real pods on the kubelet node: images, KEDA, Prometheus (test-e2e: tiers 3+4)"
 	@echo "make lint         ruff check, ruff format --check and mypy on the runtime packages"
+	@echo "make chart-docs   regenerate charts/yolo-operator/README.md from values.yaml"
+	@echo "make version      stamp VERSION (V=x.y.z to change it) into the chart's version and appVersion"
 	@echo "make serve        the local stack in the foreground (GATEWAY_PORT, TRITON_*_PORT)"
 	@echo "make cluster-up   a real control plane on loopback (built from Go modules once); cluster-down stops it"
 	@echo "make operator     run the operator against the current kubeconfig"
@@ -29,7 +31,7 @@ help:
 	@echo "make train        retrain the bundled detector (needs the 'train' extra: torch, ultralytics)"
 	@echo "make prod-models  random-weight YOLOv8n ONNX exports (640/416, static/dynamic, 5 classes, cls/seg/pose) in .cache/prod-models"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml VERSION
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -104,6 +106,18 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The one version source is VERSION: `make version V=x.y.z` writes it, and (with or without V) stamps
+# it into the chart's version and appVersion. pyproject.toml reads VERSION itself; the default image
+# tags follow (the chart's appVersion, the operator's __version__). operator/tests/test_version.py checks.
+version:
+	@if [ -n "$(V)" ]; then echo "$(V)" > VERSION; fi
+	sed -i -E 's/^version: .*/version: $(shell cat VERSION)/; s/^appVersion: .*/appVersion: "$(shell cat VERSION)"/' charts/yolo-operator/Chart.yaml
+	@echo "version $$(cat VERSION): VERSION, charts/yolo-operator/Chart.yaml (run make venv to refresh the installed metadata)"
+
+# The chart's README from values.yaml's `# --` comments (helm-docs conventions); a unit test checks it.
+chart-docs: venv
+	$(BIN)/python -m yolo_tools.chartdocs
 
 model-repo: venv
 	$(BIN)/python model_repository/tools/build_repository.py

@@ -299,7 +299,7 @@ INPUTS = {
     "model-fetcher": ["modelprep"],
     "triton-cpu": ["model_repository/python_backend"],
 }
-COMMON_INPUTS = ["docker", ".dockerignore", "pyproject.toml", "README.md"]
+COMMON_INPUTS = ["docker", ".dockerignore", "pyproject.toml", "README.md", "VERSION"]
 SKIP_PARTS = {"__pycache__", "tests", "wheelhouse", ".pytest_cache", "build-images.py"}  # not read by the builds
 
 

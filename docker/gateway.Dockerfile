@@ -15,7 +15,7 @@ COPY pyproject.toml ./
 RUN python3 -m venv /opt/venv \
  && python3 /usr/local/lib/yolo-build/requirements.py pyproject.toml gateway > /tmp/requirements.txt \
  && sh /usr/local/lib/yolo-build/pip-install.sh /opt/venv/bin/python -r /tmp/requirements.txt
-COPY README.md ./
+COPY README.md VERSION ./
 # Only this image's package (setuptools looks in gateway/, operator/ and tools/; the others stay empty).
 COPY gateway ./gateway
 RUN mkdir -p operator tools \

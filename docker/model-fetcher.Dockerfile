@@ -19,7 +19,7 @@ RUN python3 -m venv /opt/venv \
  && sh /usr/local/lib/yolo-build/pip-install.sh /opt/venv/bin/python -r /tmp/requirements.txt setuptools
 # Only yolo_modelprep (setuptools looks in gateway/, operator/, modelprep/ and tools/; the others stay empty).
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md VERSION ./
 COPY modelprep ./modelprep
 RUN mkdir -p gateway operator tools \
  && sh /usr/local/lib/yolo-build/pip-install.sh /opt/venv/bin/python --no-deps . \

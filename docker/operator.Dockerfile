@@ -15,7 +15,7 @@ COPY pyproject.toml ./
 RUN python3 -m venv /opt/venv \
  && python3 /usr/local/lib/yolo-build/requirements.py pyproject.toml operator > /tmp/requirements.txt \
  && sh /usr/local/lib/yolo-build/pip-install.sh /opt/venv/bin/python -r /tmp/requirements.txt
-COPY README.md ./
+COPY README.md VERSION ./
 # Only this image's package and yolo_modelprep, whose pure config module renders the plans
 # (setuptools looks in gateway/, operator/, modelprep/ and tools/; the others stay empty).
 COPY operator ./operator

@@ -145,8 +145,12 @@ class Store:
 
 
 def local_images() -> dict[str, str]:
-    """The chart's local values' default images (what the operator gives a YoloService)."""
-    return yaml.safe_load(LOCAL_VALUES.read_text())["defaults"]["images"]
+    """The default images the chart's local values give the operator (what it gives a YoloService):
+    the project's images beside the operator image, with its tag (_helpers.tpl: projectImage)."""
+    image = yaml.safe_load(LOCAL_VALUES.read_text())["image"]
+    folder, tag = image["repository"].rsplit("/", 1)[0], image["tag"]
+    names = {"tritonCpu": "triton-cpu", "gateway": "gateway", "fetcher": "model-fetcher"}
+    return {key: f"{folder}/{name}:{tag}" for key, name in names.items()}
 
 
 # --------------------------------------------------------------------------- the in-cluster operator

@@ -1,3 +1,8 @@
 """yolo-operator's HTTP gateway: images in, YOLO detections from NVIDIA Triton out."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # the VERSION file, through the installed distribution's metadata (pyproject.toml: dynamic)
+    __version__ = version("yolo-operator")
+except PackageNotFoundError:  # pragma: no cover - a source tree on sys.path without an install
+    __version__ = "0+unknown"

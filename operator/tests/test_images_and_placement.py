@@ -3,6 +3,8 @@ is asked for; placement applies to both tiers."""
 
 from __future__ import annotations
 
+import posixpath
+
 import pytest
 import yaml
 from op_helpers import META, ROOT, sample_spec
@@ -52,16 +54,22 @@ def test_settings_read_the_environment(monkeypatch):
     assert s.images().triton_cpu == "localhost/yolo-operator/triton-cpu:dev" and s.resync_seconds == 3
 
 
+def chart_project_image(values: dict, chart: dict, name: str, override: str) -> str:
+    """What _helpers.tpl's yolo-operator.projectImage renders."""
+    repo, tag = values["image"]["repository"], values["image"]["tag"] or chart["appVersion"]
+    return override or f"{posixpath.dirname(repo)}/{name}:{tag}"
+
+
 def test_chart_defaults_are_the_operator_defaults():
-    """One contract: the chart's defaults.images and the operator's own defaults agree."""
+    """One contract: the chart's default images (its own follow appVersion) and the operator's agree."""
     values = yaml.safe_load((ROOT / "charts" / "yolo-operator" / "values.yaml").read_text())
+    chart = yaml.safe_load((ROOT / "charts" / "yolo-operator" / "Chart.yaml").read_text())
     s = OperatorSettings()
-    assert values["defaults"]["images"] == {
-        "triton": s.triton_image,
-        "tritonCpu": s.triton_cpu_image,
-        "gateway": s.gateway_image,
-        "fetcher": s.fetcher_image,
-    }
+    images = values["defaults"]["images"]
+    assert images["triton"] == s.triton_image
+    assert chart_project_image(values, chart, "triton-cpu", images["tritonCpu"]) == s.triton_cpu_image
+    assert chart_project_image(values, chart, "gateway", images["gateway"]) == s.gateway_image
+    assert chart_project_image(values, chart, "model-fetcher", images["fetcher"]) == s.fetcher_image
     env = (ROOT / "charts" / "yolo-operator" / "templates" / "deployment.yaml").read_text()
     assert values["autoscaling"]["prometheusUrl"] == s.prometheus_url
     assert values["operator"]["childCacheSeconds"] == s.child_cache_seconds

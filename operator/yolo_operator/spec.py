@@ -15,15 +15,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from . import __version__
+
 GROUP = "serving.yolo.dev"
 VERSION = "v1alpha1"
 PLURAL = "yoloservices"
 KIND = "YoloService"
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
-DEFAULT_TRITON_CPU_IMAGE = "ghcr.io/yolo-operator/triton-cpu:0.1.0"
-DEFAULT_GATEWAY_IMAGE = "ghcr.io/yolo-operator/gateway:0.1.0"
-DEFAULT_FETCHER_IMAGE = "ghcr.io/yolo-operator/model-fetcher:0.1.0"
+# The project's own images follow its version (the VERSION file), as the chart's defaults follow appVersion.
+PROJECT_IMAGES = "ghcr.io/yolo-operator"
+DEFAULT_TRITON_CPU_IMAGE = f"{PROJECT_IMAGES}/triton-cpu:{__version__}"
+DEFAULT_GATEWAY_IMAGE = f"{PROJECT_IMAGES}/gateway:{__version__}"
+DEFAULT_FETCHER_IMAGE = f"{PROJECT_IMAGES}/model-fetcher:{__version__}"
 _URI = re.compile(r"^(s3|gs|https?)://[^\s]+$")
 
 

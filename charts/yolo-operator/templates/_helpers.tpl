@@ -77,6 +77,20 @@ The operator image.
 {{- end }}
 
 {{/*
+A default image of the project's own (list $ "<name>" "<override>"): the override when set, else
+<name> in the operator image's folder, with the operator image's tag (the chart's appVersion).
+*/}}
+{{- define "yolo-operator.projectImage" -}}
+{{- $ := index . 0 -}}
+{{- $override := index . 2 -}}
+{{- if $override -}}
+{{ $override }}
+{{- else -}}
+{{ dir $.Values.image.repository }}/{{ index . 1 }}:{{ $.Values.image.tag | default $.Chart.AppVersion }}
+{{- end -}}
+{{- end }}
+
+{{/*
 Rules the operator needs on the objects it manages, in every namespace it watches.
 */}}
 {{- define "yolo-operator.managedRules" -}}
