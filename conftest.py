@@ -35,6 +35,7 @@ TIERS: dict[str, str] = {
     "gateway/tests/test_production_models.py": "triton",
     "gateway/tests/test_serving_behaviour.py": "triton",
     "gateway/tests/test_tiers_versions.py": "triton",
+    "gateway/tests/test_trained_model.py": "triton",
     "tools/tests/test_demo.py": "triton",
     "tools/tests/test_stack_signals.py": "triton",
     "tools/tests/test_standin_rules.py": "triton",

@@ -10,6 +10,11 @@ the images, helm installs the operator, seeds the S3 store, applies the autoscal
 
 (OUT=dir elsewhere) and prints the reaction times: load step -> scaling decision -> new pod
 serving, and the scale-down. Then it brings down what it started.
+
+MODEL=bundled (the default) serves the bundled 320 px, 3-class detector on 480x360 images.
+MODEL=yolov8n serves the trained production-size model (model_repository/trained: YOLOv8n, 640 px,
+80 classes, the default static export), named by `model.source` alone, on 1280x720 images, and
+writes autoscale-yolov8n.{json,svg} instead.
 """
 
 from __future__ import annotations
@@ -24,15 +29,28 @@ from pathlib import Path
 import demo
 import numpy as np
 import pod_helpers as ph
+import s3
 from autoscale_helpers import run_step, scaler_sample
 from e2e_helpers import RELEASE_NS, Kube, cluster
 from plot import Panel, Series, write
 
 from yolo_tools.synthetic import encode, make_scene
+from yolo_tools.trained import DESCRIBED
+from yolo_tools.trained import ONNX as TRAINED
 
 NS = "yolo-autoscale"
 NAME = "scaler"
-OUT = Path(os.environ.get("OUT") or Path(__file__).resolve().parents[1] / "bench" / "results")
+ROOT = Path(__file__).resolve().parents[1]
+OUT = Path(os.environ.get("OUT") or ROOT / "bench" / "results")
+# MODEL -> (what the record says, the scenes' size, the output files' stem)
+MODELS = {
+    "bundled": ("bundled yolov8t-shapes (0.9 M parameters, 320 px, 3 classes)", (480, 360), "autoscale"),
+    "yolov8n": (
+        f"{DESCRIBED}, named by model.source alone",
+        (1280, 720),
+        "autoscale-yolov8n",
+    ),
+}
 
 
 def say(msg: str) -> None:
@@ -82,7 +100,10 @@ def plot(record: dict, path: Path) -> None:
     if "scaled_down" in ev:
         markers.append((ev["scaled_down"], "both tiers at min"))
     write(
-        path, panels, "yolo-operator: a load step on the local cluster (KEDA on queue depth, 2 CPUs)", markers=markers
+        path,
+        panels,
+        f"a load step on the local cluster (KEDA on queue depth, 2 CPUs): {cfg.get('model', 'the bundled model')}",
+        markers=markers,
     )
 
 
@@ -102,18 +123,34 @@ def run(kube: Kube) -> None:
     ph.install_operator(kube, [NS])
     store = ph.Store(kube).deploy()
     kube.apply(store.secret(NS))
-    say("the autoscaled CPU sample: both tiers on KEDA ScaledObjects")
-    kube.apply(scaler_sample(NAME), "-n", NS)
-    ph.wait_ready(kube, NAME, NS, timeout=300)
+    which = os.environ.get("MODEL") or "bundled"
+    described, (width, height), stem = MODELS[which]
+    sample = scaler_sample(NAME)
+    if which == "yolov8n":
+        status, body = s3.request(
+            "PUT", f"{store.endpoint}/{ph.BUCKET}/prod/{TRAINED.name}", store.creds, TRAINED.read_bytes(), timeout=120
+        )
+        assert status == 200, (status, body[:300])
+        sample["spec"]["model"] = {
+            "name": "yolo",
+            "source": {"uri": f"s3://{ph.BUCKET}/prod/{TRAINED.name}", "secretRef": {"name": "model-store"}},
+        }
+        # A 640 px model: 8 clients of 1280x720 images wait seconds, not milliseconds.
+        sample["spec"]["gateway"]["admission"] = {"inferTimeoutSeconds": 120, "requestTimeoutSeconds": 150}
+    say(f"the autoscaled CPU sample, both tiers on KEDA ScaledObjects, serving the {described}")
+    kube.apply(sample, "-n", NS)
+    ph.wait_ready(kube, NAME, NS, timeout=480)
     rng = np.random.default_rng(11)
-    images = [encode(make_scene(rng, 480, 360), ".jpg") for _ in range(12)]
+    images = [encode(make_scene(rng, width, height), ".jpg") for _ in range(12)]
     analysis, record = run_step(
         str(kube.kubeconfig), NS, NAME, ph.gateway_url(kube, NAME, NS), images, cluster.metrics.PROMETHEUS_URL, log=say
     )
+    record["config"]["model"] = described
+    record["config"]["image"] = f"{width}x{height} JPEG"
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "autoscale.json").write_text(json.dumps(record, indent=1, allow_nan=False))
-    plot(record, OUT / "autoscale.svg")
-    say(f"wrote {OUT / 'autoscale.json'} and {OUT / 'autoscale.svg'}")
+    (OUT / f"{stem}.json").write_text(json.dumps(record, indent=1, allow_nan=False))
+    plot(record, OUT / f"{stem}.svg")
+    say(f"wrote {OUT / f'{stem}.json'} and {OUT / f'{stem}.svg'}")
     print(json.dumps(analysis, indent=1))
 
 

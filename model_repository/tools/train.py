@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "gateway"))
+sys.path.insert(0, str(ROOT / "tools"))
 from yolo_tools.synthetic import CLASS_NAMES, make_scene  # noqa: E402
 
 # YOLOv8 layout with a narrower width than the "n" scale: the task is easy
