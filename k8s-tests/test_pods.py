@@ -305,7 +305,9 @@ def test_scale_up_under_load_moves_traffic_to_the_new_pod(svc: dict[str, Any]):
     assert all(o.status == 200 for o in outcomes), summary(outcomes)
 
 
-def test_round_robin_over_the_headless_service(svc: dict[str, Any]):
+def test_calls_spread_over_the_headless_services_pods(svc: dict[str, Any]):
+    """Two equal Triton pods behind the headless Service: least-loaded routing (the default) gives
+    each a fair share."""
     kube, ns = svc["kube"], svc["ns"]
     tritons = triton_replicas(kube, ns, 2)
     ips = [p["status"]["podIP"] for p in tritons]
@@ -324,7 +326,7 @@ def test_round_robin_over_the_headless_service(svc: dict[str, Any]):
     (counts,) = wait_for("Triton's statistics to count every request", served, timeout=10, interval=0.2)
     shares = [s / max(1, sum(counts)) for s in counts]
     print(
-        f"\nround robin: {len(outcomes)} requests, Triton pods served {counts} ({', '.join(f'{s:.0%}' for s in shares)})"
+        f"\nleast-loaded routing: {len(outcomes)} requests, Triton pods served {counts} ({', '.join(f'{s:.0%}' for s in shares)})"
     )
     assert sum(counts) == len(outcomes), "each request was served once"
     assert min(shares) >= 0.3, counts

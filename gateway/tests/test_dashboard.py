@@ -39,6 +39,7 @@ def test_every_panel_queries_metrics_that_exist(client, triton):
         "Errors and shedding",
         "Replicas",
         "Canary and shadow",
+        "Calls in flight per Triton pod (least-loaded routing picks by these)",
     ):
         assert want in titles
     for panel in dash["panels"]:

@@ -1,5 +1,6 @@
 """Serving behaviour against real tritonserver processes: accuracy, output layouts, batching,
-round-robin over two servers, Triton dying and coming back, queue rejection and graceful drain."""
+routing over two servers (round robin, and least-loaded around a CPU-throttled one), Triton dying
+and coming back, queue rejection and graceful drain."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 from gw_helpers import boxes_of, gateway_app, settled_counts, triton_stats
 
 from yolo_gateway.settings import Settings
 from yolo_tools.devrepo import write_variant
-from yolo_tools.local_triton import LocalTriton, TritonPorts, free_port
+from yolo_tools.local_triton import CpuQuota, LocalTriton, TritonPorts, free_port
 from yolo_tools.stack import GatewayProcess
 from yolo_tools.synthetic import encode, make_scene, match
 
@@ -136,7 +138,7 @@ def test_200_concurrent_requests_are_all_right_and_batched(triton, gateway):
     assert inferences / executions > 1.0, "Triton's dynamic batcher merged requests"
 
 
-def test_one_channel_round_robins_over_two_tritons(single_model_repo, tmp_path):
+def test_round_robin_routing_spreads_evenly_over_two_tritons(single_model_repo, tmp_path):
     a = LocalTriton(single_model_repo, TritonPorts.free(), log_path=tmp_path / "a.log")
     b = LocalTriton(single_model_repo, TritonPorts.free(), log_path=tmp_path / "b.log")
     before: list[int] = []
@@ -145,7 +147,7 @@ def test_one_channel_round_robins_over_two_tritons(single_model_repo, tmp_path):
         body = encode(make_scene(np.random.default_rng(1), 640, 480))
 
         async def go() -> list[int]:
-            async with gateway_app(Settings(triton_url=target)) as c:
+            async with gateway_app(Settings(triton_url=target, routing="round_robin")) as c:
                 before.extend(triton_stats(s, "yolo")["inference_count"] for s in (a, b))  # after the warm-up
                 statuses = []
                 for _ in range(20):
@@ -158,6 +160,56 @@ def test_one_channel_round_robins_over_two_tritons(single_model_repo, tmp_path):
     print(f"\nround robin: {na} / {nb} inferences")
     assert na + nb == 200
     assert min(na, nb) >= 60, "each Triton gets at least 30% of the requests"
+
+
+async def _closed_loop(
+    settings: Settings, tritons: list[LocalTriton], bodies: list[bytes], workers: int, each: int
+) -> tuple[list[int], list[int], list[float]]:
+    """`workers` clients, each sending `each` requests one after another: (Triton counts before,
+    status codes, latencies in s, sorted)."""
+    async with gateway_app(settings) as c:
+        before = [triton_stats(t, "yolo")["inference_count"] for t in tritons]
+
+        async def worker(w: int) -> list[tuple[int, float]]:
+            out = []
+            for i in range(each):
+                t0 = time.monotonic()
+                r = await c.post("/v1/detect", content=bodies[(w + i) % len(bodies)], headers=JPEG)
+                out.append((r.status_code, time.monotonic() - t0))
+            return out
+
+        done = [x for w in await asyncio.gather(*(worker(w) for w in range(workers))) for x in w]
+        return before, [code for code, _ in done], sorted(t for _, t in done)
+
+
+def test_least_loaded_routing_sends_less_to_a_cpu_throttled_triton(single_model_repo, tmp_path):
+    """Two real Tritons, one under a CPU quota of a tenth of a core (a cgroup, as a pod's CPU limit
+    is one). Closed-loop clients, the same load under each routing: round robin gives the throttled
+    one half the calls; least-loaded gives it far fewer, and no request fails under either."""
+    if not CpuQuota.available():
+        pytest.fail("this test needs a writable cgroup with a CPU controller (root)", pytrace=False)
+    a = LocalTriton(single_model_repo, TritonPorts.free(), log_path=tmp_path / "a.log")
+    b = LocalTriton(single_model_repo, TritonPorts.free(), log_path=tmp_path / "b.log")
+    bodies = [encode(make_scene(np.random.default_rng(i), 640, 480)) for i in range(4)]
+    workers, each = 6, 15
+    share: dict[str, float] = {}
+    with a, b, CpuQuota("throttled-triton", 0.1) as quota:
+        assert b.process is not None and quota.add_group(b.process.pid)
+        target = f"ipv4:127.0.0.1:{a.ports.grpc},127.0.0.1:{b.ports.grpc}"
+        for routing in ("round_robin", "least_loaded"):
+            s = Settings(triton_url=target, routing=routing, infer_timeout_s=60, request_timeout_s=90)
+            before, codes, times = asyncio.run(
+                asyncio.wait_for(_closed_loop(s, [a, b], bodies, workers, each), timeout=300)
+            )
+            assert codes == [200] * (workers * each), (routing, codes)
+            na, nb = settled_counts([a, b], "yolo", before, workers * each)
+            share[routing] = nb / (na + nb)
+            p99 = times[int(0.99 * (len(times) - 1))]
+            print(f"\n{routing}: {na} / {nb} inferences (throttled {share[routing]:.2f}), p99 {p99 * 1e3:.0f} ms")
+        throttled_s = quota.throttled_seconds()
+    assert throttled_s > 0, "the quota never throttled the second Triton"
+    assert share["round_robin"] >= 0.35, share
+    assert share["least_loaded"] <= 0.25 and share["least_loaded"] <= share["round_robin"] - 0.15, share
 
 
 def test_triton_killed_mid_run_gives_fast_503s_then_recovers(single_model_repo, tmp_path):
@@ -397,7 +449,9 @@ def test_dns_target_follows_new_pods_and_retries_a_killed_one(single_model_repo,
                     )
                 ] == [200] * 10
             na, nb = settled_counts([a, b], "yolo", [before_a, 0], 100)
-            assert na + nb == 100 and min(na, nb) >= 30, (na, nb)
+            # The new pod takes a real share (B holds each request 0.4 s, so least-loaded routing,
+            # the default, gives it less than half).
+            assert na + nb == 100 and min(na, nb) >= 10, (na, nb)
 
             async def load() -> list[int]:
                 return [

@@ -30,6 +30,11 @@ TRITON_ERRORS = Counter("yolo_gateway_triton_errors_total", "Failed Triton calls
 TRITON_ENDPOINTS = Gauge(
     "yolo_gateway_triton_endpoints", "Triton addresses the channel spreads calls over (dns:/// targets)"
 )
+TRITON_OUTSTANDING = Gauge(
+    "yolo_gateway_triton_outstanding_requests",
+    "Calls this gateway has in flight on each Triton pod (least_loaded routing picks by it)",
+    ["endpoint"],
+)
 TRITON_RETRIES = Counter("yolo_gateway_triton_retries_total", "Triton calls retried after UNAVAILABLE")
 CIRCUIT_STATE = Gauge("yolo_gateway_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open")
 AUTH_REFUSED = Counter(

@@ -15,8 +15,13 @@ class Settings(BaseSettings):
     # Triton
     triton_url: str = Field(
         "127.0.0.1:8001",
-        description="gRPC target: host:port, dns:///name:port (a headless Service: round_robin over pods) "
+        description="gRPC target: host:port, dns:///name:port (a headless Service: every pod behind it) "
         "or ipv4:a:port,b:port",
+    )
+    routing: Literal["least_loaded", "round_robin"] = Field(
+        "least_loaded",
+        description="how calls spread over Triton pods: least_loaded (a channel per pod; the one with fewer "
+        "calls in flight from this gateway, of two drawn at random) or round_robin (one channel, gRPC's policy)",
     )
     model_name: str = "yolo"
     model_version: str = Field("", description="empty: Triton's latest")

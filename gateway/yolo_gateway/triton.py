@@ -1,16 +1,18 @@
-"""The one Triton client of a gateway process: a single gRPC channel, a circuit breaker.
+"""The one Triton client of a gateway process: its channels, the pick of a pod, a circuit breaker.
 
-All requests share one `tritonclient.grpc.aio` channel. With a target that names
-several endpoints (``ipv4:a:8001,b:8001``), gRPC's ``round_robin`` spreads calls
-over every Triton pod from that one channel.
+All requests share this client. Routing (`routing.py`, YOLO_GATEWAY_ROUTING): `least_loaded`
+(the default) holds one channel per Triton pod and sends each call to the pod with fewer calls
+outstanding from this gateway (power of two random choices); `round_robin` holds one channel over
+every pod and lets gRPC's ``round_robin`` policy spread the calls. Either applies to a target that
+names several endpoints (``ipv4:a:8001,b:8001``) or a headless Service (``dns:///``).
 
 A ``dns:///name:port`` target (a headless Service) is resolved by the gateway itself
 every ``resolve_interval_s``: gRPC's own DNS resolver only looks again when a
 connection breaks, so Triton pods added by a scale-up would get no traffic. When the
-set of addresses changes, a channel to the new set replaces the old one at once; the
-old one closes once its calls are done. A call that fails UNAVAILABLE (a pod that was
-killed or is going away) is retried, with jittered backoff, on the channel's other
-pods, within the request's deadline and never while the circuit is open.
+set of addresses changes, the new pods get channels at once and the removed pods' channels
+close once their calls are done. A call that fails UNAVAILABLE (a pod that was killed or is
+going away) is retried, with jittered backoff, on another pod, within the request's deadline
+and never while the circuit is open.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tritonclient.utils import InferenceServerException
 
 from . import metrics
 from .errors import GatewayError, TritonOverloaded, TritonRejected, TritonTimeout, TritonUnavailable
+from .routing import Endpoint, LeastLoaded, static_addresses
 from .settings import Settings
 from .signature import ModelSignature, parse_signature
 
@@ -170,6 +173,11 @@ class TritonService:
         self.model_errors: dict[str, str] = dict.fromkeys(self.extra_models, "not loaded yet")
         self.resolver = resolver
         self.addresses: list[str] = []
+        # least_loaded: a channel per pod (from the target's own list, or from each resolution).
+        self.pool: LeastLoaded | None = None
+        if settings.routing == "least_loaded":
+            self.pool = LeastLoaded(lambda address: InferenceServerClient(address, channel_args=channel_args(settings)))
+            self.pool.update(static_addresses(settings.triton_url) or [])
         self.serving = asyncio.Event()  # a Triton served the model at the last look (cold-start mode follows it)
         self._retired: set[asyncio.Task[None]] = set()
 
@@ -177,6 +185,13 @@ class TritonService:
         for task in list(self._retired):
             task.cancel()
         await self.client.close()
+        for ep in list(self.pool.endpoints.values()) if self.pool else []:
+            await ep.client.close()
+
+    def _client(self) -> InferenceServerClient:
+        """A client for a call outside inference (metadata, readiness): the least-loaded pod's."""
+        ep = self.pool.pick() if self.pool else None
+        return ep.client if ep else self.client
 
     # ------------------------------------------------------------------ endpoints
 
@@ -193,12 +208,22 @@ class TritonService:
         if not addresses or addresses == self.addresses:
             return False
         log.info("Triton endpoints for %s: %s -> %s", target[0], self.addresses or "(gRPC's resolver)", addresses)
-        old, self.addresses = self.client, addresses
-        self.client = InferenceServerClient(ip_target(addresses, target[1]), channel_args=channel_args(self.settings))
+        self.addresses = addresses
+        if self.pool is not None:
+            first = not self.pool.endpoints
+            retired = self.pool.update([f"[{a}]:{target[1]}" if ":" in a else f"{a}:{target[1]}" for a in addresses])
+            if first:  # the channel over gRPC's own resolver served until now: one connection per pod from here on
+                retired.append(self.client)
+        else:
+            retired, self.client = (
+                [self.client],
+                InferenceServerClient(ip_target(addresses, target[1]), channel_args=channel_args(self.settings)),
+            )
         metrics.TRITON_ENDPOINTS.set(len(addresses))
-        task = asyncio.create_task(self._retire(old))
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
+        for old in retired:
+            task = asyncio.create_task(self._retire(old))
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
         return True
 
     async def _retire(self, client: InferenceServerClient) -> None:
@@ -223,8 +248,9 @@ class TritonService:
         s = self.settings
         name, version = (model, "") if model else (s.model_name, s.model_version)
         timeout = s.infer_timeout_s
-        meta = await self.client.get_model_metadata(name, version, as_json=True, client_timeout=timeout)
-        config = await self.client.get_model_config(name, version, as_json=True, client_timeout=timeout)
+        client = self._client()
+        meta = await client.get_model_metadata(name, version, as_json=True, client_timeout=timeout)
+        config = await client.get_model_config(name, version, as_json=True, client_timeout=timeout)
         sig = parse_signature(meta, config)
         log.info("model %s v%s: %s", sig.name, sig.version, sig.describe())
         if model:
@@ -284,7 +310,7 @@ class TritonService:
             return False
         try:
             return bool(
-                await self.client.is_model_ready(
+                await self._client().is_model_ready(
                     self.settings.model_name, self.settings.model_version, client_timeout=1.0
                 )
             )
@@ -312,9 +338,13 @@ class TritonService:
         deadline = loop.time() + timeout_s
         backoff = self.settings.retry_backoff_s
         self.breaker.before_call()
+        tried: set[str] = set()
         for attempt in range(self.settings.infer_retries + 1):
+            ep: Endpoint | None = self.pool.pick(tried) if self.pool else None
+            if ep is not None and self.pool is not None:
+                self.pool.begin(ep)
             try:
-                result = await self.client.infer(
+                result = await (ep.client if ep else self.client).infer(
                     sig.name,
                     [inp],
                     model_version=version,
@@ -325,6 +355,9 @@ class TritonService:
             except InferenceServerException as exc:
                 error, kind, is_failure = classify(exc)
                 metrics.TRITON_ERRORS.labels(kind).inc()
+                if kind == "unavailable" and ep is not None and self.pool is not None:
+                    self.pool.avoid(ep)  # retried on another pod, and passed over for a moment
+                    tried.add(ep.address)
                 pause = backoff * (2**attempt) * random.uniform(0.5, 1.5)
                 if (
                     kind == "unavailable"
@@ -348,6 +381,9 @@ class TritonService:
             except asyncio.CancelledError:
                 self.breaker.release()
                 raise
+            finally:
+                if ep is not None and self.pool is not None:
+                    self.pool.end(ep)
             self.breaker.success()
             self.serving.set()
             return {n: result.as_numpy(n) for n in sig.output_names}

@@ -378,6 +378,11 @@ class GatewaySpec(_Model):
     defaults: GatewayDefaults = GatewayDefaults()
     autoscaling: GatewayAutoscaling = GatewayAutoscaling()
     shutdown_grace_seconds: int = Field(20, ge=0, le=600)
+    routing: Literal["leastLoaded", "roundRobin"] = Field(
+        "leastLoaded",
+        description="how each gateway spreads calls over the Triton pods: leastLoaded (fewer calls in flight "
+        "from this gateway, of two pods drawn at random) or roundRobin",
+    )
     auth: GatewayAuth = GatewayAuth()
     cache: GatewayCache = GatewayCache()
     node_selector: dict[str, str] = Field(default_factory=dict)

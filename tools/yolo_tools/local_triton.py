@@ -248,6 +248,77 @@ class LocalTriton:
         self.stop()
 
 
+class CpuQuota:
+    """A CPU quota for a process group (a tritonserver and its backend stubs), as a pod's CPU limit
+    is one: a cgroup with a CFS quota (v1 `cpu` or v2 `cpu.max`), the group's processes moved in.
+
+        with CpuQuota("slow-triton", 0.25) as quota:
+            quota.add_group(triton.process.pid)
+
+    Needs root and a writable cgroup tree; `available()` says whether there is one."""
+
+    ROOTS = ((Path("/sys/fs/cgroup/cpu"), "cpu.cfs_quota_us"), (Path("/sys/fs/cgroup"), "cpu.max"))
+
+    def __init__(self, name: str, cpus: float, period_us: int = 100_000) -> None:
+        self.name, self.cpus, self.period_us = name, cpus, period_us
+        self.path: Path | None = None
+
+    @classmethod
+    def _usable(cls, root: Path, knob: str) -> bool:
+        return os.access(root, os.W_OK) and ((root / knob).exists() or (root / "cgroup.controllers").exists())
+
+    @classmethod
+    def available(cls) -> bool:
+        return any(cls._usable(root, knob) for root, knob in cls.ROOTS)
+
+    def __enter__(self) -> CpuQuota:
+        quota = max(1000, int(self.cpus * self.period_us))
+        for root, knob in self.ROOTS:
+            if not self._usable(root, knob):
+                continue
+            path = root / f"yolo-{self.name}-{os.getpid()}"
+            path.mkdir(exist_ok=True)
+            if knob == "cpu.max":
+                (path / "cpu.max").write_text(f"{quota} {self.period_us}")
+            else:
+                (path / "cpu.cfs_period_us").write_text(str(self.period_us))
+                (path / "cpu.cfs_quota_us").write_text(str(quota))
+            self.path = path
+            return self
+        raise RuntimeError("no writable cgroup with a CPU controller here (root is needed)")
+
+    def add_group(self, pgid: int) -> list[int]:
+        """Move every process of a process group in; returns their pids."""
+        assert self.path is not None
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid:  # field 5 of stat: the process group
+                    pid = int(stat.parent.name)
+                    (self.path / "cgroup.procs").write_text(str(pid))
+                    pids.append(pid)
+        return pids
+
+    def throttled_seconds(self) -> float:
+        """Time the group spent throttled (cpu.stat), in seconds."""
+        assert self.path is not None
+        stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines())
+        if "throttled_usec" in stat:
+            return int(stat["throttled_usec"]) / 1e6
+        return int(stat.get("throttled_time", 0)) / 1e9
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path is None:
+            return
+        parent = self.path.parent / "cgroup.procs"
+        for pid in (self.path / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                parent.write_text(pid)
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Run the PyPI tritonserver against a model repository.")
     ap.add_argument("--model-repository", default="model_repository/local")

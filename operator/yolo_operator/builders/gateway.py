@@ -49,6 +49,7 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         "YOLO_GATEWAY_MAX_DET": str(g.defaults.max_det),
         "YOLO_GATEWAY_PREPROCESS": g.defaults.preprocess,
         "YOLO_GATEWAY_SHUTDOWN_GRACE_S": str(g.shutdown_grace_seconds),
+        "YOLO_GATEWAY_ROUTING": {"leastLoaded": "least_loaded", "roundRobin": "round_robin"}[g.routing],
         # Triton may be scaled to zero: the gateway stays ready and holds requests while it starts.
         "YOLO_GATEWAY_COLD_START_TIMEOUT_S": str(
             spec.triton.autoscaling.cold_start_timeout_seconds if spec.triton.autoscaling.scale_to_zero else 0
