@@ -25,7 +25,7 @@ help:
 	@echo "make serve        the local stack in the foreground (GATEWAY_PORT, TRITON_*_PORT)"
 	@echo "make cluster-up   a real control plane on loopback (built from Go modules once); cluster-down stops it"
 	@echo "make operator     run the operator against the current kubeconfig"
-	@echo "make bench        benchmarks (QUICK=1 for a short run)"
+	@echo "make bench        benchmarks (QUICK=1 for a short run; ONLY=routing|production|tiers|... for one section)"
 	@echo "make fuzz         10^5 fuzzed requests against a gateway in a memory cgroup (COUNT=...)"
 	@echo "make model-repo   rebuild the serving ONNX variants from model_repository/source"
 	@echo "make train        retrain the bundled detector (needs the 'train' extra: torch, ultralytics)"
@@ -95,7 +95,7 @@ serve: venv
 	$(BIN)/python -m yolo_tools.stack serve
 
 bench: venv prod-models
-	$(BIN)/python -m yolo_tools.bench $(if $(filter-out 0,$(QUICK)),--quick,)
+	$(BIN)/python -m yolo_tools.bench $(if $(filter-out 0,$(QUICK)),--quick,) $(if $(ONLY),--only $(ONLY),)
 
 fuzz: venv
 	$(BIN)/python -m yolo_tools.fuzz --count $(or $(COUNT),100000)

@@ -8,7 +8,7 @@ import pytest
 from yolo_gateway.errors import BadParameter
 from yolo_gateway.postprocess import Detections
 from yolo_gateway.settings import Settings
-from yolo_gateway.variants import Router, Split, agreement
+from yolo_gateway.variants import Split, VariantPicker, agreement
 
 
 @pytest.mark.parametrize("percent", [0, 0.5, 5, 10, 25, 33.33, 50, 99, 100])
@@ -53,7 +53,7 @@ def test_router_routes_tiers_and_the_canary_share():
         canary_model="yolo-canary",
         canary_percent=50,
     )
-    router = Router(s)
+    router = VariantPicker(s)
     assert router.route("fast", canary_served=True).model == "yolo-fast"  # tier requests never count toward the canary
     routes = [router.route(None, canary_served=True) for _ in range(4)] + [
         router.route("std", canary_served=True) for _ in range(4)
@@ -64,7 +64,7 @@ def test_router_routes_tiers_and_the_canary_share():
     with pytest.raises(BadParameter, match="unknown tier 'turbo'"):
         router.route("turbo", canary_served=True)
     with pytest.raises(BadParameter, match="declares no tiers"):
-        Router(Settings()).route("fast", canary_served=True)
+        VariantPicker(Settings()).route("fast", canary_served=True)
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ from .preprocess import Prepared, prepare_image
 from .settings import Settings
 from .signature import ModelSignature
 from .triton import TritonService
-from .variants import CANARY, Route, Router, agreement, same_input
+from .variants import CANARY, Route, VariantPicker, agreement, same_input
 
 log = logging.getLogger("yolo_gateway")
 
@@ -93,7 +93,7 @@ class Detector:
             if settings.cache_ttl_s > 0
             else None
         )
-        self.router = Router(settings)
+        self.variants = VariantPicker(settings)
         self.shadows: set[asyncio.Task[None]] = set()  # mirrored calls in flight
         self._canary_logged = self._shadow_logged = -1e9
 
@@ -238,9 +238,9 @@ class Detector:
         Triton call per `max_batch_size` images, before `deadline` (loop time)."""
         start = time.perf_counter()
         route = (
-            self.router.primary()
+            self.variants.primary()
             if warmup
-            else self.router.route(params.tier, self.triton.signature_of(self.settings.canary_model) is not None)
+            else self.variants.route(params.tier, self.triton.signature_of(self.settings.canary_model) is not None)
         )
         sig = self._signature(route)
         prepared = await self._prepare(uploads, sig, params)
@@ -263,7 +263,7 @@ class Detector:
         if not warmup:
             if route.variant in ("current", CANARY) and route.default_tier:
                 metrics.VARIANT_REQUESTS.labels(route.variant).inc()
-            if self.router.mirror(route):
+            if self.variants.mirror(route):
                 self._mirror(uploads, sig, prepared, detections, params, request_id)
         total_s = time.perf_counter() - start
 

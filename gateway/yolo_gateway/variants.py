@@ -53,7 +53,9 @@ class Route:
     default_tier: bool = True  # canary and shadow apply to the default tier's requests only
 
 
-class Router:
+class VariantPicker:
+    """Which model and tier a request gets: its tier, the canary's exact share, the shadow's copy."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.canary = Split(settings.canary_percent if settings.canary_model else 0)

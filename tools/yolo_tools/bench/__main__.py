@@ -38,7 +38,7 @@ from ..devrepo import LOCAL_REPO, SOURCE_ONNX, constant_detector, copy_model, wr
 from ..local_triton import LocalTriton, TritonPorts, free_port
 from ..stack import GatewayProcess
 from ..synthetic import CLASS_NAMES, encode, make_scene
-from . import accuracy, loadgen, micro, report
+from . import accuracy, loadgen, micro, report, routing
 from .loadgen import (
     LoadResult,
     closed_loop,
@@ -1017,12 +1017,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument(
         "--only",
-        choices=["static-camera", "tiers", "parity", "first-request", "production"],
+        choices=["static-camera", "tiers", "parity", "first-request", "production", "routing"],
         help="one section alone, written to <out>/<section>.json",
     )
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only == "routing":  # two Tritons of its own, each under a CPU quota
+        bench = Bench(args.quick, out)
+        rows = routing.run(bench, bench.build_repo(production=False))
+        (out / "routing.json").write_text(json.dumps({"rows": rows, "targets": routing.targets(rows)}, indent=2) + "\n")
+        (out / "routing.md").write_text(routing.markdown(rows))
+        print(out / "routing.md")
+        return
     if args.only:
         bench = Bench(args.quick, out)
         repo = bench.build_repo(production=args.only == "production")
