@@ -45,3 +45,33 @@ def test_a_dynamic_dimension_is_filled_from_an_observed_response():
         "output": [{"name": "output0", "data_type": "TYPE_FP32", "dims": [7, -1]}],
     }
     assert wire_bytes(bundled, {"output0": [7, 2100]}) == {"input": 1_228_800, "output": 58_800, "total": 1_287_600}
+
+
+def test_the_routing_bench_reads_its_targets_from_its_own_rows():
+    from yolo_tools.bench import routing
+
+    def row(scenario: str, how: str, p99: float, rps: float) -> dict:
+        return {
+            "scenario": scenario,
+            "routing": how,
+            "cores": {"a": 0.5, "b": 0.25},
+            "rate": 20.0,
+            "completed_rps": rps,
+            "p50_ms": 10.0,
+            "p95_ms": 20.0,
+            "p99_ms": p99,
+            "errors": {},
+            "share_b": 0.3,
+        }
+
+    rows = [
+        row("throttled", "round_robin", 900.0, 20.0),
+        row("throttled", "least_loaded", 300.0, 20.0),
+        row("equal", "round_robin", 100.0, 20.0),
+        row("equal", "least_loaded", 104.0, 19.5),
+    ]
+    # throttled p99 ratio 300/900; equal p99 104/100 (within 5 %) and requests/s 19.5/20
+    assert [(t["value"], t["met"]) for t in routing.targets(rows)] == [(0.333, True), (1.04, True), (0.975, True)]
+    rows[1]["p99_ms"] = 600.0
+    assert routing.targets(rows)[0] == {**routing.targets(rows)[0], "value": 0.667, "met": False}
+    assert "| throttled (0.5 / 0.25) | least_loaded | 20 |" in routing.markdown(rows)

@@ -38,6 +38,7 @@ from ..devrepo import LOCAL_REPO, SOURCE_ONNX, constant_detector, copy_model, wr
 from ..local_triton import LocalTriton, TritonPorts, free_port
 from ..stack import GatewayProcess
 from ..synthetic import CLASS_NAMES, encode, make_scene
+from ..trained import ONNX as TRAINED_ONNX
 from . import accuracy, loadgen, micro, report, routing
 from .loadgen import (
     LoadResult,
@@ -61,11 +62,11 @@ TIERS = {"streaming": (8, 100, 2, True), "batch": (128, 5000, 1, False)}
 # Mixed load: camera streams at a fixed frame rate (open loop, requests/s) next to offline batch
 # clients that take all they can (closed loop, concurrency).
 MIXED = {"streaming_rate": 20.0, "batch": 32}
-# Section 11, production size: `make prod-models`' default Ultralytics export (random weights) and
+# Section 11, production size: the trained YOLOv8n (model_repository/trained, the default export) and
 # the bundled detector, each served plain and optimized, prepared as the operator's init container
 # does. Triton model name -> (file, model.optimize, label).
-PROD_ONNX = ROOT / ".cache" / "prod-models" / "yolov8n-640-static.onnx"
-PROD_LABEL, BUNDLED_LABEL = "YOLOv8n 640/80, random weights", "bundled 320/3"
+PROD_ONNX = TRAINED_ONNX  # the trained YOLOv8n, 640 px, 80 classes, the default static export
+PROD_LABEL, BUNDLED_LABEL = "YOLOv8n 640/80, trained", "bundled 320/3"
 OPTIMIZE = {"uint8Input": True, "nms": True}
 PRODUCTION = {
     "v8n": (PROD_ONNX, False, PROD_LABEL),
@@ -80,7 +81,7 @@ PROD_CONCURRENCY = 16
 def require_production_model() -> None:
     if not PROD_ONNX.is_file():
         raise SystemExit(
-            f"bench: {PROD_ONNX} is missing: run `make prod-models` first (section 11, production size, serves it)"
+            f"bench: {PROD_ONNX} is missing (model_repository/tools/train_production.py makes it; section 11 serves it)"
         )
 
 
@@ -766,7 +767,7 @@ class Bench:
 
     def production(self) -> dict:
         """11. Production size next to the bundled model, in the same run, on one Triton:
-        `make prod-models`' YOLOv8n 640/80 export (random weights) and the bundled 320/3 detector,
+        the trained YOLOv8n 640/80 (model_repository/trained) and the bundled 320/3 detector,
         each served plain and optimized (model.optimize: uint8 NHWC input, NMS in the graph), every
         one prepared as the operator's init container does. Per model: the gateway's CPU per 1080p
         request against the decode-only floor at its own input size; Triton's mean batch,
@@ -789,7 +790,7 @@ class Bench:
             encodings[name] = (dtype, layout, height)
             prep = self.prepared[name]
             # the outputs as served (a dynamic export leaves the anchor count to the response), and
-            # on the plain variants' raw output, what random weights score
+            # on the plain variants' raw output, what the model scores
             shapes, scores = asyncio.run(self.probe(name, config, raw=not optimized))
             if scores:
                 raw[name] = {"label": label, **scores}
@@ -936,11 +937,9 @@ class Bench:
             "added_latency": added,
             "raw_output": raw,
             "notes": [
-                f"{PROD_LABEL}: Ultralytics' default export from `make prod-models`, untrained. Its compute, input and output sizes are "
-                "those of the real network, so CPU, batching, throughput and wire bytes hold; it detects nothing at the default conf 0.25.",
-                "With no candidates over the threshold, NMS (the gateway's on the plain variants, the graph's on the optimized ones) "
-                "does almost nothing: the NMS share of these figures is not representative of a trained model (about 0.5-1 ms an image "
-                "on [84, 8400] with real detections, in the gateway).",
+                f"{PROD_LABEL}: Ultralytics' stock YOLOv8n trained on the synthetic scenes (model_repository/trained; "
+                "train_production.py), exported as `yolo export` does by default (batch fixed to 1, rewritten by the preparation). "
+                "It detects the scenes' shapes, so NMS, JSON and box mapping do the work they do in production.",
                 "Triton CPU is tritonserver plus its python-backend stubs, which run onnxruntime here (the PyPI Triton's stand-in for "
                 "the onnxruntime backend); the gateway and the load generator share the same cores.",
                 f"The 640/80 loads run in windows of {slow[0]:g} s (at most {slow[2]}): at a few requests/s, rps and latency percentiles "

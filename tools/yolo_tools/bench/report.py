@@ -154,7 +154,7 @@ def production_section(p: dict | None) -> list[str]:
     raw_keys = [k for k in next(iter(p["raw_output"].values())) if k != "label"]
     floors = ", ".join(f"{v} ms at a {s} px input" for s, v in p["decode_floor_ms"].items())
     return [
-        "## 11. Production size: YOLOv8n 640/80 (random weights) next to the bundled 320/3 model",
+        "## 11. Production size: YOLOv8n 640/80 (trained on the synthetic scenes) next to the bundled 320/3 model",
         "Every model here is prepared as the operator's init container does (`yolo_modelprep.cli.prepare` with the plan of a bare "
         "spec, maxBatchSize 8, one CPU), plain and with `model.optimize` (uint8 NHWC input, NMS in the graph), and served by the "
         "same Triton in the same run. " + " ".join(p["notes"]),
