@@ -1,8 +1,10 @@
 """A user's own Ultralytics export on the real node, named by `model.source` alone: the default
 `yolo export` (640 px, 80 classes, batch fixed to 1) goes Ready only once its batch axis was made
-dynamic, and then answers a burst of 96 concurrent requests in batches; a segmentation export is refused with
-ModelIncompatible, naming what the file is. The files are `make prod-models`' random-weight
-YOLOv8n exports (.cache/prod-models), uploaded to the cluster's S3 store."""
+dynamic, then answers a burst of 96 concurrent requests in batches and detects accurately through
+its Service; a segmentation export is refused with ModelIncompatible, naming what the file is.
+The default export is the trained production-size model (model_repository/trained: YOLOv8n, 640 px,
+80 classes); the segmentation export is one of `make prod-models`' random-weight files
+(.cache/prod-models). Both are uploaded to the cluster's S3 store."""
 
 from __future__ import annotations
 
@@ -20,11 +22,16 @@ from e2e_helpers import Kube, wait_for
 from pod_helpers import BUCKET, Store, condition, cpu_sample, detect, gateway_url, ready_pods, triton_served, wait_ready
 
 from yolo_tools.synthetic import encode, make_scene
+from yolo_tools.trained import ONNX as TRAINED
+from yolo_tools.trained import matched_ious, parity_scenes
 
 pytestmark = pytest.mark.timeout(900)
 
 MODELS = Path(__file__).resolve().parents[1] / ".cache" / "prod-models"
-FILES = {"static": "yolov8n-640-static.onnx", "seg": "yolov8n-seg-640.onnx"}
+FILES = {"static": TRAINED, "seg": MODELS / "yolov8n-seg-640.onnx"}
+# Through the Service, on the parity scenes' ground truth (same class, IoU >= 0.5); measured
+# figures are printed, the README and gateway/tests/test_trained_model.py have them.
+MIN_PRECISION = MIN_RECALL = 0.85
 # One pod per tier, small requests: the node has two cores and the shared sample runs beside it.
 SMALL = {
     "triton.replicas": 1,
@@ -53,16 +60,16 @@ PATIENT = {
 @pytest.fixture(scope="module")
 def uploaded(real_node: Kube, store: Store, pods_ns: str, in_cluster_operator: str) -> dict[str, str]:
     """The exports in the store, under prod/<file>; their s3:// URIs by role."""
-    missing = [f for f in FILES.values() if not (MODELS / f).exists()]
-    assert not missing, f"{missing} missing from {MODELS}: run `make prod-models` (make test does)"
+    missing = [str(f) for f in FILES.values() if not f.exists()]
+    assert not missing, f"{missing} missing: run `make prod-models` (make test does)"
     real_node.apply(store.secret(pods_ns))
     uris = {}
-    for role, name in FILES.items():
+    for role, path in FILES.items():
         status, body = s3.request(
-            "PUT", f"{store.endpoint}/{BUCKET}/prod/{name}", store.creds, (MODELS / name).read_bytes(), timeout=120
+            "PUT", f"{store.endpoint}/{BUCKET}/prod/{path.name}", store.creds, path.read_bytes(), timeout=120
         )
         assert status == 200, (status, body[:300])
-        uris[role] = f"s3://{BUCKET}/prod/{name}"
+        uris[role] = f"s3://{BUCKET}/prod/{path.name}"
     return uris
 
 
@@ -148,6 +155,20 @@ def test_a_default_static_export_is_made_batchable_and_answers_a_burst_of_96(
         print(
             f"\n[v8n-static] {BURST} concurrent 1280x720 requests: {BURST} x 200 in {took:.1f}s; Triton {stats}; gateway admission limit {limit:.0f}"
         )
+        # Accuracy through the Service: the parity scenes, one after another, against their ground truth.
+        tp = fp = fn = 0
+        for jpeg, gt_boxes, gt_classes in parity_scenes():
+            status, _, body = detect(url, jpeg, timeout=60)
+            assert status == 200, body[:300]
+            dets = json.loads(body)["detections"]
+            boxes = np.array([[d["box"][k] for k in ("x1", "y1", "x2", "y2")] for d in dets], np.float32).reshape(-1, 4)
+            pairs = len(matched_ious(gt_boxes, gt_classes, boxes, np.array([d["class_id"] for d in dets])))
+            tp, fp, fn = tp + pairs, fp + len(dets) - pairs, fn + len(gt_boxes) - pairs
+        precision, recall = tp / max(1, tp + fp), tp / max(1, tp + fn)
+        print(
+            f"[v8n-static] through the Service: precision {precision:.3f}, recall {recall:.3f} ({tp} TP, {fp} FP, {fn} FN)"
+        )
+        assert precision >= MIN_PRECISION and recall >= MIN_RECALL, (precision, recall)
     finally:
         kube.kubectl("delete", "ys", name, "-n", ns, "--wait=true", "--timeout=120s", check=False)
 
