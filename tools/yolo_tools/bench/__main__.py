@@ -372,7 +372,8 @@ class Bench:
         """A gateway for `model`; admission control opened wide unless `settings` say otherwise
         (the load sweeps measure the pipeline, not shedding)."""
         env = {
-            "YOLO_GATEWAY_TRITON_URL": self.triton.grpc_target,  # type: ignore[union-attr]  # the bench's Triton is started before any section runs
+            # the bench's Triton unless the caller names others (the routing section's pair)
+            "YOLO_GATEWAY_TRITON_URL": settings.pop("triton_url", "") or self.triton.grpc_target,  # type: ignore[union-attr]  # the bench's Triton is started before any section that names none
             "YOLO_GATEWAY_MODEL_NAME": model,
             "YOLO_GATEWAY_LOG_LEVEL": "warning",
             "YOLO_GATEWAY_MAX_CONCURRENCY": "4096",
