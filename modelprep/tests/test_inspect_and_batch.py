@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tritonclient.grpc import model_config_pb2
 
 from yolo_modelprep import cli
-from yolo_modelprep.batch import check_batch, make_batchable
+from yolo_modelprep.batch import check_batch, fixed_first_dims, make_batchable
 from yolo_modelprep.config import plan, render
 from yolo_modelprep.facts import ModelIncompatible, Overrides, SpecContradictsModel, from_overrides
 from yolo_modelprep.inspect import inspect, load
@@ -104,7 +104,10 @@ def test_a_fixed_batch_is_rewritten_and_checked_at_batch_two():
     assert check_batch(insp.model, facts.input) is not None  # the export as it came does not batch
 
 
-def test_a_graph_that_cannot_batch_serves_one_image_at_a_time():
+def test_a_graph_whose_batch_onnxruntime_pins_is_refused_not_crash_looped():
+    """A Reshape whose shape is computed at run time from a 1 the rewrite cannot see: onnxruntime
+    still infers output0 [1, ...], which Triton's onnxruntime backend refuses under any
+    max_batch_size > 0. Before Triton sees it, that is ModelIncompatible, naming the tensor."""
     m = detector(batch=1)
     # A Reshape whose shape is computed from a constant the rewrite does not touch (a Concat of 1 and the rest).
     g = m.graph
@@ -116,12 +119,21 @@ def test_a_graph_that_cannot_batch_serves_one_image_at_a_time():
     )
     g.node.insert(0, helper.make_node("Concat", ["one", "rest"], ["computed"], axis=0))
     g.node[2].input[1] = "computed"
-    model, facts, reason = make_batchable(inspect(m))
-    assert reason == "Unbatched" and not facts.batchable
-    assert "Triton runs one image per execution" in facts.batch_note and "batch 2" in facts.batch_note
-    cfg = _parse(render(_plan(16), facts))
-    assert cfg.max_batch_size == 1 and not cfg.dynamic_batching.preferred_batch_size
-    assert check_batch(model, facts.input, 1) is None  # it still answers one image
+    with pytest.raises(ModelIncompatible, match=r"output0 \[1, 7, 84\]: onnxruntime fixes its first dimension"):
+        make_batchable(inspect(m))
+
+
+def test_a_fixed_batch_export_under_max_batch_size_1_gets_a_dynamic_first_dimension():
+    """The plan asks for one image per execution (maxBatchSize 1): still max_batch_size 1 > 0 in the
+    config, so the served file's first dimension must be dynamic as onnxruntime infers it, Reshapes
+    included (a make autoscale-demo run on the real node crash-looped Triton before this)."""
+    insp = inspect(detector(batch=1))
+    assert fixed_first_dims(insp.model) == ["images [1, 3, 64, 64]", "output0 [1, 7, 84]"]
+    model, facts, reason = make_batchable(insp, want_batch=False)
+    assert reason == "Unbatched" and not facts.batchable and "max_batch_size 1" in facts.batch_note
+    assert fixed_first_dims(model) == []
+    assert _parse(render(_plan(1), facts)).max_batch_size == 1
+    assert check_batch(model, facts.input, 1) is None
 
 
 def test_a_dynamic_export_is_served_as_exported():

@@ -9,7 +9,10 @@ and so do the shape constants of its Reshape nodes (the export traced them at ba
 ("copy this dimension from the input"). Then onnxruntime runs two different images as one batch
 and each alone: the rewrite is kept only when both give the same outputs. Otherwise the model
 serves one image per execution (max_batch_size 1; its dynamic axis then only ever holds 1), and
-the report says why.
+the report says why. Under max_batch_size 1 the backend's rule still holds, and onnxruntime infers
+an output's first dimension through the Reshapes: so the one-image model gets the Reshape rewrite
+too, and a model whose first dimension onnxruntime still fixes is refused (ModelIncompatible,
+naming the tensor) instead of crash-looping Triton.
 """
 
 from __future__ import annotations
@@ -87,6 +90,21 @@ def _images(inp: Tensor, count: int, seed: int = 0) -> list[np.ndarray]:
     return [rng.random((1, *inp.dims), dtype=np.float32).astype(dtype) for _ in range(count)]
 
 
+def fixed_first_dims(model: onnx.ModelProto) -> list[str]:
+    """The inputs and outputs whose first dimension onnxruntime fixes to a number (as the
+    backend reads them: after its own shape inference), e.g. ["output0 [1, 84, 8400]"]."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return [
+        f"{t.name} {list(t.shape)}"
+        for t in [*session.get_inputs(), *session.get_outputs()]
+        if t.shape and isinstance(t.shape[0], int)
+    ]
+
+
 def check_batch(model: onnx.ModelProto, inp: Tensor, batch: int = CHECK_BATCH) -> str | None:
     """Run `batch` different images as one batch and each alone with onnxruntime. None when the
     batch gives each image's own outputs; else what went wrong, in a sentence."""
@@ -124,7 +142,10 @@ def make_batchable(insp: Inspection, want_batch: bool = True) -> tuple[onnx.Mode
     facts, batch = insp.facts, insp.batch
     fixed = isinstance(batch, int)
     if not want_batch:
-        model = _dynamic_io(insp.model) if fixed else insp.model
+        model = insp.model
+        if fixed:
+            model = _dynamic_io(insp.model)
+            _patch_reshapes(model, int(batch))
         return model, _unbatched(model, facts, batch, "the plan asks for max_batch_size 1"), "Unbatched"
     if not fixed:
         why = check_batch(insp.model, facts.input)
@@ -141,7 +162,9 @@ def make_batchable(insp: Inspection, want_batch: bool = True) -> tuple[onnx.Mode
     if why is None:
         note = f"the export fixed the batch to {batch}; its batch axis was made dynamic ({len(changed)} Reshape shapes) and checked at batch {CHECK_BATCH}"
         return model, replace(facts, batch_note=note), "BatchAxisRewritten"
-    plain = _dynamic_io(insp.model)  # only the inputs and outputs: right at batch 1
+    if check_batch(model, facts.input, 1) is None:  # the rewrite is right at batch 1, if not at 2
+        return model, _unbatched(model, facts, batch, why), "Unbatched"
+    plain = _dynamic_io(insp.model)  # only the inputs and outputs
     return plain, _unbatched(plain, facts, batch, why), "Unbatched"
 
 
@@ -154,6 +177,12 @@ def _unbatched(model: onnx.ModelProto, facts: ModelFacts, batch: Dim, why: str) 
     alone = check_batch(model, facts.input, 1)
     if alone is not None:
         raise ModelIncompatible(f"input {facts.input.name} {list(facts.input.dims)}: {alone}")
+    pinned = fixed_first_dims(model)
+    if pinned:
+        raise ModelIncompatible(
+            f"{pinned[0]}: onnxruntime fixes its first dimension, which Triton's onnxruntime backend refuses "
+            f"under max_batch_size > 0, and the batch axis could not be made dynamic ({why})"
+        )
     origin = (
         f"the export fixed the batch to {batch}" if isinstance(batch, int) else "the export's batch axis is dynamic"
     )
