@@ -10,6 +10,7 @@
 #   the pause image and the yolo-echo test image              (static Go from images/, buildah from scratch, oci-archives)
 #   the test object store: versitygw, an S3 gateway over a folder (github.com/versity/versitygw, from scratch)
 #   KEDA's operator and metrics API server, and its CRDs        (github.com/kedacore/keda/v2, via a wrapper go.mod)
+#   the OCI registry that releases are pushed to and the node pulls from (github.com/distribution/distribution/v3)
 # node-deps.sh installs the node's Debian packages (containerd, runc, CNI plugins, buildah, prometheus) when they are missing.
 #
 # Binaries land in a per-version cache ($YOLO_K8S_CACHE, default ~/.cache/yolo-operator/k8s-<versions>;
@@ -25,6 +26,7 @@ HELM_VERSION=${HELM_VERSION:-v3.19.0}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.12.4}
 VERSITYGW_VERSION=${VERSITYGW_VERSION:-v1.8.0}
 KEDA_VERSION=${KEDA_VERSION:-v2.16.1}
+REGISTRY_VERSION=${REGISTRY_VERSION:-v3.1.2}
 YOLO_REAL_NODE=${YOLO_REAL_NODE:-auto}  # auto: build the node when its packages are (or can be) installed; 1: must; 0: skip
 BUILD_REV=2  # bump when the build flags change: a new cache key
 NODE_REV=1   # the same for the node's parts
@@ -37,6 +39,7 @@ CACHE=${YOLO_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/yolo-operator/$KEY}
 NODE_KEY="node-k8s-${K8S_VERSION}_coredns-${COREDNS_VERSION}_r${NODE_REV}"
 NODE_CACHE=${YOLO_NODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/yolo-operator/$NODE_KEY}
 KEDA_CACHE=${YOLO_KEDA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/yolo-operator/keda-$KEDA_VERSION}
+REGISTRY_CACHE=${YOLO_REGISTRY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/yolo-operator/registry-$REGISTRY_VERSION}
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok helm)
 NODE_BINARIES=(kubelet kube-proxy coredns)
 
@@ -282,6 +285,22 @@ GO
   ln -sfn "$KEDA_CACHE/crds" "$BIN_DIR/keda-crds"
 }
 
+registry() {  # the cluster's OCI registry (cluster/registry.py): `make release` pushes, the node's containerd pulls
+  if [ ! -x "$REGISTRY_CACHE/registry" ]; then
+    need_go
+    log "distribution registry $REGISTRY_VERSION"
+    local start
+    start=$(date +%s)
+    mkdir -p "$REGISTRY_CACHE"
+    GOBIN="$REGISTRY_CACHE/bin.tmp" go install -trimpath -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION" \
+      "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
+    mv "$REGISTRY_CACHE/bin.tmp/registry" "$REGISTRY_CACHE/registry" && rmdir "$REGISTRY_CACHE/bin.tmp"
+    log "registry built in $(( $(date +%s) - start ))s: $REGISTRY_CACHE"
+  fi
+  mkdir -p "$BIN_DIR"
+  ln -sf "$REGISTRY_CACHE/registry" "$BIN_DIR/registry"
+}
+
 node() {
   local b given
   for given in "${YOLO_K8S_BIN:-}" "${KUBEBUILDER_ASSETS:-}"; do
@@ -290,6 +309,7 @@ node() {
       node_images
       store_image
       keda
+      registry
       return 0
     fi
   done
@@ -349,6 +369,7 @@ GO
   node_images
   store_image
   keda
+  registry
   local took=$(( $(date +%s) - start ))
   [ $took -gt 2 ] && log "node built in ${took}s: $NODE_CACHE"
   return 0

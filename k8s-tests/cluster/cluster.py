@@ -35,6 +35,7 @@ from pathlib import Path
 
 import metrics_pipeline as metrics
 import realnode
+import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("YOLO_CLUSTER_DIR", ROOT / ".cluster"))
@@ -345,9 +346,14 @@ def _metrics_marker() -> Path:
     return STATE / "metrics-pipeline"
 
 
+def _registry_marker() -> Path:
+    return STATE / "registry" / "config.yml"
+
+
 def components() -> tuple[str, ...]:
     node = realnode.COMPONENTS if _node_marker().exists() else ()
-    return COMPONENTS + node + (metrics.COMPONENTS if _metrics_marker().exists() else ())
+    reg = registry.COMPONENTS if _registry_marker().exists() else ()
+    return COMPONENTS + node + reg + (metrics.COMPONENTS if _metrics_marker().exists() else ())
 
 
 def _want_metrics(with_node: bool) -> bool:
@@ -359,6 +365,18 @@ def _want_metrics(with_node: bool) -> bool:
         if realnode.mode() == "on":
             raise ClusterError(f"YOLO_REAL_NODE=1 but the metrics pipeline cannot run; missing: {', '.join(lack)}")
         print(f"cluster: no Prometheus/KEDA (missing: {', '.join(lack)})", file=sys.stderr)
+    return not lack
+
+
+def _want_registry(with_node: bool) -> bool:
+    """The OCI registry runs with the real node (its containerd pulls from it), where built."""
+    if not with_node:
+        return False
+    lack = registry.missing(BIN)
+    if lack and realnode.mode() == "on":
+        raise ClusterError(f"YOLO_REAL_NODE=1 but the registry cannot run; missing: {', '.join(lack)}")
+    if lack:
+        print(f"cluster: no registry (missing: {', '.join(lack)})", file=sys.stderr)
     return not lack
 
 
@@ -393,6 +411,9 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
         node.certs()
         node.network()
         node.start_containerd()  # starts while etcd and the apiserver do
+    oci = registry.Registry(sys.modules[__name__], node.dir / "registry.d") if node and _want_registry(True) else None
+    if oci:
+        oci.start()
 
     etcd_url = f"http://127.0.0.1:{ports.etcd}"
     _start(
@@ -543,6 +564,8 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
     _wait("kwok nodes Ready and untainted by the node lifecycle controller", nodes_ready, timeout=90, name="kwok")
     if node:
         node.wait_ready()
+    if oci:
+        oci.wait_ready()
     if pipeline:
         _metrics_marker().write_text("prometheus keda\n")
         pipeline.start()
@@ -557,6 +580,7 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
         if not _alive(int(_pidfile(name).read_text())):
             raise ClusterError(f"{name} is not running; see {STATE / 'logs' / (name + '.log')}")
     extra = f" + real node {realnode.NODE_NAME} ({realnode.NODE_IP})" if node else ""
+    extra += f" + registry {registry.REGISTRY}" if oci else ""
     extra += f" + Prometheus ({metrics.PROMETHEUS_URL}) and KEDA" if pipeline else ""
     print(f"cluster up in {time.monotonic() - start:.1f}s: {len(nodes)} kwok nodes{extra}; KUBECONFIG={admin}")
     return admin
@@ -590,14 +614,14 @@ def down(quiet: bool = False) -> None:
             node.drain()
         for name in ("kubelet", "kube-proxy", "coredns"):
             _stop(name)
-    for name in ("kube-apiserver", "etcd"):
+    for name in ("kube-apiserver", "etcd", *registry.COMPONENTS):
         _stop(name)
     if node:
         node.teardown()
         _node_marker().unlink(missing_ok=True)
         for left in node.leftovers():
             print(f"cluster down: left behind: {left}", file=sys.stderr)
-    for sub in ("etcd", "pids"):
+    for sub in ("etcd", "pids", "registry"):
         shutil.rmtree(STATE / sub, ignore_errors=True)
     if not quiet:
         print("cluster down")
@@ -616,6 +640,8 @@ def status(quiet: bool = False) -> bool:
                 print(
                     f"metrics: Prometheus {metrics.PROMETHEUS_URL}, KEDA (external metrics API), ScaledObjects in any namespace"
                 )
+            if _registry_marker().exists():
+                print(f"registry: {registry.REGISTRY} (make release REGISTRY={registry.REGISTRY})")
             print(
                 f"real node {realnode.NODE_NAME}: node IP {realnode.NODE_IP}, pods {realnode.POD_CIDR}, Services {realnode.SERVICE_CIDR}, DNS {realnode.DNS_IP}, containerd {realnode.CONTAINERD_SOCK}"
             )
