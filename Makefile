@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml VERSION 2>/dev/null | sha1sum | cut -c1-12)
 TRAIN_VENV ?= .cache/train-venv
 
-.PHONY: help venv test test-unit test-triton test-k8s test-pods test-e2e demo serve lint bench model-repo train prod-models version chart-docs clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo scale-bench
+.PHONY: help venv test test-unit test-triton test-k8s test-pods test-e2e demo serve lint bench model-repo train prod-models version chart-docs clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo scale-bench release
 
 help:
 	@echo "make demo         start Triton + the gateway, detect on a fresh image, stop"
@@ -21,6 +21,7 @@ help:
 	@echo "make test-pods    tier 4: real pods on the kubelet node: images, KEDA, Prometheus (test-e2e: tiers 3+4)"
 	@echo "make lint         ruff check, ruff format --check and mypy on the runtime packages"
 	@echo "make chart-docs   regenerate charts/yolo-operator/README.md from values.yaml"
+	@echo "make release      push the images and the chart of VERSION to REGISTRY=host[:port] (PLAIN_HTTP=1 for an HTTP one)"
 	@echo "make version      stamp VERSION (V=x.y.z to change it) into the chart's version and appVersion"
 	@echo "make serve        the local stack in the foreground (GATEWAY_PORT, TRITON_*_PORT)"
 	@echo "make cluster-up   a real control plane on loopback (built from Go modules once); cluster-down stops it"
@@ -141,6 +142,13 @@ prod-models:
 # tested; loaded into the local node's containerd when its socket exists. docker/build-images.py
 images:
 	$(PYTHON) docker/build-images.py
+
+# One version (VERSION) to a registry: the four images as REGISTRY/yolo-operator/<name>:VERSION and the chart
+# as oci://REGISTRY/charts/yolo-operator. tools/yolo_tools/release.py; `make cluster-up` runs one at localhost:15000.
+release: venv
+	@test -n "$(REGISTRY)" || { echo "make release REGISTRY=host[:port] [VERSION=x.y.z] [PLAIN_HTTP=1]"; exit 2; }
+	$(PYTHON) docker/build-images.py --no-load
+	$(BIN)/python -m yolo_tools.release --registry $(REGISTRY) $(if $(VERSION),--version $(VERSION),) $(if $(filter-out 0,$(PLAIN_HTTP)),--plain-http,)
 
 images-load:
 	$(PYTHON) docker/build-images.py --load-only

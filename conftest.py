@@ -42,11 +42,13 @@ TIERS: dict[str, str] = {
     # The local control plane (apiserver, controller-manager, scheduler, kwok nodes) and helm.
     "k8s-tests/test_chart.py": "k8s",
     "k8s-tests/test_e2e.py": "k8s",
+    "tools/tests/test_release.py::test_the_released_chart_renders_the_registry_images_at_the_chart_version": "k8s",
     # Real pods on the real kubelet node: images, containerd, KEDA, Prometheus.
     "k8s-tests/test_real_node.py": "pods",
     "k8s-tests/test_pods.py": "pods",
     "k8s-tests/test_pods_autoscale.py": "pods",
     "k8s-tests/test_pods_models.py": "pods",
+    "k8s-tests/test_pods_release.py": "pods",
 }
 
 # A fixture (anywhere in a test's closure) -> the lowest tier that may use it.

@@ -1,0 +1,65 @@
+"""`make release`'s refusals and the chart values it publishes (no registry needed; the push itself
+is tested against the local cluster's registry in k8s-tests/test_release.py)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from yolo_tools import release as rel
+
+VALUES = (rel.CHART / "values.yaml").read_text()
+
+
+def test_the_released_values_point_every_image_at_the_registry_and_keep_the_comments() -> None:
+    r = rel.Release("0.1.0", "localhost:15000")
+    out = rel.release_values(VALUES, r)
+    parsed, original = yaml.safe_load(out), yaml.safe_load(VALUES)
+    assert parsed["image"]["repository"] == "localhost:15000/yolo-operator/operator"
+    assert parsed["image"]["tag"] == ""  # the images follow appVersion
+    parsed["image"]["repository"] = original["image"]["repository"]
+    assert parsed == original  # nothing else changed
+    assert out.count("\n") == VALUES.count("\n") and "# -- Operator image repository." in out
+
+
+def test_the_released_chart_renders_the_registry_images_at_the_chart_version(tmp_path) -> None:
+    helm = rel.ROOT / ".bin" / "helm"
+    if not helm.exists():
+        pytest.fail("no .bin/helm: run `make cluster-build`", pytrace=False)
+    r = rel.Release(rel.version_file(), "registry.example:5000/team")
+    chart = tmp_path / "yolo-operator"
+    shutil.copytree(rel.CHART, chart)
+    (chart / "values.yaml").write_text(rel.release_values(VALUES, r))
+    out = subprocess.run([str(helm), "template", "x", str(chart)], text=True, capture_output=True, check=True).stdout
+    images = {line.split("image:", 1)[1].strip().strip('"') for line in out.splitlines() if "image:" in line}
+    assert f"registry.example:5000/team/yolo-operator/operator:{r.version}" in images
+    # the operator hands the other project images to YoloServices: they follow the same registry and tag
+    for name in ("gateway", "triton-cpu", "model-fetcher"):
+        assert f"registry.example:5000/team/yolo-operator/{name}:{r.version}" in out
+
+
+def test_a_release_refuses_a_version_other_than_the_version_file() -> None:
+    with pytest.raises(rel.ReleaseError, match="make version"):
+        rel.check("9.9.9", "localhost:15000")
+    assert rel.check(None, "localhost:15000") == rel.version_file()
+
+
+@pytest.mark.parametrize("registry", ["http://localhost:15000", "", "ghcr.io/team/"])
+def test_a_release_refuses_a_registry_with_a_scheme_or_trailing_slash(registry: str) -> None:
+    with pytest.raises(rel.ReleaseError, match="host"):
+        rel.check(None, registry)
+
+
+def test_a_release_refuses_a_pinned_image_tag() -> None:
+    pinned = VALUES.replace('  tag: ""', '  tag: "1.2.3"', 1)
+    with pytest.raises(rel.ReleaseError, match="appVersion"):
+        rel.release_values(pinned, rel.Release("0.1.0", "r:1"))
+
+
+def test_the_image_references_of_a_release() -> None:
+    r = rel.Release("1.4.0", "ghcr.io/acme")
+    assert r.image("gateway") == "ghcr.io/acme/yolo-operator/gateway:1.4.0"
+    assert r.chart_ref == "oci://ghcr.io/acme/charts/yolo-operator"

@@ -1,0 +1,208 @@
+"""`make release`: publish one version of yolo-operator to an OCI registry, images and chart.
+
+    python -m yolo_tools.release --registry HOST[:PORT][/PATH] [--version X.Y.Z] [--plain-http]
+
+One version source, the VERSION file, feeds everything a release publishes:
+
+  1. images   the four images `make images` builds (operator, gateway, model-fetcher, triton-cpu),
+              pushed as REGISTRY/yolo-operator/<name>:<VERSION> with buildah from the project's
+              image store (.cache/images/storage). Each push prints the manifest digest.
+  2. chart    charts/yolo-operator packaged at version = appVersion = VERSION, its default image
+              repository rewritten to REGISTRY/yolo-operator/operator (the other images follow it
+              and the tag follows appVersion: _helpers.tpl projectImage), and pushed with
+              `helm push` to oci://REGISTRY/charts.
+
+It refuses a --version that is not the VERSION file's, a chart whose version or appVersion says
+otherwise (run `make version`), and a version that is not SemVer. Users then install with
+
+    helm install yolo-operator oci://REGISTRY/charts/yolo-operator --version VERSION
+
+The local cluster's registry (make cluster-up, localhost:15000, plain HTTP) is what the tests
+release to; CI's release workflow runs the same command against ghcr.io on a v* tag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "yolo-operator"
+IMAGES = ("operator", "gateway", "model-fetcher", "triton-cpu")
+LOCAL_PREFIX = "localhost/yolo-operator"
+SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+class ReleaseError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    registry: str  # host[:port][/path], no scheme
+    plain_http: bool = False
+
+    def image(self, name: str) -> str:
+        return f"{self.registry}/yolo-operator/{name}:{self.version}"
+
+    @property
+    def chart_ref(self) -> str:
+        return f"oci://{self.registry}/charts/yolo-operator"
+
+
+def version_file() -> str:
+    return (ROOT / "VERSION").read_text().strip()
+
+
+def check(version: str | None, registry: str) -> str:
+    """The version to release, after every refusal a release can meet before it pushes anything."""
+    source = version_file()
+    version = version or source
+    if version != source:
+        raise ReleaseError(f"--version {version} is not the VERSION file's {source}: run `make version V={version}`")
+    if not SEMVER.match(version):
+        raise ReleaseError(f"version {version!r} is not SemVer (X.Y.Z)")
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    if str(chart["version"]) != version or str(chart["appVersion"]) != version:
+        raise ReleaseError(
+            f"Chart.yaml says version {chart['version']}, appVersion {chart['appVersion']}, VERSION says {version}: run `make version`"
+        )
+    if "://" in registry or not registry or registry.endswith("/"):
+        raise ReleaseError(f"--registry {registry!r}: give host[:port][/path], no scheme")
+    return version
+
+
+def release_values(values_text: str, release: Release) -> str:
+    """values.yaml with the operator image moved to the release's registry, every comment kept:
+    only the `repository:` line under the top-level `image:` block changes, and `tag` stays empty
+    so that every image follows the chart's appVersion."""
+    lines = values_text.splitlines(keepends=True)
+    in_image, done = False, False
+    for i, line in enumerate(lines):
+        if re.match(r"^image:\s*$", line):
+            in_image = True
+            continue
+        if in_image and re.match(r"^\S", line):
+            break
+        m = re.match(r"^(\s+)repository:\s*\S+", line) if in_image else None
+        if m:
+            lines[i] = f"{m.group(1)}repository: {release.registry}/yolo-operator/operator\n"
+            done = True
+            break
+    if not done:
+        raise ReleaseError("values.yaml has no image.repository line to point at the registry")
+    out = "".join(lines)
+    parsed = yaml.safe_load(out)
+    if parsed["image"]["repository"] != f"{release.registry}/yolo-operator/operator":
+        raise ReleaseError("rewriting image.repository in values.yaml did not take")
+    if parsed["image"].get("tag"):
+        raise ReleaseError(
+            f"values.yaml pins image.tag {parsed['image']['tag']!r}: a release's images follow appVersion"
+        )
+    return out
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess[str]:
+    print("+ " + " ".join(cmd), flush=True)
+    r = subprocess.run(cmd, text=True, capture_output=True, **kw)
+    if r.returncode != 0:
+        raise ReleaseError(f"{cmd[0]} failed ({r.returncode}):\n{(r.stderr or r.stdout)[-3000:]}")
+    return r
+
+
+def buildah(*args: str) -> list[str]:
+    storage = os.environ.get("IMAGES_STORAGE", str(ROOT / ".cache" / "images" / "storage"))
+    runroot = os.environ.get("IMAGES_RUNROOT", "/run/yolo-operator-images")
+    driver = os.environ.get("IMAGES_STORAGE_DRIVER", "overlay")
+    return ["buildah", "--root", storage, "--runroot", runroot, "--storage-driver", driver, *args]
+
+
+def push_images(release: Release, tag: str) -> dict[str, str]:
+    """Push each built image; returns image -> the manifest digest the registry stored."""
+    policy = ROOT / ".cache" / "images" / "policy.json"
+    pushed: dict[str, str] = {}
+    for name in IMAGES:
+        src, dest = f"{LOCAL_PREFIX}/{name}:{tag}", release.image(name)
+        with tempfile.TemporaryDirectory() as tmp:
+            digest_file = Path(tmp) / "digest"
+            cmd = buildah("push", "--quiet", "--digestfile", str(digest_file))
+            if policy.exists():
+                cmd += ["--signature-policy", str(policy)]
+            if release.plain_http:
+                cmd += ["--tls-verify=false"]
+            run([*cmd, src, f"docker://{dest}"])
+            digest = digest_file.read_text().strip()
+        if not DIGEST.fullmatch(digest):
+            raise ReleaseError(f"pushing {dest} gave no digest ({digest!r})")
+        pushed[dest] = digest
+        print(f"{dest}@{digest}", flush=True)
+    return pushed
+
+
+def package_chart(release: Release, helm: str, into: Path) -> Path:
+    work = into / "yolo-operator"
+    shutil.copytree(CHART, work, ignore=shutil.ignore_patterns("ci"))
+    values = work / "values.yaml"
+    values.write_text(release_values(values.read_text(), release))
+    run([helm, "lint", str(work)])
+    out = run([helm, "package", str(work), "--destination", str(into)]).stdout
+    pkg = into / f"yolo-operator-{release.version}.tgz"
+    if not pkg.exists():
+        raise ReleaseError(f"helm package wrote no {pkg.name}: {out}")
+    return pkg
+
+
+def push_chart(release: Release, helm: str, pkg: Path) -> str:
+    cmd = [helm, "push", str(pkg), f"oci://{release.registry}/charts"]
+    if release.plain_http:
+        cmd.append("--plain-http")
+    r = run(cmd)
+    found = DIGEST.search(r.stdout + r.stderr)
+    if not found:
+        raise ReleaseError(f"helm push printed no digest:\n{r.stdout}{r.stderr}")
+    return found.group(0)
+
+
+def find_helm() -> str:
+    for candidate in (os.environ.get("HELM"), str(ROOT / ".bin" / "helm"), shutil.which("helm")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise ReleaseError("no helm: run `make cluster-build` (it builds helm into .bin) or set HELM")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--registry", required=True, help="host[:port][/path] the images and chart go to")
+    ap.add_argument("--version", default=None, help="must equal the VERSION file (the default)")
+    ap.add_argument("--plain-http", action="store_true", help="the registry speaks HTTP (the local cluster's)")
+    ap.add_argument("--from-tag", default=os.environ.get("IMAGES_TAG", "dev"), help="the local images' tag")
+    args = ap.parse_args(argv)
+    try:
+        version = check(args.version, args.registry)
+        release = Release(version, args.registry, args.plain_http)
+        helm = find_helm()
+        images = push_images(release, args.from_tag)
+        with tempfile.TemporaryDirectory() as tmp:
+            pkg = package_chart(release, helm, Path(tmp))
+            chart_digest = push_chart(release, helm, pkg)
+    except ReleaseError as exc:
+        print(f"release: {exc}", file=sys.stderr)
+        return 1
+    print(f"released {version}: {len(images)} images, chart {release.chart_ref}:{version}@{chart_digest}")
+    print(f"helm install yolo-operator {release.chart_ref} --version {version}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
