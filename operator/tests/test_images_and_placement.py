@@ -185,3 +185,18 @@ def test_gateway_cache_settings_reach_the_gateway():
     assert settings().cache_ttl_s == 0
     on = settings(**{"gateway.cache": {"enabled": True, "ttlSeconds": 2.5, "maxEntries": 64, "maxDifference": 4}})
     assert (on.cache_ttl_s, on.cache_max_entries, on.cache_max_difference) == (2.5, 64, 4)
+
+
+def test_image_pull_secrets_reach_both_tiers_and_are_absent_unless_asked_for():
+    spec = parse_spec(sample_spec(imagePullSecrets=[{"name": "regcred"}, {"name": "mirror"}]), LOCAL)
+    for build in (b.build_triton_deployment, b.build_gateway_deployment):
+        pod = build(spec, META)["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    plain = parse_spec(sample_spec(), LOCAL)
+    for build in (b.build_triton_deployment, b.build_gateway_deployment):
+        assert "imagePullSecrets" not in build(plain, META)["spec"]["template"]["spec"]
+
+
+def test_an_image_pull_secret_without_a_name_is_refused():
+    with pytest.raises(Exception, match="name"):
+        parse_spec(sample_spec(imagePullSecrets=[{"name": ""}]), LOCAL)

@@ -53,6 +53,10 @@ class SecretRef(_Model):
     name: str
 
 
+class LocalObjectReference(_Model):
+    name: str = Field(min_length=1, max_length=253)
+
+
 class PVCSource(_Model):
     claim_name: str
     path: str = Field(description="path of the model file inside the volume")
@@ -437,6 +441,12 @@ class YoloServiceSpec(_Model):
     pod_disruption_budget: PDBSpec = PDBSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
     fetcher_image: str | None = None
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Secrets (kubernetes.io/dockerconfigjson, in the service's namespace) for pulling the "
+        "Triton, fetcher and gateway images from a registry that asks for credentials",
+    )
     tiers: list[Tier] = Field(default_factory=list, max_length=8)
     canary: Variant | None = None
     shadow: Variant | None = None

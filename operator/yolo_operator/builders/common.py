@@ -147,6 +147,12 @@ def _deployment(
     return deployment
 
 
+def _pull_secrets(pod_spec: dict[str, Any], spec: Any) -> None:
+    """The service's imagePullSecrets, where set: both tiers pull the project's images."""
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s.name} for s in spec.image_pull_secrets]
+
+
 def _place(pod_spec: dict[str, Any], tier: Any) -> None:
     """Node selector, tolerations and affinity of a tier, where set."""
     if tier.node_selector:

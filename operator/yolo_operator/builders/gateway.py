@@ -15,6 +15,7 @@ from .common import (
     _http_probe,
     _metadata,
     _place,
+    _pull_secrets,
     _resources,
     container_security_context,
     names,
@@ -107,6 +108,7 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         "volumes": volumes,
     }
     _place(pod_spec, g)
+    _pull_secrets(pod_spec, spec)
     return _deployment(
         meta,
         names(meta)["gateway"],

@@ -20,6 +20,7 @@ from .common import (
     _http_probe,
     _metadata,
     _place,
+    _pull_secrets,
     _resources,
     container_security_context,
     names,
@@ -181,6 +182,7 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
         "volumes": volumes,
     }
     _place(pod_spec, t)
+    _pull_secrets(pod_spec, spec)
     if not t.tolerations and t.gpus:
         pod_spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     annotations = {
