@@ -21,7 +21,7 @@ help:
 	@echo "make test-pods    tier 4: real pods on the kubelet node: images, KEDA, Prometheus (test-e2e: tiers 3+4)"
 	@echo "make lint         ruff check, ruff format --check and mypy on the runtime packages"
 	@echo "make chart-docs   regenerate charts/yolo-operator/README.md from values.yaml"
-	@echo "make release      push the images and the chart of VERSION to REGISTRY=host[:port] (PLAIN_HTTP=1 for an HTTP one)"
+	@echo "make release      push the images and the chart of VERSION to REGISTRY=host[:port] (default: the local cluster's)"
 	@echo "make version      stamp VERSION (V=x.y.z to change it) into the chart's version and appVersion"
 	@echo "make serve        the local stack in the foreground (GATEWAY_PORT, TRITON_*_PORT)"
 	@echo "make cluster-up   a real control plane on loopback (built from Go modules once); cluster-down stops it"
@@ -144,11 +144,11 @@ images:
 	$(PYTHON) docker/build-images.py
 
 # One version (VERSION) to a registry: the four images as REGISTRY/yolo-operator/<name>:VERSION and the chart
-# as oci://REGISTRY/charts/yolo-operator. tools/yolo_tools/release.py; `make cluster-up` runs one at localhost:15000.
+# as oci://REGISTRY/charts/yolo-operator (its reference is the last line). tools/yolo_tools/release.py. The default
+# REGISTRY is the local cluster's (make cluster-up: localhost:15000, its credentials read from .cluster/registry).
 release: venv
-	@test -n "$(REGISTRY)" || { echo "make release REGISTRY=host[:port] [VERSION=x.y.z] [PLAIN_HTTP=1]"; exit 2; }
 	$(PYTHON) docker/build-images.py --no-load
-	$(BIN)/python -m yolo_tools.release --registry $(REGISTRY) $(if $(VERSION),--version $(VERSION),) $(if $(filter-out 0,$(PLAIN_HTTP)),--plain-http,)
+	$(BIN)/python -m yolo_tools.release $(if $(REGISTRY),--registry $(REGISTRY),) $(if $(VERSION),--version $(VERSION),) $(if $(filter-out 0,$(PLAIN_HTTP)),--plain-http,)
 
 images-load:
 	$(PYTHON) docker/build-images.py --load-only

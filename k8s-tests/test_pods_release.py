@@ -3,22 +3,28 @@ the cluster's OCI registry (distribution, localhost:15000, started by cluster-up
 `helm install oci://.../charts/yolo-operator --version VERSION` installs the operator with the
 chart's own defaults, and a YoloService serves detections from the released images: the real
 node's containerd pulled every one of them from the registry (the image IDs are the digests the
-release pushed), under the chart's default pull policy.
+release pushed), under the chart's default pull policy. The registry asks for credentials, as a
+private one does: the release pushes with them, helm pulls the chart with them, and the pods pull
+with an imagePullSecret (the chart's `imagePullSecrets` for the operator, the YoloService's
+`imagePullSecrets` for Triton, the fetcher and the gateway); anonymous requests get 401.
 
 The released operator runs in its own namespace and watches only it (rbac.clusterWide=false), so
 it never meets the pod tests' operator, which watches only theirs."""
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 from e2e_helpers import Kube, cluster, run, wait_for
-from pod_helpers import PLACEMENT, Store, cpu_sample, ctr, detect, gateway_url, pods, wait_ready
+from pod_helpers import PLACEMENT, Store, condition, cpu_sample, ctr, detect, gateway_url, pods, wait_ready
 
 from yolo_tools import release as rel
 from yolo_tools.synthetic import encode, make_scene
@@ -28,6 +34,7 @@ pytestmark = pytest.mark.timeout(900)
 registry = cluster.registry
 NS = "yolo-release"
 RELEASE_NAME = "yolo-release"
+PULL_SECRET = "registry-credentials"
 SMALL = {
     "triton.replicas": 1,
     "triton.autoscaling": {"enabled": False},
@@ -50,15 +57,19 @@ def released(real_node: Kube, images: None) -> dict[str, str]:
     target = rel.Release(version, registry.REGISTRY, plain_http=True)
     for name in rel.IMAGES:
         ctr("images", "rm", target.image(name), check=False)
-    r = run(
-        sys.executable,
-        "-m",
-        "yolo_tools.release",
-        "--registry",
-        registry.REGISTRY,
-        "--plain-http",
-        check=False,
-    )
+    user, password = registry.credentials(cluster.STATE)
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(f"{registry.URL}/v2/_catalog", timeout=5)  # noqa: S310 - our loopback registry
+    assert anonymous.value.code == 401
+    # A registry that refuses the push: a clear message, exit 1, nothing published.
+    before = registry.catalog((user, password))
+    wrong = {"REGISTRY_USERNAME": user, "REGISTRY_PASSWORD": password + "x"}
+    r = run(sys.executable, "-m", "yolo_tools.release", "--registry", registry.REGISTRY, check=False, env=wrong)
+    assert r.returncode == 1 and r.stderr.startswith("release: buildah failed"), r.stderr[-2000:]
+    assert "unauthorized" in r.stderr.lower() or "authentication required" in r.stderr.lower(), r.stderr[-2000:]
+    assert registry.catalog((user, password)) == before
+    # `make release` with its defaults: the local cluster's registry and its credentials.
+    r = run(sys.executable, "-m", "yolo_tools.release", check=False)
     assert r.returncode == 0, f"make release failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     digests = {}
     for line in r.stdout.splitlines():
@@ -67,39 +78,62 @@ def released(real_node: Kube, images: None) -> dict[str, str]:
             digests[ref] = digest
     assert set(digests) == {target.image(n) for n in rel.IMAGES}, r.stdout
     assert f"helm install yolo-operator oci://{registry.REGISTRY}/charts/yolo-operator --version {version}" in r.stdout
+    assert r.stdout.splitlines()[-1] == f"oci://{registry.REGISTRY}/charts/yolo-operator:{version}"
     # The registry holds what was pushed: each image and the chart, at the version.
-    repos = registry.catalog()
+    auth = (user, password)
+    repos = registry.catalog(auth)
     for name in rel.IMAGES:
-        assert version in registry.tags(f"yolo-operator/{name}"), repos
-    assert version in registry.tags("charts/yolo-operator"), repos
+        assert version in registry.tags(f"yolo-operator/{name}", auth), repos
+    assert version in registry.tags("charts/yolo-operator", auth), repos
     return digests
 
 
 @pytest.fixture(scope="module")
-def installed(real_node: Kube, released: dict[str, str], store: Store) -> Iterator[str]:
-    """helm install from oci:// with the chart's defaults, placed on the real node, watching NS."""
+def installed(
+    real_node: Kube, released: dict[str, str], store: Store, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """helm install from oci:// with the chart's defaults, placed on the real node, watching NS,
+    pulling with the registry's credentials."""
     kube = real_node
+    user, password = registry.credentials(cluster.STATE)
+    authfile = rel.write_authfile(registry.REGISTRY, user, password, tmp_path_factory.mktemp("auth") / "auth.json")
     if kube.get("namespace", NS):
         kube.helm("uninstall", RELEASE_NAME, "-n", NS, "--wait", "--timeout=60s", check=False)
         kube.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=180s", check=False)
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    dockerconfig = base64.b64encode(authfile.read_bytes()).decode()
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": PULL_SECRET, "namespace": NS},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": dockerconfig},
+        }
+    )
+    chart = [f"oci://{registry.REGISTRY}/charts/yolo-operator", "--plain-http", "--registry-config", str(authfile)]
+    # A chart version that does not exist: helm says so and installs nothing.
+    missing = kube.helm("install", RELEASE_NAME, *chart, "--version", "99.0.0", "-n", NS, check=False)
+    assert missing.returncode != 0 and "99.0.0" in missing.stderr and "not found" in missing.stderr, missing.stderr
+    assert kube.helm("status", RELEASE_NAME, "-n", NS, check=False).returncode != 0
+    # Overridden: placement on the real node, the pull secret, and the scope (this namespace only,
+    # so that it never meets the pod tests' operator). Everything else is the chart's default.
     r = kube.helm(
         "install",
         RELEASE_NAME,
-        f"oci://{registry.REGISTRY}/charts/yolo-operator",
+        *chart,
         "--version",
         rel.version_file(),
-        "--plain-http",
         "-n",
         NS,
         "--set",
         "rbac.clusterWide=false",
-        "--set",
-        "operator.resyncSeconds=10",
         "--set-json",
         f"nodeSelector={json.dumps(PLACEMENT['nodeSelector'])}",
         "--set-json",
         f"tolerations={json.dumps(PLACEMENT['tolerations'])}",
+        "--set-json",
+        f'imagePullSecrets=[{{"name": "{PULL_SECRET}"}}]',
         "--wait",
         "--timeout=300s",
         check=False,
@@ -136,7 +170,28 @@ def test_a_released_chart_installs_from_the_registry_and_serves_from_the_release
     assert _images(op) == [(want, f"{want.rsplit(':', 1)[0]}@{released[want]}")], _images(op)
     assert op["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
 
-    kube.apply(cpu_sample(name, **SMALL), "-n", ns)
+    # Without the pull secret the node cannot pull the service's images (none is on the node yet,
+    # and the registry refuses anonymous pulls): TritonReady says so, naming the image, and so does
+    # Ready, which is False.
+    kube.apply(cpu_sample("no-secret", **SMALL), "-n", ns)
+    seen: dict[str, Any] = {}
+
+    def refused() -> dict[str, Any] | None:
+        obj = kube.get("yoloservice", "no-secret", ns) or {}
+        seen.update(status=obj.get("status"))
+        triton = condition(obj, "TritonReady")
+        return triton if triton.get("reason") == "ImagePullFailed" else None
+
+    try:
+        triton = wait_for("TritonReady ImagePullFailed without the pull secret", refused, timeout=180, interval=2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nstatus: {json.dumps(seen.get('status'), indent=1)}") from None
+    assert triton["status"] == "False" and registry.REGISTRY in triton["message"], triton
+    ready = condition(kube.get("yoloservice", "no-secret", ns) or {}, "Ready")
+    assert ready["status"] == "False" and "ImagePull" in ready["message"], ready
+    kube.kubectl("delete", "ys", "no-secret", "-n", ns, "--wait=true", "--timeout=60s")
+
+    kube.apply(cpu_sample(name, imagePullSecrets=[{"name": PULL_SECRET}], **SMALL), "-n", ns)
     wait_ready(kube, name, ns, timeout=420)
     url = gateway_url(kube, name, ns)
     scene = encode(make_scene(np.random.default_rng(22), 480, 360), ".jpg")

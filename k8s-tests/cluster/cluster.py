@@ -641,7 +641,9 @@ def status(quiet: bool = False) -> bool:
                     f"metrics: Prometheus {metrics.PROMETHEUS_URL}, KEDA (external metrics API), ScaledObjects in any namespace"
                 )
             if _registry_marker().exists():
-                print(f"registry: {registry.REGISTRY} (make release REGISTRY={registry.REGISTRY})")
+                print(
+                    f"registry: {registry.REGISTRY}, user {registry.USER}, password in {STATE / 'registry' / 'credentials.json'} (make release REGISTRY={registry.REGISTRY} PLAIN_HTTP=1 with REGISTRY_USERNAME and REGISTRY_PASSWORD)"
+                )
             print(
                 f"real node {realnode.NODE_NAME}: node IP {realnode.NODE_IP}, pods {realnode.POD_CIDR}, Services {realnode.SERVICE_CIDR}, DNS {realnode.DNS_IP}, containerd {realnode.CONTAINERD_SOCK}"
             )

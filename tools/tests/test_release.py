@@ -63,3 +63,33 @@ def test_the_image_references_of_a_release() -> None:
     r = rel.Release("1.4.0", "ghcr.io/acme")
     assert r.image("gateway") == "ghcr.io/acme/yolo-operator/gateway:1.4.0"
     assert r.chart_ref == "oci://ghcr.io/acme/charts/yolo-operator"
+
+
+def test_the_auth_file_is_a_docker_config_for_the_registry_host(tmp_path) -> None:
+    import base64
+    import json
+    import stat
+
+    path = rel.write_authfile("localhost:15000", "yolo", "s3cret", tmp_path / "auth.json")
+    auths = json.loads(path.read_text())["auths"]
+    assert base64.b64decode(auths["localhost:15000"]["auth"]) == b"yolo:s3cret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_the_default_registry_is_the_local_clusters() -> None:
+    import importlib.util
+
+    path = rel.ROOT / "k8s-tests" / "cluster" / "registry.py"
+    spec = importlib.util.spec_from_file_location("cluster_registry", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.REGISTRY == rel.LOCAL_REGISTRY
+
+
+def test_a_release_without_a_version_is_refused(monkeypatch, tmp_path) -> None:
+    empty = tmp_path / "VERSION"
+    empty.write_text("\n")
+    monkeypatch.setattr(rel, "ROOT", tmp_path)
+    with pytest.raises(rel.ReleaseError, match="SemVer"):
+        rel.check(None, "localhost:15000")

@@ -1,6 +1,6 @@
 """`make release`: publish one version of yolo-operator to an OCI registry, images and chart.
 
-    python -m yolo_tools.release --registry HOST[:PORT][/PATH] [--version X.Y.Z] [--plain-http]
+    python -m yolo_tools.release [--registry HOST[:PORT][/PATH]] [--version X.Y.Z] [--plain-http]
 
 One version source, the VERSION file, feeds everything a release publishes:
 
@@ -12,18 +12,24 @@ One version source, the VERSION file, feeds everything a release publishes:
               and the tag follows appVersion: _helpers.tpl projectImage), and pushed with
               `helm push` to oci://REGISTRY/charts.
 
+A registry that asks for credentials: set REGISTRY_USERNAME and REGISTRY_PASSWORD (written to a
+temporary auth file that buildah and helm both read, never onto a command line), or log in first
+with `buildah login` and `helm registry login`.
+
 It refuses a --version that is not the VERSION file's, a chart whose version or appVersion says
 otherwise (run `make version`), and a version that is not SemVer. Users then install with
 
     helm install yolo-operator oci://REGISTRY/charts/yolo-operator --version VERSION
 
-The local cluster's registry (make cluster-up, localhost:15000, plain HTTP) is what the tests
-release to; CI's release workflow runs the same command against ghcr.io on a v* tag.
+The default registry is the local cluster's (make cluster-up: localhost:15000, plain HTTP, its
+credentials read from .cluster/registry/credentials.json); the tests release there; CI's release workflow runs the same command against ghcr.io on a v* tag.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
 import re
 import shutil
@@ -39,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "yolo-operator"
 IMAGES = ("operator", "gateway", "model-fetcher", "triton-cpu")
 LOCAL_PREFIX = "localhost/yolo-operator"
+LOCAL_REGISTRY = "localhost:15000"  # the local cluster's (k8s-tests/cluster/registry.py; a test ties them)
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -52,6 +59,7 @@ class Release:
     version: str
     registry: str  # host[:port][/path], no scheme
     plain_http: bool = False
+    authfile: Path | None = None  # a docker config.json with the registry's credentials
 
     def image(self, name: str) -> str:
         return f"{self.registry}/yolo-operator/{name}:{self.version}"
@@ -78,7 +86,7 @@ def check(version: str | None, registry: str) -> str:
         raise ReleaseError(
             f"Chart.yaml says version {chart['version']}, appVersion {chart['appVersion']}, VERSION says {version}: run `make version`"
         )
-    if "://" in registry or not registry or registry.endswith("/"):
+    if not registry or "://" in registry or registry.endswith("/"):
         raise ReleaseError(f"--registry {registry!r}: give host[:port][/path], no scheme")
     return version
 
@@ -141,6 +149,8 @@ def push_images(release: Release, tag: str) -> dict[str, str]:
                 cmd += ["--signature-policy", str(policy)]
             if release.plain_http:
                 cmd += ["--tls-verify=false"]
+            if release.authfile:
+                cmd += ["--authfile", str(release.authfile)]
             run([*cmd, src, f"docker://{dest}"])
             digest = digest_file.read_text().strip()
         if not DIGEST.fullmatch(digest):
@@ -167,11 +177,21 @@ def push_chart(release: Release, helm: str, pkg: Path) -> str:
     cmd = [helm, "push", str(pkg), f"oci://{release.registry}/charts"]
     if release.plain_http:
         cmd.append("--plain-http")
+    if release.authfile:
+        cmd += ["--registry-config", str(release.authfile)]
     r = run(cmd)
     found = DIGEST.search(r.stdout + r.stderr)
     if not found:
         raise ReleaseError(f"helm push printed no digest:\n{r.stdout}{r.stderr}")
     return found.group(0)
+
+
+def write_authfile(host: str, username: str, password: str, path: Path) -> Path:
+    """A docker config.json: buildah's --authfile and helm's --registry-config read the same format."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    path.write_text(json.dumps({"auths": {host: {"auth": token}}}))
+    os.chmod(path, 0o600)
+    return path
 
 
 def find_helm() -> str:
@@ -181,26 +201,53 @@ def find_helm() -> str:
     raise ReleaseError("no helm: run `make cluster-build` (it builds helm into .bin) or set HELM")
 
 
+def local_credentials(registry: str) -> tuple[str, str] | None:
+    """The local cluster registry's user and password (k8s-tests/cluster/registry.py), when
+    `registry` is that registry and the cluster made them."""
+    if registry.split("/", 1)[0] != LOCAL_REGISTRY:
+        return None
+    path = Path(os.environ.get("YOLO_CLUSTER_DIR", ROOT / ".cluster")) / "registry" / "credentials.json"
+    if not path.exists():
+        return None
+    c = json.loads(path.read_text())
+    return str(c["username"]), str(c["password"])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--registry", required=True, help="host[:port][/path] the images and chart go to")
+    ap.add_argument(
+        "--registry",
+        default=LOCAL_REGISTRY,
+        help=f"host[:port][/path] the images and chart go to (default: the local cluster's, {LOCAL_REGISTRY})",
+    )
     ap.add_argument("--version", default=None, help="must equal the VERSION file (the default)")
-    ap.add_argument("--plain-http", action="store_true", help="the registry speaks HTTP (the local cluster's)")
+    ap.add_argument(
+        "--plain-http", action="store_true", help="the registry speaks HTTP (implied for the local cluster's)"
+    )
     ap.add_argument("--from-tag", default=os.environ.get("IMAGES_TAG", "dev"), help="the local images' tag")
     args = ap.parse_args(argv)
+    plain_http = args.plain_http or args.registry.split("/", 1)[0] == LOCAL_REGISTRY
     try:
         version = check(args.version, args.registry)
-        release = Release(version, args.registry, args.plain_http)
         helm = find_helm()
-        images = push_images(release, args.from_tag)
         with tempfile.TemporaryDirectory() as tmp:
+            authfile = None
+            user, password = os.environ.get("REGISTRY_USERNAME"), os.environ.get("REGISTRY_PASSWORD")
+            if bool(user) != bool(password):
+                raise ReleaseError("set both REGISTRY_USERNAME and REGISTRY_PASSWORD, or neither")
+            creds = (user, password) if user and password else local_credentials(args.registry)
+            if creds:
+                authfile = write_authfile(args.registry.split("/", 1)[0], *creds, Path(tmp) / "auth.json")
+            release = Release(version, args.registry, plain_http, authfile)
+            images = push_images(release, args.from_tag)
             pkg = package_chart(release, helm, Path(tmp))
             chart_digest = push_chart(release, helm, pkg)
     except ReleaseError as exc:
         print(f"release: {exc}", file=sys.stderr)
         return 1
     print(f"released {version}: {len(images)} images, chart {release.chart_ref}:{version}@{chart_digest}")
-    print(f"helm install yolo-operator {release.chart_ref} --version {version}")
+    print(f"install: helm install yolo-operator {release.chart_ref} --version {version}")
+    print(f"{release.chart_ref}:{version}")  # the last line: the chart's reference
     return 0
 
 
