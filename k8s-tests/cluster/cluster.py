@@ -368,10 +368,8 @@ def _want_metrics(with_node: bool) -> bool:
     return not lack
 
 
-def _want_registry(with_node: bool) -> bool:
+def _want_registry() -> bool:
     """The OCI registry runs with the real node (its containerd pulls from it), where built."""
-    if not with_node:
-        return False
     lack = registry.missing(BIN)
     if lack and realnode.mode() == "on":
         raise ClusterError(f"YOLO_REAL_NODE=1 but the registry cannot run; missing: {', '.join(lack)}")
@@ -411,7 +409,7 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
         node.certs()
         node.network()
         node.start_containerd()  # starts while etcd and the apiserver do
-    oci = registry.Registry(sys.modules[__name__], node.dir / "registry.d") if node and _want_registry(True) else None
+    oci = registry.Registry(sys.modules[__name__], node.dir / "registry.d") if node and _want_registry() else None
     if oci:
         oci.start()
 
@@ -642,7 +640,7 @@ def status(quiet: bool = False) -> bool:
                 )
             if _registry_marker().exists():
                 print(
-                    f"registry: {registry.REGISTRY}, user {registry.USER}, password in {STATE / 'registry' / 'credentials.json'} (make release REGISTRY={registry.REGISTRY} PLAIN_HTTP=1 with REGISTRY_USERNAME and REGISTRY_PASSWORD)"
+                    f"registry: {registry.REGISTRY}, user {registry.USER}, password in {STATE / 'registry' / 'credentials.json'} (`make release` pushes there by default)"
                 )
             print(
                 f"real node {realnode.NODE_NAME}: node IP {realnode.NODE_IP}, pods {realnode.POD_CIDR}, Services {realnode.SERVICE_CIDR}, DNS {realnode.DNS_IP}, containerd {realnode.CONTAINERD_SOCK}"

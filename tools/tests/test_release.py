@@ -76,7 +76,8 @@ def test_the_auth_file_is_a_docker_config_for_the_registry_host(tmp_path) -> Non
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_the_default_registry_is_the_local_clusters() -> None:
+def _cluster_registry():
+    """k8s-tests/cluster/registry.py, loaded by path (the tools package cannot import it)."""
     import importlib.util
 
     path = rel.ROOT / "k8s-tests" / "cluster" / "registry.py"
@@ -84,7 +85,20 @@ def test_the_default_registry_is_the_local_clusters() -> None:
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert mod.REGISTRY == rel.LOCAL_REGISTRY
+    return mod
+
+
+def test_the_default_registry_is_the_local_clusters() -> None:
+    assert _cluster_registry().REGISTRY == rel.LOCAL_REGISTRY
+
+
+def test_release_reads_the_credentials_the_cluster_registry_writes(monkeypatch, tmp_path) -> None:
+    mod = _cluster_registry()
+    (tmp_path / "registry").mkdir()
+    (tmp_path / "registry" / "credentials.json").write_text('{"username": "yolo", "password": "p4ss"}')
+    monkeypatch.setenv("YOLO_CLUSTER_DIR", str(tmp_path))
+    assert rel.local_credentials(rel.LOCAL_REGISTRY) == mod.credentials(tmp_path) == ("yolo", "p4ss")
+    assert rel.local_credentials("ghcr.io/acme") is None
 
 
 def test_a_release_without_a_version_is_refused(monkeypatch, tmp_path) -> None:
