@@ -44,6 +44,21 @@ def triton_stats(triton: LocalTriton, model: str) -> dict[str, int]:
     }
 
 
+def quiet_stats(triton: LocalTriton, model: str, timeout: float = 5.0) -> dict[str, int]:
+    """triton_stats once the counts hold still. A backend reports a batch's statistics after it has
+    answered it, so a "before" read right after traffic can miss the last batch and count it in the
+    "after": poll, bounded, until two reads 0.2 s apart agree."""
+    deadline = time.monotonic() + timeout
+    last = triton_stats(triton, model)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = triton_stats(triton, model)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def settled_counts(
     tritons: list[LocalTriton], model: str, before: list[int], expected: int, timeout: float = 10.0
 ) -> list[int]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gw_helpers import boxes_of, gateway_app, settled_counts, triton_stats
+from gw_helpers import boxes_of, gateway_app, quiet_stats, settled_counts, triton_stats
 
 from yolo_gateway.settings import Settings
 from yolo_modelprep.cli import prepare
@@ -153,7 +153,7 @@ def test_burst_is_batched_on_the_rewritten_model(served: Served):
             infer_timeout_s=150,
         )
         async with gateway_app(s) as c:
-            before = triton_stats(served.triton, model)
+            before = await asyncio.to_thread(quiet_stats, served.triton, model)
             t0 = time.monotonic()
             rs = await asyncio.wait_for(
                 asyncio.gather(

@@ -12,7 +12,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from gw_helpers import boxes_of, gateway_app, settled_counts, triton_stats
+from gw_helpers import boxes_of, gateway_app, quiet_stats, settled_counts, triton_stats
 
 from yolo_gateway.settings import Settings
 from yolo_tools.devrepo import write_variant
@@ -114,7 +114,7 @@ def test_200_concurrent_requests_are_all_right_and_batched(triton, gateway):
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
         async with httpx.AsyncClient(base_url=gateway.url, timeout=60, limits=limits) as c:
             alone = [(await c.post("/v1/detect", content=b, headers=JPEG)).json() for b in bodies]
-            before = triton_stats(triton, "yolo")
+            before = await asyncio.to_thread(quiet_stats, triton, "yolo")
             responses = await asyncio.gather(
                 *(c.post("/v1/detect", content=bodies[i % 10], headers=JPEG) for i in range(200))
             )
@@ -148,7 +148,8 @@ def test_round_robin_routing_spreads_evenly_over_two_tritons(single_model_repo, 
 
         async def go() -> list[int]:
             async with gateway_app(Settings(triton_url=target, routing="round_robin")) as c:
-                before.extend(triton_stats(s, "yolo")["inference_count"] for s in (a, b))  # after the warm-up
+                for s in (a, b):  # after the warm-up, once its counts hold still
+                    before.append((await asyncio.to_thread(quiet_stats, s, "yolo"))["inference_count"])
                 statuses = []
                 for _ in range(20):
                     rs = await asyncio.gather(*(c.post("/v1/detect", content=body, headers=JPEG) for _ in range(10)))
@@ -168,7 +169,7 @@ async def _closed_loop(
     """`workers` clients, each sending `each` requests one after another: (Triton counts before,
     status codes, latencies in s, sorted)."""
     async with gateway_app(settings) as c:
-        before = [triton_stats(t, "yolo")["inference_count"] for t in tritons]
+        before = [(await asyncio.to_thread(quiet_stats, t, "yolo"))["inference_count"] for t in tritons]
 
         async def worker(w: int) -> list[tuple[int, float]]:
             out = []
@@ -440,7 +441,7 @@ def test_dns_target_follows_new_pods_and_retries_a_killed_one(single_model_repo,
 
             answer.append("127.0.0.3")  # a second pod became ready
             await until(lambda: triton.addresses == ["127.0.0.2", "127.0.0.3"], "the new pod noticed")
-            before_a = triton_stats(a, "yolo")["inference_count"]
+            before_a = (await asyncio.to_thread(quiet_stats, a, "yolo"))["inference_count"]
             for _ in range(10):
                 assert [
                     r.status_code

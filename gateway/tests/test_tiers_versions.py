@@ -16,7 +16,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from gw_helpers import gateway_app, settled_counts
+from gw_helpers import gateway_app, quiet_stats, settled_counts
 from prometheus_client import REGISTRY
 
 from yolo_gateway.settings import Settings
@@ -218,7 +218,7 @@ def test_each_tier_batches_as_its_config_says(served):
 def test_the_canary_answers_its_share_for_real(served):
     """25 % of 400 default-tier requests go to the canary, served by its own model; tier requests never do."""
     images = _images(8, seed=11)
-    before = int(_stats(served, "yolo-canary")["inference_count"])
+    before = quiet_stats(served, "yolo-canary")["inference_count"]
 
     async def go() -> list[dict]:
         async with gateway_app(_settings(served, canary_model="yolo-canary", canary_percent=25)) as c:
@@ -289,7 +289,7 @@ async def _settle(c, timeout_s: float = 10) -> None:
 
 def test_the_shadow_gets_its_share_and_never_changes_a_response(served):
     images = _images(4, seed=5)
-    before, shadow_before = _shadow_counts(), int(_stats(served, "yolo-shadow")["inference_count"])
+    before, shadow_before = _shadow_counts(), quiet_stats(served, "yolo-shadow")["inference_count"]
 
     async def go() -> tuple[list[dict], list[dict]]:
         async with gateway_app(_settings(served)) as plain:
