@@ -343,12 +343,18 @@ def build_image(img: Image) -> str:
 
 
 def prune_if_large() -> None:
-    """--layers keeps every intermediate image; past IMAGES_PRUNE_GB (default 8) drop the dangling ones."""
+    """--layers keeps every intermediate image, and a cached storage grows with each change. Drop
+    the dangling ones (the layer cache of older builds) past IMAGES_PRUNE_GB (default 8) of storage,
+    or when the disk has less than IMAGES_MIN_FREE_GB (default 12) free: a build writes its layers
+    and its temporary blobs (/var/tmp) to a disk that CI machines sometimes have little of."""
     limit = float(os.environ.get("IMAGES_PRUNE_GB", "8"))
-    used = int(run(["du", "-sb", str(STORAGE)], capture=True).stdout.split()[0]) / 1e9
-    if used > limit:
-        log(f"storage {used:.1f} GB > {limit:g} GB: pruning dangling images (the layer cache of older builds)")
+    min_free = float(os.environ.get("IMAGES_MIN_FREE_GB", "12"))
+    used = int(run(["du", "-sb", str(STORAGE)], capture=True).stdout.split()[0]) / 1e9 if STORAGE.exists() else 0.0
+    free = shutil.disk_usage(STORAGE if STORAGE.exists() else CACHE).free / 1e9
+    if used > limit or free < min_free:
+        log(f"storage {used:.1f} GB, {free:.1f} GB free on its disk: pruning dangling images (older builds' layers)")
         buildah("rmi", "--prune", capture=True, check=False)
+        log(f"{shutil.disk_usage(CACHE).free / 1e9:.1f} GB free after pruning")
 
 
 def export_image(img: Image, iid: str) -> None:
@@ -851,6 +857,7 @@ def main() -> None:
         t0 = time.monotonic()
         if not args.load_only:
             ensure_tools(need_mmdebstrap=False)
+            prune_if_large()
             build_base()
             ids = {img.name: build_image(img) for img in chosen}
             prune_if_large()
