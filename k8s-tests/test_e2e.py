@@ -35,10 +35,12 @@ def ready(kube: Kube, name: str, namespace: str = NS) -> dict:
     return wait_for(f"YoloService {name} Ready", check, timeout=120)
 
 
+CHILD_KINDS = ("configmap", "deployment", "service", "hpa", "pdb", "networkpolicy")
+
+
 def children(kube: Kube, name: str, namespace: str = NS) -> dict[str, list[dict]]:
     sel = f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by=yolo-operator"
-    kinds = ["configmap", "deployment", "service", "hpa", "pdb"]
-    return {k: kube.items(k, namespace, sel) for k in kinds}
+    return {k: kube.items(k, namespace, sel) for k in CHILD_KINDS}
 
 
 def _plan(configmap: dict) -> dict:
@@ -76,6 +78,7 @@ def test_sample_becomes_ready_with_every_child(kube: Kube, ns: str):
     assert {c["metadata"]["name"] for c in kids["service"]} == {"shapes-triton", "shapes"}
     assert {c["metadata"]["name"] for c in kids["hpa"]} == {"shapes-triton", "shapes-gateway"}
     assert {c["metadata"]["name"] for c in kids["pdb"]} == {"shapes-triton", "shapes-gateway"}
+    assert {c["metadata"]["name"] for c in kids["networkpolicy"]} == {"shapes-triton", "shapes-gateway"}
     for group in kids.values():
         for child in group:
             (ref,) = child["metadata"]["ownerReferences"]
@@ -89,6 +92,7 @@ def test_sample_becomes_ready_with_every_child(kube: Kube, ns: str):
         "TritonReady",
         "GatewayReady",
         "AutoscalingReady",
+        "NetworkPolicy",
         "Ready",
     }
     assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in status["conditions"])
@@ -252,6 +256,63 @@ def test_disabling_autoscaling_deletes_the_hpas(kube: Kube, ns: str):
     assert condition(obj, "AutoscalingReady")["reason"] == "AutoscalingDisabled"
 
 
+def test_network_policies_follow_the_spec_and_say_what_is_wrong(kube: Kube, ns: str):
+    """Both policies with the service; a policy the API refuses is a NetworkPolicy condition that
+    quotes it (Ready stays True: the service serves either way); switched off, both are deleted;
+    a misspelt selector key is an InvalidSpec, never a selector that selects every pod."""
+    name, sel = "netpol", "app.kubernetes.io/instance=netpol"
+
+    def policy_condition(reason: str) -> dict | None:
+        obj = kube.get("yoloservice", name, ns)
+        c = condition(obj, "NetworkPolicy")
+        fresh = obj and c.get("observedGeneration") == obj["metadata"]["generation"]
+        return c if fresh and c.get("reason") == reason else None
+
+    def patch(spec: dict) -> None:
+        kube.kubectl("patch", "ys", name, "-n", ns, "--type=merge", "-p", json.dumps({"spec": spec}))
+
+    kube.apply(sample(name), "-n", ns)
+    ready(kube, name, ns)
+    assert wait_for("NetworkPolicy Applied", lambda: policy_condition("Applied"))["status"] == "True"
+    policies = {p["metadata"]["name"]: p for p in kube.items("networkpolicy", ns, sel)}
+    assert set(policies) == {"netpol-triton", "netpol-gateway"}
+    grpc, metrics = policies["netpol-triton"]["spec"]["ingress"]
+    assert grpc["ports"] == [{"port": 8001, "protocol": "TCP"}]
+    assert grpc["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+    assert metrics["ports"] == [{"port": 8002, "protocol": "TCP"}]
+
+    patch({"networkPolicy": {"gatewayFrom": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}})  # not a CIDR
+    refused = wait_for("NetworkPolicy ApplyFailed", lambda: policy_condition("ApplyFailed"))
+    assert refused["status"] == "False" and "NetworkPolicy/netpol-gateway" in refused["message"], refused
+    assert "cidr" in refused["message"].lower(), refused
+    assert condition(ready(kube, name, ns), "Ready")["status"] == "True"
+
+    patch({"networkPolicy": {"gatewayFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}})
+    wait_for("NetworkPolicy Applied again", lambda: policy_condition("Applied"))
+    gateway = kube.get("networkpolicy", "netpol-gateway", ns)
+    assert gateway["spec"]["ingress"][0]["from"][0] == {"ipBlock": {"cidr": "10.0.0.0/8"}}
+
+    patch({"networkPolicy": {"enabled": False}})
+    wait_for("both policies deleted", lambda: not kube.items("networkpolicy", ns, sel))
+    assert wait_for("NetworkPolicy Disabled", lambda: policy_condition("Disabled"))["status"] == "False"
+    assert condition(ready(kube, name, ns), "Ready")["status"] == "True"
+    patch({"networkPolicy": {"enabled": True}})
+    wait_for("both policies back", lambda: len(kube.items("networkpolicy", ns, sel)) == 2)
+    wait_for("NetworkPolicy Applied once more", lambda: policy_condition("Applied"))
+    kube.kubectl("delete", "ys", name, "-n", ns)
+
+    typo = sample("netpol-typo", **{"networkPolicy.gatewayFrom": [{"podSelector": {"matchLabel": {"a": "b"}}}]})
+    kube.apply(typo, "-n", ns)
+
+    def invalid() -> dict | None:
+        c = condition(kube.get("yoloservice", "netpol-typo", ns), "Ready")
+        return c if c.get("reason") == "InvalidSpec" else None
+
+    assert "matchLabel" in wait_for("an InvalidSpec condition", invalid)["message"]
+    assert not kube.items("networkpolicy", ns, "app.kubernetes.io/instance=netpol-typo")
+    kube.kubectl("delete", "ys", "netpol-typo", "-n", ns)
+
+
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
@@ -335,7 +396,7 @@ def test_no_op_reconcile_writes_nothing(kube: Kube, ns: str, operator: OperatorP
 
     def versions() -> dict[str, str]:
         out = {}
-        for kind in ("configmap", "deployment", "service", "hpa", "pdb"):
+        for kind in CHILD_KINDS:
             for c in kube.items(kind, ns, sel):
                 out[f"{kind}/{c['metadata']['name']}"] = c["metadata"]["resourceVersion"]
         y = kube.get("yoloservice", "multi-0", ns)
@@ -527,7 +588,7 @@ def test_sigkill_every_30s_through_20_cycles_converges_without_orphans(kube: Kub
     for n in survivors:
         kids = children(kube, n)
         counts = {k: len(v) for k, v in kids.items()}
-        assert counts == {"configmap": 1, "deployment": 2, "service": 2, "hpa": 2, "pdb": 2}, (n, counts)
+        assert counts == {k: 1 if k == "configmap" else 2 for k in CHILD_KINDS}, (n, counts)
         plan = _plan(kids["configmap"][0])
         assert plan["max_batch_size"] == last and plan["dynamic_batching"]["max_queue_delay_microseconds"] == 119, (
             n,
@@ -536,7 +597,7 @@ def test_sigkill_every_30s_through_20_cycles_converges_without_orphans(kube: Kub
 
     def orphans() -> list[str]:  # children of these services whose owner is not a live YoloService
         bad = []
-        for kind in ("configmap", "deployment", "service", "hpa", "pdb"):
+        for kind in CHILD_KINDS:
             for child in kube.items(kind, ns, "app.kubernetes.io/managed-by=yolo-operator"):
                 refs = child["metadata"].get("ownerReferences") or []
                 if child["metadata"]["name"].startswith("chaos-") and (

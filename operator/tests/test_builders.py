@@ -16,6 +16,7 @@ from yolo_modelprep import config as modelconfig
 from yolo_modelprep.facts import Overrides, from_overrides
 from yolo_operator import builders as b
 from yolo_operator.children import desired_children
+from yolo_operator.settings import OperatorSettings
 from yolo_operator.spec import InvalidSpec, parse_spec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -29,7 +30,8 @@ def all_manifests(spec: dict) -> list[dict]:
 def test_golden_manifests():
     """Every child of the sample, byte for byte. UPDATE_GOLDEN=1 rewrites the files after a deliberate change."""
     spec = parse_spec(sample_spec(**{"monitoring.serviceMonitor": True}))
-    for child in desired_children(spec, META, service_monitor_crd=True):
+    metrics_from = OperatorSettings().network_policy_metrics_from  # the chart's default
+    for child in desired_children(spec, META, service_monitor_crd=True, metrics_from=metrics_from):
         path = GOLDEN / f"{child.kind.lower()}-{child.name}.yaml"
         text = yaml.safe_dump(child.manifest, sort_keys=True)
         if os.environ.get("UPDATE_GOLDEN"):

@@ -33,6 +33,7 @@ WATCHED = {
     ("", "v1", "services"): "Service",
     ("", "v1", "configmaps"): "ConfigMap",
     ("policy", "v1", "poddisruptionbudgets"): "PodDisruptionBudget",
+    ("networking.k8s.io", "v1", "networkpolicies"): "NetworkPolicy",
     ("autoscaling", "v2", "horizontalpodautoscalers"): "HorizontalPodAutoscaler",
     ("keda.sh", "v1alpha1", "scaledobjects"): "ScaledObject",
 }

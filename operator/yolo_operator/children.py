@@ -34,8 +34,19 @@ class Child:
         return f"{self.kind}/{self.name}"
 
 
+def network_policies_enabled(spec: YoloServiceSpec, default: bool) -> bool:
+    """The service's own switch, else the operator's default."""
+    return default if spec.network_policy.enabled is None else spec.network_policy.enabled
+
+
 def desired_children(
-    spec: YoloServiceSpec, meta: b.Meta, service_monitor_crd: bool, keda_crd: bool = False, prometheus_url: str = ""
+    spec: YoloServiceSpec,
+    meta: b.Meta,
+    service_monitor_crd: bool,
+    keda_crd: bool = False,
+    prometheus_url: str = "",
+    network_policies: bool = True,
+    metrics_from: tuple[dict[str, Any], ...] | list[dict[str, Any]] = (),
 ) -> list[Child]:
     """Every child, with None for those that must not exist. Each autoscaled tier gets one
     autoscaler: a KEDA ScaledObject or an HPA (`autoscaling.tier_engine`); the other kind
@@ -60,6 +71,22 @@ def desired_children(
     children += [
         ("policy/v1", "PodDisruptionBudget", n["triton"], b.build_pdb(spec, meta, "triton") if pdb else None),
         ("policy/v1", "PodDisruptionBudget", n["gateway"], b.build_pdb(spec, meta, "gateway") if pdb else None),
+    ]
+    netpol = network_policies_enabled(spec, network_policies)
+    peers = list(metrics_from)
+    children += [
+        (
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
+            n["triton"],
+            b.build_triton_network_policy(spec, meta, peers) if netpol else None,
+        ),
+        (
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
+            n["gateway"],
+            b.build_gateway_network_policy(spec, meta, peers) if netpol else None,
+        ),
     ]
     if service_monitor_crd:  # without the CRD there is nothing to create or delete
         sm = b.build_service_monitor(spec, meta) if spec.monitoring.service_monitor else None

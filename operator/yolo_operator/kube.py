@@ -27,6 +27,7 @@ PLURALS = {
     "Deployment": "deployments",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "PodDisruptionBudget": "poddisruptionbudgets",
+    "NetworkPolicy": "networkpolicies",
     "ServiceMonitor": "servicemonitors",
     "ScaledObject": "scaledobjects",
     "YoloService": PLURAL,

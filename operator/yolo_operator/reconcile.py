@@ -9,16 +9,18 @@ success), and patches status only when it changed.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from . import autoscaling, builders, kube
 from .cache import CACHE
-from .children import Child, desired_children, needs_apply, with_hash
+from .children import Child, desired_children, needs_apply, network_policies_enabled, with_hash
 from .settings import SETTINGS
 from .spec import InvalidSpec, YoloServiceSpec, parse_spec
 from .status import (
@@ -28,6 +30,7 @@ from .status import (
     invalid_spec_conditions,
     merge_conditions,
     model_condition,
+    network_policy_condition,
     now_rfc3339,
     ready_condition,
     replica_summary,
@@ -35,6 +38,10 @@ from .status import (
 )
 
 log = logging.getLogger("yolo_operator")
+# The API's answers that refuse a NetworkPolicy for good (invalid, forbidden, no such API): said in
+# the NetworkPolicy condition, not retried as a failed reconcile. Conflicts, throttling and server
+# errors are retried as for any child.
+REFUSED = (400, 403, 404, 422)
 
 
 @dataclass
@@ -117,6 +124,14 @@ def _model_condition(old: list[dict[str, Any]], meta: builders.Meta, triton_read
     return condition
 
 
+def _api_message(exc: ApiException) -> str:
+    """The API server's own message (a Status object's), else its reason."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or f"{exc.status} {exc.reason}")
+    except (ValueError, AttributeError):
+        return f"{exc.status} {exc.reason}"
+
+
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
 
@@ -143,11 +158,21 @@ def _reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger) -> Outcome
         _report_invalid(body, meta, exc)
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc
     outcome = Outcome()
+    refused: list[str] = []
     live: dict[tuple[str, str], dict[str, Any] | None] = {}
     keda = kube.has_api(autoscaling.KEDA_API, "ScaledObject")
     # ServiceMonitors only where the CRD exists and the chart granted them (else every reconcile would 403).
     monitors = SETTINGS.service_monitors and kube.has_api("monitoring.coreos.com/v1", "ServiceMonitor")
-    for child in desired_children(spec, meta, monitors, keda, SETTINGS.prometheus_url):
+    children = desired_children(
+        spec,
+        meta,
+        monitors,
+        keda,
+        SETTINGS.prometheus_url,
+        SETTINGS.network_policies,
+        SETTINGS.network_policy_metrics_from,
+    )
+    for child in children:
         current = CACHE.read(
             child.kind,
             meta.namespace,
@@ -165,7 +190,15 @@ def _reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger) -> Outcome
         desired = _adopted(child, body)
         if needs_apply(desired, current):
             token = CACHE.token()
-            current = kube.apply(desired)
+            try:
+                current = kube.apply(desired)
+            except ApiException as exc:
+                # A refused NetworkPolicy does not stop the service: the condition says why.
+                if child.kind != "NetworkPolicy" or exc.status not in REFUSED:
+                    raise
+                refused.append(f"{child.ref}: {_api_message(exc)}")
+                logger.warning("the API refused %s: %s", child.ref, refused[-1])
+                continue
             CACHE.written(child.kind, meta.namespace, child.name, current, token)
             outcome.applied.append(child.ref)
         live[(child.kind, child.name)] = current
@@ -193,6 +226,8 @@ def _reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger) -> Outcome
         )
     )
     ready = ready_condition(parts)
+    # Not part of Ready: the service serves with or without its policies.
+    parts.append(network_policy_condition(network_policies_enabled(spec, SETTINGS.network_policies), refused))
     status = {
         "observedGeneration": meta.generation,
         "conditions": merge_conditions(old, [*parts, ready], meta.generation, now_rfc3339()),

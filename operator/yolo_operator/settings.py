@@ -7,7 +7,9 @@ changes them for every service at once through the chart's `defaults.images`.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .spec import (
@@ -16,6 +18,7 @@ from .spec import (
     DEFAULT_TRITON_CPU_IMAGE,
     DEFAULT_TRITON_IMAGE,
     ImageDefaults,
+    NetworkPolicyPeer,
 )
 
 
@@ -36,6 +39,14 @@ class OperatorSettings(BaseSettings):
         True,
         description="the chart granted ServiceMonitors (rbac.serviceMonitors): without the grant they are never touched",
     )
+    network_policies: bool = Field(
+        True,
+        description="NetworkPolicies for services that do not say (spec.networkPolicy.enabled); the chart's networkPolicy.enabled",
+    )
+    network_policy_metrics_from: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        description="NetworkPolicyPeers that may scrape Triton's metrics and the gateway's /metrics (JSON); empty: none",
+    )
     resync_seconds: float = Field(30.0, gt=0, description="seconds between resyncs of each YoloService")
     wait_seconds: float = Field(5.0, gt=0, description="retry delay while children become ready")
     watch_server_timeout: int = Field(300, gt=0, description="watch timeout asked of the API server")
@@ -50,6 +61,12 @@ class OperatorSettings(BaseSettings):
         ge=2,
         description="seconds a peer's keep-alive stays valid: a killed leader's standby takes over within this",
     )
+
+    @field_validator("network_policy_metrics_from")
+    @classmethod
+    def _peers(cls, peers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each one a valid NetworkPolicyPeer, as the CRD's gatewayFrom: a bad chart value stops the operator at start."""
+        return [NetworkPolicyPeer.model_validate(p).manifest() for p in peers]
 
     def images(self) -> ImageDefaults:
         return ImageDefaults(self.triton_image, self.triton_cpu_image, self.gateway_image, self.fetcher_image)

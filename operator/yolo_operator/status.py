@@ -218,6 +218,22 @@ def autoscaling_condition(
     )
 
 
+def network_policy_condition(enabled: bool, refused: list[str]) -> Condition:
+    """NetworkPolicy: whether both tiers' policies are in place (not part of Ready)."""
+    if not enabled:
+        return Condition(
+            "NetworkPolicy", "False", "Disabled", "networkPolicy.enabled is false: any pod may open Triton's ports"
+        )
+    if refused:
+        return Condition("NetworkPolicy", "False", "ApplyFailed", "the API refused " + "; ".join(refused))
+    return Condition(
+        "NetworkPolicy",
+        "True",
+        "Applied",
+        "Triton takes gRPC only from this service's gateway pods and metrics only from the metrics peers",
+    )
+
+
 def ready_condition(parts: list[Condition]) -> Condition:
     failing = [p for p in parts if p.type in ("TritonReady", "GatewayReady") and p.status != "True"]
     if failing:

@@ -116,6 +116,9 @@ Rules the operator needs on the objects it manages, in every namespace it watche
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch, create, update, patch, delete]
 # KEDA ScaledObjects, where KEDA is installed (the default autoscaling engine there).
 - apiGroups: [keda.sh]
   resources: [scaledobjects]

@@ -5,6 +5,7 @@ child kind (as KServe keeps one reconciler per child):
     triton           the Triton Deployment and its headless Service
     gateway          the gateway Deployment and its Service
     pdb              PodDisruptionBudgets
+    network_policy   NetworkPolicies: who may open which port of each tier
     service_monitor  the ServiceMonitor
     common           names, labels, constants, what every pod shares
 
@@ -50,6 +51,7 @@ from .model_config import (
     model_plans,
     render_config_pbtxt,
 )
+from .network_policy import build_gateway_network_policy, build_triton_network_policy
 from .pdb import build_pdb
 from .service_monitor import build_service_monitor
 from .triton import _fetch_script, _fetcher, build_triton_deployment, build_triton_service
@@ -78,11 +80,13 @@ __all__ = [
     "_place",
     "_resources",
     "build_gateway_deployment",
+    "build_gateway_network_policy",
     "build_gateway_service",
     "build_model_configmap",
     "build_pdb",
     "build_service_monitor",
     "build_triton_deployment",
+    "build_triton_network_policy",
     "build_triton_service",
     "configmap_key",
     "container_security_context",
