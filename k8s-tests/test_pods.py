@@ -499,3 +499,100 @@ def test_tiers_a_shadow_and_a_broken_canary_on_real_pods(svc: dict[str, Any]):
     assert obj["status"]["models"] == [
         {"name": "yolo", "role": "current", "source": obj["spec"]["model"]["source"]["uri"]}
     ]
+
+
+# --------------------------------------------------------------------------- NetworkPolicies
+
+PROBE = """
+import json, socket, sys
+out = {}
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        out[target] = "open"
+    except socket.timeout:
+        out[target] = "timeout"
+    except OSError as exc:
+        out[target] = type(exc).__name__
+print(json.dumps(out))
+"""
+
+
+def probe(kube: Kube, ns: str, targets: list[str], name: str = "netpol-probe") -> dict[str, str]:
+    """A pod in `ns` that opens a TCP connection to each host:port: "open", "timeout" (a dropped
+    SYN: what a NetworkPolicy does) or the error. Restricted Pod Security, the gateway's image."""
+    kube.kubectl("delete", "pod", name, "-n", ns, "--ignore-not-found", "--wait=true", check=False)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": local_images()["gateway"],
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["python", "-c", PROBE, *targets],
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                }
+            ],
+        },
+    }
+    kube.apply(pod)
+
+    def done() -> dict[str, Any] | None:
+        p = kube.get("pod", name, ns)
+        return p if p and p["status"].get("phase") in ("Succeeded", "Failed") else None
+
+    p = wait_for(f"probe pod {ns}/{name} to finish", done, timeout=120, interval=1)
+    logs = kube.kubectl("logs", name, "-n", ns).stdout
+    kube.kubectl("delete", "pod", name, "-n", ns, "--wait=false", check=False)
+    assert p["status"]["phase"] == "Succeeded", logs
+    return dict(json.loads(logs.strip().splitlines()[-1]))
+
+
+def test_network_policies_keep_other_pods_off_triton(svc: dict[str, Any]):
+    """Enforced on the real node (kube-network-policies): a pod in the service's namespace and one
+    in another namespace cannot open Triton's gRPC, HTTP or metrics ports, on any Triton pod, and
+    reach the gateway; a pod in `monitoring` (the chart's default metricsFrom) opens the metrics
+    port only; the gateway still detects. Switched off, the policies go and gRPC opens; switched
+    back on, it is closed again."""
+    kube, ns = svc["kube"], svc["ns"]
+    ys = wait_ready(kube, NAME, ns)
+    assert condition(ys, "NetworkPolicy")["reason"] == "Applied", condition(ys, "NetworkPolicy")
+    tritons = [p["status"]["podIP"] for p in ready_pods(kube, ns, NAME, "triton")]
+    gateways = [p["status"]["podIP"] for p in ready_pods(kube, ns, NAME, "gateway")]
+    assert tritons and gateways
+    grpc, http, metrics = ([f"{ip}:{port}" for ip in tritons] for port in (8001, 8000, 8002))
+    api = [f"{ip}:8080" for ip in gateways]
+    created = []
+    for other in ("netpol-elsewhere", "monitoring"):
+        if not kube.get("namespace", other):
+            kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}})
+            created.append(other)
+        wait_for(f"the default ServiceAccount in {other}", lambda o=other: kube.get("serviceaccount", "default", o))
+    try:
+        for where in (ns, "netpol-elsewhere"):
+            seen = probe(kube, where, grpc + http + metrics + api)
+            assert {seen[t] for t in grpc + http + metrics} == {"timeout"}, (where, seen)
+            assert {seen[t] for t in api} == {"open"}, (where, seen)
+        seen = probe(kube, "monitoring", grpc + http + metrics)
+        assert {seen[t] for t in metrics} == {"open"} and {seen[t] for t in grpc + http} == {"timeout"}, seen
+        code, _, _ = detect(svc["url"], load_images(1)[0])
+        assert code == 200, "the gateway's own pods still reach Triton"
+
+        patch(kube, ns, {"networkPolicy": {"enabled": False}})
+        sel = f"app.kubernetes.io/instance={NAME}"
+        wait_for("both policies deleted", lambda: not kube.items("networkpolicy", ns, sel), timeout=60)
+        assert wait_for("gRPC open without them", lambda: probe(kube, ns, grpc[:1])[grpc[0]] == "open", timeout=90)
+        patch(kube, ns, {"networkPolicy": {"enabled": True}})
+        wait_for("both policies back", lambda: len(kube.items("networkpolicy", ns, sel)) == 2, timeout=60)
+        assert wait_for("gRPC closed again", lambda: probe(kube, ns, grpc[:1])[grpc[0]] == "timeout", timeout=90)
+        assert condition(wait_ready(kube, NAME, ns), "NetworkPolicy")["reason"] == "Applied"
+    finally:
+        patch(kube, ns, {"networkPolicy": None})
+        for other in created:
+            kube.kubectl("delete", "namespace", other, "--wait=false", check=False)

@@ -27,6 +27,7 @@ COREDNS_VERSION=${COREDNS_VERSION:-v1.12.4}
 VERSITYGW_VERSION=${VERSITYGW_VERSION:-v1.8.0}
 KEDA_VERSION=${KEDA_VERSION:-v2.16.1}
 REGISTRY_VERSION=${REGISTRY_VERSION:-v3.1.2}
+NETPOL_VERSION=${NETPOL_VERSION:-v0.8.0}
 YOLO_REAL_NODE=${YOLO_REAL_NODE:-auto}  # auto: build the node when its packages are (or can be) installed; 1: must; 0: skip
 BUILD_REV=2  # bump when the build flags change: a new cache key
 NODE_REV=1   # the same for the node's parts
@@ -40,6 +41,7 @@ NODE_KEY="node-k8s-${K8S_VERSION}_coredns-${COREDNS_VERSION}_r${NODE_REV}"
 NODE_CACHE=${YOLO_NODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/yolo-operator/$NODE_KEY}
 KEDA_CACHE=${YOLO_KEDA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/yolo-operator/keda-$KEDA_VERSION}
 REGISTRY_CACHE=${YOLO_REGISTRY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/yolo-operator/registry-${REGISTRY_VERSION}_r2}
+NETPOL_CACHE=${YOLO_NETPOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/yolo-operator/netpol-${NETPOL_VERSION}_r1}
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok helm)
 NODE_BINARIES=(kubelet kube-proxy coredns)
 
@@ -285,24 +287,30 @@ GO
   ln -sfn "$KEDA_CACHE/crds" "$BIN_DIR/keda-crds"
 }
 
+wrapper_build() {  # wrapper_build OUT MODULE VERSION GO LDFLAGS < main.go: one command from one Go module, through our own main
+  # A generated module that requires MODULE@VERSION and a main.go read from stdin: the upstream
+  # command's own main, with only what the cluster uses, or made to take a kubeconfig.
+  local out=$1 module=$2 version=$3 go_version=$4 ldflags=$5 start work
+  work=$(dirname "$out")/src
+  need_go
+  log "$module $version"
+  start=$(date +%s)
+  mkdir -p "$work"
+  printf 'module yolo-operator/%s-build\n\ngo %s\n\nrequire %s %s\n' "$(basename "$out")" "$go_version" "$module" "$version" >"$work/go.mod"
+  cat >"$work/main.go"
+  (cd "$work" && go mod tidy >/dev/null 2>&1 || go mod tidy)
+  (cd "$work" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out.tmp" .)
+  mv "$out.tmp" "$out"
+  log "$(basename "$out") built in $(( $(date +%s) - start ))s: $(dirname "$out")"
+}
+
 registry() {  # the cluster's OCI registry (cluster/registry.py): `make release` pushes, the node's containerd pulls
   # distribution's own `registry` command, built through a wrapper main with only the drivers the
   # cluster uses (filesystem, inmemory, htpasswd): about a minute cold on 2 cores, where the upstream
   # command, which links the Azure, GCS and S3 SDKs too, takes five.
   if [ ! -x "$REGISTRY_CACHE/registry" ]; then
-    need_go
-    log "distribution registry $REGISTRY_VERSION"
-    local start work=$REGISTRY_CACHE/src
-    start=$(date +%s)
-    mkdir -p "$work"
-    cat >"$work/go.mod" <<GOMOD
-module yolo-operator/registry-build
-
-go 1.23.0
-
-require github.com/distribution/distribution/v3 $REGISTRY_VERSION
-GOMOD
-    cat >"$work/main.go" <<'GO'
+    wrapper_build "$REGISTRY_CACHE/registry" github.com/distribution/distribution/v3 "$REGISTRY_VERSION" 1.23.0 \
+      "-X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION" <<'GO'
 // The cluster's registry: distribution's own command with only the drivers the cluster uses.
 package main
 
@@ -318,14 +326,81 @@ func main() {
 	registry.RootCmd.Execute()
 }
 GO
-    (cd "$work" && go mod tidy >/dev/null 2>&1 || go mod tidy)
-    (cd "$work" && go build -trimpath -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION" \
-      -o "$REGISTRY_CACHE/registry.tmp" .)
-    mv "$REGISTRY_CACHE/registry.tmp" "$REGISTRY_CACHE/registry"
-    log "registry built in $(( $(date +%s) - start ))s: $REGISTRY_CACHE"
   fi
   mkdir -p "$BIN_DIR"
   ln -sf "$REGISTRY_CACHE/registry" "$BIN_DIR/registry"
+}
+
+netpol() {  # NetworkPolicy enforcement on the real node (cluster/netpol.py): kind's kube-network-policies
+  # Its own controller (pkg/networkpolicy: informers, the policy evaluation, the nfqueue verdicts)
+  # under a main that takes a kubeconfig, as the node's other host processes do; upstream's main
+  # reads only the in-cluster config of its DaemonSet pod. About two minutes cold on 2 cores.
+  if [ ! -x "$NETPOL_CACHE/kube-network-policies" ]; then
+    wrapper_build "$NETPOL_CACHE/kube-network-policies" sigs.k8s.io/kube-network-policies "$NETPOL_VERSION" 1.23.0 "" <<'GO'
+// kube-network-policies' controller for the local cluster's real node, configured by flags and a kubeconfig.
+package main
+
+import (
+	"context"
+	"flag"
+	"os"
+	"os/signal"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/kube-network-policies/pkg/networkpolicy"
+)
+
+func main() {
+	kubeconfig := flag.String("kubeconfig", "", "the kubeconfig of the engine's user")
+	node := flag.String("hostname-override", "", "the node's name")
+	queue := flag.Int("nfqueue-id", 100, "the nfqueue the node's rules send new connections to")
+	failOpen := flag.Bool("fail-open", true, "let packets through while the engine is not reading the queue")
+	klog.InitFlags(nil)
+	flag.Parse()
+	config, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	if err != nil {
+		klog.Fatalf("kubeconfig: %v", err)
+	}
+	clientset, err := kubernetes.NewForConfig(config)
+	if err != nil {
+		klog.Fatalf("client: %v", err)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, unix.SIGTERM)
+	defer cancel()
+	factory := informers.NewSharedInformerFactory(clientset, 0)
+	// NRI stays on: with it off, v0.8.0 dereferences a nil plugin for a packet whose address is no
+	// known pod's. Its stub fails to reach containerd 1.6 and the controller uses the API's pod IPs.
+	cfg := networkpolicy.Config{FailOpen: *failOpen, QueueID: *queue, NodeName: *node, NetfilterBug1766Fix: false}
+	controller, err := networkpolicy.NewController(
+		clientset,
+		factory.Networking().V1().NetworkPolicies(),
+		factory.Core().V1().Namespaces(),
+		factory.Core().V1().Pods(),
+		nil, nil, nil, nil,
+		cfg,
+	)
+	if err != nil {
+		klog.Fatalf("controller: %v", err)
+	}
+	go func() {
+		if err := controller.Run(ctx); err != nil {
+			klog.Errorf("controller: %v", err)
+			cancel()
+		}
+	}()
+	factory.Start(ctx.Done())
+	<-ctx.Done()
+	time.Sleep(time.Second)
+}
+GO
+  fi
+  mkdir -p "$BIN_DIR"
+  ln -sf "$NETPOL_CACHE/kube-network-policies" "$BIN_DIR/kube-network-policies"
 }
 
 node() {
@@ -337,6 +412,7 @@ node() {
       store_image
       keda
       registry
+      netpol
       return 0
     fi
   done
@@ -397,6 +473,7 @@ GO
   store_image
   keda
   registry
+  netpol
   local took=$(( $(date +%s) - start ))
   [ $took -gt 2 ] && log "node built in ${took}s: $NODE_CACHE"
   return 0

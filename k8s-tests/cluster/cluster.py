@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import metrics_pipeline as metrics
+import netpol
 import realnode
 import registry
 
@@ -350,32 +351,40 @@ def _registry_marker() -> Path:
     return STATE / "registry" / "config.yml"
 
 
+def _netpol_marker() -> Path:
+    return STATE / "netpol"
+
+
 def components() -> tuple[str, ...]:
     node = realnode.COMPONENTS if _node_marker().exists() else ()
     reg = registry.COMPONENTS if _registry_marker().exists() else ()
-    return COMPONENTS + node + reg + (metrics.COMPONENTS if _metrics_marker().exists() else ())
+    pol = netpol.COMPONENTS if _netpol_marker().exists() else ()
+    return COMPONENTS + node + reg + pol + (metrics.COMPONENTS if _metrics_marker().exists() else ())
+
+
+def _want(part: str, lack: list[str]) -> bool:
+    """A part that runs with the real node, where built: an error when it is missing and
+    YOLO_REAL_NODE=1 (its tests must run), else a line saying it is left out."""
+    if lack and realnode.mode() == "on":
+        raise ClusterError(f"YOLO_REAL_NODE=1 but {part} cannot run; missing: {', '.join(lack)}")
+    if lack:
+        print(f"cluster: no {part} (missing: {', '.join(lack)})", file=sys.stderr)
+    return not lack
 
 
 def _want_metrics(with_node: bool) -> bool:
-    """Prometheus and KEDA run with the real node (they scrape and scale its pods), where built."""
-    if not with_node:
-        return False
-    lack = metrics.missing(BIN)
-    if lack:
-        if realnode.mode() == "on":
-            raise ClusterError(f"YOLO_REAL_NODE=1 but the metrics pipeline cannot run; missing: {', '.join(lack)}")
-        print(f"cluster: no Prometheus/KEDA (missing: {', '.join(lack)})", file=sys.stderr)
-    return not lack
+    """Prometheus and KEDA scrape and scale the real node's pods."""
+    return with_node and _want("Prometheus/KEDA", metrics.missing(BIN))
 
 
 def _want_registry() -> bool:
-    """The OCI registry runs with the real node (its containerd pulls from it), where built."""
-    lack = registry.missing(BIN)
-    if lack and realnode.mode() == "on":
-        raise ClusterError(f"YOLO_REAL_NODE=1 but the registry cannot run; missing: {', '.join(lack)}")
-    if lack:
-        print(f"cluster: no registry (missing: {', '.join(lack)})", file=sys.stderr)
-    return not lack
+    """The real node's containerd pulls from the OCI registry."""
+    return _want("registry", registry.missing(BIN))
+
+
+def _want_netpol(with_node: bool) -> bool:
+    """NetworkPolicies are enforced on the real node's pods."""
+    return with_node and _want("NetworkPolicy enforcement", netpol.missing(BIN))
 
 
 def up(gpu_nodes: int = 2, cpu_nodes: int = 1, gpus_per_node: int = 4) -> Path:
@@ -398,6 +407,7 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
     with_node = _want_node()
     node = realnode.RealNode(sys.modules[__name__]) if with_node else None
     pipeline = metrics.Metrics(sys.modules[__name__]) if _want_metrics(with_node) else None
+    policies = netpol.NetPol(sys.modules[__name__]) if _want_netpol(with_node) else None
     pki = STATE / "pki"
     make_pki(pki)
     admin = kubeconfig(STATE / "kubeconfig", pki, "admin", ports.apiserver)
@@ -535,6 +545,10 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
             "--server-address=127.0.0.1:0",
         ],
     )
+    if policies:  # before the kubelet runs a pod: no pod ever runs unpoliced
+        _netpol_marker().write_text("kube-network-policies\n")
+        policies.start(ports.apiserver)
+        policies.wait_ready()
     if node:
         node.start_node(ports.apiserver)
     nodes = [gpu_node(f"gpu-node-{i}", gpus_per_node) for i in range(gpu_nodes)] + [
@@ -579,6 +593,7 @@ def _up(gpu_nodes: int, cpu_nodes: int, gpus_per_node: int) -> Path:
             raise ClusterError(f"{name} is not running; see {STATE / 'logs' / (name + '.log')}")
     extra = f" + real node {realnode.NODE_NAME} ({realnode.NODE_IP})" if node else ""
     extra += f" + registry {registry.REGISTRY}" if oci else ""
+    extra += " + NetworkPolicy enforcement" if policies else ""
     extra += f" + Prometheus ({metrics.PROMETHEUS_URL}) and KEDA" if pipeline else ""
     print(f"cluster up in {time.monotonic() - start:.1f}s: {len(nodes)} kwok nodes{extra}; KUBECONFIG={admin}")
     return admin
@@ -612,8 +627,9 @@ def down(quiet: bool = False) -> None:
             node.drain()
         for name in ("kubelet", "kube-proxy", "coredns"):
             _stop(name)
-    for name in ("kube-apiserver", "etcd", *registry.COMPONENTS):
+    for name in ("kube-apiserver", "etcd", *registry.COMPONENTS, *netpol.COMPONENTS):
         _stop(name)
+    _netpol_marker().unlink(missing_ok=True)
     if node:
         node.teardown()
         _node_marker().unlink(missing_ok=True)
