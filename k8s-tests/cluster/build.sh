@@ -479,6 +479,21 @@ GO
   return 0
 }
 
+trim_go_caches() {  # the binaries are cached above: Go's build and module caches only speed a rebuild
+  # They take about 13 GB after the cold builds, and CI machines are sometimes short of disk (the
+  # image builds need several GB free): below YOLO_MIN_FREE_GB (default 30) free, they go.
+  command -v go >/dev/null || return 0
+  local free_gb min=${YOLO_MIN_FREE_GB:-30} gocache modcache
+  free_gb=$(df -Pk "$HOME" | awk 'NR==2 {print int($4 / 1048576)}')
+  [ "$free_gb" -ge "$min" ] && return 0
+  gocache=$(go env GOCACHE) modcache=$(go env GOMODCACHE)
+  [ -d "$gocache" ] || [ -d "$modcache" ] || return 0
+  log "${free_gb} GB free (< ${min}): removing Go's build and module caches ($(du -sh "$gocache" "$modcache" 2>/dev/null | awk '{print $1}' | paste -sd+))"
+  go clean -cache -modcache >/dev/null 2>&1 || true
+  log "$(df -Pk "$HOME" | awk 'NR==2 {print int($4 / 1048576)}') GB free"
+}
+trap trim_go_caches EXIT
+
 control_plane
 case "$YOLO_REAL_NODE" in
   0|false|no|off) exit 0 ;;
