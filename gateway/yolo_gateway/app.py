@@ -22,7 +22,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__, auth, errors, metrics, server
+from . import __version__, auth, errors, metrics, parameters, readiness, server
 from .auth import APIKeys
 from .errors import BadParameter, PayloadTooLarge, RequestTimeout, TritonTimeout, UnsupportedMediaType
 from .pipeline import Detector, Upload
@@ -201,7 +201,8 @@ async def detect_params(
         ),
     ] = None,
 ) -> DetectParams:
-    return detector.params(conf, iou, max_det, classes, preprocess, tier or None)
+    names = detector.triton.require_signature().class_names if classes else None
+    return parameters.detect_params(detector.settings, names, conf, iou, max_det, classes, preprocess, tier or None)
 
 
 ParamsDep = Annotated[DetectParams, Depends(detect_params)]
@@ -240,7 +241,7 @@ async def _run(detector: Detector, request: Request, params: DetectParams, many:
     A full queue refuses the request before its body is read (the server drains it)."""
     detector.admission.check()
     uploads = await read_uploads(request, detector.settings, many=many)
-    deadline = request.state.deadline + await detector.wait_for_triton()
+    deadline = request.state.deadline + await readiness.wait_for_triton(detector)
     async with detector.admission.slot(deadline):
         try:
             async with asyncio.timeout_at(deadline):
@@ -361,7 +362,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(triton.keep_loading_signature()),
             asyncio.create_task(triton.keep_loading_extras()),
             asyncio.create_task(triton.keep_resolving()),
-            asyncio.create_task(detector.keep_warming_up()),
+            asyncio.create_task(readiness.keep_warming_up(detector)),
         ]
         if settings.cold_start_timeout_s:
             background.append(asyncio.create_task(triton.keep_watching(lambda: detector.admission.cold)))

@@ -1,5 +1,11 @@
 """Request pipeline: bytes → (thread pool) decode + letterbox → Triton → (thread pool) NMS → JSON dict.
 
+The stages are `Detector.prepare` (preprocess.py), `Detector.infer` (triton.py, then
+postprocess.py's decoders) and the JSON of `detect`. Around them, each in its own module: the
+route to a tier or the canary (variants.py), the inference cache (cache.py), shadow traffic
+(shadow.py), the warm-up and cold start (readiness.py), the request's parameters (parameters.py)
+and admission (admission.py).
+
 CPU work runs off the event loop in one bounded thread pool (OpenCV, numpy and
 libjpeg release the GIL), so one process uses the pod's cores.
 """
@@ -16,15 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import simplejpeg
 
 from . import metrics
-from .admission import Admission, memory_limit_bytes, rss_bytes
+from .admission import Admission
 from .cache import InferenceCache
 from .errors import (
-    BadParameter,
-    GatewayError,
-    GatewayOverloaded,
     TritonOverloaded,
     TritonRejected,
     TritonTimeout,
@@ -33,9 +35,10 @@ from .errors import (
 from .postprocess import DECODERS, Detections, DetectParams, decode_end2end
 from .preprocess import Prepared, prepare_image
 from .settings import Settings
+from .shadow import Shadow
 from .signature import ModelSignature
 from .triton import TritonService
-from .variants import CANARY, Route, VariantPicker, agreement, same_input
+from .variants import CANARY, Route, VariantPicker, same_input
 
 log = logging.getLogger("yolo_gateway")
 
@@ -94,111 +97,17 @@ class Detector:
             else None
         )
         self.variants = VariantPicker(settings)
-        self.shadows: set[asyncio.Task[None]] = set()  # mirrored calls in flight
-        self._canary_logged = self._shadow_logged = -1e9
+        self.shadow = Shadow(self)
+        self._canary_logged = -1e9
+
+    @property
+    def shadows(self) -> set[asyncio.Task[None]]:
+        """The shadow's calls in flight."""
+        return self.shadow.tasks
 
     def close(self) -> None:
-        for task in self.shadows:
-            task.cancel()
+        self.shadow.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
-
-    async def keep_warming_up(self) -> None:
-        """Background task: once the model is known, one detection through the whole pipeline
-        (decode, letterbox, Triton, NMS) before the gateway reports ready, so the first user
-        request pays for no thread start, first-call initialisation or cold channel."""
-        image = simplejpeg.encode_jpeg(np.full((64, 64, 3), 114, np.uint8), colorspace="RGB")
-        loop = asyncio.get_running_loop()
-        tiers = set(self.settings.tiers.values())  # the current version's other configs: part of being ready
-        while not self.warm:
-            if self.triton.signature is not None and tiers <= {self.settings.model_name, *self.triton.signatures}:
-                s = self.settings
-                biggest = max(sig.tensor_bytes for sig in [self.triton.signature, *self.triton.signatures.values()])
-                self.admission.fit_memory(
-                    biggest, s.max_concurrency, s.admission_memory_fraction, memory_limit_bytes(), rss_bytes()
-                )
-                try:
-                    params = self.params(None, None, None, None)
-                    await self.detect(
-                        [Upload(image, "image/jpeg")],
-                        params,
-                        "warmup",
-                        loop.time() + self.settings.request_timeout_s,
-                        warmup=True,
-                    )
-                    self.warm = True
-                    log.info("warm: one detection through the pipeline")
-                    return
-                except GatewayError as exc:  # Triton not serving yet: try again
-                    log.info("warm-up: %s", exc.message)
-            await asyncio.sleep(self.settings.metadata_retry_s)
-
-    async def wait_for_triton(self) -> float:
-        """Cold-start mode (`cold_start_timeout_s` > 0, Triton may be scaled to zero): wait, bounded,
-        until a Triton serves the model; return the seconds waited. The waiting request counts as in
-        flight and as Triton demand, which is what activates the Triton tier from zero."""
-        s = self.settings
-        if not s.cold_start_timeout_s or self.triton.serving.is_set():
-            return 0.0
-        if self.admission.cold >= s.cold_start_max_waiting:
-            raise GatewayOverloaded(f"{self.admission.cold} requests already wait for Triton to start", retry_after=5)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        with self.admission.waiting():
-            try:
-                await asyncio.wait_for(self.triton.serving.wait(), s.cold_start_timeout_s)
-            except TimeoutError:
-                raise TritonUnavailable(
-                    f"no Triton served the model within {s.cold_start_timeout_s:g}s (the tier is scaled to zero and starting)",
-                    retry_after=5,
-                ) from None
-        waited = loop.time() - start
-        if waited > 0.5:
-            log.info("cold start: waited %.1fs for a Triton", waited)
-        return waited
-
-    def params(
-        self,
-        conf: float | None,
-        iou: float | None,
-        max_det: int | None,
-        classes: list[str] | None,
-        preprocess: str | None = None,
-        tier: str | None = None,
-    ) -> DetectParams:
-        s = self.settings
-        if max_det is not None and max_det > s.max_det_limit:
-            raise BadParameter(f"max_det must be <= {s.max_det_limit}")
-        return DetectParams(
-            conf=s.conf if conf is None else conf,
-            iou=s.iou if iou is None else iou,
-            max_det=s.max_det if max_det is None else max_det,
-            classes=self._class_ids(classes),
-            max_nms=s.max_nms,
-            preprocess=preprocess or s.preprocess,
-            tier=tier,
-        )
-
-    def _class_ids(self, classes: list[str] | None) -> tuple[int, ...] | None:
-        if not classes:
-            return None
-        names = self.triton.require_signature().class_names
-        by_name = {n: i for i, n in enumerate(names)}
-        ids = []
-        for token in (t.strip() for c in classes for t in c.split(",")):
-            if not token:
-                continue
-            if token.lstrip("-").isdigit():
-                idx = int(token)
-            elif token in by_name:
-                idx = by_name[token]
-            else:
-                raise BadParameter(
-                    f"unknown class {token!r}; classes are ids 0..{len(names) - 1} or names {list(names)}"
-                )
-            if not 0 <= idx < len(names):
-                raise BadParameter(f"class id {idx} out of range 0..{len(names) - 1}")
-            ids.append(idx)
-        return tuple(sorted(set(ids))) or None
 
     def _signature(self, route: Route) -> ModelSignature:
         sig = self.triton.signature_of(route.model)
@@ -212,7 +121,7 @@ class Detector:
             )
         return sig
 
-    async def _prepare(self, uploads: list[Upload], sig: ModelSignature, params: DetectParams) -> list[Prepared]:
+    async def prepare(self, uploads: list[Upload], sig: ModelSignature, params: DetectParams) -> list[Prepared]:
         """Decode and letterbox every upload for this model's input, in the thread pool."""
         s = self.settings
         loop = asyncio.get_running_loop()
@@ -243,7 +152,7 @@ class Detector:
             else self.variants.route(params.tier, self.triton.signature_of(self.settings.canary_model) is not None)
         )
         sig = self._signature(route)
-        prepared = await self._prepare(uploads, sig, params)
+        prepared = await self.prepare(uploads, sig, params)
         try:
             detections, cached, infer_s, post_s = await self._answer(sig, prepared, params, request_id, deadline)
         except (TritonUnavailable, TritonRejected, TritonOverloaded) as exc:
@@ -257,14 +166,14 @@ class Detector:
             route = Route(self.settings.model_name, route.tier, "canary_fallback")
             current = self._signature(route)
             if not same_input(sig, current):
-                prepared = await self._prepare(uploads, current, params)
+                prepared = await self.prepare(uploads, current, params)
             sig = current
             detections, cached, infer_s, post_s = await self._answer(sig, prepared, params, request_id, deadline)
         if not warmup:
             if route.variant in ("current", CANARY) and route.default_tier:
                 metrics.VARIANT_REQUESTS.labels(route.variant).inc()
             if self.variants.mirror(route):
-                self._mirror(uploads, sig, prepared, detections, params, request_id)
+                self.shadow.mirror(uploads, sig, prepared, detections, params, request_id)
         total_s = time.perf_counter() - start
 
         if infer_s:
@@ -311,7 +220,7 @@ class Detector:
         todo = [i for i, f in enumerate(found) if f is None]
         infer_s = post_s = 0.0
         if todo:
-            fresh, infer_s, post_s = await self._infer(
+            fresh, infer_s, post_s = await self.infer(
                 sig, [prepared[i] for i in todo], params, request_id, deadline, t_infer
             )
             for i, det in zip(todo, fresh, strict=True):
@@ -322,66 +231,7 @@ class Detector:
         missed = set(todo)
         return [d for d in found if d is not None], [i not in missed for i in range(len(prepared))], infer_s, post_s
 
-    # ------------------------------------------------------------------ shadow
-
-    def _mirror(
-        self,
-        uploads: list[Upload],
-        sig: ModelSignature,
-        prepared: list[Prepared],
-        detections: list[Detections],
-        params: DetectParams,
-        request_id: str,
-    ) -> None:
-        """Start the shadow's call for an answered request, in the background: its answer is never
-        returned and nothing waits for it. Skipped (counted) while too many are in flight."""
-        shadow = self.triton.signature_of(self.settings.shadow_model)
-        if shadow is None or len(self.shadows) >= self.settings.shadow_max_inflight:
-            metrics.SHADOW_REQUESTS.labels("skipped").inc()
-            return
-        task = asyncio.create_task(self._shadow(uploads, sig, shadow, prepared, detections, params, request_id))
-        self.shadows.add(task)
-        metrics.SHADOW_INFLIGHT.set(len(self.shadows))
-
-        def done(t: asyncio.Task[None]) -> None:
-            self.shadows.discard(t)
-            metrics.SHADOW_INFLIGHT.set(len(self.shadows))
-
-        task.add_done_callback(done)
-
-    async def _shadow(
-        self,
-        uploads: list[Upload],
-        sig: ModelSignature,
-        shadow: ModelSignature,
-        prepared: list[Prepared],
-        detections: list[Detections],
-        params: DetectParams,
-        request_id: str,
-    ) -> None:
-        start = time.perf_counter()
-        try:
-            if not same_input(sig, shadow):
-                prepared = await self._prepare(uploads, shadow, params)
-            deadline = asyncio.get_running_loop().time() + self.settings.infer_timeout_s
-            theirs, _, _ = await self._infer(
-                shadow, prepared, params, f"shadow-{request_id}", deadline, start, demand=False
-            )
-        except Exception as exc:  # a broken shadow is reported, never raised
-            metrics.SHADOW_REQUESTS.labels("error").inc()
-            if time.monotonic() - self._shadow_logged > 10:
-                self._shadow_logged = time.monotonic()
-                log.warning("shadow %s failed: %s", shadow.name, getattr(exc, "message", exc))
-            return
-        metrics.SHADOW_LATENCY.observe(time.perf_counter() - start)
-        for ours, other in zip(detections, theirs, strict=True):
-            boxes, classes = agreement(ours, other)
-            metrics.SHADOW_BOX_MATCH.observe(boxes)
-            if classes is not None:
-                metrics.SHADOW_CLASS_AGREEMENT.observe(classes)
-        metrics.SHADOW_REQUESTS.labels("ok").inc()
-
-    async def _infer(
+    async def infer(
         self,
         sig: ModelSignature,
         prepared: list[Prepared],
