@@ -125,3 +125,27 @@ def test_a_key_folder_that_cannot_work_stops_the_start(tmp_path, layout):
 
     with pytest.raises(RuntimeError, match="YOLO_GATEWAY_API_KEYS_DIR"):
         run(Settings(triton_url=NO_TRITON, api_keys_dir=str(folder)), scenario)
+
+
+def test_the_openapi_schema_shows_how_to_send_a_key(tmp_path):
+    """/docs shows both ways (bearer token, X-API-Key) on the routes that ask for one, and none on the probes."""
+    folder = keys(tmp_path / "keys", alice="alice-key")
+
+    async def scenario(c) -> None:  # type: ignore[no-untyped-def]  # a test coroutine over an httpx client
+        schema = (await c.get("/openapi.json")).json()
+        schemes = schema["components"]["securitySchemes"]
+        assert schemes["HTTPBearer"]["scheme"] == "bearer"
+        assert schemes["APIKeyHeader"] == {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "the client's API key",
+        }
+        paths = schema["paths"]
+        for path, method in (("/v1/detect", "post"), ("/v1/detect/batch", "post"), ("/v1/models", "get")):
+            assert {"HTTPBearer": []} in paths[path][method]["security"], path
+            assert {"APIKeyHeader": []} in paths[path][method]["security"], path
+        for probe in ("/healthz", "/readyz"):
+            assert "security" not in paths[probe]["get"], probe
+
+    run(Settings(triton_url=NO_TRITON, api_keys_dir=str(folder)), scenario)

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import Headers, UploadFile
@@ -234,6 +234,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter()
+CLIENT = Security(auth.require_client)  # API keys, when the gateway has a key folder (auth.py)
 
 
 async def _run(detector: Detector, request: Request, params: DetectParams, many: bool) -> list[dict[str, Any]]:
@@ -252,6 +253,7 @@ async def _run(detector: Detector, request: Request, params: DetectParams, many:
 
 @router.post(
     "/v1/detect",
+    dependencies=[CLIENT],
     response_model=DetectResponse,
     responses=ERRORS,
     summary="Detect objects in one image",
@@ -270,6 +272,7 @@ async def detect(request: Request, detector: DetectorDep, params: ParamsDep) -> 
 
 @router.post(
     "/v1/detect/batch",
+    dependencies=[CLIENT],
     response_model=BatchResponse,
     responses=ERRORS,
     summary="Detect objects in several images",
@@ -284,6 +287,7 @@ async def detect_batch(request: Request, detector: DetectorDep, params: ParamsDe
 
 @router.get(
     "/v1/models",
+    dependencies=[CLIENT],
     response_model=ModelsResponse,
     responses={503: ERRORS[503]},
     summary="The models served, and the routes to them",
@@ -340,7 +344,7 @@ async def readyz(request: Request, triton: TritonDep) -> Response:
     return JSONResponse({"status": "not ready"}, status_code=503)
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", include_in_schema=False, dependencies=[Security(auth.require_client_for_metrics)])
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -354,7 +358,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.api_keys_dir:
-            log.info("API keys: %d clients in %s", auth.check(settings), settings.api_keys_dir)
+            app.state.api_keys = APIKeys(settings)  # refuses to start without a usable key folder
+            log.info("API keys: %d clients in %s", len(app.state.api_keys.keys), settings.api_keys_dir)
         triton = TritonService(settings)  # the one client and channel of this process
         detector = Detector(settings, triton)
         app.state.triton, app.state.detector, app.state.draining = triton, detector, False
@@ -387,8 +392,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # FastAPI asks the OTel providers and the environment on every request unless told not to
         telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
+    app.state.api_keys = None  # no keys asked for, unless the lifespan reads a key folder
     app.include_router(router)
     errors.install(app)
-    app.add_middleware(APIKeys, settings=settings)  # inside RequestContext: refusals get x-request-id and metrics
     app.add_middleware(RequestContext, settings=settings)
     return app

@@ -1,4 +1,4 @@
-"""API keys and per-key rate limits (`spec.gateway.auth`), as pure ASGI middleware.
+"""API keys and per-key rate limits (`spec.gateway.auth`), as a FastAPI security dependency.
 
 Keys come from a folder, one file per client: the file's name is the client's name, its content
 the key, as a Kubernetes Secret mounted as a volume lays them out. The folder is re-read every
@@ -10,9 +10,12 @@ its key as `Authorization: Bearer <key>` or `X-API-Key: <key>`:
   digest with no early exit, so the time taken says nothing about how close a guess was;
 - each client has a token bucket (`rate_limit_per_s`, `rate_limit_burst`): past it, 429 with
   Retry-After, the time until the next token;
-- `/healthz` and `/readyz` stay open (probes), and `/metrics` too unless `protect_metrics`.
+- the detection and model routes depend on `require_client`, which the OpenAPI schema (and
+  `/docs`) shows as two security schemes; `/healthz` and `/readyz` stay open (probes), and
+  `/metrics` too unless `protect_metrics`.
 
-The refusals are answered before the body is read (the server drains or cuts it, as for a 413).
+The refusals are typed errors (errors.py maps them to 401, 403 and 429), raised before the route
+reads the body (the server drains or cuts it, as for a 413).
 """
 
 from __future__ import annotations
@@ -24,15 +27,16 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from . import errors, metrics
+from . import metrics
+from .errors import Forbidden, RateLimited, Unauthorized
 from .settings import Settings
 
 log = logging.getLogger("yolo_gateway")
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 API_KEYS_RELOAD_S = 10.0
 MAX_KEY_BYTES = 4096
 
@@ -82,21 +86,18 @@ class Bucket:
 
 
 class APIKeys:
-    """Pure ASGI middleware; a no-op when `api_keys_dir` is empty."""
+    """The clients' keys, re-read every API_KEYS_RELOAD_S, and their token buckets."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.folder = Path(settings.api_keys_dir) if settings.api_keys_dir else None
+        self.folder = Path(settings.api_keys_dir)
         self.keys: dict[str, bytes] = {}
         self.loaded_at = -math.inf
         self.buckets: dict[str, Bucket] = {}
-        if self.folder is not None:
-            check(settings)
-            self._reload(time.monotonic())
+        check(settings)
+        self._reload(time.monotonic())
 
     def _reload(self, now: float) -> None:
-        assert self.folder is not None
         try:
             keys = load_keys(self.folder)
         except OSError as exc:  # a Secret being swapped: keep serving with the last keys
@@ -119,35 +120,18 @@ class APIKeys:
                 found = name
         return found
 
-    @staticmethod
-    def presented(headers: Headers) -> bytes | None:
-        auth = headers.get("authorization", "")
-        value = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key", "").strip()
-        return value.encode("latin-1")[:MAX_KEY_BYTES] if value else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        open_paths = OPEN_PATHS if self.settings.protect_metrics else OPEN_PATHS | {"/metrics"}
-        if self.folder is None or scope["type"] != "http" or path in open_paths:
-            await self.app(scope, receive, send)
-            return
+    def authorize(self, presented: str | None) -> str:
+        """The client's name, or Unauthorized (no key), Forbidden (no such key) or RateLimited."""
         now = time.monotonic()
         if now - self.loaded_at > API_KEYS_RELOAD_S:
             self._reload(now)
-        key = self.presented(Headers(scope=scope))
-        if key is None:
+        if not presented:
             metrics.AUTH_REFUSED.labels("missing").inc()
-            response = errors.error_response(
-                401, "unauthorized", "an API key is required: Authorization: Bearer <key> or X-API-Key"
-            )
-            response.headers["WWW-Authenticate"] = 'Bearer realm="yolo-gateway"'
-            await response(scope, receive, send)
-            return
-        name = self.client(key)
+            raise Unauthorized("an API key is required: Authorization: Bearer <key> or X-API-Key")
+        name = self.client(presented.encode("latin-1")[:MAX_KEY_BYTES])
         if name is None:
             metrics.AUTH_REFUSED.labels("invalid").inc()
-            await errors.error_response(403, "forbidden", "this API key is not valid")(scope, receive, send)
-            return
+            raise Forbidden("this API key is not valid")
         rate = self.settings.rate_limit_per_s
         if rate > 0:
             burst = self.settings.rate_limit_burst
@@ -155,7 +139,37 @@ class APIKeys:
             if wait > 0:
                 metrics.AUTH_REFUSED.labels("rate_limited").inc()
                 msg = f"rate limit of {rate:g} requests/s (burst {burst}) for client {name!r}"
-                await errors.error_response(429, "rate_limited", msg, retry_after=math.ceil(wait))(scope, receive, send)
-                return
-        scope.setdefault("state", {})["client"] = name
-        await self.app(scope, receive, send)
+                raise RateLimited(msg, retry_after=math.ceil(wait))
+        return name
+
+
+# The two ways to send a key, as OpenAPI security schemes (auto_error off: `require_client`
+# decides, and with no key folder nothing is asked).
+bearer = HTTPBearer(auto_error=False, description="the client's API key as a bearer token")
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the client's API key")
+
+
+async def require_client(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    api_key: Annotated[str | None, Security(api_key_header)],
+) -> str | None:
+    """The calling client's name (also in request.state.client); None when the gateway has no keys."""
+    keys: APIKeys | None = request.app.state.api_keys
+    if keys is None:
+        return None
+    presented = credentials.credentials.strip() if credentials else (api_key or "").strip()
+    request.state.client = keys.authorize(presented or None)
+    return str(request.state.client)
+
+
+async def require_client_for_metrics(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    api_key: Annotated[str | None, Security(api_key_header)],
+) -> str | None:
+    """/metrics asks for a key only with `protect_metrics` (Prometheus then sends one)."""
+    keys: APIKeys | None = request.app.state.api_keys
+    if keys is None or not keys.settings.protect_metrics:
+        return None
+    return await require_client(request, credentials, api_key)

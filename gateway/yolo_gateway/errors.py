@@ -13,6 +13,7 @@ class GatewayError(Exception):
     status = 500
     code = "internal_error"
     close_connection = False  # answer with `Connection: close`
+    headers: dict[str, str] = {}  # noqa: RUF012 - read-only per class
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -22,6 +23,21 @@ class GatewayError(Exception):
 
 class BadParameter(GatewayError):
     status, code = 400, "bad_parameter"
+
+
+class Unauthorized(GatewayError):
+    status, code = 401, "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="yolo-gateway"'}  # noqa: RUF012 - read-only per class
+
+
+class Forbidden(GatewayError):
+    status, code = 403, "forbidden"
+
+
+class RateLimited(GatewayError):
+    """A client past its token bucket (spec.gateway.auth.rateLimit)."""
+
+    status, code = 429, "rate_limited"
 
 
 class RequestTimeout(GatewayError):
@@ -70,9 +86,16 @@ class TritonRejected(GatewayError):
 
 
 def error_response(
-    status: int, code: str, message: str, retry_after: float | None = None, close_connection: bool = False
+    status: int,
+    code: str,
+    message: str,
+    retry_after: float | None = None,
+    close_connection: bool = False,
+    extra_headers: dict[str, str] | None = None,
 ) -> Response:
-    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else {}
+    headers = dict(extra_headers or {})
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
     if close_connection:
         headers["Connection"] = "close"
     body = orjson.dumps({"error": {"code": code, "message": message}})
@@ -92,7 +115,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.retry_after, exc.close_connection)
+        return error_response(exc.status, exc.code, exc.message, exc.retry_after, exc.close_connection, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
