@@ -12,13 +12,13 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .kubetypes import NetworkPolicyPeer
 from .spec import (
     DEFAULT_FETCHER_IMAGE,
     DEFAULT_GATEWAY_IMAGE,
     DEFAULT_TRITON_CPU_IMAGE,
     DEFAULT_TRITON_IMAGE,
     ImageDefaults,
-    NetworkPolicyPeer,
 )
 
 
