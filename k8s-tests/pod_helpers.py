@@ -246,6 +246,21 @@ def gateway_url(kube: Kube, name: str, namespace: str) -> str:
     return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
 
 
+def service_answers(url: str, timeout: float = 30) -> None:
+    """Wait (bounded) until the gateway's Service answers /healthz. A pod Ready in the API is in
+    the Service's endpoints at once, but kube-proxy programs the node's rules a moment later (until
+    then the Service refuses connections): a test that sends right after Ready waits for this."""
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as r:  # noqa: S310 - our gateway Service
+                return r.status == 200
+        except OSError:
+            return False
+
+    wait_for(f"the Service {url} to answer", answers, timeout=timeout, interval=0.5)
+
+
 def triton_served(pod_ip: str, model: str = "yolo") -> int:
     """Requests this Triton pod has served successfully (its own statistics API)."""
     with urllib.request.urlopen(f"http://{pod_ip}:8000/v2/models/{model}/stats", timeout=3) as r:  # noqa: S310 - our pod

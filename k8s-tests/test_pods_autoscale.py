@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from autoscale_helpers import MAX_REPLICAS, TEST_BEHAVIOR, run_step, scaler_sample
 from e2e_helpers import Kube, wait_for
-from pod_helpers import condition, detect, gateway_url, wait_ready
+from pod_helpers import condition, detect, gateway_url, service_answers, wait_ready
 
 from yolo_tools.synthetic import encode, make_scene
 
@@ -139,6 +139,7 @@ def test_scale_to_zero_and_back_without_503s(autoscaling):
         assert condition(obj, "Ready")["status"] == "True", obj["status"]
         assert condition(obj, "TritonReady")["reason"] == "ScaledToZero"
         url = gateway_url(kube, name, ns)
+        service_answers(url)  # KEDA may scale Triton to zero within seconds of creation: Ready that early
         body = images(1)[0]
         start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(6) as pool:  # bounded: 6 requests, each with a 150 s timeout
