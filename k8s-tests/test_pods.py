@@ -9,6 +9,7 @@ from the host, each request on a new connection (urllib), as a load balancer's c
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -25,6 +26,7 @@ from pod_helpers import (
     HTTP_MODEL_URL,
     KEY,
     MODEL_FILE,
+    PLACEMENT,
     STORE_NS,
     Load,
     Store,
@@ -528,6 +530,7 @@ def probe(kube: Kube, ns: str, targets: list[str], name: str = "netpol-probe") -
         "kind": "Pod",
         "metadata": {"name": name, "namespace": ns},
         "spec": {
+            **copy.deepcopy(PLACEMENT),  # on the real node: a kwok node would only pretend to run it
             "restartPolicy": "Never",
             "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [
