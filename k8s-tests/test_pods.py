@@ -334,6 +334,51 @@ def test_calls_spread_over_the_headless_services_pods(svc: dict[str, Any]):
     assert min(shares) >= 0.3, counts
 
 
+def test_a_triton_pod_throttled_by_its_cpu_limit_gets_fewer_requests(svc: dict[str, Any]):
+    """Two Triton pods; one is resized in place (the pod's resize subresource) to a CPU limit of
+    100m, which the kubelet writes into its cgroup. Under the same load, least-loaded routing (the
+    default) sends it measurably fewer requests than its unthrottled peer, and none fails."""
+    kube, ns = svc["kube"], svc["ns"]
+    slow, fast = triton_replicas(kube, ns, 2)
+    name = slow["metadata"]["name"]
+    limit = {"requests": {"cpu": "50m"}, "limits": {"cpu": "100m"}}  # a request may not exceed its limit
+    resize = {"spec": {"containers": [{"name": "triton", "resources": limit}]}}
+    kube.kubectl("patch", "pod", name, "-n", ns, "--subresource", "resize", "-p", json.dumps(resize))
+
+    def limited() -> bool:
+        pod = kube.get("pod", name, ns)
+        status = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "triton")
+        return (status.get("resources") or {}).get("limits", {}).get("cpu") == "100m"
+
+    wait_for("the kubelet to apply the CPU limit", limited, timeout=60, interval=1)
+    # the container's own cgroup: cpu.max on cgroup v2, the CFS quota and period on v1
+    read = "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us"
+    quota = kube.kubectl("exec", name, "-n", ns, "-c", "triton", "--", "sh", "-c", read).stdout.split()
+    assert quota == ["10000", "100000"], f"the container's cgroup holds the limit: {quota}"
+    ips = {"slow": slow["status"]["podIP"], "fast": fast["status"]["podIP"]}
+    time.sleep(8)  # both in the gateway's resolved set (DNS cache 5 s, re-resolved every 2 s)
+    before = {k: triton_served(ip) for k, ip in ips.items()}
+    try:
+        with Load(svc["url"], load_images(), workers=6, rate=10) as load:
+            load.wait_count(200, timeout=180)
+        outcomes = load.outcomes
+
+        def served() -> tuple[dict[str, int]] | None:  # Triton counts a request a moment after it answers it
+            counts = {k: triton_served(ip) - before[k] for k, ip in ips.items()}
+            return (counts,) if sum(counts.values()) >= len(outcomes) else None
+
+        (counts,) = wait_for("Triton's statistics to count every request", served, timeout=15, interval=0.2)
+        share = counts["slow"] / max(1, sum(counts.values()))
+        print(
+            f"\nCPU-limited Triton pod (100m): served {counts['slow']} of {sum(counts.values())} ({share:.0%}); {summary(outcomes)}"
+        )
+        assert all(o.status == 200 for o in outcomes), summary(outcomes)
+        assert share <= 0.35, f"the throttled pod got {share:.0%} (round robin would give it 50 %): {counts}"
+    finally:
+        kube.kubectl("delete", "pod", name, "-n", ns, "--wait=false", check=False)  # its replacement has no limit
+        wait_ready(kube, NAME, ns)
+
+
 def test_rollouts_under_steady_load_lose_nothing(svc: dict[str, Any]):
     """One pod of each tier, the hardest case: the new pod must take over before the old one goes."""
     kube, ns = svc["kube"], svc["ns"]
