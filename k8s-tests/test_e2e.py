@@ -257,9 +257,10 @@ def test_disabling_autoscaling_deletes_the_hpas(kube: Kube, ns: str):
 
 
 def test_network_policies_follow_the_spec_and_say_what_is_wrong(kube: Kube, ns: str):
-    """Both policies with the service; a policy the API refuses is a NetworkPolicy condition that
-    quotes it (Ready stays True: the service serves either way); switched off, both are deleted;
-    a misspelt selector key is an InvalidSpec, never a selector that selects every pod."""
+    """Both policies with the service; a gatewayFrom peer that selects no pod, and a policy the API
+    refuses, are NetworkPolicy conditions that say which (Ready stays True: the service serves
+    either way); switched off, both are deleted; a misspelt selector key is an InvalidSpec, never a
+    selector that selects every pod."""
     name, sel = "netpol", "app.kubernetes.io/instance=netpol"
 
     def policy_condition(reason: str) -> dict | None:
@@ -280,6 +281,14 @@ def test_network_policies_follow_the_spec_and_say_what_is_wrong(kube: Kube, ns: 
     assert grpc["ports"] == [{"port": 8001, "protocol": "TCP"}]
     assert grpc["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
     assert metrics["ports"] == [{"port": 8002, "protocol": "TCP"}]
+
+    patch({"networkPolicy": {"gatewayFrom": [{"podSelector": {"matchLabels": {"app": "nobody"}}}]}})
+    nobody = wait_for("NetworkPolicy PeerMatchesNothing", lambda: policy_condition("PeerMatchesNothing"))
+    assert "gatewayFrom[0]" in nobody["message"] and "nobody" in nobody["message"], nobody
+    own = {"matchLabels": {"app.kubernetes.io/instance": name}}  # the service's own pods: they exist
+    in_ns = {"matchLabels": {"kubernetes.io/metadata.name": ns}}
+    patch({"networkPolicy": {"gatewayFrom": [{"namespaceSelector": in_ns, "podSelector": own}]}})
+    wait_for("NetworkPolicy Applied with a peer that selects pods", lambda: policy_condition("Applied"))
 
     patch({"networkPolicy": {"gatewayFrom": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}})  # not a CIDR
     refused = wait_for("NetworkPolicy ApplyFailed", lambda: policy_condition("ApplyFailed"))

@@ -6,6 +6,7 @@ import pytest
 from op_helpers import META, sample_spec
 
 from yolo_operator import builders as b
+from yolo_operator import kube
 from yolo_operator.children import desired_children
 from yolo_operator.settings import OperatorSettings
 from yolo_operator.spec import InvalidSpec, parse_spec
@@ -98,3 +99,23 @@ def test_the_condition_says_applied_disabled_or_refused_and_ready_ignores_it():
     assert (refused.status, refused.reason) == ("False", "ApplyFailed") and "ipBlock.cidr" in refused.message
     tiers = [Condition("TritonReady", "True", "Available", ""), Condition("GatewayReady", "True", "Available", "")]
     assert ready_condition([*tiers, refused]).status == "True"
+
+
+def test_a_peer_that_selects_no_pod_is_said_and_ready_ignores_it():
+    c = network_policy_condition(True, [], ['gatewayFrom[0] ({"podSelector":{"matchLabels":{"app":"nobody"}}})'])
+    assert (c.status, c.reason) == ("False", "PeerMatchesNothing") and "gatewayFrom[0]" in c.message
+    assert network_policy_condition(True, ["refused"], ["unmatched"]).reason == "ApplyFailed"  # the worse first
+    tiers = [Condition("TritonReady", "True", "Available", ""), Condition("GatewayReady", "True", "Available", "")]
+    assert ready_condition([*tiers, c]).status == "True"
+
+
+def test_label_selectors_as_query_strings():
+    assert kube.selector_string({"matchLabels": {"b": "2", "a": "1"}}) == "a=1,b=2"
+    expressions = [
+        {"key": "tier", "operator": "In", "values": ["web", "api"]},
+        {"key": "env", "operator": "NotIn", "values": ["dev"]},
+        {"key": "team", "operator": "Exists"},
+        {"key": "legacy", "operator": "DoesNotExist"},
+    ]
+    assert kube.selector_string({"matchExpressions": expressions}) == "tier in (web,api),env notin (dev),team,!legacy"
+    assert kube.selector_string({}) == ""

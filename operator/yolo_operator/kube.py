@@ -98,6 +98,29 @@ def list_pods(namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
     return (_call("GET", f"/api/v1/namespaces/{namespace}/pods", query=query) or {}).get("items", [])
 
 
+def selector_string(selector: dict[str, Any]) -> str:
+    """A LabelSelector (matchLabels, matchExpressions) as the API's labelSelector query string."""
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], ",".join(e.get("values") or [])
+        parts.append(
+            {"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})", "Exists": key}.get(op, f"!{key}")
+        )
+    return ",".join(parts)
+
+
+def namespaces_matching(selector: dict[str, Any]) -> list[str]:
+    query = [("labelSelector", selector_string(selector))]
+    items = (_call("GET", "/api/v1/namespaces", query=query) or {}).get("items", [])
+    return [n["metadata"]["name"] for n in items]
+
+
+def any_pod(namespace: str, selector: dict[str, Any]) -> bool:
+    """Whether a pod in `namespace` matches the selector (one item asked for)."""
+    query = [("labelSelector", selector_string(selector)), ("limit", "1")]
+    return bool((_call("GET", f"/api/v1/namespaces/{namespace}/pods", query=query) or {}).get("items"))
+
+
 def apply(manifest: dict[str, Any]) -> dict[str, Any]:
     md = manifest["metadata"]
     url = path(manifest["apiVersion"], manifest["kind"], md["namespace"], md["name"])

@@ -124,6 +124,29 @@ def _model_condition(old: list[dict[str, Any]], meta: builders.Meta, triton_read
     return condition
 
 
+def _unmatched_peers(spec: YoloServiceSpec, namespace: str) -> list[str]:
+    """The gatewayFrom peers that select no pod now (no client there could reach the gateway).
+    An ipBlock is not judged, nor a peer whose namespaces or pods the operator may not list: an
+    API error leaves the peer unjudged and never fails the reconcile."""
+    unmatched = []
+    for i, peer in enumerate(spec.network_policy.gateway_from):
+        if peer.ip_block is not None:
+            continue
+        p = peer.manifest()
+        try:
+            namespaces = kube.namespaces_matching(p["namespaceSelector"]) if "namespaceSelector" in p else [namespace]
+            if "podSelector" in p:
+                found = any(kube.any_pod(ns, p["podSelector"]) for ns in namespaces)
+            else:
+                found = bool(namespaces)
+        except ApiException as exc:
+            log.info("gatewayFrom[%d] not judged: %s", i, _api_message(exc))
+            continue
+        if not found:
+            unmatched.append(f"gatewayFrom[{i}] ({json.dumps(p, sort_keys=True, separators=(',', ':'))})")
+    return unmatched
+
+
 def _api_message(exc: ApiException) -> str:
     """The API server's own message (a Status object's), else its reason."""
     try:
@@ -227,7 +250,9 @@ def _reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger) -> Outcome
     )
     ready = ready_condition(parts)
     # Not part of Ready: the service serves with or without its policies.
-    parts.append(network_policy_condition(network_policies_enabled(spec, SETTINGS.network_policies), refused))
+    netpol = network_policies_enabled(spec, SETTINGS.network_policies)
+    unmatched = _unmatched_peers(spec, meta.namespace) if netpol and not refused else []
+    parts.append(network_policy_condition(netpol, refused, unmatched))
     status = {
         "observedGeneration": meta.generation,
         "conditions": merge_conditions(old, [*parts, ready], meta.generation, now_rfc3339()),

@@ -218,7 +218,7 @@ def autoscaling_condition(
     )
 
 
-def network_policy_condition(enabled: bool, refused: list[str]) -> Condition:
+def network_policy_condition(enabled: bool, refused: list[str], unmatched: list[str] | None = None) -> Condition:
     """NetworkPolicy: whether both tiers' policies are in place (not part of Ready)."""
     if not enabled:
         return Condition(
@@ -226,6 +226,15 @@ def network_policy_condition(enabled: bool, refused: list[str]) -> Condition:
         )
     if refused:
         return Condition("NetworkPolicy", "False", "ApplyFailed", "the API refused " + "; ".join(refused))
+    if unmatched:
+        return Condition(
+            "NetworkPolicy",
+            "False",
+            "PeerMatchesNothing",
+            "the policies are applied, but "
+            + "; ".join(unmatched)
+            + " selects no pod now: no client there can reach the gateway",
+        )
     return Condition(
         "NetworkPolicy",
         "True",

@@ -107,6 +107,10 @@ Rules the operator needs on the objects it manages, in every namespace it watche
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list]
+# Read-only: whether a NetworkPolicy peer (spec.networkPolicy.gatewayFrom) selects any namespace.
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, update, patch, delete]
