@@ -94,7 +94,7 @@ def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any
 
 
 def list_pods(namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
-    query = [("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(selector.items())))]
+    query = [("labelSelector", selector_string({"matchLabels": selector}))]
     return (_call("GET", f"/api/v1/namespaces/{namespace}/pods", query=query) or {}).get("items", [])
 
 
