@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml VERSION 2>/dev/null | sha1sum | cut -c1-12)
 TRAIN_VENV ?= .cache/train-venv
 
-.PHONY: help venv test test-unit test-triton test-k8s test-pods test-e2e demo serve lint bench model-repo train prod-models version chart-docs clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo scale-bench release
+.PHONY: help venv test test-unit test-triton test-k8s test-pods test-e2e demo serve lint bench model-repo train prod-models version chart-docs clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo scale-bench release upgrade-test
 
 help:
 	@echo "make demo         start Triton + the gateway, detect on a fresh image, stop"
@@ -22,6 +22,7 @@ help:
 	@echo "make lint         ruff check, ruff format --check and mypy on the runtime packages"
 	@echo "make chart-docs   regenerate charts/yolo-operator/README.md from values.yaml"
 	@echo "make release      push the images and the chart of VERSION to REGISTRY=host[:port] (default: the local cluster's)"
+	@echo "make upgrade-test the previous release -> this one -> rollback under load on the local cluster: 0 failures (JSON last)"
 	@echo "make version      stamp VERSION (V=x.y.z to change it) into the chart's version and appVersion"
 	@echo "make serve        the local stack in the foreground (GATEWAY_PORT, TRITON_*_PORT)"
 	@echo "make cluster-up   a real control plane on loopback (built from Go modules once); cluster-down stops it"
@@ -58,6 +59,13 @@ test-k8s: venv cluster-build
 
 test-pods: venv cluster-build prod-models
 	YOLO_REAL_NODE=$${YOLO_REAL_NODE:-1} $(BIN)/python -m pytest -m pods
+
+# The upgrade test alone (it is also in `make test`): the previous release (yolo_tools.previous) and this
+# one pushed to the cluster's registry, helm install / upgrade / rollback under load; its JSON summary last.
+upgrade-test: venv cluster-build
+	rm -f .cache/upgrade-summary.json
+	YOLO_REAL_NODE=$${YOLO_REAL_NODE:-1} $(BIN)/python -m pytest -s k8s-tests/test_pods_upgrade.py
+	@cat .cache/upgrade-summary.json
 
 test-e2e: venv cluster-build prod-models
 	$(BIN)/python -m pytest -m "k8s or pods"
@@ -113,7 +121,8 @@ lint: venv
 # tags follow (the chart's appVersion, the operator's __version__). operator/tests/test_version.py checks.
 version:
 	@if [ -n "$(V)" ]; then echo "$(V)" > VERSION; fi
-	sed -i -E 's/^version: .*/version: $(shell cat VERSION)/; s/^appVersion: .*/appVersion: "$(shell cat VERSION)"/' charts/yolo-operator/Chart.yaml
+	@# The shell reads VERSION when the line runs (make's $$(shell) would read it before the line above wrote it).
+	v=$$(cat VERSION); sed -i -E "s/^version: .*/version: $$v/; s/^appVersion: .*/appVersion: \"$$v\"/" charts/yolo-operator/Chart.yaml
 	@echo "version $$(cat VERSION): VERSION, charts/yolo-operator/Chart.yaml (run make venv to refresh the installed metadata)"
 
 # The chart's README from values.yaml's `# --` comments (helm-docs conventions); a unit test checks it.

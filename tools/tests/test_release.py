@@ -107,3 +107,15 @@ def test_a_release_without_a_version_is_refused(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(rel, "ROOT", tmp_path)
     with pytest.raises(rel.ReleaseError, match="SemVer"):
         rel.check(None, "localhost:15000")
+
+
+def test_make_version_stamps_the_new_version_into_the_chart(tmp_path) -> None:
+    """`make version V=x.y.z` in one call: VERSION and both chart fields say x.y.z."""
+    (tmp_path / "charts" / "yolo-operator").mkdir(parents=True)
+    shutil.copy(rel.ROOT / "Makefile", tmp_path / "Makefile")
+    shutil.copy(rel.ROOT / "VERSION", tmp_path / "VERSION")
+    shutil.copy(rel.CHART / "Chart.yaml", tmp_path / "charts" / "yolo-operator" / "Chart.yaml")
+    subprocess.run(["make", "-s", "-C", str(tmp_path), "version", "V=7.8.9-rc.1"], check=True, capture_output=True)
+    chart = yaml.safe_load((tmp_path / "charts" / "yolo-operator" / "Chart.yaml").read_text())
+    assert (tmp_path / "VERSION").read_text().strip() == "7.8.9-rc.1"
+    assert (chart["version"], chart["appVersion"]) == ("7.8.9-rc.1", "7.8.9-rc.1")
