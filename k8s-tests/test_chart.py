@@ -103,7 +103,13 @@ def test_namespaced_values_create_roles_not_cluster_roles(kube: Kube):
     docs = _render(kube, CHART / "ci" / "namespaced-values.yaml")
     roles = [(d["kind"], d["metadata"].get("namespace")) for d in docs if d["kind"] in ("Role", "ClusterRole")]
     assert ("Role", "team-a") in roles and ("Role", "team-b") in roles
-    cluster_roles = [d for d in docs if d["kind"] == "ClusterRole"]
+    hooks = [d for d in docs if (d["metadata"].get("annotations") or {}).get("helm.sh/hook") == "pre-upgrade"]
+    # The one cluster-scoped right beyond discovery: the pre-upgrade hook's, on CRDs only (CRDs are
+    # cluster-scoped), for the length of an upgrade (deleted when it succeeds; crds.upgrade=false drops it).
+    (hook_role,) = [d for d in hooks if d["kind"] == "ClusterRole"]
+    assert {g for r in hook_role["rules"] for g in r["resources"]} == {"customresourcedefinitions"}
+    assert {d["kind"] for d in hooks} == {"ServiceAccount", "ConfigMap", "ClusterRole", "ClusterRoleBinding", "Job"}
+    cluster_roles = [d for d in docs if d["kind"] == "ClusterRole" and d not in hooks]
     assert len(cluster_roles) == 1 and cluster_roles[0]["metadata"]["name"].endswith("-framework")
     for rule in cluster_roles[0]["rules"]:  # cluster-wide rights are read-only discovery
         assert set(rule["verbs"]) <= {"get", "list", "watch", "patch"}
