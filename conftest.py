@@ -49,6 +49,7 @@ TIERS: dict[str, str] = {
     "k8s-tests/test_pods_autoscale.py": "pods",
     "k8s-tests/test_pods_models.py": "pods",
     "k8s-tests/test_pods_release.py": "pods",
+    "k8s-tests/test_pods_upgrade.py": "pods",
 }
 
 # A fixture (anywhere in a test's closure) -> the lowest tier that may use it.

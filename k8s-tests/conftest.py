@@ -13,6 +13,9 @@ whatever order the files were collected in."""
 from __future__ import annotations
 
 import os
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -93,6 +96,53 @@ def images(real_node: Kube) -> None:
     from pod_helpers import build_and_load_images
 
     build_and_load_images()
+
+
+@pytest.fixture(scope="session")
+def released(real_node: Kube, images: None) -> dict[str, str]:
+    """`make release` to the cluster's registry (images built by the `images` fixture); the
+    pushed image -> digest. The node's copies of those references are removed first, so the pods
+    below can only have them by pulling."""
+    from pod_helpers import ctr
+
+    from yolo_tools import release as rel
+
+    registry = cluster.registry
+    if not cluster._registry_marker().exists():
+        pytest.fail(f"the cluster has no registry ({', '.join(registry.missing(cluster.BIN))})", pytrace=False)
+    version = rel.version_file()
+    target = rel.Release(version, registry.REGISTRY, plain_http=True)
+    for name in rel.IMAGES:
+        ctr("images", "rm", target.image(name), check=False)
+    user, password = registry.credentials(cluster.STATE)
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(f"{registry.URL}/v2/_catalog", timeout=5)  # noqa: S310 - our loopback registry
+    assert anonymous.value.code == 401
+    # A registry that refuses the push: a clear message, exit 1, nothing published.
+    before = registry.catalog((user, password))
+    wrong = {"REGISTRY_USERNAME": user, "REGISTRY_PASSWORD": password + "x"}
+    r = run(sys.executable, "-m", "yolo_tools.release", "--registry", registry.REGISTRY, check=False, env=wrong)
+    assert r.returncode == 1 and r.stderr.startswith("release: buildah failed"), r.stderr[-2000:]
+    assert "unauthorized" in r.stderr.lower() or "authentication required" in r.stderr.lower(), r.stderr[-2000:]
+    assert registry.catalog((user, password)) == before
+    # `make release` with its defaults: the local cluster's registry and its credentials.
+    r = run(sys.executable, "-m", "yolo_tools.release", check=False)
+    assert r.returncode == 0, f"make release failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    digests = {}
+    for line in r.stdout.splitlines():
+        if line.startswith(registry.REGISTRY + "/") and "@sha256:" in line:
+            ref, digest = line.split("@", 1)
+            digests[ref] = digest
+    assert set(digests) == {target.image(n) for n in rel.IMAGES}, r.stdout
+    assert f"helm install yolo-operator oci://{registry.REGISTRY}/charts/yolo-operator --version {version}" in r.stdout
+    assert r.stdout.splitlines()[-1] == f"oci://{registry.REGISTRY}/charts/yolo-operator:{version}"
+    # The registry holds what was pushed: each image and the chart, at the version.
+    auth = (user, password)
+    repos = registry.catalog(auth)
+    for name in rel.IMAGES:
+        assert version in registry.tags(f"yolo-operator/{name}", auth), repos
+    assert version in registry.tags("charts/yolo-operator", auth), repos
+    return digests
 
 
 @pytest.fixture(scope="session")
