@@ -242,7 +242,7 @@ def test_an_upgrade_and_a_rollback_under_load_lose_nothing(
             assert crd_has_network_policy(kube), "helm upgrade left the previous CRD in place"
             crd = kube.get("crd", CRD) or {}
             assert crd["metadata"]["annotations"].get("serving.yolo.dev/chart-version") == current
-            assert not kube.items("jobs", NS), "the CRD hook's Job was not cleaned up after it succeeded"
+            wait_for("the CRD hook's Job deleted after it succeeded", lambda: not kube.items("jobs", NS), timeout=60)
             settled(kube, current, {"triton": 2, "gateway": 2})
             load.wait_count(load.count() + 40, timeout=60)
             after = snapshot(kube)
