@@ -4,6 +4,8 @@
                (removed by `down`). `make release` pushes the images and the chart there; the real
                node's containerd pulls from it as any node pulls from its registry: kubelet image
                pulls, pull policies, digests. containerd's hosts.toml for it is written here.
+               A second, read-only process serves the same storage on the node IP (NODE_REGISTRY)
+               for pods: oci:// model sources are fetched from there.
                It asks for credentials, as a private registry does (htpasswd, bcrypt): a user made
                afresh by each cluster-up, in .cluster/registry/credentials.json (0600). Pods pull
                with an imagePullSecret; anonymous requests get 401.
@@ -26,7 +28,11 @@ from types import ModuleType
 PORT = 15000
 REGISTRY = f"localhost:{PORT}"
 URL = f"http://127.0.0.1:{PORT}"
-COMPONENTS = ("registry",)
+# The same storage, read-only, on the node IP: pods (an oci:// model source's init container)
+# reach it there, as pods reach any registry; loopback is the pod's own.
+NODE_IP = "198.18.255.1"  # realnode.NODE_IP (a test ties them)
+NODE_REGISTRY = f"{NODE_IP}:{PORT}"
+COMPONENTS = ("registry", "registry-node")
 USER = "yolo"
 REALM = "yolo-operator local cluster"
 
@@ -35,12 +41,15 @@ def missing(bin_dir: Path) -> list[str]:
     return [] if (bin_dir / "registry").exists() else [str(bin_dir / "registry")]
 
 
-def config(storage: Path, htpasswd: Path) -> dict:
+def config(storage: Path, htpasswd: Path, addr: str = f"127.0.0.1:{PORT}", readonly: bool = False) -> dict:
+    storage_cfg: dict = {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}}
+    if readonly:
+        storage_cfg["maintenance"] = {"readonly": {"enabled": True}}
     return {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{PORT}", "headers": {"X-Content-Type-Options": ["nosniff"]}},
+        "storage": storage_cfg,
+        "http": {"addr": addr, "headers": {"X-Content-Type-Options": ["nosniff"]}},
         "auth": {"htpasswd": {"realm": REALM, "path": str(htpasswd)}},
     }
 
@@ -100,6 +109,11 @@ class Registry:
         host.mkdir(parents=True, exist_ok=True)
         (host / "hosts.toml").write_text(hosts_toml())
         self.c._start("registry", [self.c.binary("registry"), "serve", str(cfg)])
+        node_cfg = self.dir / "config-node.yml"
+        node_cfg.write_text(
+            json.dumps(config(self.dir / "data", htpasswd, f"{NODE_IP}:{PORT}", readonly=True), indent=1)
+        )
+        self.c._start("registry-node", [self.c.binary("registry"), "serve", str(node_cfg)])
 
     def wait_ready(self) -> None:
         def up() -> bool:
@@ -110,3 +124,15 @@ class Registry:
             return False
 
         self.c._wait(f"the registry at {URL}", up, timeout=30, name="registry")
+        node_url = URL.replace("127.0.0.1", NODE_IP)
+
+        def node_up() -> bool:
+            try:
+                urllib.request.urlopen(f"{node_url}/v2/", timeout=2).close()
+            except urllib.error.HTTPError as exc:
+                return exc.code == 401
+            except OSError:
+                return False
+            return False
+
+        self.c._wait(f"the registry's read-only copy at {node_url}", node_up, timeout=30, name="registry-node")

@@ -92,6 +92,11 @@ def test_the_default_registry_is_the_local_clusters() -> None:
     assert _cluster_registry().REGISTRY == rel.LOCAL_REGISTRY
 
 
+def test_the_registry_copy_for_pods_listens_on_the_real_nodes_ip() -> None:
+    text = (rel.ROOT / "k8s-tests" / "cluster" / "realnode.py").read_text()
+    assert f'NODE_IP = "{_cluster_registry().NODE_IP}"' in text
+
+
 def test_release_reads_the_credentials_the_cluster_registry_writes(monkeypatch, tmp_path) -> None:
     mod = _cluster_registry()
     (tmp_path / "registry").mkdir()
