@@ -48,6 +48,7 @@ TIERS: dict[str, str] = {
     "k8s-tests/test_pods.py": "pods",
     "k8s-tests/test_pods_autoscale.py": "pods",
     "k8s-tests/test_pods_models.py": "pods",
+    "k8s-tests/test_pods_oci.py": "pods",
     "k8s-tests/test_pods_release.py": "pods",
     "k8s-tests/test_pods_upgrade.py": "pods",
 }

@@ -34,6 +34,7 @@ from .status import (
     now_rfc3339,
     ready_condition,
     replica_summary,
+    reported_digests,
     served_models,
 )
 
@@ -105,23 +106,33 @@ def _tier_condition(
     )
 
 
-def _model_condition(old: list[dict[str, Any]], meta: builders.Meta, triton_ready: Any) -> Any:
-    """ModelCompatible from the Triton pods' init containers. Settled once per generation: when
-    this generation already has a True or False answer (or a pod that reports nothing), the
-    pods are not read again unless the tier is not ready."""
+def _model_condition(
+    old_status: dict[str, Any], meta: builders.Meta, triton_ready: Any
+) -> tuple[Any, dict[str, dict[str, str]]]:
+    """ModelCompatible from the Triton pods' init containers, and the digests their oci://
+    fetches resolved (status.models). Settled once per generation: when this generation already
+    has a True or False answer (or a pod that reports nothing), the pods are not read again
+    unless the tier is not ready, and the digests already in the status stand."""
+    old = old_status.get("conditions", [])
     prev = next((c for c in old if c.get("type") == "ModelCompatible"), None)
     settled = prev is not None and prev.get("observedGeneration") == meta.generation and prev.get("reason") != "Pending"
     if prev is not None and settled and triton_ready.status == "True":
-        return Condition("ModelCompatible", prev["status"], prev["reason"], prev.get("message", ""))
-    condition = model_condition(kube.list_pods(meta.namespace, builders.selector_labels(meta, "triton")))
+        kept = {
+            m["name"]: {"uri": m.get("source", ""), "digest": m["digest"]}
+            for m in old_status.get("models") or []
+            if m.get("digest")
+        }
+        return Condition("ModelCompatible", prev["status"], prev["reason"], prev.get("message", "")), kept
+    pods = kube.list_pods(meta.namespace, builders.selector_labels(meta, "triton"))
+    condition = model_condition(pods)
     if condition.reason == "Pending" and triton_ready.status == "True":  # serving, yet no pod says how
-        return Condition(
+        condition = Condition(
             "ModelCompatible",
             "Unknown",
             "NotReported",
             "the Triton pods serve, but none reported how it prepared the model",
         )
-    return condition
+    return condition, reported_digests(pods)
 
 
 def _unmatched_peers(spec: YoloServiceSpec, namespace: str) -> list[str]:
@@ -242,7 +253,8 @@ def _reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger) -> Outcome
         _tier_condition("TritonReady", triton, meta, "triton", zero),
         _tier_condition("GatewayReady", gateway, meta, "gateway"),
     ]
-    parts.insert(0, _model_condition(old, meta, parts[0]))
+    model, digests = _model_condition(body.get("status") or {}, meta, parts[0])
+    parts.insert(0, model)
     parts.append(
         autoscaling_condition(
             _autoscalers(spec, n, live, keda), keda, spec.triton.autoscaling.scale_to_zero and not zero
@@ -259,7 +271,7 @@ def _reconcile(body: kopf.Body, logger: logging.Logger | kopf.Logger) -> Outcome
         "url": f"http://{n['service']}.{meta.namespace}.svc.cluster.local:{spec.service.port}",
         "tritonReplicas": replica_summary(triton),
         "gatewayReplicas": replica_summary(gateway),
-        "models": served_models(spec),
+        "models": served_models(spec, digests),
     }
     _write_status(body, status)
     outcome.ready = ready.status == "True"

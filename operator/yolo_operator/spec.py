@@ -29,7 +29,12 @@ PROJECT_IMAGES = "ghcr.io/yolo-operator"
 DEFAULT_TRITON_CPU_IMAGE = f"{PROJECT_IMAGES}/triton-cpu:{__version__}"
 DEFAULT_GATEWAY_IMAGE = f"{PROJECT_IMAGES}/gateway:{__version__}"
 DEFAULT_FETCHER_IMAGE = f"{PROJECT_IMAGES}/model-fetcher:{__version__}"
-_URI = re.compile(r"^(s3|gs|https?)://[^\s]+$")
+_URI = re.compile(r"^(s3|gs|https?|oci)://[^\s]+$")
+# oci://HOST[:PORT]/REPO[:TAG | @sha256:DIGEST], the distribution spec's name and reference grammar.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_OCI = re.compile(
+    rf"^oci://[A-Za-z0-9.-]+(?::[0-9]+)?/{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}|@sha256:[0-9a-f]{{64}})?$"
+)
 
 
 @dataclass(frozen=True)
@@ -67,13 +72,21 @@ class ModelSource(_Model):
     uri: str | None = None
     pvc: PVCSource | None = None
     secret_ref: SecretRef | None = None
+    plain_http: bool = Field(False, description="oci:// only: the registry speaks HTTP, not HTTPS (a local one)")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSource:
         if (self.uri is None) == (self.pvc is None):
             raise ValueError("set exactly one of model.source.uri and model.source.pvc")
         if self.uri is not None and not _URI.match(self.uri):
-            raise ValueError("model.source.uri must start with s3://, gs://, http:// or https://")
+            raise ValueError("model.source.uri must start with s3://, gs://, http://, https:// or oci://")
+        if self.uri is not None and self.uri.startswith("oci://") and not _OCI.match(self.uri):
+            raise ValueError(
+                f"model.source.uri {self.uri!r} is not an OCI reference: oci://HOST[:PORT]/REPO[:TAG] or "
+                "oci://HOST[:PORT]/REPO@sha256:DIGEST (lower-case repository, a 64-hex digest)"
+            )
+        if self.plain_http and self.scheme != "oci":
+            raise ValueError("model.source.plainHttp applies to oci:// sources only")
         return self
 
     @property
@@ -470,7 +483,9 @@ class YoloServiceSpec(_Model):
         if self.model.format == "tensorrt" and self.triton.gpus < 1:
             raise ValueError("model.format tensorrt needs a GPU: set triton.resources.limits['nvidia.com/gpu']")
         if self.model.source.pvc is not None and self.model.source.secret_ref is not None:
-            raise ValueError("model.source.secretRef applies to s3://, gs:// and http(s):// sources, not to a PVC")
+            raise ValueError(
+                "model.source.secretRef applies to s3://, gs://, http(s):// and oci:// sources, not to a PVC"
+            )
         tier_names = [t.name for t in self.tiers]
         if len(set(tier_names)) != len(tier_names):
             raise ValueError(f"tiers: names must be unique, got {tier_names}")

@@ -283,9 +283,28 @@ def _source(src: Any) -> str:
     return src.uri if src.uri else f"pvc://{src.pvc.claim_name}/{src.pvc.path.lstrip('/')}"
 
 
-def served_models(spec: Any) -> list[dict[str, Any]]:
+def reported_digests(pods: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """model -> {"uri", "digest"} for the oci:// sources, from the newest Triton pod whose init
+    container finished and reported them."""
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    for pod in sorted(live, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", reverse=True):
+        term = _fetcher_state(pod)
+        if not term or term.get("exitCode", 0) != 0:
+            continue
+        try:
+            digests = json.loads(term.get("message") or "").get("digests")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(digests, dict):
+            return {str(k): v for k, v in digests.items() if isinstance(v, dict)}
+    return {}
+
+
+def served_models(spec: Any, digests: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
     """status.models: every Triton model of the service, with its role (current, tier, canary,
-    shadow), the file it serves and, for a canary or shadow, its share of the default tier."""
+    shadow), the file it serves and, for a canary or shadow, its share of the default tier. An
+    oci:// source also has the manifest digest it resolved to, once a pod reported fetching that
+    very reference."""
     out: list[dict[str, Any]] = []
     default = spec.default_tier
     for role, model in spec.model_names().items():
@@ -303,5 +322,9 @@ def served_models(spec: Any) -> list[dict[str, Any]]:
         else:
             v = spec.variants[role]
             entry |= {"role": role, "source": _source(v.source), "percent": v.percent}
+        # The tiers share the current version's file: its fetch is recorded under the model's name.
+        got = (digests or {}).get(model) or (digests or {}).get(spec.model.name if role.startswith("tier:") else "")
+        if got and got.get("uri") == entry["source"] and got.get("digest"):
+            entry["digest"] = got["digest"]
         out.append(entry)
     return out

@@ -29,8 +29,16 @@ from .common import (
 )
 from .model_config import build_model_configmap, configmap_key
 
+# oci:// fetches write {"uri", "digest"} here, one file per model; the end of the script adds them
+# to the init container's report (status.models records each digest).
+DIGESTS_DIR = "/tmp/digests"
+DOCKER_CONFIG_FILE = "/credentials/.dockerconfigjson"
 
-def _fetch_command(src: ModelSource, target: str) -> str:
+
+def _fetch_command(src: ModelSource, target: str, model: str) -> str:
+    if src.scheme == "oci":
+        plain = " --plain-http" if src.plain_http else ""
+        return f"fetch-model{plain} --digest-file {DIGESTS_DIR}/{model} {shlex.quote(src.uri or '')} {target}"
     if src.pvc is not None:
         return f"cp {shlex.quote('/source/' + src.pvc.path.lstrip('/'))} {target}"
     if src.scheme == "s3":
@@ -54,6 +62,7 @@ def _fetch_script(spec: YoloServiceSpec) -> str:
     canary's and the shadow's files are fetched and prepared too, and a failure there leaves
     that model out, said in the log, and the current version serves."""
     m = spec.model
+    oci = any(src.scheme == "oci" for src in (m.source, *(v.source for v in spec.variants.values())))
     ext = "plan" if m.format == "tensorrt" else "onnx"
     target = f"{MODELS_DIR}/{m.name}/1/model.{ext}"
     roles = spec.model_names()
@@ -61,7 +70,8 @@ def _fetch_script(spec: YoloServiceSpec) -> str:
     steps = [
         "set -eu",
         *(f"mkdir -p {MODELS_DIR}/{model}/1" for model in shared),
-        _fetch_command(m.source, target),
+        *([f"mkdir -p {DIGESTS_DIR}"] if oci else []),
+        _fetch_command(m.source, target, m.name),
         f"test -s {target}",
     ]
     steps.append(_prepare_command(target, [(model, f"{MODELS_DIR}/{model}") for model in shared], report=True))
@@ -71,11 +81,13 @@ def _fetch_script(spec: YoloServiceSpec) -> str:
             continue
         folder = f"{MODELS_DIR}/{model}"
         file = f"{folder}/1/model.{ext}"
-        fetch = f"{_fetch_command(spec.variants[role].source, file)} && test -s {file} && {_prepare_command(file, [(model, folder)])}"
+        fetch = f"{_fetch_command(spec.variants[role].source, file, model)} && test -s {file} && {_prepare_command(file, [(model, folder)])}"
         why = shlex.quote(
             f"{role}: fetching or preparing its model failed; {model} is left out and the current version serves alone"
         )
         steps += [f"mkdir -p {folder}/1", f"{{ {fetch} ; }} || {{ echo {why} >&2 ; rm -rf {folder} ; }}"]
+    if oci:
+        steps.append(f"fetch-model --report-digests {DIGESTS_DIR} /dev/termination-log")
     # One command per line under `set -eu`: any failure stops the script, except the optional
     # fetches, whose `||` catches their own failure only.
     return "\n".join(steps)
@@ -102,7 +114,11 @@ def _fetcher(spec: YoloServiceSpec) -> dict[str, Any]:
     }
     if src.pvc is not None:
         mounts.append({"name": "source", "mountPath": "/source", "readOnly": True})
-    if src.secret_ref is not None:
+    if src.secret_ref is not None and src.scheme == "oci":
+        # A kubernetes.io/dockerconfigjson Secret, as for image pulls: the file, not env.
+        mounts.append({"name": "credentials", "mountPath": "/credentials", "readOnly": True})
+        container["env"].append({"name": "DOCKER_CONFIG_FILE", "value": DOCKER_CONFIG_FILE})
+    elif src.secret_ref is not None:
         # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION, or a GCP key file under /credentials
         container["envFrom"] = [{"secretRef": {"name": src.secret_ref.name}}]
         if src.scheme == "gs":
@@ -128,7 +144,7 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
         volumes.append({"name": "trt-cache", **t.engine_cache.volume_source()})
     # A first TensorRT engine build of a 640 px YOLO takes minutes: the startup probe waits that long.
     startup = t.startup_timeout_seconds or (1200 if spec.builds_engines else 600)
-    if src.secret_ref is not None and src.scheme == "gs":
+    if src.secret_ref is not None and src.scheme in ("gs", "oci"):
         volumes.append({"name": "credentials", "secret": {"secretName": src.secret_ref.name}})
     # With a canary or shadow, the pod is ready when the current version is (strict readiness would
     # also wait for them, and they may be broken).
