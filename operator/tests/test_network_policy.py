@@ -119,3 +119,27 @@ def test_label_selectors_as_query_strings():
     ]
     assert kube.selector_string({"matchExpressions": expressions}) == "tier in (web,api),env notin (dev),team,!legacy"
     assert kube.selector_string({}) == ""
+
+
+def test_a_peer_that_selects_pods_is_not_listed_again_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PeerMatchesNothing's lists: a matching peer is remembered (PEER_MATCH_CACHE_S), a peer that
+    matches nothing is asked again at every reconcile, so the condition clears when pods come."""
+    from yolo_operator import reconcile
+
+    calls: list[str] = []
+    pods = {"app": False}
+
+    def any_pod(ns: str, selector: dict) -> bool:
+        calls.append(ns)
+        return pods["app"]
+
+    monkeypatch.setattr(reconcile.kube, "any_pod", any_pod)
+    monkeypatch.setattr(reconcile, "_peer_matches", {})
+    spec = parse_spec(sample_spec(networkPolicy={"gatewayFrom": [{"podSelector": {"matchLabels": {"app": "x"}}}]}))
+    assert reconcile._unmatched_peers(spec, "ns") and reconcile._unmatched_peers(spec, "ns")
+    assert len(calls) == 2  # nothing matched: asked each time
+    pods["app"] = True
+    assert reconcile._unmatched_peers(spec, "ns") == [] and reconcile._unmatched_peers(spec, "ns") == []
+    assert len(calls) == 3  # matched once, then remembered
+    monkeypatch.setattr(reconcile, "PEER_MATCH_CACHE_S", 0.0)
+    assert reconcile._unmatched_peers(spec, "ns") == [] and len(calls) == 4  # expired: asked again

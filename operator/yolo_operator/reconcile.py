@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,15 +136,26 @@ def _model_condition(
     return condition, reported_digests(pods)
 
 
+# A peer found to select pods is not listed again for PEER_MATCH_CACHE_S (the common case, at
+# every reconcile of every service with gatewayFrom); one that selects nothing is asked again at
+# each reconcile, so PeerMatchesNothing clears as soon as its pods appear.
+PEER_MATCH_CACHE_S = 60.0
+_peer_matches: dict[tuple[str, str], float] = {}
+
+
 def _unmatched_peers(spec: YoloServiceSpec, namespace: str) -> list[str]:
     """The gatewayFrom peers that select no pod now (no client there could reach the gateway).
     An ipBlock is not judged, nor a peer whose namespaces or pods the operator may not list: an
     API error leaves the peer unjudged and never fails the reconcile."""
     unmatched = []
+    now = time.monotonic()
     for i, peer in enumerate(spec.network_policy.gateway_from):
         if peer.ip_block is not None:
             continue
         p = peer.manifest()
+        key = (namespace, json.dumps(p, sort_keys=True))
+        if now - _peer_matches.get(key, -PEER_MATCH_CACHE_S) < PEER_MATCH_CACHE_S:
+            continue
         try:
             namespaces = kube.namespaces_matching(p["namespaceSelector"]) if "namespaceSelector" in p else [namespace]
             if "podSelector" in p:
@@ -153,7 +165,12 @@ def _unmatched_peers(spec: YoloServiceSpec, namespace: str) -> list[str]:
         except ApiException as exc:
             log.info("gatewayFrom[%d] not judged: %s", i, _api_message(exc))
             continue
-        if not found:
+        if found:
+            if len(_peer_matches) > 10_000:  # services come and go: forget the old answers
+                _peer_matches.clear()
+            _peer_matches[key] = now
+        else:
+            _peer_matches.pop(key, None)
             unmatched.append(f"gatewayFrom[{i}] ({json.dumps(p, sort_keys=True, separators=(',', ':'))})")
     return unmatched
 
