@@ -147,13 +147,12 @@ class APIKeys:
 # decides, and with no key folder nothing is asked).
 bearer = HTTPBearer(auto_error=False, description="the client's API key as a bearer token")
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the client's API key")
+# The two ways a client presents its key, as FastAPI security parameters (they show in /openapi.json).
+BearerKey = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+HeaderKey = Annotated[str | None, Security(api_key_header)]
 
 
-async def require_client(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-    api_key: Annotated[str | None, Security(api_key_header)],
-) -> str | None:
+async def require_client(request: Request, credentials: BearerKey, api_key: HeaderKey) -> str | None:
     """The calling client's name (also in request.state.client); None when the gateway has no keys."""
     keys: APIKeys | None = request.app.state.api_keys
     if keys is None:
@@ -163,11 +162,7 @@ async def require_client(
     return str(request.state.client)
 
 
-async def require_client_for_metrics(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-    api_key: Annotated[str | None, Security(api_key_header)],
-) -> str | None:
+async def require_client_for_metrics(request: Request, credentials: BearerKey, api_key: HeaderKey) -> str | None:
     """/metrics asks for a key only with `protect_metrics` (Prometheus then sends one)."""
     keys: APIKeys | None = request.app.state.api_keys
     if keys is None or not keys.settings.protect_metrics:
