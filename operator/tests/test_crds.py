@@ -59,12 +59,13 @@ def test_the_hook_mounts_every_chart_crd_and_may_patch_only_those() -> None:
     helm = ROOT / ".bin" / "helm"
     if not helm.exists():
         pytest.fail("no .bin/helm: run `make cluster-build`", pytrace=False)
-    out = subprocess.run(
-        [str(helm), "template", "x", str(CHART), "-s", "templates/crd-upgrade.yaml"],
-        text=True,
-        capture_output=True,
-        check=True,
-    ).stdout
+
+    def render(*args: str) -> str:
+        return subprocess.run(
+            [str(helm), "template", "x", str(CHART), *args], text=True, capture_output=True, check=True
+        ).stdout
+
+    out = render("-s", "templates/crd-upgrade.yaml")
     docs = {d["kind"]: d for d in yaml.safe_load_all(out) if d}
     assert set(docs) == {"ServiceAccount", "ConfigMap", "ClusterRole", "ClusterRoleBinding", "Job"}
     for d in docs.values():
@@ -80,10 +81,4 @@ def test_the_hook_mounts_every_chart_crd_and_may_patch_only_those() -> None:
     assert container["command"] == ["python", "-m", "yolo_operator.crds", "--version", str(version), "/crds"]
     assert job["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    off = subprocess.run(
-        [str(helm), "template", "x", str(CHART), "--set", "crds.upgrade=false"],
-        text=True,
-        capture_output=True,
-        check=True,
-    ).stdout
-    assert "crd-upgrade" not in off
+    assert "crd-upgrade" not in render("--set", "crds.upgrade=false")
