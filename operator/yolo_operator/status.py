@@ -69,13 +69,18 @@ def _fetcher_state(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _newest_first(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pods not being deleted, the newest first: whose init container report counts."""
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    return sorted(live, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", reverse=True)
+
+
 def model_condition(pods: list[dict[str, Any]]) -> Condition:
     """ModelCompatible, from the newest Triton pod whose init container has finished: its report
     (the termination message: how the file is served, and how it batches), or why it refused it."""
     t = "ModelCompatible"
-    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
     finished = False
-    for pod in sorted(live, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", reverse=True):
+    for pod in _newest_first(pods):
         term = _fetcher_state(pod)
         if not term:
             continue
@@ -286,8 +291,7 @@ def _source(src: Any) -> str:
 def reported_digests(pods: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
     """model -> {"uri", "digest"} for the oci:// sources, from the newest Triton pod whose init
     container finished and reported them."""
-    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
-    for pod in sorted(live, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", reverse=True):
+    for pod in _newest_first(pods):
         term = _fetcher_state(pod)
         if not term or term.get("exitCode", 0) != 0:
             continue
