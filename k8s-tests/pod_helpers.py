@@ -7,6 +7,7 @@ cluster our own scripts started (198.18.0.0/15)."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -195,6 +196,37 @@ def uninstall_operator(kube: Kube) -> None:
 
 def operator_logs(kube: Kube) -> str:
     return kube.kubectl("logs", "-n", RELEASE_NS, "deployment/" + RELEASE, "--tail=200", check=False).stdout
+
+
+# --------------------------------------------------------------------------- registry credentials
+
+
+def dockerconfig_secret(name: str, config: bytes, namespace: str | None = None) -> dict[str, Any]:
+    """A kubernetes.io/dockerconfigjson Secret holding a docker config.json (its bytes)."""
+    metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+    data = {".dockerconfigjson": base64.b64encode(config).decode()}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": data,
+    }
+
+
+def released_chart_overrides(pull_secret: str) -> list[str]:
+    """What the tests that install a released chart override, and nothing else: the real node's
+    placement, one watched namespace (never meeting the pod tests' operator) and a pull secret."""
+    return [
+        "--set",
+        "rbac.clusterWide=false",
+        "--set-json",
+        f"nodeSelector={json.dumps(PLACEMENT['nodeSelector'])}",
+        "--set-json",
+        f"tolerations={json.dumps(PLACEMENT['tolerations'])}",
+        "--set-json",
+        f'imagePullSecrets=[{{"name": "{pull_secret}"}}]',
+    ]
 
 
 # --------------------------------------------------------------------------- the sample

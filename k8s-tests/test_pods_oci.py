@@ -29,7 +29,15 @@ import numpy as np
 import oras.client
 import pytest
 from e2e_helpers import ROOT, Kube, cluster, condition, wait_for
-from pod_helpers import cpu_sample, detect, gateway_url, pods, service_answers, wait_ready
+from pod_helpers import (
+    cpu_sample,
+    detect,
+    dockerconfig_secret,
+    gateway_url,
+    pods,
+    service_answers,
+    wait_ready,
+)
 
 from yolo_tools.synthetic import encode, make_scene
 
@@ -105,23 +113,13 @@ def test_fetch_model_pulls_by_tag_and_digest_and_says_what_is_wrong(pushed: dict
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def _secret(name: str, config: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name},
-        "type": "kubernetes.io/dockerconfigjson",
-        "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()},
-    }
-
-
 def test_a_yoloservice_serves_a_model_from_the_registry_and_records_its_digest(
     real_node: Kube, pods_ns: str, in_cluster_operator: str, pushed: dict[str, str]
 ) -> None:
     kube, ns = real_node, pods_ns
     user, password = registry.credentials(cluster.STATE)
-    kube.apply(_secret(SECRET, _dockerconfig(user, password)), "-n", ns)
-    kube.apply(_secret("oci-wrong", _dockerconfig(user, password + "x")), "-n", ns)
+    kube.apply(dockerconfig_secret(SECRET, json.dumps(_dockerconfig(user, password)).encode()), "-n", ns)
+    kube.apply(dockerconfig_secret("oci-wrong", json.dumps(_dockerconfig(user, password + "x")).encode()), "-n", ns)
 
     def source(ref: str, secret: str = SECRET) -> dict[str, Any]:
         return {"model.source": {"uri": f"oci://{NODE}/{ref}", "secretRef": {"name": secret}, "plainHttp": True}}

@@ -13,7 +13,6 @@ it never meets the pod tests' operator, which watches only theirs."""
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +20,17 @@ from typing import Any
 import numpy as np
 import pytest
 from e2e_helpers import Kube, cluster, wait_for
-from pod_helpers import PLACEMENT, Store, condition, cpu_sample, detect, gateway_url, pods, wait_ready
+from pod_helpers import (
+    Store,
+    condition,
+    cpu_sample,
+    detect,
+    dockerconfig_secret,
+    gateway_url,
+    pods,
+    released_chart_overrides,
+    wait_ready,
+)
 
 from yolo_tools import release as rel
 from yolo_tools.synthetic import encode, make_scene
@@ -56,16 +65,7 @@ def installed(
         kube.helm("uninstall", RELEASE_NAME, "-n", NS, "--wait", "--timeout=60s", check=False)
         kube.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=180s", check=False)
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    dockerconfig = base64.b64encode(authfile.read_bytes()).decode()
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": PULL_SECRET, "namespace": NS},
-            "type": "kubernetes.io/dockerconfigjson",
-            "data": {".dockerconfigjson": dockerconfig},
-        }
-    )
+    kube.apply(dockerconfig_secret(PULL_SECRET, authfile.read_bytes(), NS))
     chart = [f"oci://{registry.REGISTRY}/charts/yolo-operator", "--plain-http", "--registry-config", str(authfile)]
     # A chart version that does not exist: helm says so and installs nothing.
     missing = kube.helm("install", RELEASE_NAME, *chart, "--version", "99.0.0", "-n", NS, check=False)
@@ -81,14 +81,7 @@ def installed(
         rel.version_file(),
         "-n",
         NS,
-        "--set",
-        "rbac.clusterWide=false",
-        "--set-json",
-        f"nodeSelector={json.dumps(PLACEMENT['nodeSelector'])}",
-        "--set-json",
-        f"tolerations={json.dumps(PLACEMENT['tolerations'])}",
-        "--set-json",
-        f'imagePullSecrets=[{{"name": "{PULL_SECRET}"}}]',
+        *released_chart_overrides(PULL_SECRET),
         "--wait",
         "--timeout=300s",
         check=False,

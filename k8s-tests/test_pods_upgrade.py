@@ -20,7 +20,6 @@ written to .cache/upgrade-summary.json, which `make upgrade-test` prints last.""
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from pathlib import Path
@@ -28,7 +27,18 @@ from typing import Any
 
 import pytest
 from e2e_helpers import ROOT, Kube, cluster, wait_for
-from pod_helpers import PLACEMENT, Load, Store, cpu_sample, gateway_url, is_ready, pods, service_answers, summary
+from pod_helpers import (
+    Load,
+    Store,
+    cpu_sample,
+    dockerconfig_secret,
+    gateway_url,
+    is_ready,
+    pods,
+    released_chart_overrides,
+    service_answers,
+    summary,
+)
 from test_pods import load_images
 
 from yolo_tools import previous as prev
@@ -191,27 +201,10 @@ def test_an_upgrade_and_a_rollback_under_load_lose_nothing(
         "pod-security.kubernetes.io/enforce-version": "latest",
     }
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": labels}})
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": PULL_SECRET, "namespace": NS},
-            "type": "kubernetes.io/dockerconfigjson",
-            "data": {".dockerconfigjson": base64.b64encode(authfile.read_bytes()).decode()},
-        }
-    )
+    kube.apply(dockerconfig_secret(PULL_SECRET, authfile.read_bytes(), NS))
     kube.apply(store.secret(NS))
     chart = [f"oci://{registry.REGISTRY}/charts/yolo-operator", "--plain-http", "--registry-config", str(authfile)]
-    values = [
-        "--set",
-        "rbac.clusterWide=false",
-        "--set-json",
-        f"nodeSelector={json.dumps(PLACEMENT['nodeSelector'])}",
-        "--set-json",
-        f"tolerations={json.dumps(PLACEMENT['tolerations'])}",
-        "--set-json",
-        f'imagePullSecrets=[{{"name": "{PULL_SECRET}"}}]',
-    ]
+    values = released_chart_overrides(PULL_SECRET)
 
     def helm(*args: str) -> None:
         t0 = time.monotonic()
