@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from . import server
+from . import malloc, server
 from .app import create_app
 from .settings import Settings
 
@@ -12,6 +12,7 @@ from .settings import Settings
 def main() -> None:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    malloc.tune(settings.malloc_mmap_threshold_mb)
     server.run(
         create_app(settings),
         host=settings.host,

@@ -125,6 +125,13 @@ class Settings(BaseSettings):
         description="the share of the container's free memory that requests in flight may take: it caps max_concurrency once the model is known (0: off)",
     )
     pool_size: int = Field(0, ge=0, description="CPU worker threads; 0: the CPUs this process may use")
+    malloc_mmap_threshold_mb: int = Field(
+        32,
+        ge=0,
+        le=32,
+        description="glibc's mmap threshold (trim threshold twice it): per-request tensors of a few MB are reused "
+        "from the heap instead of mmapped and page-faulted each time (malloc.py); 0: glibc's defaults",
+    )
 
     # Detection defaults
     conf: float = Field(0.25, ge=0, le=1)
