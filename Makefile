@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 # Re-install when pyproject.toml or VERSION changes (the installed metadata carries the version).
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml VERSION 2>/dev/null | sha1sum | cut -c1-12)
 TRAIN_VENV ?= .cache/train-venv
+# The peers bench's front ends (KServe, Ray Serve, Ultralytics): the 'peers' extra, bench only.
+PEERS_VENV ?= .cache/peers-venv
 
-.PHONY: help venv test test-unit test-triton test-k8s test-pods test-e2e demo serve lint bench model-repo train prod-models version chart-docs clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo scale-bench release upgrade-test
+.PHONY: help venv test test-unit test-triton test-k8s test-pods test-e2e demo serve lint bench model-repo train prod-models version chart-docs clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo scale-bench release upgrade-test peers-venv
 
 help:
 	@echo "make demo         start Triton + the gateway, detect on a fresh image, stop"
@@ -27,7 +29,7 @@ help:
 	@echo "make serve        the local stack in the foreground (GATEWAY_PORT, TRITON_*_PORT)"
 	@echo "make cluster-up   a real control plane on loopback (built from Go modules once); cluster-down stops it"
 	@echo "make operator     run the operator against the current kubeconfig"
-	@echo "make bench        benchmarks (QUICK=1 for a short run; ONLY=routing|production|tiers|... for one section)"
+	@echo "make bench        benchmarks (QUICK=1 for a short run; ONLY=routing|production|peers|tiers|... for one section)"
 	@echo "make fuzz         10^5 fuzzed requests against a gateway in a memory cgroup (COUNT=...)"
 	@echo "make model-repo   rebuild the serving ONNX variants from model_repository/source"
 	@echo "make train        retrain the bundled detector (needs the 'train' extra: torch, ultralytics)"
@@ -103,7 +105,7 @@ scale-bench: venv cluster-build
 serve: venv
 	$(BIN)/python -m yolo_tools.stack serve
 
-bench: venv prod-models
+bench: venv prod-models $(if $(filter peers,$(ONLY)),peers-venv,)
 	$(BIN)/python -m yolo_tools.bench $(if $(filter-out 0,$(QUICK)),--quick,) $(if $(ONLY),--only $(ONLY),)
 
 fuzz: venv
@@ -137,6 +139,13 @@ train:
 	$(TRAIN_VENV)/bin/pip install -q -e '.[train]'
 	$(TRAIN_VENV)/bin/python model_repository/tools/train.py --work .cache/train
 	$(MAKE) model-repo
+
+# make bench ONLY=peers: KServe, Ray Serve and Ultralytics in a venv of their own (several GB: torch, ray), made once.
+peers-venv:
+	@$(PEERS_VENV)/bin/python -c 'import kserve, ray.serve, ultralytics' 2>/dev/null || { \
+		test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV); \
+		$(PEERS_VENV)/bin/pip install -q --upgrade pip; \
+		$(PEERS_VENV)/bin/pip install -q -e '.[peers]'; }
 
 # Production-size test models with random weights, exported by Ultralytics (AGPL-3.0, this tool and
 # train.py only, never at runtime) into .cache/prod-models (git-ignored) with a manifest.json; cached.

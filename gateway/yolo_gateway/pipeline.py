@@ -32,7 +32,7 @@ from .errors import (
     TritonTimeout,
     TritonUnavailable,
 )
-from .postprocess import DECODERS, Detections, DetectParams, decode_end2end
+from .postprocess import DECODERS, Detections, DetectParams, decode_end2end, detections_json
 from .preprocess import Prepared, prepare_image
 from .settings import Settings
 from .shadow import Shadow
@@ -70,18 +70,6 @@ def _key(p: Prepared) -> np.ndarray:
     if p.fingerprint is None:
         raise RuntimeError("the inference cache needs the image's fingerprint (prepare_image(hash_image=True))")
     return p.fingerprint
-
-
-def _as_json(det: Detections, names: tuple[str, ...]) -> list[dict[str, Any]]:
-    boxes = np.round(det.boxes.astype(np.float64), 2).tolist()
-    scores = np.round(det.scores.astype(np.float64), 4).tolist()
-    out = []
-    for (x1, y1, x2, y2), score, cls in zip(boxes, scores, det.classes.tolist(), strict=True):
-        name = names[cls] if 0 <= cls < len(names) else str(cls)
-        out.append(
-            {"class_id": cls, "class_name": name, "confidence": score, "box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2}}
-        )
-    return out
 
 
 class Detector:
@@ -202,7 +190,7 @@ class Detector:
                         "postprocess": round(post_s * 1e3, 3),
                         "total": round(total_s * 1e3, 3),
                     },
-                    "detections": _as_json(det, sig.class_names),
+                    "detections": detections_json(det, sig.class_names),
                     "cached": hit,
                 }
             )

@@ -15,6 +15,7 @@ NMS is OpenCV's batched (class-aware) NMS in C++: no Python loop over candidates
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -130,3 +131,16 @@ def decode_end2end(
 
 
 DECODERS = {"raw": decode_raw, "raw_t": decode_raw_t, "v5": decode_v5}
+
+
+def detections_json(det: Detections, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The response's detections: boxes in the original image's pixels (2 decimals), scores (4)."""
+    boxes = np.round(det.boxes.astype(np.float64), 2).tolist()
+    scores = np.round(det.scores.astype(np.float64), 4).tolist()
+    out = []
+    for (x1, y1, x2, y2), score, cls in zip(boxes, scores, det.classes.tolist(), strict=True):
+        name = names[cls] if 0 <= cls < len(names) else str(cls)
+        out.append(
+            {"class_id": cls, "class_name": name, "confidence": score, "box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2}}
+        )
+    return out

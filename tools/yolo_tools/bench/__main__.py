@@ -39,7 +39,7 @@ from ..local_triton import LocalTriton, TritonPorts, free_port
 from ..stack import GatewayProcess
 from ..synthetic import CLASS_NAMES, encode, make_scene
 from ..trained import ONNX as TRAINED_ONNX
-from . import accuracy, loadgen, micro, report, routing
+from . import accuracy, loadgen, micro, peers, report, routing
 from .loadgen import (
     LoadResult,
     closed_loop,
@@ -1017,7 +1017,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument(
         "--only",
-        choices=["static-camera", "tiers", "parity", "first-request", "production", "routing"],
+        choices=["static-camera", "tiers", "parity", "first-request", "production", "routing", "peers"],
         help="one section alone, written to <out>/<section>.json",
     )
     args = ap.parse_args(argv)
@@ -1029,6 +1029,14 @@ def main(argv: list[str] | None = None) -> None:
         (out / "routing.json").write_text(json.dumps({"rows": rows, "targets": routing.targets(rows)}, indent=2) + "\n")
         (out / "routing.md").write_text(routing.markdown(rows))
         print(out / "routing.md")
+        return
+    if args.only == "peers":  # one Triton of its own; the peers from their own venv
+        bench = Bench(args.quick, out)
+        result = peers.run(bench)
+        (out / "peers.json").write_text(json.dumps({**result, "targets": peers.targets(result)}, indent=2) + "\n")
+        (out / "peers.md").write_text(peers.markdown(result))
+        peers.plot(result, out / "peers.svg")
+        print(out / "peers.md")
         return
     if args.only:
         bench = Bench(args.quick, out)

@@ -27,8 +27,7 @@ import simplejpeg
 from PIL import Image
 
 from yolo_gateway.imageheader import count_pair
-from yolo_gateway.pipeline import _as_json
-from yolo_gateway.postprocess import Detections, DetectParams, decode_raw
+from yolo_gateway.postprocess import Detections, DetectParams, decode_raw, detections_json
 from yolo_gateway.preprocess import PAD_VALUE, letterbox_geometry, prepare_image
 
 from ..synthetic import encode, make_scene
@@ -218,13 +217,13 @@ def bench_json(repeat: int) -> list[dict]:
         t = interleaved_ms(
             {
                 "ours": lambda body=body, det=det, names=names: orjson.dumps(
-                    {**body, "detections": _as_json(det, names)}
+                    {**body, "detections": detections_json(det, names)}
                 ),
                 "json": lambda body=body, det=det, names=names: json.dumps(
-                    {**body, "detections": _as_json(det, names)}
+                    {**body, "detections": detections_json(det, names)}
                 ).encode(),
                 "fastapi": lambda body=body, det=det, names=names: json.dumps(
-                    jsonable_encoder({**body, "detections": _as_json(det, names)})
+                    jsonable_encoder({**body, "detections": detections_json(det, names)})
                 ).encode(),
             },
             repeat,
