@@ -28,6 +28,7 @@ TIERS: dict[str, str] = {
     # A real tritonserver from the nvidia-pytriton wheel.
     "gateway/tests/test_cache.py::test_a_repeated_frame_is_answered_from_the_cache": "triton",
     "gateway/tests/test_dashboard.py": "triton",
+    "gateway/tests/test_gateway_tls.py": "triton",
     "gateway/tests/test_gateway_triton.py": "triton",
     "gateway/tests/test_hostile_clients.py": "triton",
     "gateway/tests/test_operator_configs.py": "triton",
@@ -50,6 +51,7 @@ TIERS: dict[str, str] = {
     "k8s-tests/test_pods_models.py": "pods",
     "k8s-tests/test_pods_oci.py": "pods",
     "k8s-tests/test_pods_release.py": "pods",
+    "k8s-tests/test_pods_tls.py": "pods",
     "k8s-tests/test_pods_upgrade.py": "pods",
 }
 

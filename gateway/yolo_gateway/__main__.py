@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
 
-from . import malloc, server
+from . import malloc, server, tls
 from .app import create_app
 from .settings import Settings
 
@@ -13,6 +14,14 @@ def main() -> None:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     malloc.tune(settings.malloc_mmap_threshold_mb)
+    tls_files = tls.from_env(settings.tls_certfile, settings.tls_keyfile)
+    if tls_files is not None:
+        try:
+            tls.check(tls_files)
+        except tls.TLSInvalid as exc:
+            # One line, the last of the log: the pod's termination message and the GatewayReady condition.
+            print(f"TLSInvalid: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
     server.run(
         create_app(settings),
         host=settings.host,
@@ -23,6 +32,8 @@ def main() -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),  # SIGTERM drains in-flight requests
         access_log=False,
+        tls_files=tls_files,
+        tls_reload_s=settings.tls_reload_s,
     )
 
 

@@ -29,7 +29,7 @@ import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from . import metrics
+from . import metrics, tls
 
 REQUEST_START = "yolo.request_start"
 CUT = "yolo.cut"
@@ -203,9 +203,22 @@ def protocol_class(request_timeout_s: float, drain_max_bytes: int, drain_timeout
 
 
 def run(
-    app: Any, *, host: str, port: int, request_timeout_s: float, drain_max_bytes: int, drain_timeout_s: float, **kw: Any
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    request_timeout_s: float,
+    drain_max_bytes: int,
+    drain_timeout_s: float,
+    tls_files: tls.TLSFiles | None = None,
+    tls_reload_s: float = 10.0,
+    **kw: Any,
 ) -> None:
-    uvicorn.run(
+    """Serve `app` (uvloop, the gateway's protocol); with `tls_files`, HTTPS only, the pair
+    reloaded into the live SSLContext when it changes (tls.Reloader)."""
+    if tls_files is not None:
+        kw |= {"ssl_certfile": str(tls_files.certfile), "ssl_keyfile": str(tls_files.keyfile)}
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -213,3 +226,13 @@ def run(
         http=protocol_class(request_timeout_s, drain_max_bytes, drain_timeout_s),
         **kw,
     )
+    config.load()  # builds config.ssl, the context every new connection's handshake uses
+    reloader = tls.Reloader(config.ssl, tls_files, tls_reload_s).start() if tls_files and config.ssl else None
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    finally:
+        if reloader is not None:
+            reloader.stop()
+    if not server.started:  # as uvicorn.run: a failed start (the port taken) is an exit code
+        raise SystemExit(3)

@@ -133,6 +133,11 @@ class Settings(BaseSettings):
         "from the heap instead of mmapped and page-faulted each time (malloc.py); 0: glibc's defaults",
     )
 
+    # HTTPS (tls.py): both files or neither; a mounted kubernetes.io/tls Secret's tls.crt and tls.key
+    tls_certfile: str = Field("", description="PEM certificate chain; with tls_keyfile the gateway serves HTTPS only")
+    tls_keyfile: str = Field("", description="PEM private key of tls_certfile")
+    tls_reload_s: float = Field(10.0, gt=0, description="how often the files are checked for a rotation")
+
     # Detection defaults
     conf: float = Field(0.25, ge=0, le=1)
     iou: float = Field(0.45, ge=0, le=1)
@@ -143,6 +148,12 @@ class Settings(BaseSettings):
     )
     max_det_limit: int = Field(1000, ge=1)
     max_nms: int = Field(10_000, ge=1, description="candidates kept for NMS after the confidence filter")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("tls_certfile and tls_keyfile come together: set both for HTTPS, or neither")
+        return self
 
     @model_validator(mode="after")
     def _variants(self) -> Settings:

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -36,9 +37,12 @@ class GatewayProcess:
         env: dict[str, str],
         log_path: str | Path | None = None,
         preexec: Callable[[], None] | None = None,
+        ca_file: str | Path | None = None,
     ) -> None:
         self.port = port
         self.env = env
+        # With YOLO_GATEWAY_TLS_* in env: the CA that signed its certificate (url is then https)
+        self.ca_file = str(ca_file) if ca_file else None
         self.preexec = preexec  # run in the child before exec, e.g. to join a memory cgroup
         self.log_path = Path(log_path) if log_path else None
         self.process: subprocess.Popen[bytes] | None = None
@@ -46,7 +50,7 @@ class GatewayProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca_file else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0, wait_ready: bool = True) -> GatewayProcess:
         env = {**os.environ, **self.env, "YOLO_GATEWAY_PORT": str(self.port), "YOLO_GATEWAY_HOST": "127.0.0.1"}
@@ -77,7 +81,8 @@ class GatewayProcess:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited with code {self.process.returncode}; log: {self.log_path}")
             try:
-                with urllib.request.urlopen(self.url + path, timeout=1) as r:
+                context = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
+                with urllib.request.urlopen(self.url + path, timeout=1, context=context) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, OSError):
