@@ -4,7 +4,8 @@ Debian's Prometheus is built without Kubernetes service discovery, so this small
 does that part: every `--interval` seconds it lists the real node's pods and writes those
 annotated `prometheus.io/scrape: "true"` (Running, with an IP) to `--out`, in Prometheus's
 file_sd format, labelled as a `role: pod` scrape job with the usual relabelling would be:
-`namespace`, `pod`, `node`, `__metrics_path__` from `prometheus.io/path` and the address
+`namespace`, `pod`, `node`, `__metrics_path__` from `prometheus.io/path`, `__scheme__` from
+`prometheus.io/scheme` and the address
 from `prometheus.io/port`. Prometheus re-reads the file when it changes.
 
     python podsd.py --kubeconfig .cluster/kubeconfig --node yolo-node-0 --out targets.json
@@ -26,7 +27,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-SCRAPE, PORT, PATH = "prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path"
+SCRAPE, PORT, PATH, SCHEME = "prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path", "prometheus.io/scheme"
 
 
 def targets(pods: list[Any]) -> list[dict[str, Any]]:
@@ -46,6 +47,8 @@ def targets(pods: list[Any]) -> list[dict[str, Any]]:
             "node": pod.spec.node_name or "",
             "__metrics_path__": ann.get(PATH, "/metrics"),
         }
+        if ann.get(SCHEME) in ("http", "https"):
+            labels["__scheme__"] = ann[SCHEME]  # a gateway serving HTTPS only
         for k, v in (pod.metadata.labels or {}).items():
             if k.startswith("app.kubernetes.io/"):
                 labels[re.sub(r"[^a-zA-Z0-9_]", "_", k)] = v

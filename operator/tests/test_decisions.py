@@ -378,6 +378,26 @@ def _pod(**status) -> dict:
             "CrashLoopBackOff",
             "failed to load all models",
         ),
+        (
+            _pod(
+                containerStatuses=[
+                    {
+                        "name": "gateway",
+                        "restartCount": 2,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {
+                            "terminated": {
+                                "exitCode": 1,
+                                "message": "2026-12-04 INFO starting\nTLSInvalid: the private key tls.key is missing "
+                                "(/etc/yolo-gateway/tls/tls.key): does the Secret exist and have that key?\n",
+                            }
+                        },
+                    }
+                ]
+            ),
+            "TLSInvalid",
+            "the private key tls.key is missing",
+        ),
     ],
 )
 def test_a_tier_that_is_not_ready_says_why(pod, reason, fragment):

@@ -172,6 +172,41 @@ def test_gateway_auth_mounts_the_secret_and_sets_valid_gateway_settings():
         parse_spec(sample_spec(**{"gateway.auth": {"enabled": True}}))
 
 
+def test_gateway_tls_mounts_the_secret_serves_https_and_is_scraped_over_https():
+    from yolo_gateway.settings import Settings  # noqa: PLC0415
+
+    plain = parse_spec(sample_spec(**{"monitoring.serviceMonitor": True}))
+    (c,) = b.build_gateway_deployment(plain, META)["spec"]["template"]["spec"]["containers"]
+    assert "scheme" not in c["readinessProbe"]["httpGet"]
+    assert not any(e["name"].startswith("YOLO_GATEWAY_TLS") for e in c["env"])
+
+    spec = parse_spec(
+        sample_spec(**{"gateway.tls": {"secretRef": {"name": "gw-cert"}}, "monitoring.serviceMonitor": True})
+    )
+    dep = b.build_gateway_deployment(spec, META)
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    prefix = Settings.model_config["env_prefix"]
+    settings = Settings(**{k[len(prefix) :].lower(): v for k, v in env.items()})
+    assert (settings.tls_certfile, settings.tls_keyfile) == (f"{b.TLS_DIR}/tls.crt", f"{b.TLS_DIR}/tls.key")
+    assert {"name": "tls", "mountPath": b.TLS_DIR, "readOnly": True} in container["volumeMounts"]
+    # optional: a missing Secret is the gateway's TLSInvalid line, not a pod stuck in ContainerCreating
+    assert {"name": "tls", "secret": {"secretName": "gw-cert", "defaultMode": 0o440, "optional": True}} in pod[
+        "volumes"
+    ]
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert container["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scheme"] == "https"
+    ports = {p["name"]: p for p in b.build_gateway_service(spec, META)["spec"]["ports"]}
+    assert ports["http"]["appProtocol"] == "https"
+    assert ports[b.GATEWAY_METRICS_TLS_PORT_NAME]["port"] == b.GATEWAY_PORT and "metrics" not in ports
+    endpoints = {e["port"]: e for e in b.build_service_monitor(spec, META)["spec"]["endpoints"]}
+    assert endpoints["metrics"].get("scheme") is None  # Triton's, clear text
+    assert endpoints[b.GATEWAY_METRICS_TLS_PORT_NAME]["scheme"] == "https"
+
+
 def test_gateway_cache_settings_reach_the_gateway():
     from yolo_gateway.settings import Settings  # noqa: PLC0415
 

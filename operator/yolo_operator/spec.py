@@ -357,6 +357,17 @@ class GatewayAuth(_Model):
         return self
 
 
+class GatewayTLS(_Model):
+    """HTTPS at the gateway from a `kubernetes.io/tls` Secret (tls.crt, tls.key), mounted, never
+    read by the operator; the gateway reloads a rotated pair without a restart."""
+
+    secret_ref: SecretRef | None = Field(None, description="a kubernetes.io/tls Secret: tls.crt and tls.key")
+
+    @property
+    def enabled(self) -> bool:
+        return self.secret_ref is not None
+
+
 class GatewayCache(_Model):
     enabled: bool = False
     ttl_seconds: float = Field(10, gt=0, description="how long an image's detections are reused")
@@ -402,6 +413,7 @@ class GatewaySpec(_Model):
         "from this gateway, of two pods drawn at random) or roundRobin",
     )
     auth: GatewayAuth = GatewayAuth()
+    tls: GatewayTLS = GatewayTLS()
     cache: GatewayCache = GatewayCache()
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)

@@ -4,6 +4,7 @@ lastTransitionTime unless a condition's status flips."""
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,11 +56,21 @@ def _failed_exit(status: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _model_problem(message: str | None) -> tuple[str, str] | None:
-    """`<Reason>: <why>` on the last line of the init container's log, when it refused the file."""
+def _last_line_reason(message: str | None, reasons: Collection[str]) -> tuple[str, str] | None:
+    """`<Reason>: <why>` on the last line of a container's log (its termination message), for
+    one of `reasons`."""
     lines = [ln.strip() for ln in (message or "").strip().splitlines() if ln.strip()]
     reason, sep, why = (lines[-1] if lines else "").partition(": ")
-    return (reason, why) if sep and reason in MODEL_REASONS else None
+    return (reason, why) if sep and reason in reasons else None
+
+
+def _model_problem(message: str | None) -> tuple[str, str] | None:
+    """The init container's reason, when it refused the model file."""
+    return _last_line_reason(message, MODEL_REASONS)
+
+
+# The gateway's own refusals at start (yolo_gateway/__main__.py): its certificate (tls.py).
+GATEWAY_REASONS = frozenset({"TLSInvalid"})
 
 
 def _fetcher_state(pod: dict[str, Any]) -> dict[str, Any] | None:
@@ -134,6 +145,8 @@ def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
                     return model
                 if name == _FETCHER:
                     return "ModelFetchFailed", f"the model could not be fetched (exit {term.get('exitCode')}): {detail}"
+                if gateway := _last_line_reason(term.get("message"), GATEWAY_REASONS):
+                    return gateway
                 if waiting.get("reason") == "CrashLoopBackOff" or cs.get("restartCount", 0):
                     return (
                         "CrashLoopBackOff",

@@ -42,7 +42,14 @@ from .common import (
     pod_security_context,
     selector_labels,
 )
-from .gateway import API_KEYS_DIR, build_gateway_deployment, build_gateway_service, triton_target
+from .gateway import (
+    API_KEYS_DIR,
+    GATEWAY_METRICS_TLS_PORT_NAME,
+    TLS_DIR,
+    build_gateway_deployment,
+    build_gateway_service,
+    triton_target,
+)
 from .model_config import (
     build_model_configmap,
     configmap_key,
@@ -58,6 +65,8 @@ from .triton import _fetch_script, _fetcher, build_triton_deployment, build_trit
 
 __all__ = [
     "API_KEYS_DIR",
+    "GATEWAY_METRICS_TLS_PORT_NAME",
+    "TLS_DIR",
     "GATEWAY_INFLIGHT_METRIC",
     "GATEWAY_PORT",
     "GATEWAY_TRITON_METRIC",

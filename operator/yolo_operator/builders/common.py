@@ -103,9 +103,12 @@ def container_security_context(read_only_root: bool = True) -> dict[str, Any]:
     }
 
 
-def _http_probe(path: str, **timing: int) -> dict[str, Any]:
-    """An HTTP GET probe on the container port named "http"."""
-    return {"httpGet": {"path": path, "port": "http"}, **timing}
+def _http_probe(path: str, scheme: str = "HTTP", **timing: int) -> dict[str, Any]:
+    """An HTTP GET probe on the container port named "http" (HTTPS: the kubelet does not verify)."""
+    get: dict[str, Any] = {"path": path, "port": "http"}
+    if scheme != "HTTP":
+        get["scheme"] = scheme
+    return {"httpGet": get, **timing}
 
 
 def _resources(r: Any) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from .common import (
 )
 
 API_KEYS_DIR = "/etc/yolo-gateway/api-keys"
+TLS_DIR = "/etc/yolo-gateway/tls"
+GATEWAY_METRICS_TLS_PORT_NAME = "metrics-https"  # the ServiceMonitor's HTTPS endpoint scrapes it
 
 
 def triton_target(meta: Meta) -> str:
@@ -83,6 +85,16 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         # A mounted Secret follows rotations; the gateway re-reads the folder every 10 s.
         mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
         volumes.append({"name": "api-keys", "secret": {"secretName": g.auth.secret_ref.name, "defaultMode": 0o440}})
+    if g.tls.secret_ref is not None:
+        env |= {"YOLO_GATEWAY_TLS_CERTFILE": f"{TLS_DIR}/tls.crt", "YOLO_GATEWAY_TLS_KEYFILE": f"{TLS_DIR}/tls.key"}
+        # Optional: a missing Secret (or key) is the gateway's one-line TLSInvalid and the
+        # GatewayReady condition, not a pod waiting silently in ContainerCreating. The mounted
+        # files follow a rotation; the gateway reloads them without a restart (tls.py).
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+        volumes.append(
+            {"name": "tls", "secret": {"secretName": g.tls.secret_ref.name, "defaultMode": 0o440, "optional": True}}
+        )
+    scheme = "HTTPS" if g.tls.enabled else "HTTP"
     container = {
         "name": "gateway",
         "image": g.image,
@@ -90,8 +102,10 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         "env": [{"name": k, "value": v} for k, v in env.items()],
         "resources": _resources(g.resources),
         "securityContext": container_security_context(),
-        "readinessProbe": _http_probe("/readyz", periodSeconds=5, failureThreshold=2, timeoutSeconds=2),
-        "livenessProbe": _http_probe("/healthz", periodSeconds=10, failureThreshold=3, timeoutSeconds=2),
+        "readinessProbe": _http_probe("/readyz", scheme, periodSeconds=5, failureThreshold=2, timeoutSeconds=2),
+        "livenessProbe": _http_probe("/healthz", scheme, periodSeconds=10, failureThreshold=3, timeoutSeconds=2),
+        # The log tail is the termination message: a refused certificate's TLSInvalid line reaches the condition.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         # Endpoints drop the pod before uvicorn stops accepting; then in-flight requests drain.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "volumeMounts": mounts,
@@ -101,6 +115,8 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         "prometheus.io/port": str(GATEWAY_PORT),
         "prometheus.io/path": "/metrics",
     }
+    if g.tls.enabled:
+        annotations["prometheus.io/scheme"] = "https"
     pod_spec = {
         "securityContext": pod_security_context(),
         "terminationGracePeriodSeconds": PRESTOP_SECONDS + g.shutdown_grace_seconds + 5,
@@ -121,6 +137,9 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
 
 
 def build_gateway_service(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
+    tls = spec.gateway.tls.enabled
+    app = {"appProtocol": "https"} if tls else {}
+    metrics = GATEWAY_METRICS_TLS_PORT_NAME if tls else "metrics"
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -129,9 +148,10 @@ def build_gateway_service(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
             "type": spec.service.type,
             "selector": selector_labels(meta, "gateway"),
             "ports": [
-                {"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"},
-                # The same server's /metrics, under the port name the ServiceMonitor scrapes on both tiers.
-                {"name": "metrics", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP", **app},
+                # The same server's /metrics, under the port name the ServiceMonitor scrapes on both
+                # tiers ("metrics-https" when the gateway serves HTTPS only: its own endpoint there).
+                {"name": metrics, "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP", **app},
             ],
         },
     }
