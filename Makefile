@@ -29,7 +29,7 @@ help:
 	@echo "make serve        the local stack in the foreground (GATEWAY_PORT, TRITON_*_PORT)"
 	@echo "make cluster-up   a real control plane on loopback (built from Go modules once); cluster-down stops it"
 	@echo "make operator     run the operator against the current kubeconfig"
-	@echo "make bench        benchmarks (QUICK=1 for a short run; ONLY=routing|production|peers|tiers|... for one section)"
+	@echo "make bench        benchmarks (QUICK=1 for a short run; ONLY=routing|production|peers|tls|tiers|... for one section)"
 	@echo "make fuzz         10^5 fuzzed requests against a gateway in a memory cgroup (COUNT=...)"
 	@echo "make model-repo   rebuild the serving ONNX variants from model_repository/source"
 	@echo "make train        retrain the bundled detector (needs the 'train' extra: torch, ultralytics)"

@@ -75,3 +75,29 @@ def test_the_routing_bench_reads_its_targets_from_its_own_rows():
     rows[1]["p99_ms"] = 600.0
     assert routing.targets(rows)[0] == {**routing.targets(rows)[0], "value": 0.667, "met": False}
     assert "| throttled (0.5 / 0.25) | least_loaded | 20 |" in routing.markdown(rows)
+
+
+def test_the_tls_section_reports_https_over_clear_text_per_kind_of_connection() -> None:
+    from yolo_tools.bench import tls  # noqa: PLC0415
+
+    def point(scheme: str, connections: str, cpu: float, p50: float, rps: float) -> dict:
+        return {
+            "scheme": scheme,
+            "connections": connections,
+            "completed_rps": rps,
+            "p50_ms": p50,
+            "p99_ms": 2 * p50,
+            "errors": {},
+            "gateway_cpu_ms_per_request": cpu,
+        }
+
+    rows = [
+        point("http", "keep-alive", 10.0, 100.0, 50.0),
+        point("https", "keep-alive", 10.5, 105.0, 48.0),
+        point("http", "new per request", 11.0, 100.0, 45.0),
+        point("https", "new per request", 13.2, 120.0, 40.5),
+    ]
+    by = {r["connections"]: r for r in tls.ratios(rows)}
+    assert by["keep-alive"]["cpu_ms_added"] == 0.5 and by["keep-alive"]["cpu_ratio"] == 1.05
+    assert by["new per request"]["cpu_ratio"] == 1.2 and by["new per request"]["rps_ratio"] == 0.9
+    assert "| new per request | 2.2 | 1.2 | 1.2 | 0.9 |" in tls.markdown(rows)

@@ -40,6 +40,7 @@ from ..stack import GatewayProcess
 from ..synthetic import CLASS_NAMES, encode, make_scene
 from ..trained import ONNX as TRAINED_ONNX
 from . import accuracy, loadgen, micro, peers, report, routing
+from . import tls as tls_section
 from .loadgen import (
     LoadResult,
     closed_loop,
@@ -1017,7 +1018,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument(
         "--only",
-        choices=["static-camera", "tiers", "parity", "first-request", "production", "routing", "peers"],
+        choices=["static-camera", "tiers", "parity", "first-request", "production", "routing", "peers", "tls"],
         help="one section alone, written to <out>/<section>.json",
     )
     args = ap.parse_args(argv)
@@ -1049,6 +1050,7 @@ def main(argv: list[str] | None = None) -> None:
                 "parity": bench.parity,
                 "first-request": lambda: bench.first_request(repo),
                 "production": bench.production,
+                "tls": lambda: tls_section.run(bench),
             }
             rows = sections[args.only]()
         finally:
@@ -1057,6 +1059,8 @@ def main(argv: list[str] | None = None) -> None:
         path.write_text(json.dumps(rows, indent=2) + "\n")
         if args.only == "production":
             (out / "production.md").write_text("\n\n".join(report.production_section(rows)) + "\n")
+        if args.only == "tls":
+            path = tls_section.write(rows, out)
         print(path)
         return
     results = Bench(args.quick, out).run()

@@ -1,0 +1,156 @@
+"""`make bench ONLY=tls`: what HTTPS at the gateway costs, against clear text, in one run.
+
+One real Triton serves the bundled model; two gateways in front of it, one clear text, one with
+a certificate (a test CA's, RSA 2048 as trustme issues). Each is measured in a closed loop of 8
+clients on 1080p JPEGs, once with keep-alive connections and once with a new connection per
+request (each request pays a full TLS handshake), side by side. Reported per point: requests/s,
+p50/p99, errors, and the gateway process's CPU per request; the ratios are HTTPS over clear text.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from ..local_triton import free_port
+from ..stack import GatewayProcess
+from .loadgen import process_cpu_seconds, triton_stats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .__main__ import Bench
+
+MODEL = "yolo"
+CONCURRENCY = 8
+
+
+def sender(url: str, jpegs: list[bytes], context: ssl.SSLContext | None, keep_alive: bool) -> Any:
+    class Sender:
+        async def __aenter__(self) -> Any:
+            connector = aiohttp.TCPConnector(limit=0, force_close=not keep_alive, ssl=context if context else False)
+            self.session = aiohttp.ClientSession(connector=connector)
+
+            async def send(i: int) -> int:
+                async with self.session.post(
+                    f"{url}/v1/detect", data=jpegs[i % len(jpegs)], headers={"content-type": "image/jpeg"}
+                ) as r:
+                    await r.read()
+                    return r.status
+
+            return send
+
+        async def __aexit__(self, *exc: object) -> None:
+            await self.session.close()
+
+    return Sender
+
+
+def run(bench: Bench) -> list[dict[str, Any]]:
+    import trustme  # noqa: PLC0415 - a dev dependency, as the bench is
+
+    assert bench.triton is not None
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    folder = bench.work / "tls"
+    folder.mkdir()
+    cert.cert_chain_pems[0].write_to_path(str(folder / "tls.crt"))
+    cert.private_key_pem.write_to_path(str(folder / "tls.key"))
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    client = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+    base = {
+        "YOLO_GATEWAY_TRITON_URL": bench.triton.grpc_target,
+        "YOLO_GATEWAY_MODEL_NAME": MODEL,
+        "YOLO_GATEWAY_LOG_LEVEL": "warning",
+        "YOLO_GATEWAY_MAX_CONCURRENCY": "4096",
+    }
+    tls_env = {
+        "YOLO_GATEWAY_TLS_CERTFILE": str(folder / "tls.crt"),
+        "YOLO_GATEWAY_TLS_KEYFILE": str(folder / "tls.key"),
+    }
+    rows = []
+    for keep_alive in (True, False):
+        for scheme in ("http", "https"):
+            https = scheme == "https"
+            gw = GatewayProcess(
+                free_port(),
+                {**base, **(tls_env if https else {})},
+                log_path=bench.work / f"gateway-tls-{scheme}.log",
+                ca_file=folder / "ca.pem" if https else None,
+            ).start()
+            try:
+                assert gw.process is not None
+                before = triton_stats(bench.triton.http_url, MODEL)["inference_count"]
+                cpu0 = process_cpu_seconds(gw.process.pid)
+                result = bench.loop(sender(gw.url, bench.jpegs, client if https else None, keep_alive), CONCURRENCY)
+                cpu1 = process_cpu_seconds(gw.process.pid)
+                total = triton_stats(bench.triton.http_url, MODEL)["inference_count"] - before
+            finally:
+                gw.stop()
+            row = {
+                "scheme": scheme,
+                "connections": "keep-alive" if keep_alive else "new per request",
+                **result.to_dict(),
+                "gateway_cpu_ms_per_request": round((cpu1 - cpu0) * 1e3 / max(1, total), 3),
+            }
+            print(
+                f"  {scheme:<5} {row['connections']:<16} {result.completed_rps:6.1f} rps  p50 {result.p50_ms:7.1f}"
+                f"  p99 {result.p99_ms:7.1f} ms  errors {sum(result.errors.values())}"
+                f"  cpu {row['gateway_cpu_ms_per_request']:.2f} ms/req",
+                flush=True,
+            )
+            rows.append(row)
+    return rows
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by = {(r["scheme"], r["connections"]): r for r in rows}
+    out = []
+    for conn in ("keep-alive", "new per request"):
+        if ("http", conn) in by and ("https", conn) in by:
+            plain, tls = by["http", conn], by["https", conn]
+            out.append(
+                {
+                    "connections": conn,
+                    "cpu_ms_added": round(tls["gateway_cpu_ms_per_request"] - plain["gateway_cpu_ms_per_request"], 3),
+                    "cpu_ratio": round(
+                        tls["gateway_cpu_ms_per_request"] / max(1e-9, plain["gateway_cpu_ms_per_request"]), 3
+                    ),
+                    "p50_ratio": round(tls["p50_ms"] / max(1e-9, plain["p50_ms"]), 3),
+                    "rps_ratio": round(tls["completed_rps"] / max(1e-9, plain["completed_rps"]), 3),
+                }
+            )
+    return out
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "## HTTPS at the gateway against clear text (bundled model, 1080p JPEGs)",
+        "",
+        f"One Triton, two gateways (clear text; a test CA's RSA 2048 certificate), a closed loop of {CONCURRENCY}",
+        "clients with keep-alive and with a new connection per request, side by side (`make bench ONLY=tls`).",
+        "",
+        "| scheme | connections | requests/s | p50 ms | p99 ms | errors | gateway CPU ms/request |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['scheme']} | {r['connections']} | {r['completed_rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+            f" {sum(r['errors'].values())} | {r['gateway_cpu_ms_per_request']:.2f} |"
+        )
+    lines += ["", "| connections | CPU added ms/request | CPU https/http | p50 https/http | requests/s https/http |"]
+    lines += ["|---|---|---|---|---|"]
+    for t in ratios(rows):
+        lines.append(
+            f"| {t['connections']} | {t['cpu_ms_added']} | {t['cpu_ratio']} | {t['p50_ratio']} | {t['rps_ratio']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write(rows: list[dict[str, Any]], out: Path) -> Path:
+    import json  # noqa: PLC0415
+
+    (out / "tls.json").write_text(json.dumps({"rows": rows, "ratios": ratios(rows)}, indent=2) + "\n")
+    (out / "tls.md").write_text(markdown(rows))
+    return out / "tls.md"
