@@ -1,5 +1,6 @@
-"""HTTPS at the gateway on real pods (issue 25, item 4): a YoloService whose gateway serves the
-certificate of a kubernetes.io/tls Secret is Ready and detects over HTTPS only, the cluster's
+"""TLS on real pods (issue 25, item 4): a YoloService whose gateway serves the certificate of a
+kubernetes.io/tls Secret, and whose gateway calls Triton's gRPC over TLS (verified with the
+Secret's ca.crt), is Ready and detects over HTTPS only, the cluster's
 Prometheus still scrapes it, a rotated Secret is served to new connections by the same pods
 (no restart), and a Secret without its key is a GatewayReady=False TLSInvalid condition that
 names the key."""
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 import trustme
 from e2e_helpers import Kube, cluster, condition, wait_for
-from pod_helpers import cpu_sample, pods, wait_ready
+from pod_helpers import Store, cpu_sample, pods, wait_ready
 
 from yolo_tools.synthetic import encode, make_scene
 
@@ -77,15 +78,23 @@ def detect_https(host: str, port: int, ca: trustme.CA, name: str, image: bytes) 
 
 
 def test_the_gateway_serves_https_from_a_secret_rotates_it_without_a_restart_and_says_what_is_wrong(
-    real_node: Kube, pods_ns: str, in_cluster_operator: str
+    real_node: Kube, store: Store, pods_ns: str, in_cluster_operator: str
 ) -> None:
     kube, ns = real_node, pods_ns
+    kube.apply(store.secret(ns))  # the sample's model comes from the cluster's S3 store
     name = f"tls.{ns}.svc.cluster.local"
     ca = trustme.CA()
     kube.apply(tls_secret("gw-cert", ca.issue_cert(name, "first.yolo.test")), "-n", ns)
     kube.apply(tls_secret("gw-cert-nokey", ca.issue_cert(name), key=False), "-n", ns)
+    # Triton's gRPC over TLS too: its certificate names its Service; the gateway gets ca.crt only.
+    triton_secret = tls_secret("triton-cert", ca.issue_cert(f"tls-triton.{ns}.svc"))
+    triton_secret["data"]["ca.crt"] = base64.b64encode(ca.cert_pem.bytes()).decode()
+    kube.apply(triton_secret, "-n", ns)
     services = {
-        "tls": {"gateway.tls": {"secretRef": {"name": "gw-cert"}}},
+        "tls": {
+            "gateway.tls": {"secretRef": {"name": "gw-cert"}},
+            "triton.tls": {"secretRef": {"name": "triton-cert"}},
+        },
         "tls-nokey": {"gateway.tls": {"secretRef": {"name": "gw-cert-nokey"}}},
         "tls-nosecret": {"gateway.tls": {"secretRef": {"name": "gw-cert-missing"}}},
     }
@@ -151,5 +160,5 @@ def test_the_gateway_serves_https_from_a_secret_rotates_it_without_a_restart_and
     finally:
         for svc in services:
             kube.kubectl("delete", "ys", svc, "-n", ns, "--wait=true", "--timeout=90s", check=False)
-        for secret in ("gw-cert", "gw-cert-nokey"):
+        for secret in ("gw-cert", "gw-cert-nokey", "triton-cert"):
             kube.kubectl("delete", "secret", secret, "-n", ns, check=False)

@@ -70,3 +70,39 @@ def test_https_detects_refuses_clear_text_and_follows_a_rotation(triton: LocalTr
             assert r.status_code == 200, r.text
         assert "TLS certificate reloaded" in (tmp_path / "gw.log").read_text()
         assert os.path.exists(files.certfile)
+
+
+def test_the_gateway_calls_a_triton_that_serves_grpc_over_tls_and_clear_text_does_not(
+    single_model_repo: Path, tmp_path: Path
+) -> None:
+    """Triton's own gRPC SSL (the flags the operator writes), the gateway verifying it against the
+    CA under the Service's name while dialling 127.0.0.1; a gateway in clear text is never ready."""
+    import numpy as np  # noqa: PLC0415
+
+    from yolo_tools.local_triton import TritonPorts  # noqa: PLC0415
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.crt"
+    ca.cert_pem.write_to_path(str(ca_file))
+    files = write_pair(tmp_path / "triton-tls", ca.issue_cert("yolo-triton.ns.svc"))
+    ssl_args = ("--grpc-use-ssl=true", f"--grpc-server-cert={files.certfile}", f"--grpc-server-key={files.keyfile}")
+    jpeg = encode(make_scene(np.random.default_rng(6), 640, 480, min_objects=2, max_objects=3), ".jpg", 90)
+    with LocalTriton(single_model_repo, TritonPorts.free(), log_path=tmp_path / "triton.log", extra_args=ssl_args) as t:
+        env = {
+            "YOLO_GATEWAY_TRITON_URL": t.grpc_target,
+            "YOLO_GATEWAY_MODEL_NAME": "yolo",
+            "YOLO_GATEWAY_TRITON_CA_FILE": str(ca_file),
+            "YOLO_GATEWAY_TRITON_TLS_NAME": "yolo-triton.ns.svc",
+        }
+        with GatewayProcess(free_port(), env, log_path=tmp_path / "gw.log") as gw:
+            r = httpx.post(f"{gw.url}/v1/detect", content=jpeg, headers={"content-type": "image/jpeg"}, timeout=30)
+            assert r.status_code == 200, r.text
+            assert r.json()["detections"]
+        clear = {k: v for k, v in env.items() if "TLS_NAME" not in k and "CA_FILE" not in k}
+        gw = GatewayProcess(free_port(), clear, log_path=tmp_path / "gw-clear.log").start(wait_ready=False)
+        try:
+            time.sleep(3)
+            r = httpx.get(f"{gw.url}/readyz", timeout=5)
+            assert r.status_code == 503, "a clear-text gateway must not be ready in front of a TLS-only Triton"
+        finally:
+            gw.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 from . import malloc, server, tls
 from .app import create_app
@@ -15,13 +16,15 @@ def main() -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     malloc.tune(settings.malloc_mmap_threshold_mb)
     tls_files = tls.from_env(settings.tls_certfile, settings.tls_keyfile)
-    if tls_files is not None:
-        try:
+    try:
+        if tls_files is not None:
             tls.check(tls_files)
-        except tls.TLSInvalid as exc:
-            # One line, the last of the log: the pod's termination message and the GatewayReady condition.
-            print(f"TLSInvalid: {exc}", file=sys.stderr, flush=True)
-            raise SystemExit(1) from None
+        if settings.triton_ca_file:
+            tls.check_ca(Path(settings.triton_ca_file))
+    except tls.TLSInvalid as exc:
+        # One line, the last of the log: the pod's termination message and the GatewayReady condition.
+        print(f"TLSInvalid: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     server.run(
         create_app(settings),
         host=settings.host,

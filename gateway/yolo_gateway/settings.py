@@ -133,6 +133,12 @@ class Settings(BaseSettings):
         "from the heap instead of mmapped and page-faulted each time (malloc.py); 0: glibc's defaults",
     )
 
+    # TLS to Triton's gRPC port: the CA that signed Triton's certificate, and the name it carries
+    triton_ca_file: str = Field("", description="PEM CA bundle; set: the gRPC calls to Triton use TLS, verified")
+    triton_tls_name: str = Field(
+        "", description="the name Triton's certificate is checked against (its Service's); empty: the target's host"
+    )
+
     # HTTPS (tls.py): both files or neither; a mounted kubernetes.io/tls Secret's tls.crt and tls.key
     tls_certfile: str = Field("", description="PEM certificate chain; with tls_keyfile the gateway serves HTTPS only")
     tls_keyfile: str = Field("", description="PEM private key of tls_certfile")

@@ -80,6 +80,21 @@ def load(context: ssl.SSLContext, files: TLSFiles) -> None:
         ) from exc
 
 
+def check_ca(path: Path) -> None:
+    """Raise TLSInvalid unless `path` is a PEM bundle of CA certificates (Triton's, for the client)."""
+    if not path.is_file():
+        raise TLSInvalid(
+            f"the CA certificate {path.name} is missing ({path}): does the Secret exist and have that key?"
+        )
+    label = _first_pem_label(path)
+    if label != "CERTIFICATE":
+        raise TLSInvalid(f"{path.name} is not a PEM CERTIFICATE ({path})")
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError as exc:
+        raise TLSInvalid(f"{path.name} could not be loaded as a CA bundle: {exc.reason or exc}") from exc
+
+
 def check(files: TLSFiles) -> None:
     """Raise TLSInvalid unless the pair loads (a throwaway server context)."""
     load(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), files)

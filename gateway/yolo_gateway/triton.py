@@ -132,6 +132,18 @@ def channel_args(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
+def new_client(settings: Settings, target: str) -> InferenceServerClient:
+    """A client (one gRPC channel) to `target`, the only way this module makes one: clear text,
+    or TLS when `triton_ca_file` is set, verified against that CA under the name
+    `triton_tls_name` (a pod is dialled by its IP; its certificate names the Triton Service)."""
+    args = channel_args(settings)
+    if not settings.triton_ca_file:
+        return InferenceServerClient(target, channel_args=args)
+    if settings.triton_tls_name:
+        args.append(("grpc.ssl_target_name_override", settings.triton_tls_name))
+    return InferenceServerClient(target, ssl=True, root_certificates=settings.triton_ca_file, channel_args=args)
+
+
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
@@ -161,7 +173,7 @@ class TritonService:
 
     def __init__(self, settings: Settings, resolver: Resolver = resolve_addresses) -> None:
         self.settings = settings
-        self.client = InferenceServerClient(settings.triton_url, channel_args=channel_args(settings))
+        self.client = new_client(settings, settings.triton_url)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
         self.signature: ModelSignature | None = None  # the primary model (model_name)
         # The other models this gateway routes to (tiers, canary, shadow): name -> signature once read,
@@ -176,7 +188,7 @@ class TritonService:
         # least_loaded: a channel per pod (from the target's own list, or from each resolution).
         self.pool: LeastLoaded | None = None
         if settings.routing == "least_loaded":
-            self.pool = LeastLoaded(lambda address: InferenceServerClient(address, channel_args=channel_args(settings)))
+            self.pool = LeastLoaded(lambda address: new_client(settings, address))
             self.pool.update(static_addresses(settings.triton_url) or [])
         self.serving = asyncio.Event()  # a Triton served the model at the last look (cold-start mode follows it)
         self._retired: set[asyncio.Task[None]] = set()
@@ -217,7 +229,7 @@ class TritonService:
         else:
             retired, self.client = (
                 [self.client],
-                InferenceServerClient(ip_target(addresses, target[1]), channel_args=channel_args(self.settings)),
+                new_client(self.settings, ip_target(addresses, target[1])),
             )
         metrics.TRITON_ENDPOINTS.set(len(addresses))
         for old in retired:

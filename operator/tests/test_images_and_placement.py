@@ -207,6 +207,46 @@ def test_gateway_tls_mounts_the_secret_serves_https_and_is_scraped_over_https():
     assert endpoints[b.GATEWAY_METRICS_TLS_PORT_NAME]["scheme"] == "https"
 
 
+def test_triton_tls_serves_grpc_with_the_secret_and_the_gateway_verifies_it_with_ca_crt_only():
+    import subprocess  # noqa: PLC0415
+
+    from yolo_gateway.settings import Settings  # noqa: PLC0415
+
+    spec = parse_spec(sample_spec(**{"triton.tls": {"secretRef": {"name": "triton-cert"}}}))
+    pod = b.build_triton_deployment(spec, META)["spec"]["template"]["spec"]
+    triton = next(c for c in pod["containers"] if c["name"] == "triton")
+    assert "--grpc-use-ssl=true" in triton["args"]
+    assert f"--grpc-server-cert={b.TRITON_TLS_DIR}/tls.crt" in triton["args"]
+    assert f"--grpc-server-key={b.TRITON_TLS_DIR}/tls.key" in triton["args"]
+    assert {"name": "tls", "mountPath": b.TRITON_TLS_DIR, "readOnly": True} in triton["volumeMounts"]
+    assert {"name": "tls", "secret": {"secretName": "triton-cert", "defaultMode": 0o440, "optional": True}} in pod[
+        "volumes"
+    ]
+    # The start script: a missing file is one TLSInvalid line; else Triton gets exactly its args.
+    env = {e["name"]: e["value"] for e in triton["env"]}
+    script, name = triton["command"][2], triton["command"][3]
+    r = subprocess.run(
+        ["/bin/sh", "-c", script, name, "--x"], env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True
+    )
+    assert r.returncode == 1
+    assert (
+        r.stdout.strip() == f"TLSInvalid: tls.crt is missing from the Secret triton-cert ({b.TRITON_TLS_DIR}/tls.crt)"
+    )
+
+    (gw,) = b.build_gateway_deployment(spec, META)["spec"]["template"]["spec"]["containers"]
+    gw_env = {e["name"]: e["value"] for e in gw["env"]}
+    prefix = Settings.model_config["env_prefix"]
+    settings = Settings(**{k[len(prefix) :].lower(): v for k, v in gw_env.items()})
+    assert settings.triton_ca_file == f"{b.TRITON_CA_DIR}/ca.crt"
+    assert settings.triton_tls_name == f"{META.name}-triton.{META.namespace}.svc"
+    gw_pod = b.build_gateway_deployment(spec, META)["spec"]["template"]["spec"]
+    (ca,) = [v for v in gw_pod["volumes"] if v["name"] == "triton-ca"]
+    assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}], "the gateway never mounts Triton's key"
+
+    plain = b.build_triton_deployment(parse_spec(sample_spec()), META)["spec"]["template"]["spec"]
+    assert next(c for c in plain["containers"] if c["name"] == "triton")["command"] == ["tritonserver"]
+
+
 def test_gateway_cache_settings_reach_the_gateway():
     from yolo_gateway.settings import Settings  # noqa: PLC0415
 

@@ -292,6 +292,18 @@ class EngineCache(_Model):
         return {"emptyDir": {"sizeLimit": self.size_limit}}
 
 
+class TritonTLS(_Model):
+    """TLS on Triton's gRPC port from a Secret with tls.crt, tls.key and ca.crt (cert-manager's
+    Certificate writes all three), mounted, never read by the operator. The certificate must name
+    the Triton Service (`<name>-triton.<namespace>.svc`); the gateways get only ca.crt."""
+
+    secret_ref: SecretRef | None = Field(None, description="a Secret with tls.crt, tls.key and ca.crt")
+
+    @property
+    def enabled(self) -> bool:
+        return self.secret_ref is not None
+
+
 class TritonSpec(_Model):
     image: str | None = Field(None, description="empty: the operator's default, the CPU image when no GPU is asked for")
     replicas: int = Field(1, ge=0, description="used when autoscaling is off")
@@ -306,6 +318,7 @@ class TritonSpec(_Model):
     affinity: dict[str, Any] | None = None
     autoscaling: TritonAutoscaling = TritonAutoscaling()
     engine_cache: EngineCache = EngineCache()
+    tls: TritonTLS = TritonTLS()
     startup_timeout_seconds: int | None = Field(
         None,
         ge=30,

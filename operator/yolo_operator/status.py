@@ -69,8 +69,8 @@ def _model_problem(message: str | None) -> tuple[str, str] | None:
     return _last_line_reason(message, MODEL_REASONS)
 
 
-# The gateway's own refusals at start (yolo_gateway/__main__.py): its certificate (tls.py).
-GATEWAY_REASONS = frozenset({"TLSInvalid"})
+# A container's own refusal at start, its last log line: a certificate (the gateway's tls.py, Triton's TLS check).
+START_REASONS = frozenset({"TLSInvalid"})
 
 
 def _fetcher_state(pod: dict[str, Any]) -> dict[str, Any] | None:
@@ -145,7 +145,7 @@ def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
                     return model
                 if name == _FETCHER:
                     return "ModelFetchFailed", f"the model could not be fetched (exit {term.get('exitCode')}): {detail}"
-                if gateway := _last_line_reason(term.get("message"), GATEWAY_REASONS):
+                if gateway := _last_line_reason(term.get("message"), START_REASONS):
                     return gateway
                 if waiting.get("reason") == "CrashLoopBackOff" or cs.get("restartCount", 0):
                     return (

@@ -97,7 +97,7 @@ def test_the_tls_section_reports_https_over_clear_text_per_kind_of_connection() 
         point("http", "new per request", 11.0, 100.0, 45.0),
         point("https", "new per request", 13.2, 120.0, 40.5),
     ]
-    by = {r["connections"]: r for r in tls.ratios(rows)}
+    by = {r["what"].split(", ")[-1]: r for r in tls.ratios(rows)}
     assert by["keep-alive"]["cpu_ms_added"] == 0.5 and by["keep-alive"]["cpu_ratio"] == 1.05
     assert by["new per request"]["cpu_ratio"] == 1.2 and by["new per request"]["rps_ratio"] == 0.9
-    assert "| new per request | 2.2 | 1.2 | 1.2 | 0.9 |" in tls.markdown(rows)
+    assert "| HTTPS at the gateway, new per request | 2.2 | 1.2 | 1.2 | 0.9 |" in tls.markdown(rows)

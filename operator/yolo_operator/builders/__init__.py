@@ -46,6 +46,7 @@ from .gateway import (
     API_KEYS_DIR,
     GATEWAY_METRICS_TLS_PORT_NAME,
     TLS_DIR,
+    TRITON_CA_DIR,
     build_gateway_deployment,
     build_gateway_service,
     triton_target,
@@ -61,12 +62,14 @@ from .model_config import (
 from .network_policy import build_gateway_network_policy, build_triton_network_policy
 from .pdb import build_pdb
 from .service_monitor import build_service_monitor
-from .triton import _fetch_script, _fetcher, build_triton_deployment, build_triton_service
+from .triton import TRITON_TLS_DIR, _fetch_script, _fetcher, build_triton_deployment, build_triton_service
 
 __all__ = [
     "API_KEYS_DIR",
     "GATEWAY_METRICS_TLS_PORT_NAME",
     "TLS_DIR",
+    "TRITON_CA_DIR",
+    "TRITON_TLS_DIR",
     "GATEWAY_INFLIGHT_METRIC",
     "GATEWAY_PORT",
     "GATEWAY_TRITON_METRIC",

@@ -25,11 +25,17 @@ from .common import (
 
 API_KEYS_DIR = "/etc/yolo-gateway/api-keys"
 TLS_DIR = "/etc/yolo-gateway/tls"
+TRITON_CA_DIR = "/etc/yolo-gateway/triton-ca"
 GATEWAY_METRICS_TLS_PORT_NAME = "metrics-https"  # the ServiceMonitor's HTTPS endpoint scrapes it
 
 
 def triton_target(meta: Meta) -> str:
     return f"dns:///{names(meta)['triton']}.{meta.namespace}.svc.cluster.local:{TRITON_GRPC}"
+
+
+def triton_tls_name(meta: Meta) -> str:
+    """The name Triton's certificate must carry: its Service's, as the gateways check it."""
+    return f"{names(meta)['triton']}.{meta.namespace}.svc"
 
 
 def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
@@ -93,6 +99,24 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
         volumes.append(
             {"name": "tls", "secret": {"secretName": g.tls.secret_ref.name, "defaultMode": 0o440, "optional": True}}
+        )
+    if spec.triton.tls.secret_ref is not None:
+        # Only ca.crt of Triton's Secret: the gateway verifies Triton and never holds its key.
+        env |= {
+            "YOLO_GATEWAY_TRITON_CA_FILE": f"{TRITON_CA_DIR}/ca.crt",
+            "YOLO_GATEWAY_TRITON_TLS_NAME": triton_tls_name(meta),
+        }
+        mounts.append({"name": "triton-ca", "mountPath": TRITON_CA_DIR, "readOnly": True})
+        volumes.append(
+            {
+                "name": "triton-ca",
+                "secret": {
+                    "secretName": spec.triton.tls.secret_ref.name,
+                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                    "defaultMode": 0o440,
+                    "optional": True,
+                },
+            }
         )
     scheme = "HTTPS" if g.tls.enabled else "HTTP"
     container = {

@@ -32,6 +32,13 @@ from .model_config import build_model_configmap, configmap_key
 # oci:// fetches write {"uri", "digest"} here, one file per model; the end of the script adds them
 # to the init container's report (status.models records each digest).
 DIGESTS_DIR = "/tmp/digests"
+TRITON_TLS_DIR = "/etc/yolo-triton/tls"
+# Triton reads its certificate once, at start: a missing file is one TLSInvalid line (the
+# condition's reason and message), not a server that failed to start for reasons in its log.
+_TLS_CHECK = (
+    'for f in tls.crt tls.key; do [ -s "$TLS_DIR/$f" ] || { echo "TLSInvalid: $f is missing from the Secret '
+    '$TLS_SECRET ($TLS_DIR/$f)"; exit 1; }; done; exec tritonserver "$@"'
+)
 DOCKER_CONFIG_FILE = "/credentials/.dockerconfigjson"
 
 
@@ -149,12 +156,34 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
     # With a canary or shadow, the pod is ready when the current version is (strict readiness would
     # also wait for them, and they may be broken).
     ready_path = f"/v2/models/{spec.model.name}/ready" if spec.variants else "/v2/health/ready"
+    tls: list[str] = []
+    if t.tls.secret_ref is not None:
+        tls = [
+            "--grpc-use-ssl=true",
+            f"--grpc-server-cert={TRITON_TLS_DIR}/tls.crt",
+            f"--grpc-server-key={TRITON_TLS_DIR}/tls.key",
+        ]
+        # Optional: a missing Secret or key is _TLS_CHECK's TLSInvalid, not a pod in ContainerCreating.
+        volumes.append(
+            {"name": "tls", "secret": {"secretName": t.tls.secret_ref.name, "defaultMode": 0o440, "optional": True}}
+        )
     container = {
         "name": "triton",
         "image": t.image,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "command": ["tritonserver"],
+        "command": ["/bin/sh", "-c", _TLS_CHECK, "tritonserver"] if tls else ["tritonserver"],
+        **(
+            {
+                "env": [
+                    {"name": "TLS_DIR", "value": TRITON_TLS_DIR},
+                    {"name": "TLS_SECRET", "value": t.tls.secret_ref.name},
+                ]
+            }
+            if t.tls.secret_ref is not None
+            else {}
+        ),
         "args": [
+            *tls,
             f"--model-repository={MODELS_DIR}",
             "--model-control-mode=none",
             "--strict-readiness=true",
@@ -188,6 +217,7 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "dshm", "mountPath": "/dev/shm"},
             *([{"name": "trt-cache", "mountPath": ENGINE_CACHE_DIR}] if spec.builds_engines else []),
+            *([{"name": "tls", "mountPath": TRITON_TLS_DIR, "readOnly": True}] if tls else []),
         ],
     }
     pod_spec: dict[str, Any] = {
