@@ -26,6 +26,7 @@ def row(front_end: str, c: int, per_core: float, p99: float, model: str = "m") -
         "p95_ms": 2.0,
         "p99_ms": p99,
         "errors": {},
+        "requests": 100,
         "cpu_ms_per_request": 1e3 / per_core,
         "requests_per_core": per_core,
     }
@@ -70,6 +71,12 @@ def test_a_peer_that_is_not_installed_is_reported_and_never_counted() -> None:
 
 def test_without_any_peer_there_is_no_target_row() -> None:
     assert peers.targets(result([row("gateway", 8, 90, 100)])) == []
+
+
+def test_a_point_whose_windows_saw_no_request_end_is_not_compared() -> None:
+    slow = {**row("kserve", 32, 80, 0.0), "requests": 0}  # p99 0: nothing measured, not a fast peer
+    (t,) = peers.targets(result([row("gateway", 32, 90, 100), slow, row("ray", 32, 40, 200)]))
+    assert t["best_peer"] == "ray"
 
 
 def test_missing_names_each_peer_a_bare_python_cannot_import(tmp_path: Path) -> None:

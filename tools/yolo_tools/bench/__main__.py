@@ -175,15 +175,18 @@ class Bench:
         write_variant(repo, "cheap", onnx_model=constant_detector(fixed, 320, 320))
         return repo
 
-    def add_production_models(self, repo: Path) -> None:
-        """Section 11's models, each prepared exactly as the operator's init container does:
-        yolo_modelprep.cli.prepare on the file with the plan the operator derives from the spec."""
+    def add_production_models(self, repo: Path, only: tuple[str, ...] = ()) -> None:
+        """Section 11's models (or `only` these of them), each prepared exactly as the operator's
+        init container does: yolo_modelprep.cli.prepare on the file with the plan the operator
+        derives from the spec."""
         from yolo_modelprep.cli import prepare  # noqa: PLC0415
         from yolo_operator.builders import model_plan  # noqa: PLC0415
 
         require_production_model()
         self.prepared: dict[str, dict] = {}
         for name, (file, optimized, _) in PRODUCTION.items():
+            if only and name not in only:
+                continue
             target = repo / name / "1" / "model.onnx"
             target.parent.mkdir(parents=True)
             shutil.copy(file, target)
