@@ -44,7 +44,9 @@ from . import tls as tls_section
 from .loadgen import (
     LoadResult,
     closed_loop,
+    http_sender,
     input_encoding,
+    jpeg_requests,
     machine_cpu_seconds,
     open_loop,
     process_cpu_seconds,
@@ -214,25 +216,7 @@ class Bench:
             )
 
     def gateway_sender(self, url: str, query: str = "") -> Any:
-        jpegs = self.jpegs
-
-        class Sender:
-            async def __aenter__(self) -> Any:
-                self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-
-                async def send(i: int) -> int:
-                    async with self.session.post(
-                        f"{url}/v1/detect{query}", data=jpegs[i % len(jpegs)], headers={"content-type": "image/jpeg"}
-                    ) as r:
-                        await r.read()
-                        return r.status
-
-                return send
-
-            async def __aexit__(self, *exc: object) -> None:
-                await self.session.close()
-
-        return Sender
+        return http_sender(url, jpeg_requests(self.jpegs, query))
 
     def direct_sender(
         self, model: str, dtype: str = "UINT8", layout: str = "NHWC", shared: bool = True, size: int = 320

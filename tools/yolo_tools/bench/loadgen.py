@@ -17,7 +17,9 @@ import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+import aiohttp
 import numpy as np
 
 Send = Callable[[int], Awaitable[int]]  # request index -> status code
@@ -172,6 +174,39 @@ async def open_loop(send: Send, rate: float, duration_s: float = 10.0, window_s:
     await asyncio.gather(*pending, return_exceptions=True)
     windows[-1].ended = time.perf_counter()
     return _summarise("open", windows, None, rate, True)
+
+
+Request = tuple[str, bytes, dict[str, str]]  # (path, body, headers) of one HTTP POST
+
+
+def http_sender(url: str, requests: list[Request], *, ssl: Any = True, keep_alive: bool = True) -> Any:
+    """An async context manager class whose `send(i)` POSTs requests[i % len] to `url` on one
+    aiohttp session (no connection limit) and returns the status: the bench's one HTTP client.
+    `ssl`: aiohttp's (an SSLContext for https; False: no verification); `keep_alive=False`: a new
+    connection per request."""
+
+    class Sender:
+        async def __aenter__(self) -> Send:
+            connector = aiohttp.TCPConnector(limit=0, force_close=not keep_alive, ssl=ssl)
+            self.session = aiohttp.ClientSession(connector=connector)
+
+            async def send(i: int) -> int:
+                path, body, headers = requests[i % len(requests)]
+                async with self.session.post(url + path, data=body, headers=headers) as r:
+                    await r.read()
+                    return r.status
+
+            return send
+
+        async def __aexit__(self, *exc: object) -> None:
+            await self.session.close()
+
+    return Sender
+
+
+def jpeg_requests(jpegs: list[bytes], query: str = "") -> list[Request]:
+    """POST /v1/detect of each JPEG, as the gateway takes it."""
+    return [(f"/v1/detect{query}", j, {"content-type": "image/jpeg"}) for j in jpegs]
 
 
 # --------------------------------------------------------------------------- process and server counters

@@ -37,12 +37,11 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from google.protobuf import text_format
 
 from ..devrepo import read_config, write_variant
 from ..local_triton import LocalTriton, TritonPorts, free_port
-from .loadgen import LoadResult, tree_cpu_seconds, triton_config, triton_split, triton_stats
+from .loadgen import LoadResult, http_sender, tree_cpu_seconds, triton_config, triton_split, triton_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from .__main__ import Bench
@@ -208,25 +207,7 @@ class FrontEnd:
         raise RuntimeError(f"{self.kind} did not serve within {START_TIMEOUT_S:.0f} s ({last}); log: {self.log}")
 
     def sender(self, jpegs: list[bytes]) -> Any:
-        requests = [self.request(j) for j in jpegs]
-        url = self.url
-
-        class Sender:
-            async def __aenter__(self) -> Any:
-                self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-
-                async def send(i: int) -> int:
-                    path, body, headers = requests[i % len(requests)]
-                    async with self.session.post(url + path, data=body, headers=headers) as r:
-                        await r.read()
-                        return r.status
-
-                return send
-
-            async def __aexit__(self, *exc: object) -> None:
-                await self.session.close()
-
-        return Sender
+        return http_sender(self.url, [self.request(j) for j in jpegs])
 
     def cpu_seconds(self) -> float:
         return tree_cpu_seconds(self.process.pid)

@@ -15,38 +15,15 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from ..local_triton import LocalTriton, TritonPorts, free_port
 from ..stack import GatewayProcess
-from .loadgen import process_cpu_seconds, triton_stats
+from .loadgen import http_sender, jpeg_requests, process_cpu_seconds, triton_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from .__main__ import Bench
 
 MODEL = "yolo"
 CONCURRENCY = 8
-
-
-def sender(url: str, jpegs: list[bytes], context: ssl.SSLContext | None, keep_alive: bool) -> Any:
-    class Sender:
-        async def __aenter__(self) -> Any:
-            connector = aiohttp.TCPConnector(limit=0, force_close=not keep_alive, ssl=context if context else False)
-            self.session = aiohttp.ClientSession(connector=connector)
-
-            async def send(i: int) -> int:
-                async with self.session.post(
-                    f"{url}/v1/detect", data=jpegs[i % len(jpegs)], headers={"content-type": "image/jpeg"}
-                ) as r:
-                    await r.read()
-                    return r.status
-
-            return send
-
-        async def __aexit__(self, *exc: object) -> None:
-            await self.session.close()
-
-    return Sender
 
 
 def run(bench: Bench) -> list[dict[str, Any]]:
@@ -110,7 +87,10 @@ def run(bench: Bench) -> list[dict[str, Any]]:
             assert gw.process is not None
             before = triton_stats(triton.http_url, MODEL)["inference_count"]
             cpu0 = process_cpu_seconds(gw.process.pid)
-            result = bench.loop(sender(gw.url, bench.jpegs, client if https else None, keep_alive), CONCURRENCY)
+            send = http_sender(
+                gw.url, jpeg_requests(bench.jpegs), ssl=client if https else False, keep_alive=keep_alive
+            )
+            result = bench.loop(send, CONCURRENCY)
             cpu1 = process_cpu_seconds(gw.process.pid)
             total = triton_stats(triton.http_url, MODEL)["inference_count"] - before
         finally:
