@@ -292,12 +292,14 @@ class EngineCache(_Model):
         return {"emptyDir": {"sizeLimit": self.size_limit}}
 
 
-class TritonTLS(_Model):
-    """TLS on Triton's gRPC port from a Secret with tls.crt, tls.key and ca.crt (cert-manager's
-    Certificate writes all three), mounted, never read by the operator. The certificate must name
-    the Triton Service (`<name>-triton.<namespace>.svc`); the gateways get only ca.crt."""
+class TLSSpec(_Model):
+    """TLS from a Secret, mounted into the pods and never read by the operator. gateway.tls: a
+    kubernetes.io/tls Secret (tls.crt, tls.key); the gateway serves HTTPS and reloads a rotated
+    pair without a restart. triton.tls: tls.crt, tls.key and ca.crt (cert-manager's Certificate
+    writes all three), the certificate naming the Triton Service (`<name>-triton.<namespace>.svc`);
+    Triton serves gRPC over TLS and the gateways get only ca.crt to verify it."""
 
-    secret_ref: SecretRef | None = Field(None, description="a Secret with tls.crt, tls.key and ca.crt")
+    secret_ref: SecretRef | None = Field(None, description="the Secret that holds the certificate")
 
     @property
     def enabled(self) -> bool:
@@ -318,7 +320,7 @@ class TritonSpec(_Model):
     affinity: dict[str, Any] | None = None
     autoscaling: TritonAutoscaling = TritonAutoscaling()
     engine_cache: EngineCache = EngineCache()
-    tls: TritonTLS = TritonTLS()
+    tls: TLSSpec = TLSSpec()
     startup_timeout_seconds: int | None = Field(
         None,
         ge=30,
@@ -370,17 +372,6 @@ class GatewayAuth(_Model):
         return self
 
 
-class GatewayTLS(_Model):
-    """HTTPS at the gateway from a `kubernetes.io/tls` Secret (tls.crt, tls.key), mounted, never
-    read by the operator; the gateway reloads a rotated pair without a restart."""
-
-    secret_ref: SecretRef | None = Field(None, description="a kubernetes.io/tls Secret: tls.crt and tls.key")
-
-    @property
-    def enabled(self) -> bool:
-        return self.secret_ref is not None
-
-
 class GatewayCache(_Model):
     enabled: bool = False
     ttl_seconds: float = Field(10, gt=0, description="how long an image's detections are reused")
@@ -426,7 +417,7 @@ class GatewaySpec(_Model):
         "from this gateway, of two pods drawn at random) or roundRobin",
     )
     auth: GatewayAuth = GatewayAuth()
-    tls: GatewayTLS = GatewayTLS()
+    tls: TLSSpec = TLSSpec()
     cache: GatewayCache = GatewayCache()
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
