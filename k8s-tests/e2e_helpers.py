@@ -201,3 +201,13 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
         if c["type"] == kind:
             return c
     return {}
+
+
+def wait_reason(kube: Kube, name: str, namespace: str, kind: str, reason: str, timeout: float = 180) -> dict[str, Any]:
+    """Wait (bounded) until the YoloService's `kind` condition has `reason`; that condition."""
+
+    def has() -> dict[str, Any] | None:
+        c = condition(kube.get("yoloservice", name, namespace), kind)
+        return c if c.get("reason") == reason else None
+
+    return wait_for(f"{name}: {kind} {reason}", has, timeout=timeout, interval=1)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import oras.client
 import pytest
-from e2e_helpers import ROOT, Kube, cluster, condition, wait_for
+from e2e_helpers import ROOT, Kube, cluster, wait_reason
 from pod_helpers import (
     cpu_sample,
     detect,
@@ -148,12 +148,7 @@ def test_a_yoloservice_serves_a_model_from_the_registry_and_records_its_digest(
         status, _, body = detect(url, scene)
         assert status == 200 and "detections" in json.loads(body), body[:300]
         for name, says in (("oci-missing", "tag 'v9' not found"), ("oci-refused", "refused the credentials")):
-
-            def failed(name: str = name) -> dict[str, Any] | None:
-                c = condition(kube.get("yoloservice", name, ns), "TritonReady")
-                return c if c.get("reason") == "ModelFetchFailed" else None
-
-            c = wait_for(f"{name}: TritonReady ModelFetchFailed", failed, timeout=180, interval=1)
+            c = wait_reason(kube, name, ns, "TritonReady", "ModelFetchFailed")
             print(f"\n{name}: TritonReady {c['reason']}: {c['message']}")
             assert c["status"] == "False" and says in c["message"], c
     finally:

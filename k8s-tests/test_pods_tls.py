@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import trustme
-from e2e_helpers import Kube, cluster, condition, wait_for
+from e2e_helpers import Kube, cluster, condition, wait_for, wait_reason
 from pod_helpers import Store, cpu_sample, pods, wait_ready
 
 from yolo_tools.synthetic import encode, make_scene
@@ -148,12 +148,7 @@ def test_the_gateway_serves_https_from_a_secret_rotates_it_without_a_restart_and
 
         # A Secret without tls.key, and no Secret at all: the condition names what is missing.
         for svc, says in (("tls-nokey", "tls.key is missing"), ("tls-nosecret", "tls.crt is missing")):
-
-            def refused(svc: str = svc) -> dict[str, Any] | None:
-                c = condition(kube.get("yoloservice", svc, ns), "GatewayReady")
-                return c if c.get("reason") == "TLSInvalid" else None
-
-            c = wait_for(f"{svc}: GatewayReady TLSInvalid", refused, timeout=180, interval=1)
+            c = wait_reason(kube, svc, ns, "GatewayReady", "TLSInvalid")
             print(f"{svc}: GatewayReady {c['reason']}: {c['message']}")
             assert c["status"] == "False" and says in c["message"], c
             assert condition(kube.get("yoloservice", svc, ns), "Ready")["status"] == "False"
