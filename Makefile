@@ -9,7 +9,7 @@ TRAIN_VENV ?= .cache/train-venv
 # The peers bench's front ends (KServe, Ray Serve, Ultralytics): the 'peers' extra, bench only.
 PEERS_VENV ?= .cache/peers-venv
 
-.PHONY: help venv test test-unit test-triton test-k8s test-pods test-e2e demo serve lint bench model-repo train prod-models version chart-docs clean cluster-build cluster-up cluster-down operator images images-load fuzz k8s-demo autoscale-demo scale-bench release upgrade-test peers-venv
+.PHONY: help venv test test-unit test-triton test-k8s test-pods test-e2e demo serve lint bench model-repo train prod-models version chart-docs clean cluster-build cluster-up cluster-down operator images fuzz k8s-demo autoscale-demo scale-bench release upgrade-test peers-venv
 
 help:
 	@echo "make demo         start Triton + the gateway, detect on a fresh image, stop"
@@ -157,7 +157,8 @@ prod-models:
 	$(TRAIN_VENV)/bin/python model_repository/tools/export_models.py --out .cache/prod-models $(if $(FORCE),--force,)
 
 # Container images with buildah, offline (a local Debian base, host-built wheelhouses), smoke
-# tested; loaded into the local node's containerd when its socket exists. docker/build-images.py
+# tested; pushed to the local cluster's registry when it runs (localhost:15000/yolo-operator/<name>:dev-<hash>,
+# recorded in .cluster/registry/dev-images.json), from which its node pulls them. docker/build-images.py
 images:
 	$(PYTHON) docker/build-images.py
 
@@ -165,11 +166,8 @@ images:
 # as oci://REGISTRY/charts/yolo-operator (its reference is the last line). tools/yolo_tools/release.py. The default
 # REGISTRY is the local cluster's (make cluster-up: localhost:15000, its credentials read from .cluster/registry).
 release: venv
-	$(PYTHON) docker/build-images.py --no-load
+	$(PYTHON) docker/build-images.py --no-push
 	$(BIN)/python -m yolo_tools.release $(if $(REGISTRY),--registry $(REGISTRY),) $(if $(VERSION),--version $(VERSION),) $(if $(filter-out 0,$(PLAIN_HTTP)),--plain-http,)
-
-images-load:
-	$(PYTHON) docker/build-images.py --load-only
 
 clean:
 	rm -rf .cache .pytest_cache

@@ -1,10 +1,9 @@
 #!/usr/bin/env python3
 """Build the project's images with buildah, offline, from docker/*.Dockerfile (`make images`).
 
-    python3 docker/build-images.py [--load|--no-load] [--verify|--no-verify] [IMAGE ...]
-    python3 docker/build-images.py --load-only        # `make images-load`
+    python3 docker/build-images.py [--push|--no-push] [--verify|--no-verify] [IMAGE ...]
 
-No registry and no pulls:
+No pulls (the builds read only the local base image and wheelhouses):
   1. base      a bookworm rootfs from mmdebstrap (the host's Debian mirror) imported as
                localhost/yolo-operator/base-python:bookworm; cached by a hash of its recipe.
   2. wheels    per requirement set, built on the host (whose pip trusts the system CA bundle)
@@ -17,8 +16,11 @@ No registry and no pulls:
                triton-cpu serves the fetched model and model_repository/local; the gateway
                detects through it. Any failure fails the build. Skipped when nothing changed.
   5. export    an oci-archive per image: .cache/images/<name>.tar (skipped when the image is unchanged).
-  6. load      when /run/yolo-operator/containerd/containerd.sock exists: ctr import into
-               the k8s.io namespace, and check the CRI sees exactly the localhost/... refs.
+  6. push      when the local cluster runs (make cluster-up): the four images to its registry as
+               localhost:15000/yolo-operator/<name>:dev-<hash of the four image IDs>, with its
+               credentials, recorded (tag, ref@digest) in .cluster/registry/dev-images.json. The
+               real node's containerd pulls them from there, as any node pulls from its registry
+               (the pods' imagePullSecrets, the default pull policy); nothing is imported by hand.
 
 Storage: overlay under .cache/images/storage (IMAGES_STORAGE_DRIVER=vfs to change it).
 """
@@ -38,6 +40,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -53,7 +56,9 @@ STORAGE_DRIVER = os.environ.get("IMAGES_STORAGE_DRIVER", "overlay")
 STORAGE = Path(os.environ.get("IMAGES_STORAGE", CACHE / "storage"))
 RUNROOT = Path(os.environ.get("IMAGES_RUNROOT", "/run/yolo-operator-images"))
 POLICY = CACHE / "policy.json"
-SOCKET = os.environ.get("CONTAINERD_SOCKET", "/run/yolo-operator/containerd/containerd.sock")
+CLUSTER_STATE = Path(os.environ.get("YOLO_CLUSTER_DIR", ROOT / ".cluster"))  # k8s-tests/cluster/cluster.py STATE
+REGISTRY = "localhost:15000"  # the local cluster's registry (k8s-tests/cluster/registry.py REGISTRY; a test ties them)
+DEV_IMAGES = CLUSTER_STATE / "registry" / "dev-images.json"
 PREFIX = "localhost/yolo-operator"
 TAG = os.environ.get("IMAGES_TAG", "dev")
 BASE_REF = f"{PREFIX}/base-python:bookworm"
@@ -369,41 +374,77 @@ def export_image(img: Image, iid: str) -> None:
     log(f"{img.archive.relative_to(ROOT)}: {img.archive.stat().st_size / 1e6:.0f} MB")
 
 
-# ------------------------------------------------------------------------------------- 6. load
+# ------------------------------------------------------------------------------------- 6. push
+# The local cluster's registry (k8s-tests/cluster/registry.py), as a node's registry: the real node's
+# containerd pulls the images from it with the pods' imagePullSecrets, under their pull policies.
 
 
-def ctr(*args: str, capture: bool = True, check: bool = True) -> subprocess.CompletedProcess:
-    return run(["ctr", "-a", SOCKET, "-n", "k8s.io", *args], capture=capture, check=check)
+def registry_credentials() -> tuple[str, str] | None:
+    """(user, password) of the running local cluster's registry, or None when no cluster runs."""
+    f = CLUSTER_STATE / "registry" / "credentials.json"
+    if not f.exists():
+        return None
+    c = json.loads(f.read_text())
+    return c["username"], c["password"]
 
 
-def load_images(imgs: list[Image]) -> None:
-    if not os.path.exists(SOCKET):
-        log(f"no containerd at {SOCKET}: not loading (make images-load once the node runs)")
+def dev_tag(ids: dict[str, str]) -> str:
+    """One tag for the four images, from their image IDs: a rebuild gets a new tag, so a node that
+    holds an older build pulls (IfNotPresent, the default for such a tag) and one that holds this
+    build does not; the chart's images all follow one tag (_helpers.tpl projectImage)."""
+    return TAG + "-" + hashlib.sha256(json.dumps(ids, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _manifest_exists(ref_path: str, auth: tuple[str, str]) -> bool:
+    req = urllib.request.Request(f"http://127.0.0.1:{REGISTRY.rsplit(':', 1)[1]}/v2/{ref_path}", method="HEAD")
+    req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    accept = (
+        "vnd.oci.image.manifest.v1+json",
+        "vnd.docker.distribution.manifest.v2+json",
+        "vnd.oci.image.index.v1+json",
+    )
+    req.add_header("Accept", ", ".join("application/" + a for a in accept))
+    try:
+        with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - the local cluster's loopback registry
+            return True
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        raise SystemExit(f"the local registry at {REGISTRY} answered {exc.code} for {ref_path}") from exc
+    except OSError as exc:
+        raise SystemExit(f"the local registry at {REGISTRY} does not answer ({exc}): is the cluster up?") from exc
+
+
+def push_images(all_images: dict[str, Image]) -> None:
+    """Push the four images to REGISTRY/yolo-operator/<name>:<dev tag> and record them in
+    DEV_IMAGES (the tag and each image's ref@digest), which the pod tests and demos read."""
+    auth = registry_credentials()
+    if auth is None:
+        log(f"no local cluster registry ({CLUSTER_STATE / 'registry'}): not pushing (make cluster-up first)")
         return
-    if shutil.which("ctr") is None:
-        raise SystemExit("ctr (Debian package containerd) is needed to load the images")
-    for img in imgs:
-        if not img.archive.exists():
-            raise SystemExit(f"{img.archive} missing: run make images first")
-        iid = stamp(img.archive.with_suffix(".tar.id")) or ""
-        loaded = CACHE / f"{img.name}.loaded"
-        listed = ctr("images", "ls", "-q", f"name=={img.ref}").stdout.split()
-        if listed == [img.ref] and stamp(loaded) == f"{SOCKET} {iid}":
-            continue
-        run(["ctr", "-a", SOCKET, "-n", "k8s.io", "images", "import", "--all-platforms", str(img.archive)])
-        listed = ctr("images", "ls", "-q", f"name=={img.ref}").stdout.split()
-        if listed != [img.ref]:
-            names = ctr("images", "ls", "-q").stdout.split()
-            raise SystemExit(f"after importing {img.archive.name}, containerd lists {names}, not {img.ref}")
-        # The CRI's view (what a kubelet resolves for image: localhost/yolo-operator/...:dev).
-        if shutil.which("crictl"):
-            r = run(
-                ["crictl", "--runtime-endpoint", f"unix://{SOCKET}", "inspecti", img.ref], capture=True, check=False
-            )
-            if r.returncode != 0:
-                raise SystemExit(f"the CRI does not resolve {img.ref}: {r.stderr.strip()}")
-        stamp(loaded, f"{SOCKET} {iid}")
-        log(f"loaded {img.ref} into containerd (k8s.io)")
+    ids = {n: image_id(i.ref) for n, i in all_images.items()}
+    tag = dev_tag(ids)
+    recorded = json.loads(DEV_IMAGES.read_text()) if DEV_IMAGES.exists() else {}
+    there = [_manifest_exists(f"yolo-operator/{n}/manifests/{tag}", auth) for n in all_images]  # and it answers
+    if recorded.get("tag") == tag and all(there):
+        log(f"{REGISTRY}/yolo-operator/*:{tag} already pushed")
+        return
+    pushed: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        authfile = Path(tmp) / "auth.json"
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        authfile.write_text(json.dumps({"auths": {REGISTRY: {"auth": token}}}))
+        os.chmod(authfile, 0o600)
+        for name, img in all_images.items():
+            dest = f"{REGISTRY}/yolo-operator/{name}:{tag}"
+            digest_file = Path(tmp) / f"{name}.digest"
+            buildah(
+                "push", "--quiet", "--signature-policy", str(POLICY), "--tls-verify=false",
+                "--authfile", str(authfile), "--digestfile", str(digest_file), img.ref, f"docker://{dest}",
+            )  # fmt: skip
+            pushed[name] = f"{dest}@{digest_file.read_text().strip()}"
+            log(f"pushed {pushed[name]}")
+    DEV_IMAGES.write_text(json.dumps({"registry": REGISTRY, "tag": tag, "images": pushed}, indent=1) + "\n")
 
 
 # ------------------------------------------------------------------------------------- 4. verify
@@ -829,14 +870,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="*", help="images to build (default: all)")
     ap.add_argument(
-        "--load",
-        dest="load",
+        "--push",
+        dest="push",
         action="store_true",
         default=None,
-        help="import into containerd (default: when its socket exists)",
+        help="push to the local cluster's registry (default: when the cluster runs); fail if it cannot",
     )
-    ap.add_argument("--no-load", dest="load", action="store_false")
-    ap.add_argument("--load-only", action="store_true", help="only import the exported archives (make images-load)")
+    ap.add_argument("--no-push", dest="push", action="store_false")
     ap.add_argument(
         "--verify",
         dest="verify",
@@ -855,31 +895,36 @@ def main() -> None:
     with open(CACHE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         t0 = time.monotonic()
-        if not args.load_only:
-            ensure_tools(need_mmdebstrap=False)
-            prune_if_large()
-            build_base()
-            ids = {img.name: build_image(img) for img in chosen}
-            prune_if_large()
-            # Verify before exporting: a failed check leaves the last good archives in place.
-            verified = CACHE / "verified"
-            present = {n: info["FromImageID"] for n, i in all_images.items() if (info := image_info(i.ref))}
-            key = json.dumps(present, sort_keys=True)
-            if args.verify is False:
-                log("not verifying (--no-verify)")
-            elif len(present) < len(all_images):
-                log("not verifying: the smoke checks need all four images")
-            elif args.verify or stamp(verified) != key:
-                verified.unlink(missing_ok=True)
-                verify(all_images)
-                stamp(verified, key)
+        ensure_tools(need_mmdebstrap=False)
+        prune_if_large()
+        build_base()
+        ids = {img.name: build_image(img) for img in chosen}
+        prune_if_large()
+        # Verify before exporting: a failed check leaves the last good archives in place.
+        verified = CACHE / "verified"
+        present = {n: info["FromImageID"] for n, i in all_images.items() if (info := image_info(i.ref))}
+        key = json.dumps(present, sort_keys=True)
+        if args.verify is False:
+            log("not verifying (--no-verify)")
+        elif len(present) < len(all_images):
+            log("not verifying: the smoke checks need all four images")
+        elif args.verify or stamp(verified) != key:
+            verified.unlink(missing_ok=True)
+            verify(all_images)
+            stamp(verified, key)
+        else:
+            log("images unchanged since their last verification")
+        for img in chosen:
+            export_image(img, ids[img.name])
+            log(f"{img.ref}  {img.archive.stat().st_size / 1e6:.0f} MB (oci-archive)")
+        if args.push and registry_credentials() is None:
+            raise SystemExit(f"--push: the local cluster's registry is not running ({CLUSTER_STATE / 'registry'})")
+        if args.push is not False:
+            pushed = {n: i for n, i in all_images.items() if image_info(i.ref)}
+            if len(pushed) < len(all_images):
+                log("not pushing: the cluster's images follow one tag, so all four must be built")
             else:
-                log("images unchanged since their last verification")
-            for img in chosen:
-                export_image(img, ids[img.name])
-                log(f"{img.ref}  {img.archive.stat().st_size / 1e6:.0f} MB (oci-archive)")
-        if args.load_only or args.load or (args.load is None and os.path.exists(SOCKET)):
-            load_images(chosen)
+                push_images(pushed)
         log(f"done in {time.monotonic() - t0:.0f}s")
 
 

@@ -108,8 +108,8 @@ def plot(record: dict, path: Path) -> None:
 
 
 def run(kube: Kube) -> None:
-    say("images: make images (cached) and import into the node's containerd")
-    ph.build_and_load_images()
+    say("images: make images (cached), pushed to the cluster's registry")
+    ph.build_and_push_images()
     for ns in (NS, ph.STORE_NS):
         kube.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", "--ignore-not-found", check=False)
     kube.apply(
@@ -119,6 +119,7 @@ def run(kube: Kube) -> None:
             "metadata": {"name": NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
         }
     )
+    ph.registry_pull_secret(kube, NS)  # the namespace's pods pull from the cluster's registry
     say(f"helm install the operator into {RELEASE_NS}, watching {NS}")
     ph.install_operator(kube, [NS])
     store = ph.Store(kube).deploy()

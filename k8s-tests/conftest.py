@@ -91,11 +91,11 @@ def real_node(kube: Kube) -> Kube:
 
 @pytest.fixture(scope="session")
 def images(real_node: Kube) -> None:
-    """The four images (docker/build-images.py: cached, seconds when nothing changed) and the
-    store's, imported into the real node's containerd."""
-    from pod_helpers import build_and_load_images
+    """The four images (docker/build-images.py: cached, seconds when nothing changed), pushed to
+    the cluster's registry, and the store's, imported into the real node's containerd."""
+    from pod_helpers import build_and_push_images
 
-    build_and_load_images()
+    build_and_push_images()
 
 
 @pytest.fixture(scope="session")
@@ -158,6 +158,8 @@ def store(real_node: Kube, images: None) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def pods_ns(real_node: Kube) -> Iterator[str]:
     """The pod tests' namespace, enforcing the restricted Pod Security Standard."""
+    from pod_helpers import registry_pull_secret
+
     _delete_namespace(real_node, PODS_NS)
     labels = {
         "pod-security.kubernetes.io/enforce": "restricted",
@@ -167,6 +169,7 @@ def pods_ns(real_node: Kube) -> Iterator[str]:
     wait_for(
         "kube-root-ca.crt in the namespace", lambda: real_node.get("configmap", "kube-root-ca.crt", PODS_NS), timeout=30
     )
+    registry_pull_secret(real_node, PODS_NS)  # its pods pull the project's images from the cluster's registry
     yield PODS_NS
     _delete_namespace(real_node, PODS_NS)
 

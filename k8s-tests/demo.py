@@ -38,12 +38,13 @@ def teardown(kube: Kube) -> None:
 
 
 def demo(kube: Kube) -> None:
-    step("images: make images (cached) and import into the node's containerd")
-    ph.build_and_load_images()
+    step("images: make images (cached), pushed to the cluster's registry")
+    ph.build_and_push_images()
     for ns in (NS, ph.STORE_NS):  # a demo that was interrupted: start clean
         kube.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", "--ignore-not-found", check=False)
     labels = {"pod-security.kubernetes.io/enforce": "restricted"}
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": labels}})
+    ph.registry_pull_secret(kube, NS)  # the namespace's pods pull from the cluster's registry
     step(f"helm install the operator (ci/local-values.yaml) into {RELEASE_NS}, watching {NS}")
     ph.install_operator(kube, [NS])
     step("the object store: versitygw in yolo-store, seeded with s3://models/yolo/model.onnx")

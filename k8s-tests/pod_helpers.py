@@ -36,6 +36,7 @@ BUCKET, KEY = "models", "yolo/model.onnx"
 MODEL_FILE = ROOT / "model_repository" / "local" / "yolo" / "1" / "model.onnx"
 LOCAL_VALUES = CHART / "ci" / "local-values.yaml"
 SECRET = "model-store"  # the YoloService's model.source.secretRef in its namespace
+REGISTRY_SECRET = "yolo-registry"  # the cluster registry's pull secret (registry_pull_secret)
 PLACEMENT = {
     "nodeSelector": {realnode.NODE_LABEL: "true"},
     "tolerations": [{"key": realnode.NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
@@ -49,16 +50,39 @@ def ctr(*args: str, check: bool = True) -> str:
 # --------------------------------------------------------------------------- images
 
 
-def build_and_load_images() -> None:
-    """`make images` (cached: seconds when nothing changed), imported into the node's containerd."""
+def build_and_push_images() -> None:
+    """`make images` (cached: seconds when nothing changed), pushed to the cluster's registry, from
+    which the real node pulls them (dev_images()); the store's image (a cluster part that build.sh
+    makes, not one of ours) imported into the node's containerd."""
     if not realnode.CONTAINERD_SOCK.exists():
         raise AssertionError(f"no containerd at {realnode.CONTAINERD_SOCK}: the cluster has no real node")
-    r = run("python3", str(ROOT / "docker" / "build-images.py"), "--load", check=False)
+    r = run("python3", str(ROOT / "docker" / "build-images.py"), "--push", check=False)
     if r.returncode != 0:
         raise AssertionError(f"make images failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     s3_ref = (cluster.BIN / "node-images" / "s3.ref").read_text().strip()
     if s3_ref not in ctr("images", "ls", "-q").split():
         ctr("images", "import", str((cluster.BIN / "node-images" / "s3.oci.tar").resolve()))
+
+
+def dev_images() -> dict[str, Any]:
+    """What `make images` pushed to the cluster's registry: {registry, tag, images: name -> ref@digest}."""
+    f = cluster.STATE / "registry" / "dev-images.json"
+    if not f.exists():
+        raise AssertionError(f"{f} missing: make images has not pushed to this cluster's registry")
+    return dict(json.loads(f.read_text()))
+
+
+def registry_pull_secret(kube: Kube, namespace: str) -> None:
+    """The cluster registry's credentials as a kubernetes.io/dockerconfigjson Secret in `namespace`,
+    named by its default ServiceAccount's imagePullSecrets: every pod there that names none of its
+    own pulls with it (the usual way to give a namespace a private registry)."""
+    user, password = cluster.registry.credentials(cluster.STATE)
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    config = json.dumps({"auths": {cluster.registry.REGISTRY: {"auth": token}}}).encode()
+    kube.apply(dockerconfig_secret(REGISTRY_SECRET, config, namespace))
+    wait_for(f"the default ServiceAccount in {namespace}", lambda: kube.get("serviceaccount", "default", namespace))
+    patch = json.dumps({"imagePullSecrets": [{"name": REGISTRY_SECRET}]})
+    kube.kubectl("patch", "serviceaccount", "default", "-n", namespace, "-p", patch)
 
 
 # --------------------------------------------------------------------------- the object store
@@ -85,6 +109,8 @@ class Store:
         return "http://" + self.kube.get("service", "s3", STORE_NS)["spec"]["clusterIP"]
 
     def deploy(self) -> Store:
+        self.kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": STORE_NS}})
+        registry_pull_secret(self.kube, STORE_NS)  # the HTTP server runs the model-fetcher image
         s3_ref = (cluster.BIN / "node-images" / "s3.ref").read_text().strip()
         fetcher = local_images()["fetcher"]
         values = {
@@ -146,12 +172,20 @@ class Store:
 
 
 def local_images() -> dict[str, str]:
-    """The default images the chart's local values give the operator (what it gives a YoloService):
-    the project's images beside the operator image, with its tag (_helpers.tpl: projectImage)."""
-    image = yaml.safe_load(LOCAL_VALUES.read_text())["image"]
-    folder, tag = image["repository"].rsplit("/", 1)[0], image["tag"]
+    """The default images the in-cluster operator gives a YoloService: the project's images beside
+    the operator's in the cluster's registry, with its tag (_helpers.tpl: projectImage)."""
+    d = dev_images()
     names = {"tritonCpu": "triton-cpu", "gateway": "gateway", "fetcher": "model-fetcher"}
-    return {key: f"{folder}/{name}:{tag}" for key, name in names.items()}
+    return {key: f"{d['registry']}/yolo-operator/{name}:{d['tag']}" for key, name in names.items()}
+
+
+def local_chart_values() -> list[str]:
+    """helm flags on top of ci/local-values.yaml: the operator image's tag that `make images` pushed
+    (the other images follow it) and the registry's pull secret (registry_pull_secret)."""
+    d = dev_images()
+    want = f"{d['registry']}/yolo-operator/operator"
+    assert yaml.safe_load(LOCAL_VALUES.read_text())["image"]["repository"] == want, LOCAL_VALUES
+    return ["--set", f"image.tag={d['tag']}", "--set-json", f'imagePullSecrets=[{{"name": "{REGISTRY_SECRET}"}}]']
 
 
 # --------------------------------------------------------------------------- the in-cluster operator
@@ -163,17 +197,11 @@ def install_operator(kube: Kube, namespaces: list[str], *extra: str) -> None:
     for ns in namespaces:
         if not kube.get("namespace", ns):
             raise AssertionError(f"namespace {ns} must exist before the chart's Roles go in")
-    args = [
-        "upgrade",
-        "--install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        RELEASE_NS,
-        "--create-namespace",
-        "-f",
-        str(LOCAL_VALUES),
-    ]
+    if not kube.get("namespace", RELEASE_NS):
+        kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RELEASE_NS}})
+    registry_pull_secret(kube, RELEASE_NS)
+    args = ["upgrade", "--install", RELEASE, str(CHART), "-n", RELEASE_NS, "-f", str(LOCAL_VALUES)]
+    args += local_chart_values()
     args += ["--set", "rbac.clusterWide=false", "--set", "watchNamespaces={" + ",".join(namespaces) + "}"]
     args += [
         "--set",

@@ -27,6 +27,7 @@ from pod_helpers import (
     KEY,
     MODEL_FILE,
     PLACEMENT,
+    REGISTRY_SECRET,
     STORE_NS,
     Load,
     Store,
@@ -34,11 +35,13 @@ from pod_helpers import (
     cpu_sample,
     ctr,
     detect,
+    dev_images,
     gateway_url,
     is_ready,
     local_images,
     pods,
     ready_pods,
+    registry_pull_secret,
     summary,
     triton_served,
     wait_ready,
@@ -164,13 +167,20 @@ def test_store_serves_the_model_and_rejects_wrong_credentials(store: Store):
 
 def test_sample_runs_on_the_real_node_and_detects_accurately(svc: dict[str, Any]):
     kube, ns = svc["kube"], svc["ns"]
-    want = local_images()
-    for component, image in (("triton", want["tritonCpu"]), ("gateway", want["gateway"])):
+    want, pushed = local_images(), dev_images()["images"]
+    for component, image, name in (
+        ("triton", want["tritonCpu"], "triton-cpu"),
+        ("gateway", want["gateway"], "gateway"),
+    ):
         (pod,) = pods(kube, ns, NAME, component)
         assert pod["spec"]["nodeName"] == "yolo-node-0" and pod["status"]["phase"] == "Running" and is_ready(pod), (
             component
         )
         assert pod["spec"]["containers"][0]["image"] == image
+        # pulled from the cluster's registry, with the namespace's pull secret: the digest make images pushed
+        assert pod["spec"]["imagePullSecrets"] == [{"name": REGISTRY_SECRET}], pod["spec"].get("imagePullSecrets")
+        digest = pushed[name].split("@", 1)[1]
+        assert pod["status"]["containerStatuses"][0]["imageID"] == f"{image.rsplit(':', 1)[0]}@{digest}", component
     (triton,) = pods(kube, ns, NAME, "triton")
     assert triton["spec"]["initContainers"][0]["image"] == want["fetcher"]
     assert "nvidia.com/gpu" not in json.dumps(triton["spec"]["containers"][0]["resources"])
@@ -621,7 +631,7 @@ def test_network_policies_keep_other_pods_off_triton(svc: dict[str, Any]):
         if not kube.get("namespace", other):
             kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}})
             created.append(other)
-        wait_for(f"the default ServiceAccount in {other}", lambda o=other: kube.get("serviceaccount", "default", o))
+        registry_pull_secret(kube, other)  # the probe runs the gateway's image
     try:
         for where in (ns, "netpol-elsewhere"):
             seen = probe(kube, where, grpc + http + metrics + api)

@@ -99,7 +99,7 @@ def installed(
 
 def _images(pod: dict[str, Any]) -> list[tuple[str, str]]:
     """(the image the pod asks for, the image ID the node ran) per container. The status's own
-    `image` may name another tag of the same image (the node also holds the :dev import of it),
+    `image` may name another tag of the same image (the node also holds the dev tag of the same image),
     so the reference comes from the spec and the registry digest from the status."""
     spec, st = pod["spec"], pod.get("status") or {}
     wanted = {c["name"]: c["image"] for c in spec.get("initContainers", []) + spec["containers"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -124,3 +125,34 @@ def test_make_version_stamps_the_new_version_into_the_chart(tmp_path) -> None:
     chart = yaml.safe_load((tmp_path / "charts" / "yolo-operator" / "Chart.yaml").read_text())
     assert (tmp_path / "VERSION").read_text().strip() == "7.8.9-rc.1"
     assert (chart["version"], chart["appVersion"]) == ("7.8.9-rc.1", "7.8.9-rc.1")
+
+
+def _build_images(monkeypatch, state):
+    """docker/build-images.py, loaded by path with the cluster's state in `state`."""
+    import importlib.util
+
+    monkeypatch.setenv("YOLO_CLUSTER_DIR", str(state))
+    spec = importlib.util.spec_from_file_location("build_images", rel.ROOT / "docker" / "build-images.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "build_images", mod)  # its dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_make_images_pushes_to_the_local_clusters_registry_with_its_credentials(monkeypatch, tmp_path) -> None:
+    mod = _build_images(monkeypatch, tmp_path)
+    assert mod.REGISTRY == _cluster_registry().REGISTRY == rel.LOCAL_REGISTRY
+    assert mod.registry_credentials() is None  # no cluster: `make images` builds and does not push
+    (tmp_path / "registry").mkdir()
+    (tmp_path / "registry" / "credentials.json").write_text('{"username": "yolo", "password": "p4ss"}')
+    assert mod.registry_credentials() == _cluster_registry().credentials(tmp_path) == ("yolo", "p4ss")
+    assert tmp_path / "registry" / "dev-images.json" == mod.DEV_IMAGES
+
+
+def test_the_dev_images_share_one_tag_that_changes_with_any_image(monkeypatch, tmp_path) -> None:
+    mod = _build_images(monkeypatch, tmp_path)
+    ids = {"operator": "a1", "gateway": "b2", "model-fetcher": "c3", "triton-cpu": "d4"}
+    tag = mod.dev_tag(ids)
+    assert tag.startswith("dev-") and len(tag) == len("dev-") + 12 and tag == mod.dev_tag(dict(reversed(ids.items())))
+    assert mod.dev_tag({**ids, "gateway": "b3"}) != tag
