@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_helpers import GROUP, RELEASE, RELEASE_NS, Kube, OperatorProcess, condition, sample, wait_for
+from e2e_helpers import GROUP, RELEASE, RELEASE_NS, Kube, OperatorProcess, condition, sample, wait_for, wait_reason
 
 NS = "e2e"
 
@@ -313,11 +313,7 @@ def test_network_policies_follow_the_spec_and_say_what_is_wrong(kube: Kube, ns: 
     typo = sample("netpol-typo", **{"networkPolicy.gatewayFrom": [{"podSelector": {"matchLabel": {"a": "b"}}}]})
     kube.apply(typo, "-n", ns)
 
-    def invalid() -> dict | None:
-        c = condition(kube.get("yoloservice", "netpol-typo", ns), "Ready")
-        return c if c.get("reason") == "InvalidSpec" else None
-
-    assert "matchLabel" in wait_for("an InvalidSpec condition", invalid)["message"]
+    assert "matchLabel" in wait_reason(kube, "netpol-typo", ns, "Ready", "InvalidSpec")["message"]
     assert not kube.items("networkpolicy", ns, "app.kubernetes.io/instance=netpol-typo")
     kube.kubectl("delete", "ys", "netpol-typo", "-n", ns)
 
@@ -365,11 +361,7 @@ def test_schema_and_cel_reject_invalid_specs(kube: Kube, ns: str, patch: dict, m
 def test_semantically_invalid_spec_gets_a_condition(kube: Kube, ns: str):
     kube.apply(sample("dupes", **{"model.classNames": ["cat", "dog", "cat"]}), "-n", ns)
 
-    def invalid() -> dict | None:
-        c = condition(kube.get("yoloservice", "dupes", ns), "Ready")
-        return c if c.get("reason") == "InvalidSpec" else None
-
-    c = wait_for("an InvalidSpec condition", invalid)
+    c = wait_reason(kube, "dupes", ns, "Ready", "InvalidSpec")
     assert c["status"] == "False" and "duplicates" in c["message"] and "cat" in c["message"]
     assert not kube.items("deployment", ns, "app.kubernetes.io/instance=dupes")
     kube.kubectl("delete", "ys", "dupes", "-n", ns)
