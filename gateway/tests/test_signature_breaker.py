@@ -6,8 +6,8 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from yolo_gateway.errors import TritonOverloaded, TritonRejected, TritonTimeout, TritonUnavailable
+from yolo_gateway.failures import CircuitBreaker, classify
 from yolo_gateway.signature import SignatureError, parse_signature
-from yolo_gateway.triton import CircuitBreaker, classify
 
 NAMES = {"class_names": {"string_value": '["a", "b", "c"]'}}
 
