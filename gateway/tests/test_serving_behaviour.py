@@ -427,9 +427,9 @@ def test_dns_target_follows_new_pods_and_retries_a_killed_one(single_model_repo,
     async def go() -> None:
         async with gateway_app(settings, wait_for_model=False) as c:
             triton = c.app.state.triton
-            triton.resolver = fake_dns
+            triton.channels.resolver = fake_dns
             await until(
-                lambda: triton.addresses == ["127.0.0.2"] and c.app.state.detector.warm,
+                lambda: triton.channels.addresses == ["127.0.0.2"] and c.app.state.detector.warm,
                 "first resolution, then the warm-up",
             )
             for _ in range(4):
@@ -440,7 +440,7 @@ def test_dns_target_follows_new_pods_and_retries_a_killed_one(single_model_repo,
             assert triton_stats(b, "yolo")["inference_count"] == 0
 
             answer.append("127.0.0.3")  # a second pod became ready
-            await until(lambda: triton.addresses == ["127.0.0.2", "127.0.0.3"], "the new pod noticed")
+            await until(lambda: triton.channels.addresses == ["127.0.0.2", "127.0.0.3"], "the new pod noticed")
             before_a = (await asyncio.to_thread(quiet_stats, a, "yolo"))["inference_count"]
             for _ in range(10):
                 assert [

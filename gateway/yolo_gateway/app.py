@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         background = [
             asyncio.create_task(triton.keep_loading_signature()),
             asyncio.create_task(triton.keep_loading_extras()),
-            asyncio.create_task(triton.keep_resolving()),
+            asyncio.create_task(triton.channels.keep_resolving()),
             asyncio.create_task(readiness.keep_warming_up(detector)),
         ]
         if settings.cold_start_timeout_s:

@@ -1,98 +1,33 @@
-"""The one Triton client of a gateway process: its channels and the pick of a pod (its circuit breaker
-and error mapping: failures.py).
+"""The one Triton client of a gateway process: metadata, readiness and inference over its channels.
 
-All requests share this client. Routing (`routing.py`, YOLO_GATEWAY_ROUTING): `least_loaded`
-(the default) holds one channel per Triton pod and sends each call to the pod with fewer calls
-outstanding from this gateway (power of two random choices); `round_robin` holds one channel over
-every pod and lets gRPC's ``round_robin`` policy spread the calls. Either applies to a target that
-names several endpoints (``ipv4:a:8001,b:8001``) or a headless Service (``dns:///``).
-
-A ``dns:///name:port`` target (a headless Service) is resolved by the gateway itself
-every ``resolve_interval_s``: gRPC's own DNS resolver only looks again when a
-connection breaks, so Triton pods added by a scale-up would get no traffic. When the
-set of addresses changes, the new pods get channels at once and the removed pods' channels
-close once their calls are done. A call that fails UNAVAILABLE (a pod that was killed or is
-going away) is retried, with jittered backoff, on another pod, within the request's deadline
-and never while the circuit is open.
+All requests share this client. Its channels (`channels.py`) are one per Triton pod under
+`least_loaded` routing (the default; `routing.py` picks the pod with fewer calls outstanding from
+this gateway) or one over every pod under `round_robin`, and follow a headless Service's pods. A
+call that fails UNAVAILABLE (a pod that was killed or is going away) is retried, with jittered
+backoff, on another pod, within the request's deadline and never while the circuit is open
+(`failures.py`: the circuit breaker and what each Triton error means).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-import socket
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput
-from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from . import metrics
+from .channels import Channels, Resolver, resolve_addresses
 from .errors import TritonRejected, TritonUnavailable
 from .failures import CircuitBreaker, classify
-from .routing import Endpoint, LeastLoaded, static_addresses
+from .routing import Endpoint
 from .settings import Settings
 from .signature import ModelSignature, parse_signature
 
 log = logging.getLogger("yolo_gateway.triton")
-
-
-def channel_args(settings: Settings) -> list[tuple[str, Any]]:
-    return [
-        ("grpc.lb_policy_name", "round_robin"),
-        ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
-        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
-        ("grpc.keepalive_time_ms", settings.grpc_keepalive_time_ms),
-        ("grpc.keepalive_timeout_ms", settings.grpc_keepalive_timeout_ms),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
-        # Come back fast after Triton restarts: gRPC's default backoff grows to 120 s.
-        ("grpc.initial_reconnect_backoff_ms", settings.grpc_reconnect_backoff_ms),
-        ("grpc.min_reconnect_backoff_ms", settings.grpc_reconnect_backoff_ms),
-        ("grpc.max_reconnect_backoff_ms", settings.grpc_reconnect_backoff_ms * 4),
-        ("grpc.dns_min_time_between_resolutions_ms", 5_000),
-        ("grpc.enable_retries", 0),
-    ]
-
-
-def new_client(settings: Settings, target: str) -> InferenceServerClient:
-    """A client (one gRPC channel) to `target`, the only way this module makes one: clear text,
-    or TLS when `triton_ca_file` is set, verified against that CA under the name
-    `triton_tls_name` (a pod is dialled by its IP; its certificate names the Triton Service)."""
-    args = channel_args(settings)
-    if not settings.triton_ca_file:
-        return InferenceServerClient(target, channel_args=args)
-    if settings.triton_tls_name:
-        args.append(("grpc.ssl_target_name_override", settings.triton_tls_name))
-    return InferenceServerClient(target, ssl=True, root_certificates=settings.triton_ca_file, channel_args=args)
-
-
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-
-async def resolve_addresses(host: str, port: int) -> list[str]:
-    """The sorted, distinct addresses of a name (A and AAAA records)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({str(info[4][0]) for info in infos})
-
-
-def dns_target(url: str) -> tuple[str, int] | None:
-    """(host, port) of a ``dns:///host:port`` target, else None."""
-    if not url.startswith("dns:///"):
-        return None
-    host, _, port = url[len("dns:///") :].rpartition(":")
-    return (host, int(port)) if host and port.isdigit() else None
-
-
-def ip_target(addresses: list[str], port: int) -> str:
-    v6 = [a for a in addresses if ":" in a]
-    if v6 and len(v6) == len(addresses):
-        return "ipv6:" + ",".join(f"[{a}]:{port}" for a in addresses)
-    return "ipv4:" + ",".join(f"{a}:{port}" for a in addresses if ":" not in a)
 
 
 class TritonService:
@@ -100,7 +35,7 @@ class TritonService:
 
     def __init__(self, settings: Settings, resolver: Resolver = resolve_addresses) -> None:
         self.settings = settings
-        self.client = new_client(settings, settings.triton_url)
+        self.channels = Channels(settings, resolver)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
         self.signature: ModelSignature | None = None  # the primary model (model_name)
         # The other models this gateway routes to (tiers, canary, shadow): name -> signature once read,
@@ -110,84 +45,17 @@ class TritonService:
         )
         self.signatures: dict[str, ModelSignature] = {}
         self.model_errors: dict[str, str] = dict.fromkeys(self.extra_models, "not loaded yet")
-        self.resolver = resolver
-        self.addresses: list[str] = []
-        # least_loaded: a channel per pod (from the target's own list, or from each resolution).
-        self.pool: LeastLoaded | None = None
-        if settings.routing == "least_loaded":
-            self.pool = LeastLoaded(lambda address: new_client(settings, address))
-            self.pool.update(static_addresses(settings.triton_url) or [])
         self.serving = asyncio.Event()  # a Triton served the model at the last look (cold-start mode follows it)
-        self._retired: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
-        for task in list(self._retired):
-            task.cancel()
-        await self.client.close()
-        for ep in list(self.pool.endpoints.values()) if self.pool else []:
-            await ep.client.close()
-
-    def _client(self) -> InferenceServerClient:
-        """A client for a call outside inference (metadata, readiness): the least-loaded pod's."""
-        ep = self.pool.pick() if self.pool else None
-        return ep.client if ep else self.client
-
-    # ------------------------------------------------------------------ endpoints
-
-    async def refresh_endpoints(self) -> bool:
-        """Resolve a dns:/// target once; swap to a channel over the new addresses if they changed."""
-        target = dns_target(self.settings.triton_url)
-        if target is None:
-            return False
-        try:
-            addresses = await self.resolver(*target)
-        except OSError as exc:  # keep the channel we have: a DNS hiccup must not drop every pod
-            log.info("resolving %s: %s", target[0], exc)
-            return False
-        if not addresses or addresses == self.addresses:
-            return False
-        log.info("Triton endpoints for %s: %s -> %s", target[0], self.addresses or "(gRPC's resolver)", addresses)
-        self.addresses = addresses
-        if self.pool is not None:
-            first = not self.pool.endpoints
-            retired = self.pool.update([f"[{a}]:{target[1]}" if ":" in a else f"{a}:{target[1]}" for a in addresses])
-            if first:  # the channel over gRPC's own resolver served until now: one connection per pod from here on
-                retired.append(self.client)
-        else:
-            retired, self.client = (
-                [self.client],
-                new_client(self.settings, ip_target(addresses, target[1])),
-            )
-        metrics.TRITON_ENDPOINTS.set(len(addresses))
-        for old in retired:
-            task = asyncio.create_task(self._retire(old))
-            self._retired.add(task)
-            task.add_done_callback(self._retired.discard)
-        return True
-
-    async def _retire(self, client: InferenceServerClient) -> None:
-        """Close a replaced channel once the calls it carries are done (they have deadlines)."""
-        try:
-            await asyncio.sleep(self.settings.infer_timeout_s + 1)
-        finally:
-            with contextlib.suppress(Exception):
-                await client.close()
-
-    async def keep_resolving(self) -> None:
-        """Background task: follow the pods behind a headless Service."""
-        interval = self.settings.resolve_interval_s
-        if not interval or dns_target(self.settings.triton_url) is None:
-            return
-        while True:
-            await self.refresh_endpoints()
-            await asyncio.sleep(interval)
+        await self.channels.close()
 
     async def load_signature(self, model: str | None = None) -> ModelSignature:
         """Read a model's signature (default: the primary model's) from Triton."""
         s = self.settings
         name, version = (model, "") if model else (s.model_name, s.model_version)
         timeout = s.infer_timeout_s
-        client = self._client()
+        client = self.channels.any_client()
         meta = await client.get_model_metadata(name, version, as_json=True, client_timeout=timeout)
         config = await client.get_model_config(name, version, as_json=True, client_timeout=timeout)
         sig = parse_signature(meta, config)
@@ -249,7 +117,7 @@ class TritonService:
             return False
         try:
             return bool(
-                await self._client().is_model_ready(
+                await self.channels.any_client().is_model_ready(
                     self.settings.model_name, self.settings.model_version, client_timeout=1.0
                 )
             )
@@ -277,13 +145,14 @@ class TritonService:
         deadline = loop.time() + timeout_s
         backoff = self.settings.retry_backoff_s
         self.breaker.before_call()
+        pool = self.channels.pool
         tried: set[str] = set()
         for attempt in range(self.settings.infer_retries + 1):
-            ep: Endpoint | None = self.pool.pick(tried) if self.pool else None
-            if ep is not None and self.pool is not None:
-                self.pool.begin(ep)
+            ep: Endpoint | None = pool.pick(tried) if pool else None
+            if ep is not None and pool is not None:
+                pool.begin(ep)
             try:
-                result = await (ep.client if ep else self.client).infer(
+                result = await (ep.client if ep else self.channels.client).infer(
                     sig.name,
                     [inp],
                     model_version=version,
@@ -294,8 +163,8 @@ class TritonService:
             except InferenceServerException as exc:
                 error, kind, is_failure = classify(exc)
                 metrics.TRITON_ERRORS.labels(kind).inc()
-                if kind == "unavailable" and ep is not None and self.pool is not None:
-                    self.pool.avoid(ep)  # retried on another pod, and passed over for a moment
+                if kind == "unavailable" and ep is not None and pool is not None:
+                    pool.avoid(ep)  # retried on another pod, and passed over for a moment
                     tried.add(ep.address)
                 pause = backoff * (2**attempt) * random.uniform(0.5, 1.5)
                 if (
@@ -321,8 +190,8 @@ class TritonService:
                 self.breaker.release()
                 raise
             finally:
-                if ep is not None and self.pool is not None:
-                    self.pool.end(ep)
+                if ep is not None and pool is not None:
+                    pool.end(ep)
             self.breaker.success()
             self.serving.set()
             return {n: result.as_numpy(n) for n in sig.output_names}

@@ -30,9 +30,9 @@ import simplejpeg
 from tritonclient.grpc import InferInput, model_config_pb2
 from tritonclient.grpc.aio import InferenceServerClient
 
+from yolo_gateway.channels import channel_args
 from yolo_gateway.preprocess import letterbox_geometry, prepare_image
 from yolo_gateway.settings import Settings
-from yolo_gateway.triton import channel_args
 
 from ..devrepo import LOCAL_REPO, SOURCE_ONNX, constant_detector, copy_model, write_variant
 from ..local_triton import LocalTriton, TritonPorts, free_port
