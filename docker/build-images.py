@@ -676,7 +676,7 @@ uri, name, image, secret = sys.argv[1:5]
 source = {"uri": uri, **({"secretRef": {"name": secret}} if secret else {})}
 spec = parse_spec({"model": {"name": name, "source": source},  # the file says the rest
                    "triton": {"image": image, "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}}})
-init = builders._fetcher(spec)
+init = builders.fetcher_container(spec)
 plans = builders.build_model_configmap(spec, builders.Meta("smoke", "default"))["data"]
 print(json.dumps({"plans": plans, "command": init["command"], "env": init["env"],
                   "triton_args": builders.build_triton_deployment(spec, builders.Meta("smoke", "default"))["spec"]["template"]["spec"]["containers"][0]["args"]}))

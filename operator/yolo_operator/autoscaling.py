@@ -117,7 +117,7 @@ def _hpa(meta: b.Meta, component: str, target: str, a: Any, metrics: list[dict[s
     hpa: dict[str, Any] = {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": b._metadata(meta, target, component),
+        "metadata": b.object_metadata(meta, target, component),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
             "minReplicas": a.min_replicas,
@@ -219,7 +219,7 @@ def build_scaled_object(spec: YoloServiceSpec, meta: b.Meta, component: str, pro
     return {
         "apiVersion": KEDA_API,
         "kind": "ScaledObject",
-        "metadata": b._metadata(meta, target, component),
+        "metadata": b.object_metadata(meta, target, component),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
             "minReplicaCount": a.min_replicas,

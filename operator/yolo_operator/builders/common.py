@@ -73,7 +73,7 @@ def labels(meta: Meta, component: str) -> dict[str, str]:
     }
 
 
-def _metadata(meta: Meta, name: str, component: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def object_metadata(meta: Meta, name: str, component: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
     md: dict[str, Any] = {"name": name, "namespace": meta.namespace, "labels": labels(meta, component)}
     if annotations:
         md["annotations"] = annotations
@@ -103,7 +103,7 @@ def container_security_context(read_only_root: bool = True) -> dict[str, Any]:
     }
 
 
-def _http_probe(path: str, scheme: str = "HTTP", **timing: int) -> dict[str, Any]:
+def http_probe(path: str, scheme: str = "HTTP", **timing: int) -> dict[str, Any]:
     """An HTTP GET probe on the container port named "http" (HTTPS: the kubelet does not verify)."""
     get: dict[str, Any] = {"path": path, "port": "http"}
     if scheme != "HTTP":
@@ -111,7 +111,7 @@ def _http_probe(path: str, scheme: str = "HTTP", **timing: int) -> dict[str, Any
     return {"httpGet": get, **timing}
 
 
-def _resources(r: Any) -> dict[str, Any]:
+def container_resources(r: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if r.requests:
         out["requests"] = {k: str(v) for k, v in r.requests.items()}
@@ -120,7 +120,7 @@ def _resources(r: Any) -> dict[str, Any]:
     return out
 
 
-def _deployment(
+def deployment_manifest(
     meta: Meta,
     name: str,
     component: str,
@@ -135,7 +135,7 @@ def _deployment(
     deployment: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(meta, name, component),
+        "metadata": object_metadata(meta, name, component),
         "spec": {
             "selector": {"matchLabels": selector_labels(meta, component)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
@@ -150,13 +150,13 @@ def _deployment(
     return deployment
 
 
-def _pull_secrets(pod_spec: dict[str, Any], spec: Any) -> None:
+def add_pull_secrets(pod_spec: dict[str, Any], spec: Any) -> None:
     """The service's imagePullSecrets, where set: both tiers pull the project's images."""
     if spec.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s.name} for s in spec.image_pull_secrets]
 
 
-def _place(pod_spec: dict[str, Any], tier: Any) -> None:
+def place_pods(pod_spec: dict[str, Any], tier: Any) -> None:
     """Node selector, tolerations and affinity of a tier, where set."""
     if tier.node_selector:
         pod_spec["nodeSelector"] = dict(tier.node_selector)
@@ -166,5 +166,5 @@ def _place(pod_spec: dict[str, Any], tier: Any) -> None:
         pod_spec["affinity"] = tier.affinity
 
 
-def _digest(text: str) -> str:
+def short_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -11,14 +11,14 @@ from .common import (
     PRESTOP_SECONDS,
     TRITON_GRPC,
     Meta,
-    _deployment,
-    _http_probe,
-    _metadata,
-    _place,
-    _pull_secrets,
-    _resources,
+    add_pull_secrets,
+    container_resources,
     container_security_context,
+    deployment_manifest,
+    http_probe,
     names,
+    object_metadata,
+    place_pods,
     pod_security_context,
     selector_labels,
 )
@@ -124,10 +124,10 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         "image": g.image,
         "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
         "env": [{"name": k, "value": v} for k, v in env.items()],
-        "resources": _resources(g.resources),
+        "resources": container_resources(g.resources),
         "securityContext": container_security_context(),
-        "readinessProbe": _http_probe("/readyz", scheme, periodSeconds=5, failureThreshold=2, timeoutSeconds=2),
-        "livenessProbe": _http_probe("/healthz", scheme, periodSeconds=10, failureThreshold=3, timeoutSeconds=2),
+        "readinessProbe": http_probe("/readyz", scheme, periodSeconds=5, failureThreshold=2, timeoutSeconds=2),
+        "livenessProbe": http_probe("/healthz", scheme, periodSeconds=10, failureThreshold=3, timeoutSeconds=2),
         # The log tail is the termination message: a refused certificate's TLSInvalid line reaches the condition.
         "terminationMessagePolicy": "FallbackToLogsOnError",
         # Endpoints drop the pod before uvicorn stops accepting; then in-flight requests drain.
@@ -147,9 +147,9 @@ def build_gateway_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any
         "containers": [container],
         "volumes": volumes,
     }
-    _place(pod_spec, g)
-    _pull_secrets(pod_spec, spec)
-    return _deployment(
+    place_pods(pod_spec, g)
+    add_pull_secrets(pod_spec, spec)
+    return deployment_manifest(
         meta,
         names(meta)["gateway"],
         "gateway",
@@ -167,7 +167,7 @@ def build_gateway_service(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(meta, names(meta)["service"], "gateway"),
+        "metadata": object_metadata(meta, names(meta)["service"], "gateway"),
         "spec": {
             "type": spec.service.type,
             "selector": selector_labels(meta, "gateway"),

@@ -11,7 +11,7 @@ from yolo_modelprep import config as modelconfig
 from yolo_modelprep.facts import Overrides, from_overrides
 
 from ..spec import Tier, YoloServiceSpec
-from .common import ENGINE_CACHE_DIR, Meta, _metadata, names
+from .common import ENGINE_CACHE_DIR, Meta, names, object_metadata
 
 
 def model_plan(spec: YoloServiceSpec, tier: Tier | None = None, name: str | None = None) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def build_model_configmap(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(meta, names(meta)["config"], "model-config"),
+        "metadata": object_metadata(meta, names(meta)["config"], "model-config"),
         "data": {
             configmap_key(model): json.dumps(p, indent=1, sort_keys=True) + "\n"
             for model, p in model_plans(spec).items()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..spec import YoloServiceSpec
-from .common import GATEWAY_PORT, TRITON_GRPC, TRITON_METRICS, Meta, _metadata, names, selector_labels
+from .common import GATEWAY_PORT, TRITON_GRPC, TRITON_METRICS, Meta, names, object_metadata, selector_labels
 
 
 def _port(number: int) -> list[dict[str, Any]]:
@@ -27,7 +27,7 @@ def _policy(meta: Meta, component: str, ingress: list[dict[str, Any]]) -> dict[s
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _metadata(meta, names(meta)[component], component),
+        "metadata": object_metadata(meta, names(meta)[component], component),
         "spec": {
             "podSelector": {"matchLabels": selector_labels(meta, component)},
             "policyTypes": ["Ingress"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..spec import YoloServiceSpec
-from .common import OWNER_LABEL, Meta, _metadata
+from .common import OWNER_LABEL, Meta, object_metadata
 from .gateway import GATEWAY_METRICS_TLS_PORT_NAME
 
 
@@ -13,7 +13,7 @@ def build_service_monitor(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": _metadata(meta, meta.name, "monitoring"),
+        "metadata": object_metadata(meta, meta.name, "monitoring"),
         "spec": {
             "selector": {"matchLabels": {"app.kubernetes.io/instance": meta.name, OWNER_LABEL: meta.name}},
             # Port "metrics" on both Services: Triton's 8002, the gateway's 8080. (Triton's "http"

@@ -15,17 +15,17 @@ from .common import (
     TRITON_METRICS,
     TRITON_PRESTOP_SECONDS,
     Meta,
-    _deployment,
-    _digest,
-    _http_probe,
-    _metadata,
-    _place,
-    _pull_secrets,
-    _resources,
+    add_pull_secrets,
+    container_resources,
     container_security_context,
+    deployment_manifest,
+    http_probe,
     names,
+    object_metadata,
+    place_pods,
     pod_security_context,
     selector_labels,
+    short_digest,
 )
 from .model_config import build_model_configmap, configmap_key
 
@@ -62,7 +62,7 @@ def _prepare_command(target: str, plans: list[tuple[str, str]], report: bool = F
     return f"yolo-model-prepare {'--report /dev/termination-log ' if report else ''}--model {target} {args}"
 
 
-def _fetch_script(spec: YoloServiceSpec) -> str:
+def fetch_script(spec: YoloServiceSpec) -> str:
     """Fetch the model (a failure fails the pod: nothing to serve), prepare it (a file that cannot
     be served fails the pod too, and its reason becomes the condition's) and lay out every model
     of the service: the tiers share its file (hard links, made after the preparation); the
@@ -100,7 +100,7 @@ def _fetch_script(spec: YoloServiceSpec) -> str:
     return "\n".join(steps)
 
 
-def _fetcher(spec: YoloServiceSpec) -> dict[str, Any]:
+def fetcher_container(spec: YoloServiceSpec) -> dict[str, Any]:
     src = spec.model.source
     mounts = [
         {"name": "models", "mountPath": MODELS_DIR},
@@ -110,7 +110,7 @@ def _fetcher(spec: YoloServiceSpec) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "fetch-model",
         "image": spec.fetcher_image,
-        "command": ["/bin/sh", "-c", _fetch_script(spec)],
+        "command": ["/bin/sh", "-c", fetch_script(spec)],
         "env": [{"name": "HOME", "value": "/tmp"}],
         # The log tail becomes the termination message: the YoloService's condition quotes it.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -137,7 +137,7 @@ def _fetcher(spec: YoloServiceSpec) -> dict[str, Any]:
 def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
     t = spec.triton
     n = names(meta)
-    config_hash = _digest("".join(build_model_configmap(spec, meta)["data"].values()))
+    config_hash = short_digest("".join(build_model_configmap(spec, meta)["data"].values()))
     volumes: list[dict[str, Any]] = [
         {"name": "models", "emptyDir": {}},
         {"name": "model-config", "configMap": {"name": n["config"]}},
@@ -205,11 +205,11 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
             {"name": "grpc", "containerPort": TRITON_GRPC, "protocol": "TCP"},
             {"name": "metrics", "containerPort": TRITON_METRICS, "protocol": "TCP"},
         ],
-        "resources": _resources(t.resources),
+        "resources": container_resources(t.resources),
         "securityContext": container_security_context(),
-        "startupProbe": _http_probe(ready_path, periodSeconds=5, failureThreshold=-(-startup // 5), timeoutSeconds=3),
-        "readinessProbe": _http_probe(ready_path, periodSeconds=5, failureThreshold=3, timeoutSeconds=3),
-        "livenessProbe": _http_probe("/v2/health/live", periodSeconds=10, failureThreshold=6, timeoutSeconds=5),
+        "startupProbe": http_probe(ready_path, periodSeconds=5, failureThreshold=-(-startup // 5), timeoutSeconds=3),
+        "readinessProbe": http_probe(ready_path, periodSeconds=5, failureThreshold=3, timeoutSeconds=3),
+        "livenessProbe": http_probe("/v2/health/live", periodSeconds=10, failureThreshold=6, timeoutSeconds=5),
         # Leave the Service first; then SIGTERM, and Triton finishes what it holds (exit timeout).
         "lifecycle": {"preStop": {"sleep": {"seconds": TRITON_PRESTOP_SECONDS}}},
         "volumeMounts": [
@@ -223,12 +223,12 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
     pod_spec: dict[str, Any] = {
         "securityContext": pod_security_context(),
         "terminationGracePeriodSeconds": TRITON_PRESTOP_SECONDS + TRITON_EXIT_TIMEOUT_SECONDS + 5,
-        "initContainers": [_fetcher(spec)],
+        "initContainers": [fetcher_container(spec)],
         "containers": [container],
         "volumes": volumes,
     }
-    _place(pod_spec, t)
-    _pull_secrets(pod_spec, spec)
+    place_pods(pod_spec, t)
+    add_pull_secrets(pod_spec, spec)
     if not t.tolerations and t.gpus:
         pod_spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     annotations = {
@@ -237,7 +237,7 @@ def build_triton_deployment(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]
         "prometheus.io/path": "/metrics",
         f"{GROUP}/config-hash": config_hash,  # a new model config rolls the pods
     }
-    return _deployment(
+    return deployment_manifest(
         meta,
         n["triton"],
         "triton",
@@ -253,7 +253,7 @@ def build_triton_service(spec: YoloServiceSpec, meta: Meta) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(meta, names(meta)["triton"], "triton"),
+        "metadata": object_metadata(meta, names(meta)["triton"], "triton"),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": False,
