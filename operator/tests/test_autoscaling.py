@@ -10,7 +10,7 @@ import pytest
 import yaml
 from op_helpers import META, sample_spec
 
-from yolo_operator import autoscaling as a
+from yolo_operator.builders import autoscaling as a
 from yolo_operator.children import desired_children
 from yolo_operator.spec import parse_spec
 

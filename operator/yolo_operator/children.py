@@ -15,8 +15,8 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
-from . import autoscaling
 from . import builders as b
+from .builders import autoscaling
 from .spec import GROUP, YoloServiceSpec
 
 APPLIED_HASH = f"{GROUP}/applied-hash"

@@ -19,7 +19,8 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from . import autoscaling, builders, kube
+from . import builders, kube
+from .builders import autoscaling
 from .cache import CACHE
 from .children import Child, desired_children, needs_apply, network_policies_enabled, with_hash
 from .settings import SETTINGS

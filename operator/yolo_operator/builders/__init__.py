@@ -7,9 +7,10 @@ child kind (as KServe keeps one reconciler per child):
     pdb              PodDisruptionBudgets
     network_policy   NetworkPolicies: who may open which port of each tier
     service_monitor  the ServiceMonitor
+    autoscaling      HPAs and KEDA ScaledObjects, and the PromQL they scale on
     common           names, labels, constants, what every pod shares
 
-HPAs and KEDA ScaledObjects are built in `yolo_operator.autoscaling`. No cluster access here.
+No cluster access here.
 Owner references are added by the reconciler (`kopf.adopt`), so these functions stay pure and
 unit-testable. Everything is re-exported here: `from yolo_operator import builders as b`.
 """

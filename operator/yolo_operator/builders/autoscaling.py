@@ -42,8 +42,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import builders as b
-from .spec import GatewayAutoscaling, TritonAutoscaling, YoloServiceSpec
+from ..spec import GatewayAutoscaling, TritonAutoscaling, YoloServiceSpec
+from . import common as b
 
 KEDA_API = "keda.sh/v1alpha1"
 TRITON_QUEUE_TIME_METRIC = "nv_inference_queue_duration_per_request_us"  # a prometheus-adapter rule (the chart's)
