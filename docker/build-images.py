@@ -415,14 +415,13 @@ def _manifest_exists(ref_path: str, auth: tuple[str, str]) -> bool:
         raise SystemExit(f"the local registry at {REGISTRY} does not answer ({exc}): is the cluster up?") from exc
 
 
-def push_images(all_images: dict[str, Image]) -> None:
-    """Push the four images to REGISTRY/yolo-operator/<name>:<dev tag> and record them in
-    DEV_IMAGES (the tag and each image's ref@digest), which the pod tests and demos read."""
+def push_images(all_images: dict[str, Image], ids: dict[str, str]) -> None:
+    """Push the four images (`ids`: name -> image ID) to REGISTRY/yolo-operator/<name>:<dev tag> and
+    record them in DEV_IMAGES (the tag and each image's ref@digest), which the pod tests and demos read."""
     auth = registry_credentials()
     if auth is None:
         log(f"no local cluster registry ({CLUSTER_STATE / 'registry'}): not pushing (make cluster-up first)")
         return
-    ids = {n: image_id(i.ref) for n, i in all_images.items()}
     tag = dev_tag(ids)
     recorded = json.loads(DEV_IMAGES.read_text()) if DEV_IMAGES.exists() else {}
     there = [_manifest_exists(f"yolo-operator/{n}/manifests/{tag}", auth) for n in all_images]  # and it answers
@@ -920,11 +919,10 @@ def main() -> None:
         if args.push and registry_credentials() is None:
             raise SystemExit(f"--push: the local cluster's registry is not running ({CLUSTER_STATE / 'registry'})")
         if args.push is not False:
-            pushed = {n: i for n, i in all_images.items() if image_info(i.ref)}
-            if len(pushed) < len(all_images):
+            if len(present) < len(all_images):
                 log("not pushing: the cluster's images follow one tag, so all four must be built")
             else:
-                push_images(pushed)
+                push_images(all_images, present)
         log(f"done in {time.monotonic() - t0:.0f}s")
 
 

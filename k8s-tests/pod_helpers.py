@@ -26,6 +26,8 @@ import s3
 import yaml
 from e2e_helpers import CHART, RELEASE, RELEASE_NS, ROOT, Kube, cluster, condition, patch_spec, run, wait_for
 
+from yolo_tools import release as rel
+
 realnode = cluster.realnode  # (k8s-tests/cluster is on sys.path once e2e_helpers is imported)
 
 MANIFESTS = Path(__file__).parent / "manifests"
@@ -76,10 +78,8 @@ def registry_pull_secret(kube: Kube, namespace: str) -> None:
     """The cluster registry's credentials as a kubernetes.io/dockerconfigjson Secret in `namespace`,
     named by its default ServiceAccount's imagePullSecrets: every pod there that names none of its
     own pulls with it (the usual way to give a namespace a private registry)."""
-    user, password = cluster.registry.credentials(cluster.STATE)
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    config = json.dumps({"auths": {cluster.registry.REGISTRY: {"auth": token}}}).encode()
-    kube.apply(dockerconfig_secret(REGISTRY_SECRET, config, namespace))
+    config = rel.docker_config(cluster.registry.REGISTRY, *cluster.registry.credentials(cluster.STATE))
+    kube.apply(dockerconfig_secret(REGISTRY_SECRET, json.dumps(config).encode(), namespace))
     wait_for(f"the default ServiceAccount in {namespace}", lambda: kube.get("serviceaccount", "default", namespace))
     patch = json.dumps({"imagePullSecrets": [{"name": REGISTRY_SECRET}]})
     kube.kubectl("patch", "serviceaccount", "default", "-n", namespace, "-p", patch)

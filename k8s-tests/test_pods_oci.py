@@ -15,7 +15,6 @@ Pods reach the registry at its read-only copy on the node IP (registry.NODE_REGI
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
@@ -39,6 +38,7 @@ from pod_helpers import (
     wait_ready,
 )
 
+from yolo_tools import release as rel
 from yolo_tools.synthetic import encode, make_scene
 
 pytestmark = pytest.mark.timeout(600)
@@ -55,7 +55,7 @@ CHEAP = {
 
 
 def _dockerconfig(user: str, password: str) -> dict[str, Any]:
-    return {"auths": {NODE: {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}}}
+    return rel.docker_config(NODE, user, password)
 
 
 def _push(client: oras.client.OrasClient, ref: str, src: Path, media_type: str, tmp: Path) -> str:

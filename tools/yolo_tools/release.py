@@ -38,6 +38,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -186,10 +187,14 @@ def push_chart(release: Release, helm: str, pkg: Path) -> str:
     return found.group(0)
 
 
+def docker_config(host: str, username: str, password: str) -> dict[str, Any]:
+    """A docker config.json's content for one registry (an authfile, or a dockerconfigjson Secret)."""
+    return {"auths": {host: {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}}}
+
+
 def write_authfile(host: str, username: str, password: str, path: Path) -> Path:
     """A docker config.json: buildah's --authfile and helm's --registry-config read the same format."""
-    token = base64.b64encode(f"{username}:{password}".encode()).decode()
-    path.write_text(json.dumps({"auths": {host: {"auth": token}}}))
+    path.write_text(json.dumps(docker_config(host, username, password)))
     os.chmod(path, 0o600)
     return path
 
