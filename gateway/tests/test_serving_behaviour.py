@@ -7,16 +7,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc.aio as grpcaio
 from gw_helpers import boxes_of, gateway_app, quiet_stats, settled_counts, triton_stats
 
 from yolo_gateway.settings import Settings
 from yolo_tools.devrepo import write_variant
-from yolo_tools.local_triton import CpuQuota, LocalTriton, TritonPorts, free_port
+from yolo_tools.local_triton import CpuQuota, LocalTriton, TritonPorts, free_port, spawn
 from yolo_tools.stack import GatewayProcess
 from yolo_tools.synthetic import encode, make_scene, match
 
@@ -485,3 +487,37 @@ def test_dns_target_follows_new_pods_and_retries_a_killed_one(single_model_repo,
 
     with a, b:
         asyncio.run(go())
+
+
+def test_children_started_beside_a_busy_grpc_client_all_reach_exec(triton, tmp_path):
+    """The tests and the local stack restart Tritons and gateways while this process's gRPC client
+    is busy. A child started with a Python `preexec_fn` ran gRPC's fork handlers, and some died
+    before exec (SIGSEGV or SIGABRT: 9 of 400 in one trial, a restarted Triton "exited with code -6"
+    in CI). `spawn` starts children without running anything in them before exec."""
+    log = tmp_path / "children.log"
+
+    async def go() -> list[int]:
+        client = grpcaio.InferenceServerClient(triton.grpc_target)
+        stop = asyncio.Event()
+
+        async def busy() -> None:
+            while not stop.is_set():
+                await asyncio.gather(*(client.is_server_live() for _ in range(8)))
+
+        task = asyncio.create_task(busy())
+        codes = []
+        try:
+            with open(log, "ab") as err:
+                for _ in range(200):
+                    child = spawn(["true"], stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+                    while child.poll() is None:
+                        await asyncio.sleep(0.002)
+                    codes.append(child.returncode)
+        finally:
+            stop.set()
+            await task
+            await client.close()
+        return codes
+
+    codes = asyncio.run(go())
+    assert codes == [0] * 200, (sorted(set(codes)), log.read_text()[-2000:])

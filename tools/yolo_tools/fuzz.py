@@ -397,7 +397,7 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 class MemoryCage:
     """A memory limit for one child process: a cgroup (v2 or v1 memory) when one is writable,
-    else RLIMIT_AS. Its `preexec` runs in the child before exec."""
+    else RLIMIT_AS. `launcher()` is a command prefix that puts the child in it before exec."""
 
     def __init__(self, limit_bytes: int) -> None:
         self.limit = limit_bytes
@@ -421,13 +421,10 @@ class MemoryCage:
         if self.cgroup is None:
             self.kind = f"RLIMIT_AS {limit_bytes >> 20} MiB"
 
-    def preexec(self) -> None:
-        if self.cgroup is not None:
-            (self.cgroup / "cgroup.procs").write_text(str(os.getpid()))
-        else:
-            import resource  # noqa: PLC0415
-
-            resource.setrlimit(resource.RLIMIT_AS, (self.limit, self.limit))
+    def launcher(self) -> list[str]:
+        if self.cgroup is not None:  # the shell joins the cgroup, then becomes the command
+            return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.cgroup / "cgroup.procs")]
+        return ["prlimit", f"--as={self.limit}", "--"]
 
     def close(self) -> None:
         if self.cgroup is not None:
@@ -451,7 +448,7 @@ def fuzz_gateway(triton_target: str, count: int, seed: int, memory_mb: int, work
         "YOLO_GATEWAY_LOG_LEVEL": "warning",
     }
     try:
-        with GatewayProcess(free_port(), env, log_path=log_dir / "fuzz-gateway.log", preexec=cage.preexec) as gw:
+        with GatewayProcess(free_port(), env, log_path=log_dir / "fuzz-gateway.log", launcher=cage.launcher()) as gw:
             pid = gw.process.pid  # type: ignore[union-attr]  # a started process always has one
             run_cases(gw.url, min(50, count), seed + 1, workers)  # warm-up: imports, arenas, first inferences
             before, _ = rss_mb(pid)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -27,9 +26,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class TritonNotAvailable(RuntimeError):
@@ -70,14 +69,25 @@ def backend_directory(cache: Path) -> Path:
     return cache
 
 
-def _set_pdeathsig() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def die_with_parent() -> list[str]:
+    """A command prefix that makes the child get SIGTERM when this process dies, however it dies:
+    `setpriv --pdeathsig TERM --` (util-linux), or nothing where setpriv is missing.
+
+    Not a `preexec_fn`: one makes subprocess fork() and run Python in the child before exec, and
+    a gRPC client live in this process (the tests' gateways and Triton clients) has fork handlers
+    whose threads then crash some children before they exec (SIGSEGV or SIGABRT, "epoll_wait
+    error: Bad file descriptor"; 9 of 400 starts beside a busy client). Without one, subprocess
+    uses vfork, which runs no fork handlers. The kernel ties the signal to the thread that
+    starts the child, so only starts from the main thread use it."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, "--pdeathsig", "TERM", "--"]
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A `preexec_fn` that makes the child get SIGTERM when this process dies, however it dies.
-    The kernel ties this to the thread that forks, so only starts from the main thread use it."""
-    return _set_pdeathsig if threading.current_thread() is threading.main_thread() else None
+def spawn(command: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """Start `command` as a child that dies with this process (see `die_with_parent`)."""
+    return subprocess.Popen([*die_with_parent(), *command], **popen)
 
 
 def stop_on_signals() -> None:
@@ -185,13 +195,12 @@ class LocalTriton:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
             out = self._log_file
-        self.process = subprocess.Popen(
+        self.process = spawn(
             self.command(),
             env=self.environment(),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=die_with_parent(),
         )
         self.wait_ready(timeout)
         return self

@@ -19,10 +19,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 
-from .local_triton import LocalTriton, TritonPorts, die_with_parent, stop_on_signals
+from .local_triton import LocalTriton, TritonPorts, spawn, stop_on_signals
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPOSITORY = REPO_ROOT / "model_repository" / "local"
@@ -36,14 +36,14 @@ class GatewayProcess:
         port: int,
         env: dict[str, str],
         log_path: str | Path | None = None,
-        preexec: Callable[[], None] | None = None,
+        launcher: Sequence[str] = (),
         ca_file: str | Path | None = None,
     ) -> None:
         self.port = port
         self.env = env
         # With YOLO_GATEWAY_TLS_* in env: the CA that signed its certificate (url is then https)
         self.ca_file = str(ca_file) if ca_file else None
-        self.preexec = preexec  # run in the child before exec, e.g. to join a memory cgroup
+        self.launcher = list(launcher)  # a command prefix, e.g. one that joins a memory cgroup
         self.log_path = Path(log_path) if log_path else None
         self.process: subprocess.Popen[bytes] | None = None
         self._log = None
@@ -59,21 +59,14 @@ class GatewayProcess:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
             out = self._log
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "yolo_gateway"],
+        self.process = spawn(
+            [*self.launcher, sys.executable, "-m", "yolo_gateway"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=self._preexec,
         )
         self.wait("/readyz" if wait_ready else "/healthz", timeout)
         return self
-
-    def _preexec(self) -> None:
-        if (die := die_with_parent()) is not None:
-            die()
-        if self.preexec is not None:
-            self.preexec()
 
     def wait(self, path: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
