@@ -76,10 +76,10 @@ cluster-build:
 	bash k8s-tests/cluster/build.sh
 
 cluster-up: venv cluster-build
-	$(BIN)/python k8s-tests/cluster/cluster.py up
+	cd k8s-tests && $(abspath $(BIN))/python -m cluster up
 
 cluster-down:
-	@test -x $(BIN)/python && $(BIN)/python k8s-tests/cluster/cluster.py down || python3 k8s-tests/cluster/cluster.py down
+	@cd k8s-tests && if test -x $(abspath $(BIN))/python; then $(abspath $(BIN))/python -m cluster down; else python3 -m cluster down; fi
 
 operator: venv
 	$(BIN)/python -m yolo_operator --all-namespaces

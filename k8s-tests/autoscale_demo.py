@@ -166,7 +166,7 @@ def main() -> int:
     def no_pipeline() -> str | None:
         return (
             None
-            if cluster._metrics_marker().exists()
+            if cluster.metrics_marker().exists()
             else "real node with Prometheus and KEDA (make cluster-build; YOLO_REAL_NODE=1)"
         )
 

@@ -2,7 +2,7 @@
 
 - `scaler_sample()`: the CPU sample with both tiers autoscaled by KEDA on queue depth, sized
   for a 2-CPU node, with a short scale-down window so that a run takes minutes.
-- `StepLoad`: closed-loop load from the host to the gateway's ClusterIP Service; the number of
+- `Load` (load.py): closed-loop load from the host to the gateway's ClusterIP Service; the number of
   concurrent clients (1x, 8x, ...) changes while it runs. Each request is recorded.
 - `Sampler`: once a second, what the autoscalers decided and what runs: each tier's HPA
   (made by KEDA) desired and current replicas, the Deployments' ready replicas, and from the
@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kubernetes import client, config
-from pod_helpers import cpu_sample, detect
+from load import Load, Request
+from pod_helpers import cpu_sample
 
 # A short scale-down (a 120 s window, one pod per 10 s) so the test sees it within minutes; scale-up
 # as the operator's default: at once. Under 8 clients the gateway tier's own work averages ~1.8 in
@@ -82,71 +83,6 @@ def scaler_sample(name: str, **patch: Any) -> dict[str, Any]:
     }
     base.update(patch)
     return cpu_sample(name, **base)
-
-
-# --------------------------------------------------------------------------- load
-
-
-@dataclass
-class Request:
-    start: float  # seconds since the experiment's t0
-    end: float
-    status: int
-    detail: str = ""
-
-
-class StepLoad:
-    """`clients` closed-loop clients (each sends its next request when the last one ends, on a new
-    connection), changed with `set_clients`. At most `max_clients` threads, at most `max_requests`
-    requests in all, and every request has a 30 s timeout: bounded in count and time."""
-
-    def __init__(
-        self, url: str, images: list[bytes], t0: float, max_clients: int = 16, max_requests: int = 200_000
-    ) -> None:
-        self.url, self.images, self.t0 = url, images, t0
-        self.max_requests = max_requests
-        self.requests: list[Request] = []
-        self.clients = 0
-        self.steps: list[tuple[float, int]] = []  # (t, clients)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._work, args=(i,), daemon=True) for i in range(max_clients)]
-        for t in self._threads:
-            t.start()
-
-    def now(self) -> float:
-        return time.monotonic() - self.t0
-
-    def set_clients(self, n: int) -> None:
-        assert 0 <= n <= len(self._threads)
-        with self._lock:
-            self.clients = n
-            self.steps.append((self.now(), n))
-
-    def _work(self, i: int) -> None:
-        n = i
-        while not self._stop.is_set():
-            with self._lock:
-                active = i < self.clients and len(self.requests) < self.max_requests
-            if not active:
-                self._stop.wait(0.05)
-                continue
-            start = self.now()
-            status, _, body = detect(self.url, self.images[n % len(self.images)], timeout=30)
-            n += 7
-            ok = status == 200 and b'"detections"' in body
-            detail = "" if ok else f"{status}: {body[:160].decode(errors='replace')}"
-            with self._lock:
-                self.requests.append(Request(start, self.now(), status if ok or status != 200 else -1, detail))
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(35)
-
-    def between(self, a: float, b: float) -> list[Request]:
-        with self._lock:
-            return [r for r in self.requests if a <= r.start < b]
 
 
 # --------------------------------------------------------------------------- samples
@@ -295,7 +231,7 @@ def windows(requests: list[Request], end: float, width: float = 5.0) -> list[dic
     return out
 
 
-def record(load: StepLoad, sampler: Sampler, events: dict[str, float], extra: dict[str, Any]) -> dict[str, Any]:
+def record(load: Load, sampler: Sampler, events: dict[str, float], extra: dict[str, Any]) -> dict[str, Any]:
     """Everything a run measured, as JSON-ready data."""
     end = max([r.end for r in load.requests] + [s.t for s in sampler.samples] + [0.0])
     return {
@@ -310,7 +246,7 @@ def record(load: StepLoad, sampler: Sampler, events: dict[str, float], extra: di
     }
 
 
-def analyse(samples: list[Sample], load: StepLoad, events: dict[str, float], min_replicas: int = 1) -> dict[str, Any]:
+def analyse(samples: list[Sample], load: Load, events: dict[str, float], min_replicas: int = 1) -> dict[str, Any]:
     """Reaction times and stability, per tier, from the samples and the requests."""
     step, release = events["step"], events["release"]
     before = [s for s in samples if s.t < step]
@@ -383,7 +319,7 @@ def run_step(
     Returns (analysis, record)."""
     t0 = time.monotonic()
     sampler = Sampler(kubeconfig, namespace, name, prometheus, t0)
-    load = StepLoad(url, images, t0)
+    load = Load(url, images, clients=0, max_clients=16, t0=t0).start()
     events: dict[str, float] = {}
     try:
         load.set_clients(base)

@@ -80,7 +80,7 @@ def _delete_namespace(kube: Kube, ns: str) -> None:
 
 @pytest.fixture(scope="session")
 def real_node(kube: Kube) -> Kube:
-    if not cluster._node_marker().exists():
+    if not cluster.node_marker().exists():
         if cluster.realnode.mode() == "on":
             pytest.fail("YOLO_REAL_NODE=1 but the cluster has no real node", pytrace=False)
         pytest.skip(
@@ -108,7 +108,7 @@ def released(real_node: Kube, images: None) -> dict[str, str]:
     from yolo_tools import release as rel
 
     registry = cluster.registry
-    if not cluster._registry_marker().exists():
+    if not cluster.registry_marker().exists():
         pytest.fail(f"the cluster has no registry ({', '.join(registry.missing(cluster.BIN))})", pytrace=False)
     version = rel.version_file()
     target = rel.Release(version, registry.REGISTRY, plain_http=True)

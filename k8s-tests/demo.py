@@ -121,7 +121,7 @@ def run(
 
 def main() -> int:
     def no_node() -> str | None:
-        if cluster._node_marker().exists():
+        if cluster.node_marker().exists():
             return None
         return f"real node (missing: {', '.join(cluster.realnode.missing(cluster.BIN)) or 'YOLO_REAL_NODE=0'})"
 

@@ -12,11 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import cluster
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent / "cluster"))
-import cluster  # noqa: E402
 
 CHART = ROOT / "charts" / "yolo-operator"
 RELEASE, RELEASE_NS = "yolo-operator", "yolo-system"

@@ -1,5 +1,5 @@
 """Running the real thing on the real node: the project's images, the chart's in-cluster operator,
-the object store, the CPU sample, and a load generator. Used by the pod tests (conftest.py,
+the object store and the CPU sample (the load generator is load.py). Used by the pod tests (conftest.py,
 test_pods.py) and by `make k8s-demo` (demo.py).
 
 Everything here talks only to loopback (the apiserver) and to the pods and Services of the
@@ -13,11 +13,8 @@ import hashlib
 import json
 import secrets
 import string
-import threading
-import time
 import urllib.error
 import urllib.request
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +25,7 @@ from e2e_helpers import CHART, RELEASE, RELEASE_NS, ROOT, Kube, cluster, conditi
 
 from yolo_tools import release as rel
 
-realnode = cluster.realnode  # (k8s-tests/cluster is on sys.path once e2e_helpers is imported)
+realnode = cluster.realnode
 
 MANIFESTS = Path(__file__).parent / "manifests"
 STORE_NS = "yolo-store"
@@ -341,78 +338,3 @@ def detect(url: str, image: bytes, timeout: float = 15) -> tuple[int, dict[str, 
         return e.code, dict(e.headers), e.read()
     except OSError as e:
         return 0, {}, str(e).encode()
-
-
-@dataclass
-class Outcome:
-    t: float  # monotonic time the request ended
-    status: int
-    retry_after: str | None
-    detail: str
-
-
-class Load:
-    """Steady load: `workers` threads, each sending at most `rate` requests per second, each
-    request on a new connection (as a load balancer's clients would), until stop()."""
-
-    def __init__(self, url: str, images: list[bytes], workers: int = 4, rate: float = 5.0) -> None:
-        self.url, self.images, self.workers, self.period = url, images, workers, 1.0 / rate
-        self.outcomes: list[Outcome] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-
-    def _work(self, i: int) -> None:
-        n = i
-        while not self._stop.is_set():
-            start = time.monotonic()
-            status, headers, body = detect(self.url, self.images[n % len(self.images)])
-            n += self.workers
-            ok_body = status != 200 or b'"detections"' in body
-            detail = "" if status == 200 and ok_body else body[:200].decode(errors="replace")
-            with self._lock:
-                self.outcomes.append(
-                    Outcome(
-                        time.monotonic(),
-                        status if ok_body else -1,
-                        headers.get("Retry-After") or headers.get("retry-after"),
-                        detail,
-                    )
-                )
-            self._stop.wait(max(0.0, self.period - (time.monotonic() - start)))
-
-    def start(self) -> Load:
-        for i in range(self.workers):
-            t = threading.Thread(target=self._work, args=(i,), daemon=True)
-            t.start()
-            self._threads.append(t)
-        return self
-
-    def stop(self) -> list[Outcome]:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
-        return self.outcomes
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.outcomes)
-
-    def wait_count(self, n: int, timeout: float) -> None:
-        wait_for(f"{n} requests sent", lambda: self.count() >= n, timeout=timeout, interval=0.2)
-
-    def since(self, t: float) -> list[Outcome]:
-        with self._lock:
-            return [o for o in self.outcomes if o.t >= t]
-
-    def __enter__(self) -> Load:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def summary(outcomes: list[Outcome]) -> str:
-    c = Counter(o.status for o in outcomes)
-    details = Counter(o.detail for o in outcomes if o.status != 200)
-    return f"{len(outcomes)} requests, statuses {dict(c)}; failures: {dict(details.most_common(5))}"

@@ -29,10 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from e2e_helpers import (  # noqa: E402
+from e2e_helpers import (
     GROUP,
     ROOT,
     Kube,
@@ -133,7 +130,7 @@ def main() -> int:
     try:
         install_chart(kube)
         nodes = [
-            cluster._node(
+            cluster.node_manifest(
                 f"scale-node-{i}",
                 {"node.kubernetes.io/instance-type": "scale"},
                 {"cpu": "1000", "memory": "4Ti", "pods": "1000"},

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import s3
 from e2e_helpers import Kube, wait_for
+from load import Load, summary
 from pod_helpers import (
     BUCKET,
     HTTP_MODEL_URL,
@@ -29,7 +30,6 @@ from pod_helpers import (
     PLACEMENT,
     REGISTRY_SECRET,
     STORE_NS,
-    Load,
     Store,
     condition,
     cpu_sample,
@@ -42,7 +42,6 @@ from pod_helpers import (
     pods,
     ready_pods,
     registry_pull_secret,
-    summary,
     triton_served,
     wait_ready,
 )
@@ -286,7 +285,7 @@ def test_scale_up_under_load_moves_traffic_to_the_new_pod(svc: dict[str, Any]):
     kube, ns = svc["kube"], svc["ns"]
     (old,) = triton_replicas(kube, ns, 1)
     (gw,) = ready_pods(kube, ns, NAME, "gateway")
-    with Load(svc["url"], load_images()) as load:
+    with Load(svc["url"], load_images(), clients=4, rate=5) as load:
         load.wait_count(40, timeout=60)
         patch(kube, ns, {"triton": {"replicas": 2}})
 
@@ -303,7 +302,7 @@ def test_scale_up_under_load_moves_traffic_to_the_new_pod(svc: dict[str, Any]):
         before = {k: triton_served(ip) for k, ip in ips.items()}
         time.sleep(max(0.0, t_ready + 15 - time.monotonic()))
         after = {k: triton_served(ip) for k, ip in ips.items()}
-        outcomes = list(load.outcomes)
+        outcomes = list(load.requests)
     served = {k: after[k] - before[k] for k in ips}
     share = served["new"] / max(1, sum(served.values()))
     print(
@@ -326,9 +325,9 @@ def test_calls_spread_over_the_headless_services_pods(svc: dict[str, Any]):
     time.sleep(8)  # both in the gateway's resolved set (DNS cache 5 s, re-resolved every 2 s)
     before = [triton_served(ip) for ip in ips]
     images = load_images()
-    with Load(svc["url"], images, workers=4, rate=10) as load:
+    with Load(svc["url"], images, clients=4, rate=10) as load:
         load.wait_count(200, timeout=120)
-    outcomes = load.outcomes
+    outcomes = load.requests
     assert all(o.status == 200 for o in outcomes), summary(outcomes)
 
     def served() -> tuple[list[int]] | None:  # Triton counts a request a moment after it answers it
@@ -369,9 +368,9 @@ def test_a_triton_pod_throttled_by_its_cpu_limit_gets_fewer_requests(svc: dict[s
     time.sleep(8)  # both in the gateway's resolved set (DNS cache 5 s, re-resolved every 2 s)
     before = {k: triton_served(ip) for k, ip in ips.items()}
     try:
-        with Load(svc["url"], load_images(), workers=6, rate=10) as load:
+        with Load(svc["url"], load_images(), clients=6, rate=10) as load:
             load.wait_count(200, timeout=180)
-        outcomes = load.outcomes
+        outcomes = load.requests
 
         def served() -> tuple[dict[str, int]] | None:  # Triton counts a request a moment after it answers it
             counts = {k: triton_served(ip) - before[k] for k, ip in ips.items()}
@@ -395,7 +394,7 @@ def test_rollouts_under_steady_load_lose_nothing(svc: dict[str, Any]):
     triton_replicas(kube, ns, 1)
     wait_ready(kube, NAME, ns)
     times = {}
-    with Load(svc["url"], load_images()) as load:
+    with Load(svc["url"], load_images(), clients=4, rate=5) as load:
         load.wait_count(40, timeout=60)
         for component in ("gateway", "triton"):
             old = {p["metadata"]["uid"] for p in pods(kube, ns, NAME, component)}
@@ -406,7 +405,7 @@ def test_rollouts_under_steady_load_lose_nothing(svc: dict[str, Any]):
             n = load.count()
             load.wait_count(n + 40, timeout=60)  # a few seconds of load after the old pods are gone
         load.wait_count(400, timeout=120)
-    outcomes = load.outcomes
+    outcomes = load.requests
     print(f"\nrollouts: gateway {times['gateway']:.0f}s, triton {times['triton']:.0f}s; {summary(outcomes)}")
     assert len(outcomes) >= 400
     assert all(o.status == 200 for o in outcomes), summary(outcomes)
@@ -422,9 +421,9 @@ def test_sigkill_of_a_triton_pod_under_load(svc: dict[str, Any]):
     )[1]
     restarts = next(c for c in victim["status"]["containerStatuses"] if c["name"] == "triton")["restartCount"]
     time.sleep(8)  # both pods in the gateway's set
-    with Load(svc["url"], load_images()) as load:
+    with Load(svc["url"], load_images(), clients=4, rate=5) as load:
         load.wait_count(60, timeout=60)
-        t_kill = time.monotonic()
+        t_kill = load.now()
         ctr("tasks", "kill", "-s", "SIGKILL", cid)
 
         def back() -> bool:
@@ -433,14 +432,14 @@ def test_sigkill_of_a_triton_pod_under_load(svc: dict[str, Any]):
             return st["restartCount"] > restarts and is_ready(p) and triton_served(p["status"]["podIP"]) > 0
 
         wait_for("the killed Triton restarted, Ready and serving", back, timeout=90, interval=0.5)
-        t_back = time.monotonic() - t_kill
-        time.sleep(max(0.0, t_kill + 35 - time.monotonic()))
-        outcomes = list(load.outcomes)
-    during = [o for o in outcomes if o.t >= t_kill]
+        t_back = load.now() - t_kill
+        time.sleep(max(0.0, t_kill + 35 - load.now()))
+        outcomes = list(load.requests)
+    during = [o for o in outcomes if o.end >= t_kill]
     ok = [o for o in during if o.status == 200]
     rate = len(ok) / max(1, len(during))
     failures = [o for o in during if o.status != 200]
-    late = [o for o in failures if o.t > t_kill + 30]
+    late = [o for o in failures if o.end > t_kill + 30]
     print(
         f"\nSIGKILL: {rate:.1%} of {len(during)} requests after the kill succeeded; the pod served again {t_back:.1f}s after; {summary(during)}"
     )

@@ -47,8 +47,11 @@ def images(n: int = 12, seed: int = 11) -> list[bytes]:
 def autoscaling(real_node: Kube, store, pods_ns: str, in_cluster_operator: str) -> tuple[Kube, str, str]:
     from e2e_helpers import cluster
 
-    if not cluster._metrics_marker().exists():
-        pytest.fail("the cluster runs the real node but not Prometheus and KEDA (see cluster.py status)", pytrace=False)
+    if not cluster.metrics_marker().exists():
+        pytest.fail(
+            "the cluster runs the real node but not Prometheus and KEDA (see `make cluster-up` / `python -m cluster status`)",
+            pytrace=False,
+        )
     real_node.apply(store.secret(pods_ns))
     return real_node, pods_ns, cluster.metrics.PROMETHEUS_URL
 

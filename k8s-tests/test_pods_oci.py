@@ -71,7 +71,7 @@ def _push(client: oras.client.OrasClient, ref: str, src: Path, media_type: str, 
 
 @pytest.fixture(scope="module")
 def pushed(real_node: Kube, images: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    if not cluster._registry_marker().exists():
+    if not cluster.registry_marker().exists():
         pytest.fail(f"the cluster has no registry ({', '.join(registry.missing(cluster.BIN))})", pytrace=False)
     user, password = registry.credentials(cluster.STATE)
     client = oras.client.OrasClient(hostname=registry.REGISTRY, insecure=True, auth_backend="basic")

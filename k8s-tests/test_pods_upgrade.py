@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 from e2e_helpers import ROOT, Kube, cluster, wait_for
+from load import Load, summary
 from pod_helpers import (
-    Load,
     Store,
     cpu_sample,
     dockerconfig_secret,
@@ -37,7 +37,6 @@ from pod_helpers import (
     pods,
     released_chart_overrides,
     service_answers,
-    summary,
 )
 from test_pods import load_images
 
@@ -227,7 +226,7 @@ def test_an_upgrade_and_a_rollback_under_load_lose_nothing(
         service_answers(url)
         ran = {previous.version: images_ran(kube)}
         restarted: list[dict[str, Any]] = []
-        with Load(url, load_images(), workers=4, rate=4) as load:
+        with Load(url, load_images(), clients=4, rate=4) as load:
             load.wait_count(40, timeout=60)
             # 1. Upgrade: the hook applies the new CRDs in place; the new operator rolls only what changed.
             before = snapshot(kube)
@@ -252,7 +251,7 @@ def test_an_upgrade_and_a_rollback_under_load_lose_nothing(
             load.wait_count(load.count() + 40, timeout=60)
             restarted += replaced(before, snapshot(kube), "rollback")
             assert crd_has_network_policy(kube), "the rollback took the newer CRD's fields away"
-        outcomes = load.outcomes
+        outcomes = load.requests
         failed = [o for o in outcomes if o.status != 200]
         result = {
             "from_version": previous.version,

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import realnode
+from cluster import realnode
 from e2e_helpers import Kube, cluster, run, wait_for
 
 NS = "real-node"
@@ -84,7 +84,7 @@ def finished(kube: Kube, name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ns(kube: Kube) -> Iterator[str]:
-    if not cluster._node_marker().exists():
+    if not cluster.node_marker().exists():
         pytest.skip(f"this cluster has no real node ({', '.join(realnode.missing(cluster.BIN)) or 'YOLO_REAL_NODE=0'})")
     # what every other image takes too: an oci-archive imported into the node's containerd
     run(
@@ -154,7 +154,7 @@ def server(kube: Kube, ns: str) -> dict[str, Any]:
 
 
 def test_real_node_is_ready(kube: Kube):
-    if not cluster._node_marker().exists():
+    if not cluster.node_marker().exists():
         pytest.skip("this cluster has no real node")
     node = kube.get("node", realnode.NODE_NAME)
     assert node["metadata"]["labels"][realnode.NODE_LABEL] == "true"

@@ -1,6 +1,6 @@
 """The cluster's metrics pipeline, next to the real node: Prometheus and KEDA, run on this machine.
 
-Used by cluster.py when the real node runs and build.sh built KEDA (`.bin/keda`, `.bin/keda-adapter`,
+Used by controlplane.py when the real node runs and build.sh built KEDA (`.bin/keda`, `.bin/keda-adapter`,
 `.bin/keda-crds`) and the Debian package `prometheus` is installed.
 
     podsd           lists the real node's pods every second into a file_sd file (Debian builds
@@ -16,7 +16,7 @@ Used by cluster.py when the real node runs and build.sh built KEDA (`.bin/keda`,
                     reads ScaledObject metrics through it.
 
 Both KEDA parts run with the admin kubeconfig, and their certificates come from the cluster's CA.
-The apiserver's front-proxy (requestheader) flags that aggregation needs are in cluster.py.
+The apiserver's front-proxy (requestheader) flags that aggregation needs are in controlplane.py.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ import shutil
 import sys
 import urllib.request
 from pathlib import Path
-from types import ModuleType
 
-import realnode
+from . import certs, procs, realnode
 
 PROMETHEUS_PORT = 19090
 PROMETHEUS_URL = f"http://{realnode.NODE_IP}:{PROMETHEUS_PORT}"
@@ -69,16 +68,15 @@ def prometheus_config(targets_file: Path) -> dict:
 
 
 class Metrics:
-    def __init__(self, cluster: ModuleType) -> None:
-        self.c = cluster
-        self.dir = cluster.STATE / "metrics"
-        self.pki = cluster.STATE / "pki"
+    def __init__(self) -> None:
+        self.dir = procs.STATE / "metrics"
+        self.pki = procs.STATE / "pki"
         self.certs_dir = self.dir / "keda-certs"
 
     def certs(self) -> None:
-        c, pki = self.c, self.pki
+        pki = self.pki
         svc = f"{ADAPTER_SERVICE}.{KEDA_NAMESPACE}.svc"
-        c._cert(
+        certs.cert(
             pki,
             "keda",
             "/CN=keda",
@@ -90,8 +88,7 @@ class Metrics:
             shutil.copyfile(pki / src, self.certs_dir / dst)
 
     def start(self) -> None:
-        c = self.c
-        admin = c.STATE / "kubeconfig"
+        admin = procs.STATE / "kubeconfig"
         self.certs()
         data = self.dir / "prometheus"
         shutil.rmtree(data, ignore_errors=True)
@@ -99,7 +96,7 @@ class Metrics:
         cfg = self.dir / "prometheus.yml"
         targets = self.dir / "pod-targets.json"
         cfg.write_text(json.dumps(prometheus_config(targets), indent=2))  # JSON is YAML
-        c._start(
+        procs.start(
             "podsd",
             [
                 sys.executable,
@@ -109,7 +106,7 @@ class Metrics:
                 f"--out={targets}",
             ],
         )
-        c._start(
+        procs.start(
             "prometheus",
             [
                 "prometheus",
@@ -120,8 +117,8 @@ class Metrics:
                 "--log.level=warn",
             ],
         )
-        bin_ = c.BIN
-        c.kubectl("apply", "--server-side", "-f", str((bin_ / "keda-crds").resolve()), kubeconfig_path=admin)
+        bin_ = procs.BIN
+        procs.kubectl("apply", "--server-side", "-f", str((bin_ / "keda-crds").resolve()), kubeconfig_path=admin)
         ca = base64.b64encode((self.pki / "ca.crt").read_bytes()).decode()
         objects = [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KEDA_NAMESPACE}},
@@ -165,7 +162,7 @@ class Metrics:
                 },
             },
         ]
-        c.kubectl(
+        procs.kubectl(
             "apply",
             "-f",
             "-",
@@ -180,10 +177,10 @@ class Metrics:
             "WATCH_NAMESPACE": "",
             "KEDA_HTTP_DEFAULT_TIMEOUT": "3000",
         }
-        c._start(
+        procs.start(
             "keda-operator",
             [
-                c.binary("keda"),
+                procs.binary("keda"),
                 "--leader-elect=false",
                 "--metrics-bind-address=127.0.0.1:18090",
                 "--health-probe-bind-address=127.0.0.1:18091",
@@ -194,10 +191,10 @@ class Metrics:
             ],
             env=env,
         )
-        c._start(
+        procs.start(
             "keda-adapter",
             [
-                c.binary("keda-adapter"),
+                procs.binary("keda-adapter"),
                 f"--secure-port={ADAPTER_PORT}",
                 f"--bind-address={realnode.NODE_IP}",
                 f"--tls-cert-file={self.certs_dir / 'tls.crt'}",
@@ -217,15 +214,14 @@ class Metrics:
         )
 
     def wait_ready(self) -> None:
-        c = self.c
-        admin = c.STATE / "kubeconfig"
-        c._wait(
+        admin = procs.STATE / "kubeconfig"
+        procs.wait_for(
             "Prometheus ready",
             lambda: urllib.request.urlopen(f"{PROMETHEUS_URL}/-/ready", timeout=2).status == 200,
             timeout=60,
             name="prometheus",
         )
-        c._wait(
+        procs.wait_for(
             "KEDA operator healthy",
             lambda: urllib.request.urlopen("http://127.0.0.1:18091/readyz", timeout=2).status == 200,
             timeout=90,
@@ -234,13 +230,17 @@ class Metrics:
 
         def external_metrics() -> bool:
             svc = json.loads(
-                c.kubectl("get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o", "json", kubeconfig_path=admin)
+                procs.kubectl(
+                    "get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o", "json", kubeconfig_path=admin
+                )
             )
             ok = any(
                 x["type"] == "Available" and x["status"] == "True" for x in svc.get("status", {}).get("conditions", [])
             )
-            return ok and bool(c.kubectl("get", "--raw=/apis/external.metrics.k8s.io/v1beta1", kubeconfig_path=admin))
+            return ok and bool(
+                procs.kubectl("get", "--raw=/apis/external.metrics.k8s.io/v1beta1", kubeconfig_path=admin)
+            )
 
-        c._wait(
+        procs.wait_for(
             "the external metrics API (KEDA's adapter) available", external_metrics, timeout=90, name="keda-adapter"
         )

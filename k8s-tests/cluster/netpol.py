@@ -24,9 +24,8 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from types import ModuleType
 
-import realnode
+from . import certs, procs, realnode
 
 COMPONENTS = ("kube-network-policies",)
 QUEUE = 100
@@ -81,22 +80,21 @@ def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
 
 
 class NetPol:
-    def __init__(self, cluster: ModuleType) -> None:
-        self.c = cluster
-        self.pki = cluster.STATE / "pki"
+    def __init__(self) -> None:
+        self.pki = procs.STATE / "pki"
 
     def certs(self) -> None:
-        self.c._cert(self.pki, "kube-network-policies", f"/CN={USER}")
+        certs.cert(self.pki, "kube-network-policies", f"/CN={USER}")
 
     def start(self, api_port: int) -> None:
         """RBAC, the engine, then the chain: after the API serves, before the kubelet runs pods."""
         if not BRIDGE_NF.exists() or BRIDGE_NF.read_text().strip() != "1":
-            raise self.c.ClusterError(
+            raise procs.ClusterError(
                 f"{BRIDGE_NF} is not 1: pod-to-pod packets on the node's bridge would bypass the "
                 "NetworkPolicy engine (modprobe br_netfilter; sysctl net.bridge.bridge-nf-call-iptables=1)"
             )
-        admin = self.c.STATE / "kubeconfig"
-        self.c.kubectl(
+        admin = procs.STATE / "kubeconfig"
+        procs.kubectl(
             "apply",
             "-f",
             "-",
@@ -104,13 +102,13 @@ class NetPol:
             input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": rbac()}),
         )
         self.certs()
-        cfg = self.c.kubeconfig(
-            self.c.STATE / "kube-network-policies.kubeconfig", self.pki, "kube-network-policies", api_port
+        cfg = certs.kubeconfig(
+            procs.STATE / "kube-network-policies.kubeconfig", self.pki, "kube-network-policies", api_port
         )
-        self.c._start(
+        procs.start(
             "kube-network-policies",
             [
-                self.c.binary("kube-network-policies"),
+                procs.binary("kube-network-policies"),
                 f"--kubeconfig={cfg}",
                 f"--hostname-override={realnode.NODE_NAME}",
                 f"--nfqueue-id={QUEUE}",
@@ -135,4 +133,4 @@ class NetPol:
                 return False
             return any(line.split() and line.split()[0] == str(QUEUE) for line in lines)
 
-        self.c._wait(f"the NetworkPolicy engine on nfqueue {QUEUE}", bound, timeout=60, name="kube-network-policies")
+        procs.wait_for(f"the NetworkPolicy engine on nfqueue {QUEUE}", bound, timeout=60, name="kube-network-policies")

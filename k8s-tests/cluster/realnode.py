@@ -1,6 +1,6 @@
 """A real node next to the kwok nodes: containerd + kubelet + kube-proxy + CoreDNS on this machine.
 
-Used by cluster.py. The node `yolo-node-0` (label and NoSchedule taint `yolo.dev/real-node=true`)
+Used by controlplane.py. The node `yolo-node-0` (label and NoSchedule taint `yolo.dev/real-node=true`)
 runs real pods with runc. Everything it needs lives in addresses of the RFC 2544 test range
 198.18.0.0/15, which is routed to a dummy link so that none of it can leave the machine:
 
@@ -27,7 +27,8 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from types import ModuleType
+
+from . import certs, procs
 
 NODE_NAME = "yolo-node-0"
 NODE_LABEL = "yolo.dev/real-node"
@@ -135,29 +136,28 @@ def _kill(pids: list[int], sig: int = signal.SIGKILL) -> None:
 
 
 class RealNode:
-    def __init__(self, cluster: ModuleType) -> None:
-        self.c = cluster
-        self.dir = cluster.STATE / "node"
-        self.pki = cluster.STATE / "pki"
+    def __init__(self) -> None:
+        self.dir = procs.STATE / "node"
+        self.pki = procs.STATE / "pki"
         self.containerd_root = self.dir / "containerd"
         self.kubelet_root = self.dir / "kubelet"
         self.pod_logs = self.dir / "pod-logs"
         self.cni_conf = self.dir / "cni" / "net.d"
         self.cni_ipam = self.dir / "cni" / "ipam"
         self.pause_ref = (
-            (cluster.BIN / "node-images" / "pause.ref").read_text().strip()
-            if (cluster.BIN / "node-images" / "pause.ref").exists()
+            (procs.BIN / "node-images" / "pause.ref").read_text().strip()
+            if (procs.BIN / "node-images" / "pause.ref").exists()
             else ""
         )
 
     # ------------------------------------------------------------------ start
 
     def certs(self) -> None:
-        pki, c = self.pki, self.c
-        c._cert(pki, "kubelet", f"/O=system:nodes/CN=system:node:{NODE_NAME}")
-        c._cert(pki, "kubelet-serving", f"/CN={NODE_NAME}", server_ips=(NODE_IP,), dns=(NODE_NAME,))
-        c._cert(pki, "kube-proxy", "/CN=system:kube-proxy")
-        c._cert(pki, "coredns", "/CN=system:coredns")
+        pki = self.pki
+        certs.cert(pki, "kubelet", f"/O=system:nodes/CN=system:node:{NODE_NAME}")
+        certs.cert(pki, "kubelet-serving", f"/CN={NODE_NAME}", server_ips=(NODE_IP,), dns=(NODE_NAME,))
+        certs.cert(pki, "kube-proxy", "/CN=system:kube-proxy")
+        certs.cert(pki, "coredns", "/CN=system:coredns")
 
     def network(self) -> None:
         """The dummy link with the node IP, the test range routed to it, the forwarding guard."""
@@ -279,14 +279,14 @@ oom_score = 0
             "https_proxy": "",
             "no_proxy": "",
         }
-        self.c._start("containerd", ["containerd", f"--config={cfg}"], env=env)
+        procs.start("containerd", ["containerd", f"--config={cfg}"], env=env)
 
     def wait_containerd(self) -> None:
-        self.c._wait(
+        procs.wait_for(
             "containerd", lambda: self.ctr("version", check=False).returncode == 0, timeout=60, name="containerd"
         )
         self._remove_containers()  # records a crashed run left behind: this node starts empty
-        archive = self.c.BIN / "node-images" / "pause.oci.tar"
+        archive = procs.BIN / "node-images" / "pause.oci.tar"
         if self.pause_ref not in self.ctr("images", "ls", "-q").stdout.split():
             self.ctr("images", "import", str(archive.resolve()))
 
@@ -305,8 +305,8 @@ oom_score = 0
 
     def start_node(self, api_port: int) -> None:
         """CoreDNS, kube-proxy and the kubelet; the apiserver is up."""
-        c, pki = self.c, self.pki
-        admin = c.STATE / "kubeconfig"
+        pki = self.pki
+        admin = procs.STATE / "kubeconfig"
         rbac = {
             "apiVersion": "v1",
             "kind": "List",
@@ -337,9 +337,9 @@ oom_score = 0
                 },
             ],
         }
-        c.kubectl("apply", "-f", "-", kubeconfig_path=admin, input_text=json.dumps(rbac))
+        procs.kubectl("apply", "-f", "-", kubeconfig_path=admin, input_text=json.dumps(rbac))
 
-        dns_cfg = c.kubeconfig(self.dir / "coredns.kubeconfig", pki, "coredns", api_port)
+        dns_cfg = certs.kubeconfig(self.dir / "coredns.kubeconfig", pki, "coredns", api_port)
         corefile = self.dir / "Corefile"
         corefile.write_text(
             f""".:53 {{
@@ -357,7 +357,7 @@ oom_score = 0
 }}
 """
         )
-        c._start("coredns", [c.binary("coredns"), "-conf", str(corefile)])
+        procs.start("coredns", [procs.binary("coredns"), "-conf", str(corefile)])
 
         proxy_cfg = self.dir / "kube-proxy.json"
         proxy_cfg.write_text(
@@ -366,7 +366,9 @@ oom_score = 0
                     "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
                     "kind": "KubeProxyConfiguration",
                     "clientConnection": {
-                        "kubeconfig": str(c.kubeconfig(self.dir / "kube-proxy.kubeconfig", pki, "kube-proxy", api_port))
+                        "kubeconfig": str(
+                            certs.kubeconfig(self.dir / "kube-proxy.kubeconfig", pki, "kube-proxy", api_port)
+                        )
                     },
                     "mode": "iptables",
                     "hostnameOverride": NODE_NAME,
@@ -387,7 +389,7 @@ oom_score = 0
                 indent=2,
             )
         )
-        c._start("kube-proxy", [c.binary("kube-proxy"), f"--config={proxy_cfg}", "--v=1"])
+        procs.start("kube-proxy", [procs.binary("kube-proxy"), f"--config={proxy_cfg}", "--v=1"])
 
         kubelet_cfg = self.dir / "kubelet.json"
         kubelet_cfg.write_text(
@@ -437,12 +439,12 @@ oom_score = 0
                 indent=2,
             )
         )
-        c._start(
+        procs.start(
             "kubelet",
             [
-                c.binary("kubelet"),
+                procs.binary("kubelet"),
                 f"--config={kubelet_cfg}",
-                f"--kubeconfig={c.kubeconfig(self.dir / 'kubelet.kubeconfig', pki, 'kubelet', api_port)}",
+                f"--kubeconfig={certs.kubeconfig(self.dir / 'kubelet.kubeconfig', pki, 'kubelet', api_port)}",
                 f"--root-dir={self.kubelet_root}",
                 f"--cert-dir={self.kubelet_root / 'pki'}",
                 f"--node-ip={NODE_IP}",
@@ -453,11 +455,10 @@ oom_score = 0
         )
 
     def wait_ready(self) -> None:
-        c = self.c
-        admin = c.STATE / "kubeconfig"
+        admin = procs.STATE / "kubeconfig"
 
         def ready() -> bool:
-            node = json.loads(c.kubectl("get", "node", NODE_NAME, "-o", "json", kubeconfig_path=admin))
+            node = json.loads(procs.kubectl("get", "node", NODE_NAME, "-o", "json", kubeconfig_path=admin))
             ok = any(
                 x["type"] == "Ready" and x["status"] == "True" for x in node.get("status", {}).get("conditions", [])
             )
@@ -465,16 +466,16 @@ oom_score = 0
                 t["key"].startswith("node.kubernetes.io/") for t in node.get("spec", {}).get("taints", [])
             )
 
-        c._wait(f"node {NODE_NAME} Ready", ready, timeout=120, name="kubelet")
-        c._wait(
+        procs.wait_for(f"node {NODE_NAME} Ready", ready, timeout=120, name="kubelet")
+        procs.wait_for(
             "CoreDNS ready",
-            lambda: c._run(["curl", "-sf", "http://127.0.0.1:18181/ready"]) != "",
+            lambda: procs.run(["curl", "-sf", "http://127.0.0.1:18181/ready"]) != "",
             timeout=60,
             name="coredns",
         )
-        c._wait(
+        procs.wait_for(
             "kube-proxy healthy",
-            lambda: c._run(["curl", "-sf", "http://127.0.0.1:10256/healthz"]) != "",
+            lambda: procs.run(["curl", "-sf", "http://127.0.0.1:10256/healthz"]) != "",
             timeout=60,
             name="kube-proxy",
         )
@@ -483,11 +484,10 @@ oom_score = 0
 
     def drain(self, timeout: float = 30) -> None:
         """Delete the node's pods while the kubelet runs, so that it stops them properly (CNI DEL, unmounts)."""
-        c = self.c
-        admin = c.STATE / "kubeconfig"
+        admin = procs.STATE / "kubeconfig"
         sel = f"spec.nodeName={NODE_NAME}"
         try:
-            c.kubectl(
+            procs.kubectl(
                 "delete",
                 "pods",
                 "-A",
@@ -497,27 +497,28 @@ oom_score = 0
                 "--wait=false",
                 kubeconfig_path=admin,
             )
-        except c.ClusterError:
+        except procs.ClusterError:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if not c.kubectl(
+                if not procs.kubectl(
                     "get", "pods", "-A", "--field-selector", sel, "-o", "name", kubeconfig_path=admin
                 ).strip():
                     break
-            except c.ClusterError:
+            except procs.ClusterError:
                 break
             time.sleep(0.5)
 
     def teardown(self) -> None:
         """Remove everything the node made; safe to run any number of times, and after a crash."""
-        c = self.c
         if CONTAINERD_SOCK.exists() and self.ctr("version", check=False, timeout=10).returncode == 0:
             self._remove_containers()
-        c._stop("containerd")
+        procs.stop("containerd")
         # leftovers of a crash: our components without pid files, shims, and the pods' processes (by cgroup)
-        ours = {str((c.BIN / b).resolve()) for b in ("kubelet", "kube-proxy", "coredns") if (c.BIN / b).exists()}
+        ours = {
+            str((procs.BIN / b).resolve()) for b in ("kubelet", "kube-proxy", "coredns") if (procs.BIN / b).exists()
+        }
         cfg = str(self.dir / "containerd.toml")
         for _ in range(3):
             victims = [
@@ -630,7 +631,7 @@ oom_score = 0
                     _sh("umount", "-l", point, check=False, timeout=30)
 
     def _iptables(self) -> None:
-        proxy = self.c.BIN / "kube-proxy"
+        proxy = procs.BIN / "kube-proxy"
         if proxy.exists():
             _sh(str(proxy), "--cleanup", "--v=0", check=False, timeout=60)
         for family in ("iptables", "ip6tables"):

@@ -23,7 +23,8 @@ import secrets
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import ModuleType
+
+from . import procs
 
 PORT = 15000
 REGISTRY = f"localhost:{PORT}"
@@ -87,9 +88,8 @@ def tags(repository: str, auth: tuple[str, str] | None) -> list[str]:
 
 
 class Registry:
-    def __init__(self, cluster: ModuleType, containerd_hosts_dir: Path) -> None:
-        self.c = cluster
-        self.dir = cluster.STATE / "registry"
+    def __init__(self, containerd_hosts_dir: Path) -> None:
+        self.dir = procs.STATE / "registry"
         self.hosts_dir = containerd_hosts_dir
 
     def start(self) -> None:
@@ -108,12 +108,12 @@ class Registry:
         host = self.hosts_dir / REGISTRY
         host.mkdir(parents=True, exist_ok=True)
         (host / "hosts.toml").write_text(hosts_toml())
-        self.c._start("registry", [self.c.binary("registry"), "serve", str(cfg)])
+        procs.start("registry", [procs.binary("registry"), "serve", str(cfg)])
         node_cfg = self.dir / "config-node.yml"
         node_cfg.write_text(
             json.dumps(config(self.dir / "data", htpasswd, f"{NODE_IP}:{PORT}", readonly=True), indent=1)
         )
-        self.c._start("registry-node", [self.c.binary("registry"), "serve", str(node_cfg)])
+        procs.start("registry-node", [procs.binary("registry"), "serve", str(node_cfg)])
 
     def wait_ready(self) -> None:
         def up() -> bool:
@@ -123,7 +123,7 @@ class Registry:
                 return exc.code == 401 and "Basic" in (exc.headers.get("WWW-Authenticate") or "")
             return False
 
-        self.c._wait(f"the registry at {URL}", up, timeout=30, name="registry")
+        procs.wait_for(f"the registry at {URL}", up, timeout=30, name="registry")
         node_url = URL.replace("127.0.0.1", NODE_IP)
 
         def node_up() -> bool:
@@ -135,4 +135,4 @@ class Registry:
                 return False
             return False
 
-        self.c._wait(f"the registry's read-only copy at {node_url}", node_up, timeout=30, name="registry-node")
+        procs.wait_for(f"the registry's read-only copy at {node_url}", node_up, timeout=30, name="registry-node")

@@ -78,15 +78,20 @@ def test_the_auth_file_is_a_docker_config_for_the_registry_host(tmp_path) -> Non
 
 
 def _cluster_registry():
-    """k8s-tests/cluster/registry.py, loaded by path (the tools package cannot import it)."""
+    """k8s-tests/cluster/registry.py: the package `cluster` (k8s-tests/cluster), loaded by path where
+    the k8s-tests conftest has not imported it yet (the tools package cannot import it)."""
     import importlib.util
 
-    path = rel.ROOT / "k8s-tests" / "cluster" / "registry.py"
-    spec = importlib.util.spec_from_file_location("cluster_registry", path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    if "cluster" not in sys.modules:
+        package = rel.ROOT / "k8s-tests" / "cluster"
+        spec = importlib.util.spec_from_file_location(
+            "cluster", package / "__init__.py", submodule_search_locations=[str(package)]
+        )
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["cluster"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["cluster"].registry
 
 
 def test_the_default_registry_is_the_local_clusters() -> None:
