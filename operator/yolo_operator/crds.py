@@ -32,7 +32,6 @@ from . import kube
 
 FIELD_MANAGER = "yolo-operator-crds"
 VERSION_ANNOTATION = "serving.yolo.dev/chart-version"
-CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
 
 
@@ -97,13 +96,7 @@ def established(obj: dict[str, Any] | None) -> bool:
 
 
 def _get(name: str) -> dict[str, Any] | None:
-    try:
-        got: dict[str, Any] = kube._call("GET", f"{CRD_PATH}/{name}")
-        return got
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+    return kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, name)
 
 
 def upgrade(crds: list[dict[str, Any]], version: str, timeout: float = 60.0) -> list[str]:
@@ -115,8 +108,7 @@ def upgrade(crds: list[dict[str, Any]], version: str, timeout: float = 60.0) -> 
             go, why = plan(crd, _get(name), version)
             print(why, flush=True)
             if go:
-                query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
-                kube._call("PATCH", f"{CRD_PATH}/{name}", manifest(crd, version), query, "application/apply-patch+yaml")
+                kube.apply(manifest(crd, version), field_manager=FIELD_MANAGER)
                 applied.append(name)
         except ApiException as exc:
             raise CrdError(f"{name}: the API server answered {exc.status} {exc.reason}: {_message(exc)}") from None

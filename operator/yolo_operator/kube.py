@@ -1,8 +1,11 @@
-"""The operator's only Kubernetes I/O: get, server-side apply, delete and status patches.
+"""The operator's only Kubernetes I/O: get, list, server-side apply, delete and status patches,
+through the Kubernetes client's dynamic client (`kubernetes.dynamic`): it finds each kind's path
+by discovery, so there is no plural map here and no call into the generated client's internals.
 
 Children are written with server-side apply under one field manager, with
 force, so the operator owns exactly the fields it sets (and never `replicas`
-of a Deployment under an HPA).
+of a Deployment under an HPA). Answers are parsed as plain JSON (`serialize=False`), not wrapped
+in the dynamic client's ResourceInstance: the reconcile reads dicts, thousands a minute at scale.
 """
 
 from __future__ import annotations
@@ -13,89 +16,101 @@ import threading
 import time
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.resource import Resource
 
-from .spec import GROUP, PLURAL, VERSION
+from .spec import GROUP, VERSION
 
 FIELD_MANAGER = "yolo-operator"
+TIMEOUT_S = 60
 log = logging.getLogger("yolo_operator.kube")
 
-PLURALS = {
-    "ConfigMap": "configmaps",
-    "Service": "services",
-    "Deployment": "deployments",
-    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
-    "PodDisruptionBudget": "poddisruptionbudgets",
-    "NetworkPolicy": "networkpolicies",
-    "ServiceMonitor": "servicemonitors",
-    "ScaledObject": "scaledobjects",
-    "YoloService": PLURAL,
-}
+# Always served (built into every supported Kubernetes, or this operator's own CRD); any other
+# group is asked for with has_api first, which caches its answer.
+ALWAYS_SERVED = frozenset(
+    {
+        "v1",
+        "apps/v1",
+        "policy/v1",
+        "autoscaling/v2",
+        "networking.k8s.io/v1",
+        "apiextensions.k8s.io/v1",
+        f"{GROUP}/{VERSION}",
+    }
+)
+_NO_CACHE_FILE = "/nonexistent/yolo-operator-discovery.json"  # discovery stays in memory, per process
 
 _lock = threading.Lock()
-_api: client.ApiClient | None = None
+_dynamic: dynamic.DynamicClient | None = None
+_resources: dict[tuple[str, str], Resource] = {}
 
 
-def api() -> client.ApiClient:
-    """One ApiClient per process, from the in-cluster config or else the kubeconfig."""
-    global _api
+class _MemoryDiscoverer(dynamic.LazyDiscoverer):
+    """The dynamic client's lazy discovery without its cache file (in /tmp by default, shared
+    between processes and clusters, and unwritable in a read-only container)."""
+
+    def _write_cache(self) -> None:
+        pass
+
+
+def dyn() -> dynamic.DynamicClient:
+    """One dynamic client per process, from the in-cluster config or else the kubeconfig."""
+    global _dynamic
     with _lock:
-        if _api is None:
+        if _dynamic is None:
             try:
                 config.load_incluster_config()
             except config.ConfigException:
                 config.load_kube_config()
-            _api = client.ApiClient()
-        return _api
+            _dynamic = dynamic.DynamicClient(
+                client.ApiClient(), cache_file=_NO_CACHE_FILE, discoverer=_MemoryDiscoverer
+            )
+        return _dynamic
 
 
-def path(api_version: str, kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
-    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    p = f"{base}/namespaces/{namespace}/{PLURALS[kind]}"
-    if name:
-        p += f"/{name}"
-    if sub:
-        p += f"/{sub}"
-    return p
+def resource(api_version: str, kind: str) -> Resource | None:
+    """The kind's API resource, found once by discovery; None where the cluster does not serve it.
+    (A kind the dynamic client cannot find makes it re-read every group, so a kind that may be
+    missing, KEDA's or the Prometheus operator's, is asked for through has_api's cached answer.)"""
+    if api_version not in ALWAYS_SERVED and not has_api(api_version, kind):
+        return None
+    key = (api_version, kind)
+    found = _resources.get(key)
+    if found is None:
+        d = dyn()
+        with _lock:  # the discoverer's cache is not thread-safe
+            found = _resources[key] = d.resources.get(api_version=api_version, kind=kind)
+    return found
 
 
-def _call(
-    method: str,
-    url: str,
-    body: Any = None,
-    query: list[tuple[str, str]] | None = None,
-    content_type: str = "application/json",
-) -> Any:
-    """One REST call through the shared ApiClient (kubernetes >= 37: param_serialize + call_api)."""
-    client_ = api()
-    method, full_url, headers, payload, post = client_.param_serialize(
-        method,
-        url,
-        query_params=query or [],
-        header_params={"Content-Type": content_type, "Accept": "application/json"},
-        body=body,
-        auth_settings=["BearerToken"],
-    )
-    response = client_.call_api(method, full_url, headers, payload, post, _request_timeout=60)
-    data = response.read()
-    if not 200 <= response.status < 300:
-        raise ApiException(status=response.status, reason=response.reason, http_resp=response)
+def _json(response: Any) -> Any:
+    data = response.data
     return json.loads(data) if data else None
 
 
-def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+def get(api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+    """The object (namespace None for a cluster-scoped kind), or None where there is none."""
+    r = resource(api_version, kind)
+    if r is None:
+        return None
     try:
-        return _call("GET", path(api_version, kind, namespace, name))
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+        return _json(dyn().get(r, name=name, namespace=namespace, serialize=False, _request_timeout=TIMEOUT_S))
+    except NotFoundError:
+        return None
+
+
+def _list(api_version: str, kind: str, namespace: str | None, **params: Any) -> list[dict[str, Any]]:
+    r = resource(api_version, kind)
+    if r is None:
+        return []
+    answer = _json(dyn().get(r, namespace=namespace, serialize=False, _request_timeout=TIMEOUT_S, **params))
+    return list((answer or {}).get("items") or [])
 
 
 def list_pods(namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
-    query = [("labelSelector", selector_string({"matchLabels": selector}))]
-    return (_call("GET", f"/api/v1/namespaces/{namespace}/pods", query=query) or {}).get("items", [])
+    return _list("v1", "Pod", namespace, label_selector=selector_string({"matchLabels": selector}))
 
 
 def selector_string(selector: dict[str, Any]) -> str:
@@ -110,38 +125,68 @@ def selector_string(selector: dict[str, Any]) -> str:
 
 
 def namespaces_matching(selector: dict[str, Any]) -> list[str]:
-    query = [("labelSelector", selector_string(selector))]
-    items = (_call("GET", "/api/v1/namespaces", query=query) or {}).get("items", [])
+    items = _list("v1", "Namespace", None, label_selector=selector_string(selector))
     return [n["metadata"]["name"] for n in items]
 
 
 def any_pod(namespace: str, selector: dict[str, Any]) -> bool:
     """Whether a pod in `namespace` matches the selector (one item asked for)."""
-    query = [("labelSelector", selector_string(selector)), ("limit", "1")]
-    return bool((_call("GET", f"/api/v1/namespaces/{namespace}/pods", query=query) or {}).get("items"))
+    return bool(_list("v1", "Pod", namespace, label_selector=selector_string(selector), limit=1))
 
 
-def apply(manifest: dict[str, Any]) -> dict[str, Any]:
+def apply(manifest: dict[str, Any], field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
+    """Server-side apply, forced, under `field_manager`; the object as the API server stored it."""
     md = manifest["metadata"]
-    url = path(manifest["apiVersion"], manifest["kind"], md["namespace"], md["name"])
-    query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
-    return _call("PATCH", url, manifest, query, "application/apply-patch+yaml")
+    r = resource(manifest["apiVersion"], manifest["kind"])
+    if r is None:
+        raise ApiException(status=404, reason=f"{manifest['apiVersion']} {manifest['kind']} is not served")
+    answer: dict[str, Any] = _json(
+        dyn().server_side_apply(
+            r,
+            body=manifest,
+            name=md["name"],
+            namespace=md.get("namespace"),
+            field_manager=field_manager,
+            force_conflicts=True,
+            serialize=False,
+            _request_timeout=TIMEOUT_S,
+        )
+    )
+    return answer
 
 
 def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
-    """Delete; a 404 counts as success. Returns whether something was deleted."""
+    """Delete; a 404, or a kind the cluster does not serve, counts as success. Returns whether
+    something was deleted."""
+    r = resource(api_version, kind)
+    if r is None:
+        return False
     try:
-        _call("DELETE", path(api_version, kind, namespace, name), {"propagationPolicy": "Background"})
+        dyn().delete(
+            r,
+            name=name,
+            namespace=namespace,
+            body={"propagationPolicy": "Background"},
+            serialize=False,
+            _request_timeout=TIMEOUT_S,
+        )
         return True
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
+    except NotFoundError:
+        return False
 
 
 def patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
-    url = path(f"{GROUP}/{VERSION}", "YoloService", namespace, name, "status")
-    _call("PATCH", url, {"status": status}, content_type="application/merge-patch+json")
+    r = resource(f"{GROUP}/{VERSION}", "YoloService")
+    assert r is not None  # always served: the operator runs on its own CRD
+    dyn().patch(
+        r.status,
+        body={"status": status},
+        name=name,
+        namespace=namespace,
+        content_type="application/merge-patch+json",
+        serialize=False,
+        _request_timeout=TIMEOUT_S,
+    )
 
 
 # Discovery answers, reused for API_CACHE_S: every reconcile asks (KEDA? ServiceMonitors?), and
@@ -158,7 +203,7 @@ def has_api(group_version: str, kind: str) -> bool:
     if hit and time.monotonic() - hit[0] < API_CACHE_S:
         return hit[1]
     try:
-        resources = _call("GET", f"/apis/{group_version}")
+        resources = _discovery(group_version)
         served = any(r.get("kind") == kind for r in (resources or {}).get("resources", []))
     except ApiException as exc:
         if exc.status not in (403, 404):
@@ -166,3 +211,10 @@ def has_api(group_version: str, kind: str) -> bool:
         served = False
     _api_cache[key] = (time.monotonic(), served)
     return served
+
+
+def _discovery(group_version: str) -> dict[str, Any] | None:
+    """One API group version's discovery document (its resources)."""
+    path = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    answer: dict[str, Any] | None = _json(dyn().request("GET", path, serialize=False, _request_timeout=TIMEOUT_S))
+    return answer
