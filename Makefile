@@ -76,10 +76,10 @@ cluster-build:
 	bash k8s-tests/cluster/build.sh
 
 cluster-up: venv cluster-build
-	cd k8s-tests && $(abspath $(BIN))/python -m cluster up
+	PYTHONPATH=k8s-tests $(BIN)/python -m cluster up
 
 cluster-down:
-	@cd k8s-tests && if test -x $(abspath $(BIN))/python; then $(abspath $(BIN))/python -m cluster down; else python3 -m cluster down; fi
+	@if test -x $(BIN)/python; then PYTHONPATH=k8s-tests $(BIN)/python -m cluster down; else PYTHONPATH=k8s-tests python3 -m cluster down; fi
 
 operator: venv
 	$(BIN)/python -m yolo_operator --all-namespaces

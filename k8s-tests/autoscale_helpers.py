@@ -319,7 +319,7 @@ def run_step(
     Returns (analysis, record)."""
     t0 = time.monotonic()
     sampler = Sampler(kubeconfig, namespace, name, prometheus, t0)
-    load = Load(url, images, clients=0, max_clients=16, t0=t0).start()
+    load = Load(url, images, clients=0, max_clients=16, timeout=30, t0=t0, stride=7).start()
     events: dict[str, float] = {}
     try:
         load.set_clients(base)

@@ -41,10 +41,12 @@ class Load:
         rate: float | None = None,
         max_clients: int | None = None,
         max_requests: int = 200_000,
-        timeout: float = 30.0,
+        timeout: float = 15.0,
         t0: float | None = None,
+        stride: int | None = None,
     ) -> None:
         self.url, self.images, self.timeout = url, images, timeout
+        self.stride = stride or max_clients or clients  # client i sends images i, i + stride, ...
         self.period = 1.0 / rate if rate else 0.0
         self.max_requests = max_requests
         self.t0 = time.monotonic() if t0 is None else t0
@@ -76,7 +78,7 @@ class Load:
                 continue
             start = self.now()
             status, headers, body = detect(self.url, self.images[n % len(self.images)], timeout=self.timeout)
-            n += len(self._threads)
+            n += self.stride
             ok = status == 200 and b'"detections"' in body
             request = Request(
                 start,

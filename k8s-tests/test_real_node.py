@@ -86,7 +86,7 @@ def finished(kube: Kube, name: str) -> dict[str, Any]:
 def ns(kube: Kube) -> Iterator[str]:
     if not cluster.node_marker().exists():
         pytest.skip(f"this cluster has no real node ({', '.join(realnode.missing(cluster.BIN)) or 'YOLO_REAL_NODE=0'})")
-    # what every other image takes too: an oci-archive imported into the node's containerd
+    # the node's own test server, imported as its pause image is (the project's images come from the registry)
     run(
         "ctr",
         "-a",

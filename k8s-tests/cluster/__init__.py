@@ -1,8 +1,8 @@
 """The local test cluster: a real Kubernetes control plane on loopback, built from Go modules (see build.sh).
 
-    cd k8s-tests && python -m cluster up        # make cluster-up
-    cd k8s-tests && python -m cluster down      # make cluster-down
-    cd k8s-tests && python -m cluster status
+    PYTHONPATH=k8s-tests python -m cluster up       # make cluster-up
+    PYTHONPATH=k8s-tests python -m cluster down     # make cluster-down
+    PYTHONPATH=k8s-tests python -m cluster status
 
 etcd, kube-apiserver (RBAC, generated certificates and service-account keys),
 kube-controller-manager (deployment, replicaset, garbage collector, namespace,

@@ -1,4 +1,4 @@
-"""`python -m cluster up|down|status`, run from k8s-tests/ (make cluster-up, cluster-down)."""
+"""`PYTHONPATH=k8s-tests python -m cluster up|down|status` (make cluster-up, cluster-down)."""
 
 from .controlplane import main
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
 
 from .spec import GROUP, VERSION
@@ -42,7 +42,8 @@ ALWAYS_SERVED = frozenset(
 )
 _NO_CACHE_FILE = "/nonexistent/yolo-operator-discovery.json"  # discovery stays in memory, per process
 
-_lock = threading.Lock()
+_client_lock = threading.Lock()
+_discovery_lock = threading.Lock()  # the dynamic client's discoverer is not thread-safe
 _dynamic: dynamic.DynamicClient | None = None
 _resources: dict[tuple[str, str], Resource] = {}
 
@@ -55,18 +56,26 @@ class _MemoryDiscoverer(dynamic.LazyDiscoverer):
         pass
 
 
+class _Client(dynamic.DynamicClient):
+    """Every request, discovery's included, with a timeout: a stuck connection is an error."""
+
+    def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        params.setdefault("_request_timeout", TIMEOUT_S)
+        return super().request(method, path, body, **params)
+
+
 def dyn() -> dynamic.DynamicClient:
     """One dynamic client per process, from the in-cluster config or else the kubeconfig."""
     global _dynamic
-    with _lock:
+    if _dynamic is not None:
+        return _dynamic
+    with _client_lock:
         if _dynamic is None:
             try:
                 config.load_incluster_config()
             except config.ConfigException:
                 config.load_kube_config()
-            _dynamic = dynamic.DynamicClient(
-                client.ApiClient(), cache_file=_NO_CACHE_FILE, discoverer=_MemoryDiscoverer
-            )
+            _dynamic = _Client(client.ApiClient(), cache_file=_NO_CACHE_FILE, discoverer=_MemoryDiscoverer)
         return _dynamic
 
 
@@ -80,8 +89,15 @@ def resource(api_version: str, kind: str) -> Resource | None:
     found = _resources.get(key)
     if found is None:
         d = dyn()
-        with _lock:  # the discoverer's cache is not thread-safe
-            found = _resources[key] = d.resources.get(api_version=api_version, kind=kind)
+        # Core kinds under the "api" prefix only: else every group with a v1 is read, and a broken
+        # aggregated API could fail a Pod lookup.
+        where = {"prefix": "api"} if api_version == "v1" else {}
+        with _discovery_lock:
+            try:
+                found = d.resources.get(api_version=api_version, kind=kind, **where)
+            except ResourceNotFoundError:  # e.g. the CRD during an uninstall: as a 404 would be
+                return None
+            _resources[key] = found
     return found
 
 
@@ -96,7 +112,7 @@ def get(api_version: str, kind: str, namespace: str | None, name: str) -> dict[s
     if r is None:
         return None
     try:
-        return _json(dyn().get(r, name=name, namespace=namespace, serialize=False, _request_timeout=TIMEOUT_S))
+        return _json(dyn().get(r, name=name, namespace=namespace, serialize=False))
     except NotFoundError:
         return None
 
@@ -105,7 +121,7 @@ def _list(api_version: str, kind: str, namespace: str | None, **params: Any) -> 
     r = resource(api_version, kind)
     if r is None:
         return []
-    answer = _json(dyn().get(r, namespace=namespace, serialize=False, _request_timeout=TIMEOUT_S, **params))
+    answer = _json(dyn().get(r, namespace=namespace, serialize=False, **params))
     return list((answer or {}).get("items") or [])
 
 
@@ -149,7 +165,6 @@ def apply(manifest: dict[str, Any], field_manager: str = FIELD_MANAGER) -> dict[
             field_manager=field_manager,
             force_conflicts=True,
             serialize=False,
-            _request_timeout=TIMEOUT_S,
         )
     )
     return answer
@@ -162,13 +177,8 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
     if r is None:
         return False
     try:
-        dyn().delete(
-            r,
-            name=name,
-            namespace=namespace,
-            body={"propagationPolicy": "Background"},
-            serialize=False,
-            _request_timeout=TIMEOUT_S,
+        _json(  # read, so that the connection goes back to the pool
+            dyn().delete(r, name=name, namespace=namespace, body={"propagationPolicy": "Background"}, serialize=False)
         )
         return True
     except NotFoundError:
@@ -177,15 +187,17 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
 
 def patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
     r = resource(f"{GROUP}/{VERSION}", "YoloService")
-    assert r is not None  # always served: the operator runs on its own CRD
-    dyn().patch(
-        r.status,
-        body={"status": status},
-        name=name,
-        namespace=namespace,
-        content_type="application/merge-patch+json",
-        serialize=False,
-        _request_timeout=TIMEOUT_S,
+    if r is None:  # the CRD is gone (an uninstall): no object to write to
+        return
+    _json(  # read, so that the connection goes back to the pool
+        dyn().patch(
+            r.status,
+            body={"status": status},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+            serialize=False,
+        )
     )
 
 
@@ -216,5 +228,5 @@ def has_api(group_version: str, kind: str) -> bool:
 def _discovery(group_version: str) -> dict[str, Any] | None:
     """One API group version's discovery document (its resources)."""
     path = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
-    answer: dict[str, Any] | None = _json(dyn().request("GET", path, serialize=False, _request_timeout=TIMEOUT_S))
+    answer: dict[str, Any] | None = _json(dyn().request("GET", path, serialize=False))
     return answer
