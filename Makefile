@@ -156,8 +156,8 @@ prod-models:
 		$(TRAIN_VENV)/bin/pip install -q -e '.[train]'; }
 	$(TRAIN_VENV)/bin/python model_repository/tools/export_models.py --out .cache/prod-models $(if $(FORCE),--force,)
 
-# Container images with buildah, offline (a local Debian base, host-built wheelhouses), smoke
-# tested; pushed to the local cluster's registry when it runs (localhost:15000/yolo-operator/<name>:dev-<hash>,
+# Container images with buildah, offline (a local Debian base, host-built wheelhouses; run for real by
+# docker/tests/test_images.py in the pods tier); pushed to the local cluster's registry when it runs (localhost:15000/yolo-operator/<name>:dev-<hash>,
 # recorded in .cluster/registry/dev-images.json), from which its node pulls them. docker/build-images.py
 images:
 	$(PYTHON) docker/build-images.py

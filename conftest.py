@@ -5,7 +5,7 @@
 | unit   | nothing: no Triton, no cluster, no build           | make test-unit   |
 | triton | a real tritonserver (PyPI) and `make prod-models`  | make test-triton |
 | k8s    | the local control plane, built from Go modules     | make test-k8s    |
-| pods   | the control plane with its real kubelet node       | make test-pods   |
+| pods   | the images, built; the control plane's real node   | make test-pods   |
 
 A test is `unit` unless TIERS below names its file (or its node id) with another tier. The
 table is checked against what each test really asks for: a test whose fixtures start a Triton
@@ -44,7 +44,8 @@ TIERS: dict[str, str] = {
     "k8s-tests/test_chart.py": "k8s",
     "k8s-tests/test_e2e.py": "k8s",
     "tools/tests/test_release.py::test_the_released_chart_renders_the_registry_images_at_the_chart_version": "k8s",
-    # Real pods on the real kubelet node: images, containerd, KEDA, Prometheus.
+    # The built images (buildah, as root), then real pods on the real kubelet node: containerd, KEDA, Prometheus.
+    "docker/tests/test_images.py": "pods",
     "k8s-tests/test_real_node.py": "pods",
     "k8s-tests/test_pods.py": "pods",
     "k8s-tests/test_pods_autoscale.py": "pods",

@@ -155,6 +155,16 @@ def test_make_images_pushes_to_the_local_clusters_registry_with_its_credentials(
     assert tmp_path / "registry" / "dev-images.json" == mod.DEV_IMAGES
 
 
+def test_make_images_takes_the_flags_the_previous_release_builder_passes(monkeypatch, tmp_path) -> None:
+    """yolo_tools.previous builds an older release with its own build-images.py and these flags; once
+    this version is the previous one, its script must accept them and push nothing as dev images."""
+    from yolo_tools import previous
+
+    mod = _build_images(monkeypatch, tmp_path)
+    assert mod.parse_args(list(previous.BUILD_FLAGS)).push is False
+    assert mod.parse_args([]).push is None and mod.parse_args(["--no-push"]).push is False
+
+
 def test_the_dev_images_share_one_tag_that_changes_with_any_image(monkeypatch, tmp_path) -> None:
     mod = _build_images(monkeypatch, tmp_path)
     ids = {"operator": "a1", "gateway": "b2", "model-fetcher": "c3", "triton-cpu": "d4"}

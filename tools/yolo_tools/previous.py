@@ -109,6 +109,11 @@ def export(prev: Previous) -> Path:
     return src
 
 
+# The flags the previous release's own docker/build-images.py is run with (the pinned commit's script
+# knows them; today's accepts them too, tools/tests/test_release.py): build only, nothing to the node.
+BUILD_FLAGS = ("--no-load", "--no-verify")
+
+
 def build(prev: Previous, registry: str, env: dict[str, str]) -> str:
     """Build and push the previous release unless the registry has its chart; its oci:// reference."""
     ref = f"oci://{registry}/charts/yolo-operator:{prev.version}"
@@ -123,7 +128,7 @@ def build(prev: Previous, registry: str, env: dict[str, str]) -> str:
         "PYTHONPATH": str(src / "tools"),
     }
     steps = [
-        ["python3", str(src / "docker" / "build-images.py"), "--no-load", "--no-verify"],
+        ["python3", str(src / "docker" / "build-images.py"), *BUILD_FLAGS],
         [sys.executable, "-m", "yolo_tools.release", "--registry", registry, "--from-tag", tag],
     ]
     for cmd in steps:
