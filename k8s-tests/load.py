@@ -4,7 +4,8 @@ One `Load`: `max_clients` client threads, of which `clients` are active (`set_cl
 that, the autoscaling step does). Each active client sends a request on a new connection (as a
 load balancer's clients would), waits for the answer and sends the next; with `rate`, it sends at
 most `rate` requests a second. Bounded in count and time: at most `max_requests` requests in all,
-each with a `timeout`, and `stop()` joins every thread. Times are seconds since `t0`.
+each with a `timeout`, and `stop()` joins every thread. Times are seconds since `t0`. An https://
+gateway is verified with `context`.
 
     with Load(url, images, clients=4, rate=5) as load:   # the pod tests: steady load
         load.wait_count(200, timeout=120)
@@ -14,6 +15,7 @@ each with a `timeout`, and `stop()` joins every thread. Times are seconds since 
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import Counter
@@ -44,8 +46,9 @@ class Load:
         timeout: float = 15.0,
         t0: float | None = None,
         stride: int | None = None,
+        context: ssl.SSLContext | None = None,
     ) -> None:
-        self.url, self.images, self.timeout = url, images, timeout
+        self.url, self.images, self.timeout, self.context = url, images, timeout, context
         self.stride = stride or max_clients or clients  # client i sends images i, i + stride, ...
         self.period = 1.0 / rate if rate else 0.0
         self.max_requests = max_requests
@@ -77,7 +80,9 @@ class Load:
                 self._stop.wait(0.05)
                 continue
             start = self.now()
-            status, headers, body = detect(self.url, self.images[n % len(self.images)], timeout=self.timeout)
+            status, headers, body = detect(
+                self.url, self.images[n % len(self.images)], timeout=self.timeout, context=self.context
+            )
             n += self.stride
             ok = status == 200 and b'"detections"' in body
             request = Request(

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import secrets
+import ssl
 import string
 import urllib.error
 import urllib.request
@@ -285,9 +286,26 @@ def wait_ready(kube: Kube, name: str, namespace: str, timeout: float = 240) -> d
         raise AssertionError(f"{exc}\n{pods}\nstatus: {json.dumps((obj or {}).get('status'), indent=1)}") from None
 
 
+def _selector(name: str, component: str) -> str:
+    return f"app.kubernetes.io/instance={name},app.kubernetes.io/component={component}"
+
+
 def pods(kube: Kube, namespace: str, name: str, component: str) -> list[dict[str, Any]]:
-    sel = f"app.kubernetes.io/instance={name},app.kubernetes.io/component={component}"
-    return [p for p in kube.items("pods", namespace, sel) if not p["metadata"].get("deletionTimestamp")]
+    items = kube.items("pods", namespace, _selector(name, component))
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def rollout_done(kube: Kube, namespace: str, name: str, component: str, old_uids: set[str]) -> None:
+    """Until the tier's Deployment has rolled out and none of `old_uids` is left."""
+    kube.kubectl("rollout", "status", f"deployment/{name}-{component}", "-n", namespace, "--timeout=240s")
+    wait_for(
+        f"the old {component} pods gone",
+        lambda: (
+            not old_uids & {p["metadata"]["uid"] for p in kube.items("pods", namespace, _selector(name, component))}
+        ),
+        timeout=120,
+        interval=1,
+    )
 
 
 def is_ready(pod: dict[str, Any]) -> bool:
@@ -328,11 +346,14 @@ def triton_served(pod_ip: str, model: str = "yolo") -> int:
 # --------------------------------------------------------------------------- requests and load
 
 
-def detect(url: str, image: bytes, timeout: float = 15) -> tuple[int, dict[str, str], bytes]:
-    """One POST /v1/detect on a new connection (urllib closes it): (status, headers, body)."""
+def detect(
+    url: str, image: bytes, timeout: float = 15, context: ssl.SSLContext | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One POST /v1/detect on a new connection (urllib closes it): (status, headers, body).
+    `context`: how an https:// gateway is verified."""
     req = urllib.request.Request(f"{url}/v1/detect", data=image, method="POST", headers={"content-type": "image/jpeg"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - our gateway Service
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as r:  # noqa: S310 - our gateway Service
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()

@@ -42,6 +42,7 @@ from pod_helpers import (
     pods,
     ready_pods,
     registry_pull_secret,
+    rollout_done,
     triton_served,
     wait_ready,
 )
@@ -79,25 +80,6 @@ def triton_replicas(kube: Kube, ns: str, n: int) -> list[dict[str, Any]]:
         return (ready,) if len(ready) == n and len(every) == n else None
 
     return wait_for(f"{n} Triton pods Ready", settled, timeout=180, interval=1)[0]
-
-
-def rollout_done(kube: Kube, ns: str, deployment: str, old_uids: set[str]) -> None:
-    kube.kubectl("rollout", "status", f"deployment/{deployment}", "-n", ns, "--timeout=240s")
-    component = deployment.rsplit("-", 1)[1]
-    wait_for(
-        f"the old {component} pods gone",
-        lambda: (
-            not old_uids
-            & {
-                p["metadata"]["uid"]
-                for p in kube.items(
-                    "pods", ns, f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component={component}"
-                )
-            }
-        ),
-        timeout=120,
-        interval=1,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -400,7 +382,7 @@ def test_rollouts_under_steady_load_lose_nothing(svc: dict[str, Any]):
             old = {p["metadata"]["uid"] for p in pods(kube, ns, NAME, component)}
             start = time.monotonic()
             kube.kubectl("rollout", "restart", f"deployment/{NAME}-{component}", "-n", ns)
-            rollout_done(kube, ns, f"{NAME}-{component}", old)
+            rollout_done(kube, ns, NAME, component, old)
             times[component] = time.monotonic() - start
             n = load.count()
             load.wait_count(n + 40, timeout=60)  # a few seconds of load after the old pods are gone
@@ -502,7 +484,7 @@ def test_tiers_a_shadow_and_a_broken_canary_on_real_pods(svc: dict[str, Any]):
     }
     patch(kube, ns, versions)
     for component in ("triton", "gateway"):
-        rollout_done(kube, ns, f"{NAME}-{component}", old[component])
+        rollout_done(kube, ns, NAME, component, old[component])
     obj = wait_ready(kube, NAME, ns)
     assert [(m["name"], m["role"]) for m in obj["status"]["models"]] == [
         ("yolo-realtime", "current"),
@@ -550,7 +532,7 @@ def test_tiers_a_shadow_and_a_broken_canary_on_real_pods(svc: dict[str, Any]):
     old = {c: {p["metadata"]["uid"] for p in pods(kube, ns, NAME, c)} for c in ("triton", "gateway")}
     patch(kube, ns, {"tiers": None, "canary": None, "shadow": None})
     for component in ("triton", "gateway"):
-        rollout_done(kube, ns, f"{NAME}-{component}", old[component])
+        rollout_done(kube, ns, NAME, component, old[component])
     obj = wait_ready(kube, NAME, ns)
     assert obj["status"]["models"] == [
         {"name": "yolo", "role": "current", "source": obj["spec"]["model"]["source"]["uri"]}

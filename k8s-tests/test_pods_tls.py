@@ -2,7 +2,8 @@
 kubernetes.io/tls Secret, and whose gateway calls Triton's gRPC over TLS (verified with the
 Secret's ca.crt), is Ready and detects over HTTPS only, the cluster's
 Prometheus still scrapes it, a rotated Secret is served to new connections by the same pods
-(no restart), and a Secret without its key is a GatewayReady=False TLSInvalid condition that
+(no restart), Triton's rotated Secret is taken up by a rolling restart under load with no request
+lost, and a Secret without its key is a GatewayReady=False TLSInvalid condition that
 names the key."""
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import numpy as np
 import pytest
 import trustme
 from e2e_helpers import Kube, cluster, condition, wait_for, wait_reason
-from pod_helpers import Store, cpu_sample, pods, wait_ready
+from load import Load, summary
+from pod_helpers import Store, cpu_sample, pods, rollout_done, wait_ready
 
+from yolo_operator.builders.common import TRITON_GRPC
 from yolo_tools.synthetic import encode, make_scene
 
 pytestmark = pytest.mark.timeout(600)
@@ -48,6 +51,13 @@ def tls_secret(name: str, cert: trustme.LeafCert | None, key: bool = True) -> di
         "type": "Opaque" if not key else "kubernetes.io/tls",
         "data": data,
     }
+
+
+def triton_tls_secret(ca: trustme.CA, service: str, extra: str) -> dict[str, Any]:
+    """Triton's Secret: a leaf for its Service's name (and `extra`, to tell leaves apart) with the CA."""
+    secret = tls_secret("triton-cert", ca.issue_cert(service, extra))
+    secret["data"]["ca.crt"] = base64.b64encode(ca.cert_pem.bytes()).decode()
+    return secret
 
 
 def presented(host: str, port: int, ca: trustme.CA, name: str) -> set[str]:
@@ -87,9 +97,8 @@ def test_the_gateway_serves_https_from_a_secret_rotates_it_without_a_restart_and
     kube.apply(tls_secret("gw-cert", ca.issue_cert(name, "first.yolo.test")), "-n", ns)
     kube.apply(tls_secret("gw-cert-nokey", ca.issue_cert(name), key=False), "-n", ns)
     # Triton's gRPC over TLS too: its certificate names its Service; the gateway gets ca.crt only.
-    triton_secret = tls_secret("triton-cert", ca.issue_cert(f"tls-triton.{ns}.svc"))
-    triton_secret["data"]["ca.crt"] = base64.b64encode(ca.cert_pem.bytes()).decode()
-    kube.apply(triton_secret, "-n", ns)
+    triton_name = f"tls-triton.{ns}.svc"
+    kube.apply(triton_tls_secret(ca, triton_name, "first-triton.yolo.test"), "-n", ns)
     services = {
         "tls": {
             "gateway.tls": {"secretRef": {"name": "gw-cert"}},
@@ -145,6 +154,25 @@ def test_the_gateway_serves_https_from_a_secret_rotates_it_without_a_restart_and
         assert all(cs.get("restartCount", 0) == 0 for cs in after["status"]["containerStatuses"])
         status, body = detect_https(host, port, ca, name, image)
         assert status == 200, body[:300]
+
+        # Triton reads its pair once, at start: a rotated Secret (a new leaf of the same CA, as
+        # cert-manager renews) takes effect with a rolling restart, under load, with nothing lost.
+        (triton,) = pods(kube, ns, "tls", "triton")
+        assert "first-triton.yolo.test" in presented(triton["status"]["podIP"], TRITON_GRPC, ca, triton_name)
+        kube.apply(triton_tls_secret(ca, triton_name, "second-triton.yolo.test"), "-n", ns)
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        context.check_hostname = False  # the ClusterIP is dialled; the chain is still verified
+        with Load(f"https://{host}:{port}", [image], clients=2, rate=4, context=context) as load:
+            load.wait_count(20, timeout=60)
+            kube.kubectl("rollout", "restart", "deployment/tls-triton", "-n", ns)
+            rollout_done(kube, ns, "tls", "triton", {triton["metadata"]["uid"]})
+            n = load.count()
+            load.wait_count(n + 20, timeout=60)  # a few seconds through the new pod alone
+        print(f"triton rotation by rolling restart: {summary(load.requests)}")
+        assert all(r.status == 200 for r in load.requests), summary(load.requests)
+        (triton,) = pods(kube, ns, "tls", "triton")
+        assert "second-triton.yolo.test" in presented(triton["status"]["podIP"], TRITON_GRPC, ca, triton_name)
 
         # A Secret without tls.key, and no Secret at all: the condition names what is missing.
         for svc, says in (("tls-nokey", "tls.key is missing"), ("tls-nosecret", "tls.crt is missing")):
