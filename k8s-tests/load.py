@@ -1,11 +1,11 @@
 """The load the pod tests, the autoscaling tests and the demos send to a gateway Service.
 
-One `Load`: `max_clients` client threads, of which `clients` are active (`set_clients` changes
-that, the autoscaling step does). Each active client sends a request on a new connection (as a
-load balancer's clients would), waits for the answer and sends the next; with `rate`, it sends at
-most `rate` requests a second. Bounded in count and time: at most `max_requests` requests in all,
-each with a `timeout`, and `stop()` joins every thread. Times are seconds since `t0`. An https://
-gateway is verified with `context`.
+One `Load`: `max_clients` client threads (yolo_tools.clients, which the fuzzer drives too), of
+which `clients` are active (`set_clients` changes that, the autoscaling step does). Each active
+client sends a request on a new connection (as a load balancer's clients would), waits for the
+answer and sends the next; with `rate`, it sends at most `rate` requests a second. Bounded in
+count and time: at most `max_requests` requests in all, each with a `timeout`, and `stop()` joins
+every thread. Times are seconds since `t0`. An https:// gateway is verified with `context`.
 
     with Load(url, images, clients=4, rate=5) as load:   # the pod tests: steady load
         load.wait_count(200, timeout=120)
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 from e2e_helpers import wait_for
 from pod_helpers import detect
+
+from yolo_tools.clients import Clients
 
 
 @dataclass
@@ -49,62 +51,44 @@ class Load:
         context: ssl.SSLContext | None = None,
     ) -> None:
         self.url, self.images, self.timeout, self.context = url, images, timeout, context
-        self.stride = stride or max_clients or clients  # client i sends images i, i + stride, ...
-        self.period = 1.0 / rate if rate else 0.0
-        self.max_requests = max_requests
+        self.stride = stride or max_clients or clients  # client c sends images c, c + stride, ...
         self.t0 = time.monotonic() if t0 is None else t0
         self.requests: list[Request] = []
-        self.clients = clients
         self.steps: list[tuple[float, int]] = [(self.now(), clients)]  # (t, clients)
+        self._sent = Counter[int]()  # per client
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._work, args=(i,), daemon=True) for i in range(max_clients or clients)
-        ]
+        self._clients = Clients(self._send, clients, max_clients=max_clients, rate=rate, max_requests=max_requests)
 
     def now(self) -> float:
         return time.monotonic() - self.t0
 
     def set_clients(self, n: int) -> None:
-        assert 0 <= n <= len(self._threads)
+        self._clients.set_clients(n)
         with self._lock:
-            self.clients = n
             self.steps.append((self.now(), n))
 
-    def _work(self, i: int) -> None:
-        n = i
-        while not self._stop.is_set():
-            with self._lock:
-                active = i < self.clients and len(self.requests) < self.max_requests
-            if not active:
-                self._stop.wait(0.05)
-                continue
-            start = self.now()
-            status, headers, body = detect(
-                self.url, self.images[n % len(self.images)], timeout=self.timeout, context=self.context
-            )
-            n += self.stride
-            ok = status == 200 and b'"detections"' in body
-            request = Request(
-                start,
-                self.now(),
-                status if ok or status != 200 else -1,
-                headers.get("Retry-After") or headers.get("retry-after"),
-                "" if ok else f"{status}: {body[:160].decode(errors='replace')}",
-            )
-            with self._lock:
-                self.requests.append(request)
-            self._stop.wait(max(0.0, self.period - (self.now() - start)))
+    def _send(self, client: int, _i: int) -> None:
+        image = self.images[(client + self._sent[client] * self.stride) % len(self.images)]
+        self._sent[client] += 1  # only this client's thread counts its own
+        start = self.now()
+        status, headers, body = detect(self.url, image, timeout=self.timeout, context=self.context)
+        ok = status == 200 and b'"detections"' in body
+        request = Request(
+            start,
+            self.now(),
+            status if ok or status != 200 else -1,
+            headers.get("Retry-After") or headers.get("retry-after"),
+            "" if ok else f"{status}: {body[:160].decode(errors='replace')}",
+        )
+        with self._lock:
+            self.requests.append(request)
 
     def start(self) -> Load:
-        for t in self._threads:
-            t.start()
+        self._clients.start()
         return self
 
     def stop(self) -> list[Request]:
-        self._stop.set()
-        for t in self._threads:
-            t.join(self.timeout + 5)
+        self._clients.stop(self.timeout + 5)
         return self.requests
 
     def count(self) -> int:

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .clients import Clients
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLING_DEPENDENCY = "Pillow"  # seeds only; the gateway itself never decodes with Pillow
 
@@ -333,54 +335,50 @@ def _acceptable(status: int, headers: http.client.HTTPMessage) -> bool:
 
 
 def run_cases(url: str, count: int, seed: int, workers: int = 4, timeout_s: float = 30.0) -> Report:
-    """Send `count` fuzzed requests from `workers` keep-alive connections."""
+    """Send `count` fuzzed requests from `workers` clients (yolo_tools.clients), each on its own
+    keep-alive connection; case i is the same for a seed whichever client sends it."""
     target = urllib.parse.urlsplit(url)
     seeds = make_seeds(np.random.default_rng(seed))
     report = Report()
     lock = threading.Lock()
-    next_index = iter(range(count))
+    conns: dict[int, http.client.HTTPConnection] = {}
 
-    def worker(wid: int) -> None:
-        conn = http.client.HTTPConnection(target.hostname, target.port, timeout=timeout_s)
-        while True:
-            with lock:
-                i = next(next_index, None)
-            if i is None:
-                break
-            r = random.Random(seed * 1_000_003 + i)
-            case = make_case(r, seeds)
-            try:
-                conn.request(case.method, case.path, body=case.body, headers=case.headers)
-                resp = conn.getresponse()
-                resp.read()
-                status, headers = resp.status, resp.headers
-                if resp.will_close:
-                    conn.close()
-            except TimeoutError:
-                with lock:
-                    report.hangs += 1
-                    report.failures.append({"case": i, "error": "timeout"})
+    def send(client: int, i: int) -> None:
+        conn = conns.get(client) or conns.setdefault(
+            client, http.client.HTTPConnection(target.hostname, target.port, timeout=timeout_s)
+        )
+        case = make_case(random.Random(seed * 1_000_003 + i), seeds)
+        try:
+            conn.request(case.method, case.path, body=case.body, headers=case.headers)
+            resp = conn.getresponse()
+            resp.read()
+            status, headers = resp.status, resp.headers
+            if resp.will_close:
                 conn.close()
-                continue
-            except (ConnectionError, http.client.HTTPException, OSError) as exc:
-                with lock:
-                    report.resets += 1
-                    report.failures.append({"case": i, "error": repr(exc)})
-                conn.close()
-                continue
+        except TimeoutError:
             with lock:
-                report.count += 1
-                report.statuses[status] += 1
-                if not _acceptable(status, headers):
-                    report.failures.append({"case": i, "status": status, "path": case.path})
-        conn.close()
+                report.hangs += 1
+                report.failures.append({"case": i, "error": "timeout"})
+            conn.close()
+            return
+        except (ConnectionError, http.client.HTTPException, OSError) as exc:
+            with lock:
+                report.resets += 1
+                report.failures.append({"case": i, "error": repr(exc)})
+            conn.close()
+            return
+        with lock:
+            report.count += 1
+            report.statuses[status] += 1
+            if not _acceptable(status, headers):
+                report.failures.append({"case": i, "status": status, "path": case.path})
 
     start = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout_s * count)  # bounded: every request is bounded by timeout_s
+    try:
+        Clients(send, workers, max_requests=count).run(limit_s=timeout_s * count)  # each request is bounded
+    finally:
+        for conn in conns.values():
+            conn.close()
     report.seconds = time.monotonic() - start
     return report
 
