@@ -14,6 +14,7 @@ import json
 import secrets
 import ssl
 import string
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -51,17 +52,38 @@ def ctr(*args: str, check: bool = True) -> str:
 
 
 def build_and_push_images() -> None:
-    """`make images` (cached: seconds when nothing changed), pushed to the cluster's registry, from
-    which the real node pulls them (dev_images()); the store's image (a cluster part that build.sh
-    makes, not one of ours) imported into the node's containerd."""
+    """`make images` (cached: seconds when nothing changed) and the S3 store's image, pushed to the
+    cluster's registry, from which the real node pulls them (dev_images(), store_image())."""
     if not realnode.CONTAINERD_SOCK.exists():
         raise AssertionError(f"no containerd at {realnode.CONTAINERD_SOCK}: the cluster has no real node")
     r = run("python3", str(ROOT / "docker" / "build-images.py"), "--push", check=False)
     if r.returncode != 0:
         raise AssertionError(f"make images failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    s3_ref = (cluster.BIN / "node-images" / "s3.ref").read_text().strip()
-    if s3_ref not in ctr("images", "ls", "-q").split():
-        ctr("images", "import", str((cluster.BIN / "node-images" / "s3.oci.tar").resolve()))
+    push_store_image()
+
+
+def store_image() -> str:
+    """Where the S3 store's image is in the cluster's registry: yolo-store/s3 at the tag build.sh gave it."""
+    built = (cluster.BIN / "node-images" / "s3.ref").read_text().strip()  # localhost/yolo-operator/s3:<version>
+    return f"{cluster.registry.REGISTRY}/yolo-store/s3:{built.rsplit(':', 1)[1]}"
+
+
+def push_store_image() -> None:
+    """The store's image, a cluster part that build.sh writes as an OCI archive, pushed to the
+    cluster's registry with its credentials, as the project's images are: no pod's image is
+    imported into the node by hand (only the node's own pause image is, as node images are)."""
+    archive = (cluster.BIN / "node-images" / "s3.oci.tar").resolve()
+    policy = ["--signature-policy", str(ROOT / ".cache" / "images" / "policy.json")]
+    pulled = run(*rel.buildah("pull", "--quiet", *policy, f"oci-archive:{archive}"), check=False)
+    assert pulled.returncode == 0, f"buildah pull of {archive}: {pulled.stderr[-2000:]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        auth = rel.write_authfile(
+            cluster.registry.REGISTRY, *cluster.registry.credentials(cluster.STATE), Path(tmp) / "auth.json"
+        )
+        image_id = pulled.stdout.strip().splitlines()[-1]
+        push = ["push", "--quiet", "--tls-verify=false", "--authfile", str(auth), *policy]
+        pushed = run(*rel.buildah(*push, image_id, f"docker://{store_image()}"), check=False)
+    assert pushed.returncode == 0, f"buildah push of the store's image: {pushed.stderr[-2000:]}"
 
 
 def dev_images() -> dict[str, Any]:
@@ -109,10 +131,9 @@ class Store:
     def deploy(self) -> Store:
         self.kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": STORE_NS}})
         registry_pull_secret(self.kube, STORE_NS)  # the HTTP server runs the model-fetcher image
-        s3_ref = (cluster.BIN / "node-images" / "s3.ref").read_text().strip()
         fetcher = local_images()["fetcher"]
         values = {
-            "S3_IMAGE": s3_ref,
+            "S3_IMAGE": store_image(),
             "FETCHER_IMAGE": fetcher,
             "ACCESS_KEY": self.creds.access_key,
             "SECRET_KEY": self.creds.secret_key,
