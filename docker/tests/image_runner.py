@@ -15,7 +15,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,12 +27,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+from yolo_tools.release import buildah  # the same storage flags `make images` builds with
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def build_module() -> ModuleType:
     """docker/build-images.py as a module (its file name is not an identifier): the storage, the
-    image list and `buildah` with the flags the build used."""
+    image list and where it keeps them."""
     if "build_images" in sys.modules:
         return sys.modules["build_images"]
     spec = importlib.util.spec_from_file_location("build_images", ROOT / "docker" / "build-images.py")
@@ -59,22 +60,11 @@ def image_config(ref: str) -> dict:
     return dict(info["OCIv1"]["config"])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _buildah() -> list[str]:
-    b = build_module()
-    return ["buildah", "--root", str(b.STORAGE), "--runroot", str(b.RUNROOT), "--storage-driver", b.STORAGE_DRIVER]
-
-
 @contextlib.contextmanager
 def _container(ref: str) -> Iterator[str]:
     b = build_module()
     new = subprocess.run(
-        [*_buildah(), "from", "--pull-never", "--signature-policy", str(b.POLICY), ref],
+        [*buildah(), "from", "--pull-never", "--signature-policy", str(b.POLICY), ref],
         text=True,
         capture_output=True,
     )
@@ -83,7 +73,7 @@ def _container(ref: str) -> Iterator[str]:
     try:
         yield ctr_id
     finally:
-        subprocess.run([*_buildah(), "rm", ctr_id], capture_output=True)
+        subprocess.run([*buildah(), "rm", ctr_id], capture_output=True)
 
 
 def _run_args(env: dict[str, str] | None, volumes: list[str]) -> list[str]:
@@ -100,7 +90,7 @@ def run_in(
 ) -> subprocess.CompletedProcess:
     """CMD in a fresh container of REF (host network, uid 1000, the image's own env); its result."""
     with _container(ref) as ctr_id:
-        full = [*_buildah(), *_run_args(env, list(volumes)), ctr_id, "--", *cmd]
+        full = [*buildah(), *_run_args(env, list(volumes)), ctr_id, "--", *cmd]
         return subprocess.run(full, text=True, capture_output=True, timeout=timeout)
 
 
@@ -119,7 +109,7 @@ def background(
     log_path = work / f"{name}.log"
     pid_path = work / f"{name}.pid"
     with _container(ref) as ctr_id:
-        args = [*_buildah(), *_run_args(env, [*volumes, f"{work}:/work"]), "--pid", "host"]
+        args = [*buildah(), *_run_args(env, [*volumes, f"{work}:/work"]), "--pid", "host"]
         script = 'echo $$ > "$0"; exec "$@"'
         with open(log_path, "wb") as out:
             proc = subprocess.Popen(

@@ -26,6 +26,8 @@ from typing import Any
 import image_runner as ir
 import pytest
 
+from yolo_tools.local_triton import free_port
+
 pytestmark = pytest.mark.timeout(900)  # the first test may build the images (cold: ~6 min)
 
 ONNX = ir.ROOT / "model_repository" / "local" / "yolo" / "1" / "model.onnx"
@@ -209,7 +211,7 @@ def triton(
 ) -> Iterator[tuple[str, int]]:
     """triton-cpu with the operator's own arguments on the fetched repository, plus
     model_repository/local: (its HTTP base URL, its gRPC port)."""
-    http_port, grpc_port, metrics_port = ir.free_port(), ir.free_port(), ir.free_port()
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     ours = ("--http-port", "--grpc-port", "--metrics-port")
     args = [a for a in rendered["http"]["triton_args"] if not a.startswith(ours)]
     args += [f"--http-port={http_port}", f"--grpc-port={grpc_port}", f"--metrics-port={metrics_port}"]
@@ -238,7 +240,7 @@ def test_the_gateway_image_carries_its_runtime_only(refs: dict[str, str]) -> Non
 def test_the_gateway_image_detects_through_triton_cpu(
     refs: dict[str, str], triton: tuple[str, int], work: Path
 ) -> None:
-    port = ir.free_port()
+    port = free_port()
     env = {
         "YOLO_GATEWAY_TRITON_URL": f"127.0.0.1:{triton[1]}",
         "YOLO_GATEWAY_MODEL_NAME": "yolo_http",

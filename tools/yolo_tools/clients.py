@@ -95,7 +95,7 @@ class Clients:
         """Stop taking requests and join every client (each within `join_s`, a request's bound)."""
         self._stop.set()
         for t in self._threads:
-            if t.is_alive() or t.ident is not None:
+            if t.ident is not None:  # started
                 t.join(join_s)
         if self._error is not None:
             raise self._error
