@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml VERSION 2>/dev/null | sha
 TRAIN_VENV ?= .cache/train-venv
 # The peers bench's front ends (KServe, Ray Serve, Ultralytics): the 'peers' extra, bench only.
 PEERS_VENV ?= .cache/peers-venv
+# The platforms `make release` builds and publishes (one image index per image); the tests release the host's.
+PLATFORMS ?= linux/amd64,linux/arm64
 
 .PHONY: help venv test test-unit test-triton test-k8s test-pods test-e2e demo serve lint bench model-repo train prod-models version chart-docs clean cluster-build cluster-up cluster-down operator images fuzz k8s-demo autoscale-demo scale-bench release upgrade-test peers-venv
 
@@ -23,7 +25,7 @@ help:
 	@echo "make test-pods    tier 4: real pods on the kubelet node: images, KEDA, Prometheus (test-e2e: tiers 3+4)"
 	@echo "make lint         ruff check, ruff format --check and mypy on the runtime packages"
 	@echo "make chart-docs   regenerate charts/yolo-operator/README.md from values.yaml"
-	@echo "make release      push the images and the chart of VERSION to REGISTRY=host[:port] (default: the local cluster's)"
+	@echo "make release      the images (PLATFORMS: amd64 and arm64) and the chart of VERSION to REGISTRY=host[:port] (default: the local cluster's)"
 	@echo "make upgrade-test the previous release -> this one -> rollback under load on the local cluster: 0 failures (JSON last)"
 	@echo "make version      stamp VERSION (V=x.y.z to change it) into the chart's version and appVersion"
 	@echo "make serve        the local stack in the foreground (GATEWAY_PORT, TRITON_*_PORT)"
@@ -165,9 +167,10 @@ images:
 # One version (VERSION) to a registry: the four images as REGISTRY/yolo-operator/<name>:VERSION and the chart
 # as oci://REGISTRY/charts/yolo-operator (its reference is the last line). tools/yolo_tools/release.py. The default
 # REGISTRY is the local cluster's (make cluster-up: localhost:15000, its credentials read from .cluster/registry).
+# PLATFORMS: each image is one index over them; the foreign one (arm64 here) builds under qemu-user-static.
 release: venv
-	$(PYTHON) docker/build-images.py --no-push
-	$(BIN)/python -m yolo_tools.release $(if $(REGISTRY),--registry $(REGISTRY),) $(if $(VERSION),--version $(VERSION),) $(if $(filter-out 0,$(PLAIN_HTTP)),--plain-http,)
+	$(PYTHON) docker/build-images.py --no-push --platform $(PLATFORMS)
+	$(BIN)/python -m yolo_tools.release --platforms $(PLATFORMS) $(if $(REGISTRY),--registry $(REGISTRY),) $(if $(VERSION),--version $(VERSION),) $(if $(filter-out 0,$(PLAIN_HTTP)),--plain-http,)
 
 clean:
 	rm -rf .cache .pytest_cache

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the project's images with buildah, offline, from docker/*.Dockerfile (`make images`).
 
-    python3 docker/build-images.py [--push|--no-push] [IMAGE ...]
+    python3 docker/build-images.py [--push|--no-push] [--platform linux/amd64,linux/arm64] [IMAGE ...]
 
 No pulls (the builds read only the local base image and wheelhouses):
   1. base      a bookworm rootfs from mmdebstrap (the host's Debian mirror) imported as
@@ -18,6 +18,12 @@ No pulls (the builds read only the local base image and wheelhouses):
                credentials, recorded (tag, ref@digest) in .cluster/registry/dev-images.json. The
                real node's containerd pulls them from there, as any node pulls from its registry
                (the pods' imagePullSecrets, the default pull policy); nothing is imported by hand.
+
+Platforms: the host's by default. Another (--platform linux/arm64 on an amd64 host) is built the same
+way under qemu-user-static (installed and registered with binfmt_misc when missing): its own base
+(mmdebstrap --architectures), a wheelhouse of that platform's wheels (pip download --platform, binary
+only), `buildah bud --platform`, tagged <name>:<tag>-<arch>. It is neither exported nor pushed to the
+cluster (no node here runs it); `make release` pushes it in a multi-platform index with the host's.
 
 Storage: overlay under .cache/images/storage (IMAGES_STORAGE_DRIVER=vfs to change it).
 """
@@ -55,6 +61,56 @@ TAG = os.environ.get("IMAGES_TAG", "dev")
 BASE_REF = f"{PREFIX}/base-python:bookworm"
 RECIPE_LABEL = "dev.yolo-operator.recipe"
 
+# ------------------------------------------------------------------------------------- platforms
+
+
+@dataclass(frozen=True)
+class Platform:
+    arch: str  # OCI's and Debian's name: amd64, arm64
+    machine: str  # the kernel's and pip's: x86_64, aarch64
+
+    @property
+    def name(self) -> str:
+        return f"linux/{self.arch}"
+
+    @property
+    def native(self) -> bool:
+        return self.machine == os.uname().machine
+
+    @property
+    def suffix(self) -> str:
+        """Appended to a foreign platform's tags (the host's keep theirs): yolo_tools.release.local_ref."""
+        return "" if self.native else f"-{self.arch}"
+
+    def pip_platforms(self) -> list[str]:
+        """The wheel tags the images' glibc (bookworm: 2.36) takes, for `pip download --platform`."""
+        return [f"manylinux_2_{v}_{self.machine}" for v in range(36, 16, -1)] + [f"manylinux2014_{self.machine}"]
+
+
+PLATFORMS = {p.name: p for p in (Platform("amd64", "x86_64"), Platform("arm64", "aarch64"))}
+
+
+def native_platform() -> Platform:
+    for p in PLATFORMS.values():
+        if p.native:
+            return p
+    raise SystemExit(f"no image platform for this host's {os.uname().machine}: {', '.join(PLATFORMS)}")
+
+
+def parse_platforms(text: str) -> list[Platform]:
+    """'linux/amd64,linux/arm64' (or 'amd64,arm64') -> platforms, the host's first when present."""
+    out: list[Platform] = []
+    for part in filter(None, (t.strip() for t in text.split(","))):
+        key = part if "/" in part else f"linux/{part}"
+        if key not in PLATFORMS:
+            raise SystemExit(f"unknown platform {part!r}: these are built here: {', '.join(PLATFORMS)}")
+        if PLATFORMS[key] not in out:
+            out.append(PLATFORMS[key])
+    if not out:
+        raise SystemExit("--platform: no platform given")
+    return sorted(out, key=lambda p: not p.native)
+
+
 # ------------------------------------------------------------------------------------- base recipe
 # Everything that defines the base rootfs; its hash names the cached tarball and labels the image.
 BASE_RECIPE = {
@@ -91,8 +147,8 @@ class WheelSet:
     requirements: list[str]
     no_deps: list[str] = field(default_factory=list)  # downloaded as they are, without dependencies
 
-    def key(self) -> str:
-        text = json.dumps([sys.version_info[:2], "linux_x86_64", self.requirements, self.no_deps])
+    def key(self, platform: Platform) -> str:
+        text = json.dumps([sys.version_info[:2], f"linux_{platform.machine}", self.requirements, self.no_deps])
         return f"{self.name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
@@ -104,7 +160,11 @@ class Image:
 
     @property
     def ref(self) -> str:
+        """The host platform's image."""
         return f"{PREFIX}/{self.name}:{TAG}"
+
+    def ref_for(self, platform: Platform) -> str:
+        return self.ref + platform.suffix
 
     @property
     def archive(self) -> Path:
@@ -171,6 +231,37 @@ def buildah(*args: str, capture: bool = False, check: bool = True) -> subprocess
     return run(cmd, capture=capture, check=check)
 
 
+def ensure_emulation(platform: Platform) -> None:
+    """A foreign platform's binaries (its base's maintainer scripts, its builds' RUN steps) run under
+    qemu-user-static through binfmt_misc: installed from the Debian mirror and registered (with the F
+    flag, so that it works in the builds' containers) when this host has not done so already."""
+    if platform.native:
+        return
+    entry = Path(f"/proc/sys/fs/binfmt_misc/qemu-{platform.machine}")
+    if entry.exists() and entry.read_text().startswith("enabled"):
+        return
+    conf = Path(f"/usr/lib/binfmt.d/qemu-{platform.machine}.conf")
+    if not conf.exists():
+        log(f"installing qemu-user-static from the Debian mirror, to build for {platform.name}")
+        run(["apt-get", "update", "-qq"])
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run(["apt-get", "install", "-y", "-qq", "qemu-user-static"], env=env)
+    register = Path("/proc/sys/fs/binfmt_misc/register")
+    if not register.exists():
+        run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"], check=False)
+    try:
+        if not entry.exists():
+            register.write_text(conf.read_text().strip())
+        elif not entry.read_text().startswith("enabled"):
+            entry.write_text("1")
+    except OSError as exc:
+        raise SystemExit(
+            f"cannot register qemu-{platform.machine} with binfmt_misc ({exc}): building for {platform.name} "
+            "needs it (a privileged host, or `docker run --privileged tonistiigi/binfmt --install all` once)"
+        ) from exc
+    log(f"qemu-{platform.machine} registered with binfmt_misc")
+
+
 def ensure_tools(need_mmdebstrap: bool) -> None:
     missing = [
         p
@@ -207,11 +298,17 @@ def stamp(path: Path, value: str | None = None) -> str | None:
 # ------------------------------------------------------------------------------------- 1. base
 
 
-def build_base() -> None:
-    digest = hashlib.sha256(json.dumps(BASE_RECIPE, sort_keys=True).encode()).hexdigest()[:16]
-    info = image_info(BASE_REF)
+def base_ref(platform: Platform) -> str:
+    return BASE_REF + platform.suffix
+
+
+def build_base(platform: Platform) -> None:
+    recipe = BASE_RECIPE if platform.native else {**BASE_RECIPE, "architecture": platform.arch}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    ref = base_ref(platform)
+    info = image_info(ref)
     if info and (info.get("OCIv1", {}).get("config", {}).get("Labels") or {}).get(RECIPE_LABEL) == digest:
-        log(f"base {BASE_REF} is current (recipe {digest})")
+        log(f"base {ref} is current (recipe {digest})")
         return
     rootfs = CACHE / "base" / f"rootfs-{digest}.tar"
     if not rootfs.exists():
@@ -226,6 +323,8 @@ def build_base() -> None:
             "--skip=output/dev",
             f"--include={','.join(r['include'])}",
         ]
+        if not platform.native:  # its maintainer scripts run under qemu (ensure_emulation checked it; no arch-test)
+            cmd += [f"--architectures={platform.arch}", "--skip=check/qemu"]
         cmd += [f"--hook-dir={h}" for h in r["hooks"]]
         cmd += [f"--aptopt={o}" for o in r["aptopt"]] + [f"--dpkgopt={o}" for o in r["dpkgopt"]]
         cmd += [f"--customize-hook={c}" for c in r["customize"]]
@@ -237,22 +336,25 @@ def build_base() -> None:
     try:
         buildah("add", ctr, str(rootfs), "/")
         cfg = ["config", "--cmd", "python3", "--label", f"{RECIPE_LABEL}={digest}"]
+        cfg += ["--os", "linux", "--arch", platform.arch]
         cfg += ["--label", "org.opencontainers.image.title=yolo-operator base (Debian bookworm, python3)"]
         for e in BASE_RECIPE["env"]:
             cfg += ["--env", e]
         buildah(*cfg, ctr)
-        buildah("commit", "--signature-policy", str(POLICY), "--rm", ctr, BASE_REF)
+        buildah("commit", "--signature-policy", str(POLICY), "--rm", ctr, ref)
     except BaseException:
         buildah("rm", ctr, check=False)
         raise
-    log(f"base {BASE_REF} imported (recipe {digest})")
+    log(f"base {ref} imported (recipe {digest})")
 
 
 # ------------------------------------------------------------------------------------- 2. wheels
 
 
-def build_wheels(ws: WheelSet) -> Path:
-    target = CACHE / "wheels" / ws.key()
+def build_wheels(ws: WheelSet, platform: Platform) -> Path:
+    """The host's wheelhouse is built by its pip (sdists too); a foreign platform's is downloaded,
+    wheels only (each requirement here publishes them for arm64)."""
+    target = CACHE / "wheels" / ws.key(platform)
     if (target / ".complete").exists():
         return target
     if sys.version_info[:2] != (3, 11):
@@ -265,9 +367,16 @@ def build_wheels(ws: WheelSet) -> Path:
     (tmp / "requirements.txt").write_text("\n".join(ws.requirements) + "\n")
     pip = [sys.executable, "-m", "pip"]
     t0 = time.monotonic()
-    run([*pip, "wheel", "-q", "--prefer-binary", "--wheel-dir", str(tmp), "-r", str(tmp / "requirements.txt")])
+    if platform.native:
+        run([*pip, "wheel", "-q", "--prefer-binary", "--wheel-dir", str(tmp), "-r", str(tmp / "requirements.txt")])
+        target_args: list[str] = []
+    else:
+        target_args = [a for p in platform.pip_platforms() for a in ("--platform", p)]
+        target_args += ["--python-version", "3.11", "--implementation", "cp"]
+        download = [*pip, "download", "-q", "--only-binary=:all:", *target_args, "--dest", str(tmp)]
+        run([*download, "-r", str(tmp / "requirements.txt")])
     if ws.no_deps:
-        run([*pip, "download", "-q", "--no-deps", "--only-binary=:all:", "--dest", str(tmp), *ws.no_deps])
+        run([*pip, "download", "-q", "--no-deps", "--only-binary=:all:", *target_args, "--dest", str(tmp), *ws.no_deps])
     (tmp / ".complete").write_text("")
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
@@ -293,8 +402,9 @@ COMMON_INPUTS = ["docker", ".dockerignore", "pyproject.toml", "README.md", "VERS
 SKIP_PARTS = {"__pycache__", "tests", "wheelhouse", ".pytest_cache", "build-images.py"}  # not read by the builds
 
 
-def inputs_digest(img: Image, wheels: Path) -> str:
-    h = hashlib.sha256(json.dumps([img.dockerfile, img.ref, wheels.name, image_id(BASE_REF)]).encode())
+def inputs_digest(img: Image, wheels: Path, platform: Platform) -> str:
+    ref = img.ref_for(platform)
+    h = hashlib.sha256(json.dumps([img.dockerfile, ref, wheels.name, image_id(base_ref(platform))]).encode())
     for top in COMMON_INPUTS + INPUTS[img.name]:
         base = ROOT / top
         paths = (
@@ -309,26 +419,28 @@ def inputs_digest(img: Image, wheels: Path) -> str:
     return h.hexdigest()
 
 
-def build_image(img: Image) -> str:
-    wheels = build_wheels(img.wheels)
-    digest = inputs_digest(img, wheels)
-    inputs = CACHE / f"{img.name}.inputs"
-    info = image_info(img.ref)
+def build_image(img: Image, platform: Platform) -> str:
+    wheels = build_wheels(img.wheels, platform)
+    digest = inputs_digest(img, wheels, platform)
+    ref = img.ref_for(platform)
+    inputs = CACHE / f"{img.name}{platform.suffix}.inputs"
+    info = image_info(ref)
     if info and stamp(inputs) == f"{digest} {info['FromImageID']}":
-        log(f"{img.ref} = {info['FromImageID'][:12]} (inputs unchanged)")
+        log(f"{ref} = {info['FromImageID'][:12]} (inputs unchanged)")
         return info["FromImageID"]
     t0 = time.monotonic()
+    foreign = [] if platform.native else ["--platform", platform.name]
     buildah(
-        "bud", "--layers", "--pull-never", "--signature-policy", str(POLICY),
+        "bud", "--layers", "--pull-never", "--signature-policy", str(POLICY), *foreign,
         "-f", img.dockerfile,
-        "--build-arg", f"BASE_IMAGE={BASE_REF}",
+        "--build-arg", f"BASE_IMAGE={base_ref(platform)}",
         "--build-arg", f"WHEELS={wheels.relative_to(ROOT)}",
-        "-t", img.ref,
+        "-t", ref,
         str(ROOT),
     )  # fmt: skip
-    iid = image_id(img.ref)
+    iid = image_id(ref)
     stamp(inputs, f"{digest} {iid}")
-    log(f"{img.ref} = {iid[:12]} ({time.monotonic() - t0:.0f}s)")
+    log(f"{ref} = {iid[:12]} ({time.monotonic() - t0:.0f}s)")
     return iid
 
 
@@ -445,6 +557,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="push to the local cluster's registry (default: when the cluster runs); fail if it cannot",
     )
     ap.add_argument("--no-push", dest="push", action="store_false")
+    ap.add_argument(
+        "--platform",
+        default=os.environ.get("IMAGES_PLATFORMS", ""),
+        help="comma-separated, e.g. linux/amd64,linux/arm64 (default: the host's); foreign ones build under qemu",
+    )
     # Accepted, and ignored, for callers of older versions of this script (yolo_tools.previous builds an
     # older release with `--no-load --no-verify`): the checks are docker/tests now, and --no-load (the
     # previous release's images go to the registry through `make release`, never as dev images)
@@ -460,6 +577,7 @@ def main() -> None:
         raise SystemExit("buildah here runs as root (overlay storage, buildah run): run as root")
     all_images = {i.name: i for i in images()}
     chosen = [all_images[n] for n in args.names] if args.names else list(all_images.values())
+    platforms = parse_platforms(args.platform) if args.platform else [native_platform()]
     CACHE.mkdir(parents=True, exist_ok=True)
     RUNROOT.mkdir(parents=True, exist_ok=True)
     with open(CACHE / ".lock", "w") as lock:
@@ -467,9 +585,17 @@ def main() -> None:
         t0 = time.monotonic()
         ensure_tools(need_mmdebstrap=False)
         prune_if_large()
-        build_base()
-        ids = {img.name: build_image(img) for img in chosen}
+        ids: dict[str, str] = {}  # the host platform's, which are exported and pushed
+        for platform in platforms:
+            ensure_emulation(platform)
+            build_base(platform)
+            built = {img.name: build_image(img, platform) for img in chosen}
+            if platform.native:
+                ids = built
         prune_if_large()
+        if not platforms[0].native:
+            log(f"done in {time.monotonic() - t0:.0f}s (only foreign platforms: nothing exported or pushed)")
+            return
         present = {n: info["FromImageID"] for n, i in all_images.items() if (info := image_info(i.ref))}
         for img in chosen:
             export_image(img, ids[img.name])

@@ -13,17 +13,23 @@ it never meets the pod tests' operator, which watches only theirs."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import tarfile
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from e2e_helpers import Kube, cluster, wait_for
+from e2e_helpers import Kube, cluster, run, wait_for
 from pod_helpers import (
     Store,
     condition,
     cpu_sample,
+    ctr,
     detect,
     dockerconfig_secret,
     gateway_url,
@@ -157,3 +163,70 @@ def test_a_released_chart_installs_from_the_registry_and_serves_from_the_release
     assert set(seen) == expected, seen
     for image, image_id in seen.items():
         assert image_id == f"{image.rsplit(':', 1)[0]}@{released[image]}", (image, image_id)
+
+
+INDEX = "application/vnd.oci.image.index.v1+json"
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def _registry_get(path: str, auth: tuple[str, str], accept: str = MANIFEST) -> bytes:
+    req = urllib.request.Request(f"{registry.URL}/v2/{path}", headers={"Accept": accept})
+    req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - our loopback registry
+        return bytes(r.read())
+
+
+def test_a_multi_platform_release_pushes_one_index_per_image_and_a_node_pulls_its_own_platform(
+    real_node: Kube, images: None, tmp_path: Path
+) -> None:
+    """`make release` publishes PLATFORMS (linux/amd64 and linux/arm64): each image name is one OCI
+    index over the platforms' builds, the host's tagged <tag> and the other <tag>-<arch> locally.
+    Two one-file images, one per platform (from scratch, so built without emulation), go through the
+    same push to the cluster's registry: the index names both platforms, each entry is the image of
+    that platform (its config and its file say so), and the real node's containerd, pulling the
+    index, fetches only its own platform's image. (The images of `make release` themselves are built
+    for arm64 under qemu: docs/releasing.md has that run.)"""
+    native = rel.native_platform()
+    foreign = next(p for p in rel.PLATFORMS if p != native)
+    prefix, tag, name = "localhost/yolo-operator-test", "t", "index-probe"
+    policy = ["--signature-policy", str(rel.ROOT / ".cache" / "images" / "policy.json")]  # written by `make images`
+    built = {}
+    for platform in (native, foreign):
+        ref = rel.local_ref(name, tag, platform, prefix)
+        (tmp_path / "platform.txt").write_text(platform)
+        c = run(*rel.buildah("from", *policy, "scratch")).stdout.strip()
+        run(*rel.buildah("add", c, str(tmp_path / "platform.txt"), "/platform.txt"))
+        run(*rel.buildah("config", "--os", "linux", "--arch", platform.split("/")[1], c))
+        run(*rel.buildah("commit", *policy, "--rm", c, ref))
+        built[platform] = ref
+    auth = registry.credentials(cluster.STATE)
+    authfile = rel.write_authfile(registry.REGISTRY, *auth, tmp_path / "auth.json")
+    release = rel.Release("0.0.0-index-probe", registry.REGISTRY, plain_http=True, authfile=authfile)
+    dest = release.image(name)
+    try:
+        pushed = rel.push_images(release, tag, [foreign, native], names=(name,), prefix=prefix)
+        body = _registry_get(f"yolo-operator/{name}/manifests/{release.version}", auth, accept=INDEX)
+        assert pushed == {dest: "sha256:" + hashlib.sha256(body).hexdigest()}  # the printed digest is the index's
+        index = json.loads(body)
+        assert index["mediaType"] == INDEX, index
+        children = {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}
+        assert sorted(children) == sorted(p.split("/")[1] for p in rel.PLATFORMS)
+        for arch, digest in children.items():
+            manifest = json.loads(_registry_get(f"yolo-operator/{name}/manifests/{digest}", auth))
+            config = json.loads(_registry_get(f"yolo-operator/{name}/blobs/{manifest['config']['digest']}", auth))
+            assert (config["os"], config["architecture"]) == ("linux", arch)
+            (tmp_path / "layer").write_bytes(
+                _registry_get(f"yolo-operator/{name}/blobs/{manifest['layers'][0]['digest']}", auth)
+            )
+            with tarfile.open(tmp_path / "layer") as layer:
+                member = layer.extractfile("platform.txt")
+                assert member is not None and member.read().decode() == f"linux/{arch}"
+        # The node resolves the index to its own platform and fetches nothing of the other.
+        ctr("images", "pull", "--plain-http", "--user", f"{auth[0]}:{auth[1]}", dest)
+        content = ctr("content", "ls", "-q")
+        own, other = children[native.split("/")[1]], children[foreign.split("/")[1]]
+        assert own in content and other not in content, content
+    finally:
+        ctr("images", "rm", dest, check=False)
+        for ref in built.values():
+            run(*rel.buildah("rmi", ref), check=False)

@@ -11,7 +11,6 @@ import base64
 import contextlib
 import hashlib
 import http.server
-import importlib.util
 import json
 import os
 import signal
@@ -27,22 +26,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-from yolo_tools.release import buildah  # the same storage flags `make images` builds with
+from yolo_tools.release import build_images_module, buildah  # the same storage flags `make images` builds with
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def build_module() -> ModuleType:
-    """docker/build-images.py as a module (its file name is not an identifier): the storage, the
-    image list and where it keeps them."""
-    if "build_images" in sys.modules:
-        return sys.modules["build_images"]
-    spec = importlib.util.spec_from_file_location("build_images", ROOT / "docker" / "build-images.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["build_images"] = mod  # its dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    """docker/build-images.py as a module: the storage, the image list and where it keeps them."""
+    return build_images_module()
 
 
 def build_images() -> dict[str, str]:

@@ -133,16 +133,11 @@ def test_make_version_stamps_the_new_version_into_the_chart(tmp_path) -> None:
 
 
 def _build_images(monkeypatch, state):
-    """docker/build-images.py, loaded by path with the cluster's state in `state`."""
-    import importlib.util
-
+    """docker/build-images.py, loaded afresh with the cluster's state in `state`; the module loaded
+    before (if any) is put back afterwards."""
     monkeypatch.setenv("YOLO_CLUSTER_DIR", str(state))
-    spec = importlib.util.spec_from_file_location("build_images", rel.ROOT / "docker" / "build-images.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "build_images", mod)  # its dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    monkeypatch.setitem(sys.modules, "build_images", None)
+    return rel.build_images_module(fresh=True)
 
 
 def test_make_images_pushes_to_the_local_clusters_registry_with_its_credentials(monkeypatch, tmp_path) -> None:
@@ -171,3 +166,58 @@ def test_the_dev_images_share_one_tag_that_changes_with_any_image(monkeypatch, t
     tag = mod.dev_tag(ids)
     assert tag.startswith("dev-") and len(tag) == len("dev-") + 12 and tag == mod.dev_tag(dict(reversed(ids.items())))
     assert mod.dev_tag({**ids, "gateway": "b3"}) != tag
+
+
+def test_the_release_and_the_image_build_agree_on_platforms_and_their_local_tags(monkeypatch, tmp_path) -> None:
+    """`make release PLATFORMS=...` builds with docker/build-images.py and pushes with yolo_tools.release:
+    the same platform names, and the same local tag for each (the host's plain, another -<arch>)."""
+    mod = _build_images(monkeypatch, tmp_path)
+    assert {n: p.machine for n, p in mod.PLATFORMS.items()} == rel.PLATFORMS
+    native = rel.native_platform()
+    assert mod.native_platform().name == native
+    for name in rel.PLATFORMS:
+        img = next(i for i in mod.images() if i.name == "gateway")
+        assert img.ref_for(mod.PLATFORMS[name]) == rel.local_ref("gateway", mod.TAG, name)
+    assert rel.local_ref("gateway", "dev", native) == "localhost/yolo-operator/gateway:dev"
+    assert [p.name for p in mod.parse_platforms("arm64, linux/amd64,arm64")] == rel.parse_platforms(
+        "arm64, linux/amd64,arm64"
+    )
+    assert rel.parse_platforms("linux/arm64,linux/amd64")[0] == native  # the host's first
+    assert rel.parse_platforms(None) == [native]
+
+
+@pytest.mark.parametrize("bad", ["linux/s390x", "windows/amd64", ",", "riscv64"])
+def test_an_unknown_platform_is_refused_before_anything_is_built_or_pushed(monkeypatch, tmp_path, bad) -> None:
+    mod = _build_images(monkeypatch, tmp_path)
+    with pytest.raises(SystemExit, match="platform"):
+        mod.parse_platforms(bad)
+    with pytest.raises(rel.ReleaseError, match="platform"):
+        rel.parse_platforms(bad)
+
+
+def test_the_host_platforms_wheelhouses_keep_their_cache_keys_and_a_foreign_ones_differ(monkeypatch, tmp_path) -> None:
+    mod = _build_images(monkeypatch, tmp_path)
+    ws = mod.WheelSet("x", ["numpy"], [])
+    amd64, arm64 = mod.PLATFORMS["linux/amd64"], mod.PLATFORMS["linux/arm64"]
+    import hashlib
+    import json
+
+    old = json.dumps([sys.version_info[:2], "linux_x86_64", ["numpy"], []])  # the key before platforms
+    assert ws.key(amd64) == "x-" + hashlib.sha256(old.encode()).hexdigest()[:12]
+    assert ws.key(arm64) != ws.key(amd64)
+    tags = arm64.pip_platforms()
+    assert "manylinux_2_35_aarch64" in tags and "manylinux2014_aarch64" in tags  # nvidia-pytriton's, grpcio's
+    assert not any("2_37" in t or "x86_64" in t for t in tags)  # bookworm's glibc is 2.36
+
+
+def test_a_release_of_platforms_not_built_is_refused_before_anything_is_pushed(monkeypatch) -> None:
+    native = rel.native_platform()
+    foreign = next(p for p in rel.PLATFORMS if p != native)
+    arch = foreign.split("/")[1]
+    pushed: list[list[str]] = []
+    monkeypatch.setattr(rel, "image_exists", lambda ref: not ref.endswith(f"-{arch}"))  # the foreign build is missing
+    monkeypatch.setattr(rel, "run", lambda cmd, **kw: pushed.append(cmd))
+    release = rel.Release("1.2.3", "registry.example:5000")
+    with pytest.raises(rel.ReleaseError, match=rf"not built: .*gateway:dev-{arch}.*--platform {native},{foreign}"):
+        rel.push_images(release, "dev", [native, foreign])
+    assert pushed == []

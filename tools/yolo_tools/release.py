@@ -1,12 +1,17 @@
 """`make release`: publish one version of yolo-operator to an OCI registry, images and chart.
 
     python -m yolo_tools.release [--registry HOST[:PORT][/PATH]] [--version X.Y.Z] [--plain-http]
+                                 [--platforms linux/amd64,linux/arm64]
 
 One version source, the VERSION file, feeds everything a release publishes:
 
   1. images   the four images `make images` builds (operator, gateway, model-fetcher, triton-cpu),
               pushed as REGISTRY/yolo-operator/<name>:<VERSION> with buildah from the project's
-              image store (.cache/images/storage). Each push prints the manifest digest.
+              image store (.cache/images/storage). Each push prints the manifest digest. With more
+              than one platform (`make release` builds linux/amd64 and linux/arm64), each name is
+              one multi-platform image index over the platforms' images (the foreign ones built
+              under qemu, tagged <tag>-<arch>: docker/build-images.py --platform), and its digest
+              is the index's; a node pulls its own platform's image through it.
   2. chart    charts/yolo-operator packaged at version = appVersion = VERSION, its default image
               repository rewritten to REGISTRY/yolo-operator/operator (the other images follow it
               and the tag follows appVersion: _helpers.tpl projectImage), and pushed with
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import json
 import os
 import re
@@ -38,6 +44,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -45,6 +52,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "yolo-operator"
 IMAGES = ("operator", "gateway", "model-fetcher", "triton-cpu")
+PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}  # docker/build-images.py PLATFORMS; a test ties them
 LOCAL_PREFIX = "localhost/yolo-operator"
 LOCAL_REGISTRY = "localhost:15000"  # the local cluster's (k8s-tests/cluster/registry.py; a test ties them)
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
@@ -137,28 +145,113 @@ def buildah(*args: str) -> list[str]:
     return ["buildah", "--root", storage, "--runroot", runroot, "--storage-driver", driver, *args]
 
 
-def push_images(release: Release, tag: str) -> dict[str, str]:
-    """Push each built image; returns image -> the manifest digest the registry stored."""
+def build_images_module(*, fresh: bool = False) -> ModuleType:
+    """docker/build-images.py as a module (its file name is not an identifier), for the tests that
+    use its image list, storage and platforms. It reads YOLO_CLUSTER_DIR and IMAGES_* once, when
+    loaded: `fresh` loads it again."""
+    if not fresh and isinstance(sys.modules.get("build_images"), ModuleType):
+        return sys.modules["build_images"]
+    spec = importlib.util.spec_from_file_location("build_images", ROOT / "docker" / "build-images.py")
+    if spec is None or spec.loader is None:
+        raise ReleaseError("docker/build-images.py cannot be loaded")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["build_images"] = mod  # its dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def native_platform() -> str:
+    for name, machine in PLATFORMS.items():
+        if machine == os.uname().machine:
+            return name
+    raise ReleaseError(f"no image platform for this host's {os.uname().machine}")
+
+
+def parse_platforms(text: str | None) -> list[str]:
+    """'linux/amd64,linux/arm64' -> the platforms, the host's first; the default is the host's alone."""
+    if not text:
+        return [native_platform()]
+    out: list[str] = []
+    for part in filter(None, (t.strip() for t in text.split(","))):
+        key = part if "/" in part else f"linux/{part}"
+        if key not in PLATFORMS:
+            raise ReleaseError(f"unknown platform {part!r}: images are built for {', '.join(PLATFORMS)}")
+        if key not in out:
+            out.append(key)
+    if not out:
+        raise ReleaseError("--platforms: no platform given")
+    native = native_platform()
+    return sorted(out, key=lambda p: p != native)
+
+
+def local_ref(name: str, tag: str, platform: str, prefix: str = LOCAL_PREFIX) -> str:
+    """The image docker/build-images.py built: the host's platform as <tag>, another as <tag>-<arch>."""
+    suffix = "" if platform == native_platform() else "-" + platform.split("/", 1)[1]
+    return f"{prefix}/{name}:{tag}{suffix}"
+
+
+def image_exists(ref: str) -> bool:
+    return subprocess.run(buildah("inspect", "--type", "image", ref), capture_output=True).returncode == 0
+
+
+def push_images(
+    release: Release,
+    tag: str,
+    platforms: list[str] | None = None,
+    names: tuple[str, ...] = IMAGES,
+    prefix: str = LOCAL_PREFIX,
+) -> dict[str, str]:
+    """Push each built image (one platform) or an index over the platforms' images (several); returns
+    destination -> the digest the registry stored. Every source must exist before anything is pushed."""
+    platforms = platforms or [native_platform()]
+    sources = {name: {p: local_ref(name, tag, p, prefix) for p in platforms} for name in names}
+    missing = [ref for refs in sources.values() for ref in refs.values() if not image_exists(ref)]
+    if missing:
+        hint = ",".join(platforms)
+        raise ReleaseError(
+            f"not built: {', '.join(missing)}: run `python3 docker/build-images.py --no-push --platform {hint}` "
+            "(make release does): nothing was pushed"
+        )
     policy = ROOT / ".cache" / "images" / "policy.json"
+    flags = ["--signature-policy", str(policy)] if policy.exists() else []
+    if release.plain_http:
+        flags += ["--tls-verify=false"]
+    if release.authfile:
+        flags += ["--authfile", str(release.authfile)]
     pushed: dict[str, str] = {}
-    for name in IMAGES:
-        src, dest = f"{LOCAL_PREFIX}/{name}:{tag}", release.image(name)
+    for name, refs in sources.items():
+        dest = release.image(name)
         with tempfile.TemporaryDirectory() as tmp:
             digest_file = Path(tmp) / "digest"
-            cmd = buildah("push", "--quiet", "--digestfile", str(digest_file))
-            if policy.exists():
-                cmd += ["--signature-policy", str(policy)]
-            if release.plain_http:
-                cmd += ["--tls-verify=false"]
-            if release.authfile:
-                cmd += ["--authfile", str(release.authfile)]
-            run([*cmd, src, f"docker://{dest}"])
+            if len(refs) == 1:
+                (src,) = refs.values()
+                run([*buildah("push", "--quiet", "--digestfile", str(digest_file), *flags), src, f"docker://{dest}"])
+            else:
+                push_index(list(refs.values()), dest, digest_file, flags)
             digest = digest_file.read_text().strip()
         if not DIGEST.fullmatch(digest):
             raise ReleaseError(f"pushing {dest} gave no digest ({digest!r})")
         pushed[dest] = digest
         print(f"{dest}@{digest}", flush=True)
+        if len(refs) > 1:
+            print(f"  an index over {', '.join(f'{p} ({r})' for p, r in refs.items())}", flush=True)
     return pushed
+
+
+def push_index(sources: list[str], dest: str, digest_file: Path, flags: list[str]) -> None:
+    """An OCI image index over `sources` (each image's os and architecture read from its config),
+    pushed with its images to `dest`; the index's digest is written to `digest_file`. The list lives
+    in the local store only while it is pushed."""
+    index = f"localhost/yolo-operator-release/index-{os.getpid()}:{dest.rsplit(':', 1)[1]}"
+    subprocess.run(buildah("manifest", "rm", index), capture_output=True)
+    run(buildah("manifest", "create", index))
+    try:
+        for src in sources:
+            run(buildah("manifest", "add", index, f"containers-storage:{src}"))
+        cmd = buildah("manifest", "push", "--all", "--quiet", "--format", "oci", "--digestfile", str(digest_file))
+        run([*cmd, *flags, index, f"docker://{dest}"])
+    finally:
+        subprocess.run(buildah("manifest", "rm", index), capture_output=True)
 
 
 def package_chart(release: Release, helm: str, into: Path) -> Path:
@@ -230,10 +323,16 @@ def main(argv: list[str] | None = None) -> int:
         "--plain-http", action="store_true", help="the registry speaks HTTP (implied for the local cluster's)"
     )
     ap.add_argument("--from-tag", default=os.environ.get("IMAGES_TAG", "dev"), help="the local images' tag")
+    ap.add_argument(
+        "--platforms",
+        default=None,
+        help="comma-separated, e.g. linux/amd64,linux/arm64: one index per image (default: the host's alone)",
+    )
     args = ap.parse_args(argv)
     plain_http = args.plain_http or args.registry.split("/", 1)[0] == LOCAL_REGISTRY
     try:
         version = check(args.version, args.registry)
+        platforms = parse_platforms(args.platforms)
         helm = find_helm()
         with tempfile.TemporaryDirectory() as tmp:
             authfile = None
@@ -244,13 +343,15 @@ def main(argv: list[str] | None = None) -> int:
             if creds:
                 authfile = write_authfile(args.registry.split("/", 1)[0], *creds, Path(tmp) / "auth.json")
             release = Release(version, args.registry, plain_http, authfile)
-            images = push_images(release, args.from_tag)
+            images = push_images(release, args.from_tag, platforms)
             pkg = package_chart(release, helm, Path(tmp))
             chart_digest = push_chart(release, helm, pkg)
     except ReleaseError as exc:
         print(f"release: {exc}", file=sys.stderr)
         return 1
-    print(f"released {version}: {len(images)} images, chart {release.chart_ref}:{version}@{chart_digest}")
+    print(
+        f"released {version}: {len(images)} images ({', '.join(platforms)}), chart {release.chart_ref}:{version}@{chart_digest}"
+    )
     print(f"install: helm install yolo-operator {release.chart_ref} --version {version}")
     print(f"{release.chart_ref}:{version}")  # the last line: the chart's reference
     return 0
