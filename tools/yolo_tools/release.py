@@ -52,7 +52,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "yolo-operator"
 IMAGES = ("operator", "gateway", "model-fetcher", "triton-cpu")
-PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}  # docker/build-images.py PLATFORMS; a test ties them
 LOCAL_PREFIX = "localhost/yolo-operator"
 LOCAL_REGISTRY = "localhost:15000"  # the local cluster's (k8s-tests/cluster/registry.py; a test ties them)
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
@@ -161,33 +160,27 @@ def build_images_module(*, fresh: bool = False) -> ModuleType:
 
 
 def native_platform() -> str:
-    for name, machine in PLATFORMS.items():
-        if machine == os.uname().machine:
-            return name
-    raise ReleaseError(f"no image platform for this host's {os.uname().machine}")
+    """The host's platform, as docker/build-images.py names it (its PLATFORMS: one list for both)."""
+    try:
+        return str(build_images_module().native_platform().name)
+    except SystemExit as exc:
+        raise ReleaseError(str(exc)) from exc
 
 
 def parse_platforms(text: str | None) -> list[str]:
-    """'linux/amd64,linux/arm64' -> the platforms, the host's first; the default is the host's alone."""
+    """'linux/amd64,linux/arm64' -> the platforms, the host's first (docker/build-images.py's parsing);
+    the default is the host's alone."""
     if not text:
         return [native_platform()]
-    out: list[str] = []
-    for part in filter(None, (t.strip() for t in text.split(","))):
-        key = part if "/" in part else f"linux/{part}"
-        if key not in PLATFORMS:
-            raise ReleaseError(f"unknown platform {part!r}: images are built for {', '.join(PLATFORMS)}")
-        if key not in out:
-            out.append(key)
-    if not out:
-        raise ReleaseError("--platforms: no platform given")
-    native = native_platform()
-    return sorted(out, key=lambda p: p != native)
+    try:
+        return [str(p.name) for p in build_images_module().parse_platforms(text)]
+    except SystemExit as exc:
+        raise ReleaseError(str(exc)) from exc
 
 
 def local_ref(name: str, tag: str, platform: str, prefix: str = LOCAL_PREFIX) -> str:
     """The image docker/build-images.py built: the host's platform as <tag>, another as <tag>-<arch>."""
-    suffix = "" if platform == native_platform() else "-" + platform.split("/", 1)[1]
-    return f"{prefix}/{name}:{tag}{suffix}"
+    return f"{prefix}/{name}:{tag}{build_images_module().PLATFORMS[platform].suffix}"
 
 
 def image_exists(ref: str) -> bool:
