@@ -13,6 +13,7 @@ from yolo_gateway.errors import InvalidImage, UnsupportedMediaType
 from yolo_gateway.preprocess import (
     apply_orientation,
     check_format,
+    dct_scaled_size,
     decode,
     letterbox,
     letterbox_geometry,
@@ -119,6 +120,38 @@ def test_jpeg_is_dct_scaled_to_just_cover_the_target():
     assert out.shape[1] >= new_w and out.shape[0] >= new_h
     assert out.shape[1] < 2 * new_w + 8  # reduced decode, not a full 4000x3000 one
     assert geo.scale == pytest.approx(640 / 4000)
+
+
+@pytest.mark.parametrize(
+    ("size", "target", "decoded"),
+    [
+        ((1920, 1080), (640, 360), (960, 540)),  # 1/2, not libjpeg's slower 3/8 (720x405)
+        ((1920, 1080), (320, 180), (480, 270)),
+        ((4000, 3000), (640, 480), (1000, 750)),
+        ((4000, 3000), (320, 240), (500, 375)),
+        ((1921, 1081), (320, 180), (481, 271)),  # libjpeg rounds a scaled size up
+        ((640, 480), (640, 480), (640, 480)),
+        ((300, 200), (640, 427), (300, 200)),  # never upscaled
+        ((8000, 8000), (16, 16), (1000, 1000)),  # 1/8 at most
+    ],
+)
+def test_the_dct_scale_is_the_smallest_power_of_two_that_covers(size, target, decoded):
+    assert dct_scaled_size(*size, *target) == decoded
+
+
+def test_a_1080p_jpeg_for_a_640_input_decodes_at_half_size_upright():
+    scene = make_scene(np.random.default_rng(3), 1920, 1080)
+    data = encode(scene)
+    header = read_header(data, "jpeg", 10**8)
+    _, new_w, new_h = letterbox_geometry(header.width, header.height, 640, 640)
+    assert decode(data, header, new_w, new_h).shape == (540, 960, 3)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 1920x1080, shown 1080x1920
+    rotated = _pil_bytes(Image.fromarray(scene.image[..., ::-1]), "JPEG", exif=exif, quality=90)
+    header = read_header(rotated, "jpeg", 10**8)
+    _, new_w, new_h = letterbox_geometry(header.width, header.height, 640, 640)
+    assert (new_w, new_h) == (360, 640)
+    assert decode(rotated, header, new_w, new_h).shape == (960, 540, 3)
 
 
 def test_truncated_and_corrupt_images_are_422(scene):

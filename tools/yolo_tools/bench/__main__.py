@@ -26,7 +26,6 @@ import cv2
 import httpx
 import numpy as np
 import onnxruntime as ort
-import simplejpeg
 from tritonclient.grpc import InferInput, model_config_pb2
 from tritonclient.grpc.aio import InferenceServerClient
 
@@ -396,7 +395,7 @@ class Bench:
         pairs = [
             micro.interleaved_ms(
                 {
-                    "floor": lambda j=j: simplejpeg.decode_jpeg(j, "RGB", min_width=320, min_height=180),
+                    "floor": lambda j=j: micro.decode_floor(j, 1920, 1080, 320, 180),
                     "prepare": lambda j=j: self.tensor(j, "UINT8", "NHWC"),
                 },
                 repeat,
@@ -805,9 +804,7 @@ class Bench:
             methods: dict[str, Callable[[], object]] = {}
             for s in sizes:
                 _, nw, nh = letterbox_geometry(w0, h0, s, s)
-                methods[f"floor {s}"] = lambda j=jpeg, nw=nw, nh=nh: simplejpeg.decode_jpeg(
-                    j, "RGB", min_width=nw, min_height=nh
-                )
+                methods[f"floor {s}"] = lambda j=jpeg, w0=w0, h0=h0, nw=nw, nh=nh: micro.decode_floor(j, w0, h0, nw, nh)
             for n, (dtype, layout, s) in encodings.items():
                 methods[n] = lambda j=jpeg, d=dtype, lay=layout, s=s: self.tensor(j, d, lay, s)
             times = micro.interleaved_ms(methods, 5 if self.quick else 20)
