@@ -11,7 +11,7 @@ PEERS_VENV ?= .cache/peers-venv
 # The platforms `make release` builds and publishes (one image index per image); the tests release the host's.
 PLATFORMS ?= linux/amd64,linux/arm64
 
-.PHONY: help venv test test-unit test-triton test-k8s test-pods test-e2e demo serve lint bench model-repo train prod-models version chart-docs clean cluster-build cluster-up cluster-down operator images fuzz k8s-demo autoscale-demo scale-bench release upgrade-test peers-venv
+.PHONY: help venv test test-unit test-triton test-k8s test-pods test-images test-e2e demo serve lint bench model-repo train prod-models version chart-docs clean cluster-build cluster-up cluster-down operator images fuzz k8s-demo autoscale-demo scale-bench release upgrade-test peers-venv
 
 help:
 	@echo "make demo         start Triton + the gateway, detect on a fresh image, stop"
@@ -23,6 +23,7 @@ help:
 	@echo "make test-triton  tier 2: against a real tritonserver from PyPI"
 	@echo "make test-k8s     tier 3: the local control plane (built from Go modules once), helm, the operator"
 	@echo "make test-pods    tier 4: real pods on the kubelet node: images, KEDA, Prometheus (test-e2e: tiers 3+4)"
+	@echo "make test-images  the four images run for real (in test-pods); PLATFORM=linux/arm64 runs the arm64 ones under qemu"
 	@echo "make lint         ruff check, ruff format --check and mypy on the runtime packages"
 	@echo "make chart-docs   regenerate charts/yolo-operator/README.md from values.yaml"
 	@echo "make release      the images (PLATFORMS: amd64 and arm64) and the chart of VERSION to REGISTRY=host[:port] (default: the local cluster's)"
@@ -63,6 +64,12 @@ test-k8s: venv cluster-build
 
 test-pods: venv cluster-build prod-models
 	YOLO_REAL_NODE=$${YOLO_REAL_NODE:-1} $(BIN)/python -m pytest -m pods
+
+# The image checks alone (docker/tests, also in test-pods): no cluster. PLATFORM=linux/arm64 builds the
+# arm64 images and runs them under qemu-user, as `make release` does for every platform it publishes.
+PLATFORM ?=
+test-images: venv
+	IMAGES_TEST_PLATFORM=$(PLATFORM) $(BIN)/python -m pytest -m pods docker/tests
 
 # The upgrade test alone (it is also in `make test`): the previous release (yolo_tools.previous) and this
 # one pushed to the cluster's registry, helm install / upgrade / rollback under load; its JSON summary last.
@@ -167,9 +174,12 @@ images:
 # One version (VERSION) to a registry: the four images as REGISTRY/yolo-operator/<name>:VERSION and the chart
 # as oci://REGISTRY/charts/yolo-operator (its reference is the last line). tools/yolo_tools/release.py. The default
 # REGISTRY is the local cluster's (make cluster-up: localhost:15000, its credentials read from .cluster/registry).
-# PLATFORMS: each image is one index over them; the foreign one (arm64 here) builds under qemu-user-static.
+# PLATFORMS: each image is one index over them; the foreign one (arm64 here) builds under qemu-user. Every
+# platform's images pass docker/tests (run under qemu for a foreign one) before anything is pushed.
 release: venv
 	$(PYTHON) docker/build-images.py --no-push --platform $(PLATFORMS)
+	for p in $$(echo '$(PLATFORMS)' | tr ',' ' '); do \
+		IMAGES_TEST_PLATFORM=$$p $(BIN)/python -m pytest -q -m pods docker/tests || exit 1; done
 	$(BIN)/python -m yolo_tools.release --platforms $(PLATFORMS) $(if $(REGISTRY),--registry $(REGISTRY),) $(if $(VERSION),--version $(VERSION),) $(if $(filter-out 0,$(PLAIN_HTTP)),--plain-http,)
 
 clean:

@@ -20,7 +20,8 @@ No pulls (the builds read only the local base image and wheelhouses):
                (the pods' imagePullSecrets, the default pull policy); nothing is imported by hand.
 
 Platforms: the host's by default. Another (--platform linux/arm64 on an amd64 host) is built the same
-way under qemu-user-static (installed and registered with binfmt_misc when missing): its own base
+way under qemu-user (registered with binfmt_misc; Debian trixie's qemu 10 when the host has none
+or one older than 8.2, which crashes onnxruntime: ensure_emulation): its own base
 (mmdebstrap --architectures), a wheelhouse of that platform's wheels (pip download --platform, binary
 only), `buildah bud --platform`, tagged <name>:<tag>-<arch>. It is neither exported nor pushed to the
 cluster (no node here runs it); `make release` pushes it in a multi-platform index with the host's.
@@ -231,29 +232,98 @@ def buildah(*args: str, capture: bool = False, check: bool = True) -> subprocess
     return run(cmd, capture=capture, check=check)
 
 
+# qemu before 8.2 (bookworm has 7.2) hands aarch64 programs the host's x86 /proc/cpuinfo, and
+# onnxruntime's cpuinfo then segfaults on import: the arm64 triton-cpu image could be built but not
+# run. Emulation therefore uses qemu from Debian trixie (10.0), which shows an ARM /proc/cpuinfo.
+QEMU_SUITE = "trixie"
+QEMU_MIN = (8, 2)
+
+
+def qemu_version(path: str) -> tuple[int, int] | None:
+    """The version a qemu-user binary reports, or None when it does not run or say."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for word in out.split()[:4]:
+        parts = word.split(".")
+        if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+            return int(parts[0]), int(parts[1])
+    return None
+
+
+def binfmt_line(conf: str, interpreter: Path) -> str:
+    """A qemu binfmt.d line (`:name:type:offset:magic:mask:interpreter:flags`) with its interpreter
+    replaced, and the F flag (the kernel opens the interpreter once, so containers need no copy)."""
+    fields = conf.strip().split(":")
+    if len(fields) != 8 or fields[0]:
+        raise ValueError(f"not a binfmt_misc line: {conf.strip()[:80]!r}")
+    fields[6] = str(interpreter)
+    fields[7] = "".join(sorted(set(fields[7] + "F")))
+    return ":".join(fields)
+
+
+def fetch_qemu(machine: str) -> tuple[Path, str]:
+    """qemu-<machine> from Debian trixie's qemu-user package and its binfmt_misc line, kept under
+    .cache/images/qemu. apt fetches the package with a private state directory, so the host's
+    sources are untouched and its keyring checks the release's signature."""
+    qemu_dir = CACHE / "qemu"
+    binary, conf = qemu_dir / f"qemu-{machine}", qemu_dir / f"qemu-{machine}.conf"
+    if binary.exists() and conf.exists():
+        return binary, conf.read_text().strip()
+    state = qemu_dir / "apt"
+    shutil.rmtree(state, ignore_errors=True)
+    for d in ("lists/partial", "cache/archives/partial"):
+        (state / d).mkdir(parents=True)
+    mirror = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org")
+    (state / "sources.list").write_text(f"deb {mirror}/debian {QEMU_SUITE} main\n")
+    opts = [
+        f"-oDir::Etc::SourceList={state / 'sources.list'}",
+        "-oDir::Etc::SourceParts=/nonexistent",
+        f"-oDir::State::Lists={state / 'lists'}",
+        f"-oDir::Cache={state / 'cache'}",
+        "-oDir::State::Status=/dev/null",
+        "-oAPT::Sandbox::User=root",
+        "-oDebug::NoLocking=1",
+    ]
+    log(f"fetching qemu-user from Debian {QEMU_SUITE}, to run {machine} binaries")
+    run(["apt-get", "-qq", *opts, "update"])
+    run(["apt-get", "-qq", *opts, "download", "qemu-user"], cwd=state)
+    (deb,) = state.glob("qemu-user_*.deb")
+    run(["dpkg-deb", "-x", str(deb), str(state / "root")])
+    line = (state / "root" / "usr/share/qemu/binfmt.d" / f"qemu-{machine}.conf").read_text()
+    shutil.copy2(state / "root" / "usr/bin" / f"qemu-{machine}", binary)
+    conf.write_text(binfmt_line(line, binary) + "\n")
+    shutil.rmtree(state)
+    return binary, conf.read_text().strip()
+
+
 def ensure_emulation(platform: Platform) -> None:
-    """A foreign platform's binaries (its base's maintainer scripts, its builds' RUN steps) run under
-    qemu-user-static through binfmt_misc: installed from the Debian mirror and registered (with the F
-    flag, so that it works in the builds' containers) when this host has not done so already."""
+    """A foreign platform's binaries (its base's maintainer scripts, its builds' RUN steps, its
+    images under test) run under qemu-user through binfmt_misc. A registration that runs qemu
+    8.2 or newer is used as it is; otherwise qemu from Debian trixie is fetched and registered
+    in its place, with the F flag so that it works inside the containers."""
     if platform.native:
         return
-    entry = Path(f"/proc/sys/fs/binfmt_misc/qemu-{platform.machine}")
-    if entry.exists() and entry.read_text().startswith("enabled"):
-        return
-    conf = Path(f"/usr/lib/binfmt.d/qemu-{platform.machine}.conf")
-    if not conf.exists():
-        log(f"installing qemu-user-static from the Debian mirror, to build for {platform.name}")
-        run(["apt-get", "update", "-qq"])
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        run(["apt-get", "install", "-y", "-qq", "qemu-user-static"], env=env)
     register = Path("/proc/sys/fs/binfmt_misc/register")
     if not register.exists():
         run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"], check=False)
+    entry = Path(f"/proc/sys/fs/binfmt_misc/qemu-{platform.machine}")
     try:
-        if not entry.exists():
-            register.write_text(conf.read_text().strip())
-        elif not entry.read_text().startswith("enabled"):
-            entry.write_text("1")
+        if entry.exists():
+            text = entry.read_text()
+            interpreter = next((ln.split(None, 1)[1] for ln in text.splitlines() if ln.startswith("interpreter ")), "")
+            found = qemu_version(os.path.realpath(interpreter)) if interpreter else None
+            if text.startswith("enabled") and found and found >= QEMU_MIN:
+                return
+            log(
+                f"qemu-{platform.machine} registered with binfmt_misc is {'.'.join(map(str, found or ())) or 'unknown'}"
+                f" ({interpreter}); replacing it with Debian {QEMU_SUITE}'s: older qemu shows {platform.machine}"
+                " programs the host's /proc/cpuinfo, and onnxruntime segfaults on import"
+            )
+            entry.write_text("-1")
+        _, line = fetch_qemu(platform.machine)
+        register.write_text(line)
     except OSError as exc:
         raise SystemExit(
             f"cannot register qemu-{platform.machine} with binfmt_misc ({exc}): building for {platform.name} "

@@ -25,6 +25,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from yolo_tools.release import build_images_module, buildah  # the same storage flags `make images` builds with
 
@@ -36,13 +37,37 @@ def build_module() -> ModuleType:
     return build_images_module()
 
 
+# The platform whose images the checks run: the host's, or IMAGES_TEST_PLATFORM (linux/arm64 on an
+# amd64 host runs them under qemu-user, as `make release` does for each platform before it pushes).
+PLATFORM_ENV = "IMAGES_TEST_PLATFORM"
+
+
+def platform() -> Any:
+    """build-images.py's Platform under test."""
+    b = build_module()
+    name = os.environ.get(PLATFORM_ENV, "").strip()
+    return b.parse_platforms(name)[0] if name else b.native_platform()
+
+
+def slowdown() -> float:
+    """How much longer than natively the checks may wait: emulated images run 10-100x slower
+    (a python-backend inference: about 2 s under qemu against 20 ms natively)."""
+    return 1.0 if platform().native else 5.0
+
+
 def build_images() -> dict[str, str]:
-    """`make images` without a push (cached: seconds when nothing changed); image name -> reference."""
+    """`make images` for the platform under test without a push (cached: seconds when nothing
+    changed); image name -> reference. A foreign platform's emulation is registered even when its
+    build was cached, since its images are about to run."""
+    b, plat = build_module(), platform()
     r = subprocess.run(
-        [sys.executable, str(ROOT / "docker" / "build-images.py"), "--no-push"], text=True, capture_output=True
+        [sys.executable, str(ROOT / "docker" / "build-images.py"), "--no-push", "--platform", plat.name],
+        text=True,
+        capture_output=True,
     )
     assert r.returncode == 0, f"make images failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return {img.name: img.ref for img in build_module().images()}
+    b.ensure_emulation(plat)
+    return {img.name: img.ref_for(plat) for img in b.images()}
 
 
 def image_config(ref: str) -> dict:
@@ -82,7 +107,7 @@ def run_in(
     """CMD in a fresh container of REF (host network, uid 1000, the image's own env); its result."""
     with _container(ref) as ctr_id:
         full = [*buildah(), *_run_args(env, list(volumes)), ctr_id, "--", *cmd]
-        return subprocess.run(full, text=True, capture_output=True, timeout=timeout)
+        return subprocess.run(full, text=True, capture_output=True, timeout=timeout * slowdown())
 
 
 def check_in(ref: str, cmd: list[str], **kw) -> str:
@@ -143,6 +168,7 @@ def http_call(
 
 def wait_ready(url: str, proc: subprocess.Popen, what: str, timeout: float, log_path: Path) -> None:
     """Until URL answers 200; a clear failure with the log's errors when the process ends or time runs out."""
+    timeout *= slowdown()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"{what} exited with {proc.returncode}; log: {log_path}\n{errors(log_path)}"
@@ -174,7 +200,7 @@ def infer_v2(base: str, model: str, image: bytes) -> tuple[list[int], bytes]:
         headers={"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))},
     )
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=60 * slowdown()) as r:  # noqa: S310
             body, n = r.read(), int(r.headers.get("Inference-Header-Content-Length", 0))
     except urllib.error.HTTPError as exc:
         raise AssertionError(f"triton infer on {model}: {exc.code} {exc.read()[:300]!r}") from None

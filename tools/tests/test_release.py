@@ -220,3 +220,41 @@ def test_a_release_of_platforms_not_built_is_refused_before_anything_is_pushed(m
     with pytest.raises(rel.ReleaseError, match=rf"not built: .*gateway:dev-{arch}.*--platform {native},{foreign}"):
         rel.push_images(release, "dev", [native, foreign])
     assert pushed == []
+
+
+TRIXIE_CONF = (
+    r":qemu-aarch64:M::\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:"
+    r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:"
+    "/usr/libexec/qemu-binfmt/aarch64-binfmt-P:OPF\n"
+)
+
+
+def test_emulation_registers_its_own_qemu_with_the_package_magic_and_the_fix_binary_flag(monkeypatch, tmp_path) -> None:
+    mod = _build_images(monkeypatch, tmp_path)
+    line = mod.binfmt_line(TRIXIE_CONF, tmp_path / "qemu-aarch64")
+    fields = line.split(":")
+    assert fields[:6] == TRIXIE_CONF.strip().split(":")[:6]  # the package's magic and mask, unchanged
+    assert fields[6] == str(tmp_path / "qemu-aarch64") and set(fields[7]) == set("OPF")
+    assert mod.binfmt_line(TRIXIE_CONF.replace(":OPF", ":P"), tmp_path / "q").endswith(":FP")
+    with pytest.raises(ValueError, match="binfmt_misc"):
+        mod.binfmt_line("qemu-aarch64 magic", tmp_path / "q")
+
+
+@pytest.mark.parametrize(
+    ("says", "version"),
+    [
+        ("qemu-aarch64 version 7.2.17 (Debian 1:7.2+dfsg-7+deb12u18)", (7, 2)),
+        ("qemu-aarch64 version 10.0.13 (Debian 1:10.0.13+ds-0+deb13u1)\nCopyright (c) 2003-2025", (10, 0)),
+        ("qemu: has to be run using kernel binfmt-misc subsystem", None),
+    ],
+)
+def test_the_qemu_version_is_read_from_the_binary_and_7_2_is_too_old(monkeypatch, tmp_path, says, version) -> None:
+    """qemu 7.2 (bookworm) shows aarch64 programs the host's /proc/cpuinfo, and onnxruntime then
+    segfaults on import: emulation replaces a registration older than QEMU_MIN."""
+    mod = _build_images(monkeypatch, tmp_path)
+    fake = tmp_path / "qemu"
+    fake.write_text(f"#!/bin/sh\ncat <<'END'\n{says}\nEND\n")
+    fake.chmod(0o755)
+    assert mod.qemu_version(str(fake)) == version
+    assert mod.qemu_version(str(tmp_path / "missing")) is None
+    assert (version is not None and version >= mod.QEMU_MIN) == (version == (10, 0))
