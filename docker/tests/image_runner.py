@@ -179,8 +179,9 @@ def wait_ready(url: str, proc: subprocess.Popen, what: str, timeout: float, log_
     raise AssertionError(f"{what} not ready after {timeout:.0f}s; log: {log_path}\n{errors(log_path)}")
 
 
-def infer_v2(base: str, model: str, image: bytes) -> tuple[list[int], bytes]:
-    """One KServe v2 HTTP inference with a binary input and output: a [1,320,320,3] uint8 tensor."""
+def infer_v2(base: str, model: str, image: bytes, output: str = "output0") -> tuple[list[int], bytes]:
+    """One KServe v2 HTTP inference with a binary input and output: a [1,320,320,3] uint8 tensor in,
+    OUTPUT's shape and bytes out."""
     header = json.dumps(
         {
             "inputs": [
@@ -191,7 +192,7 @@ def infer_v2(base: str, model: str, image: bytes) -> tuple[list[int], bytes]:
                     "parameters": {"binary_data_size": len(image)},
                 }
             ],
-            "outputs": [{"name": "output0", "parameters": {"binary_data": True}}],
+            "outputs": [{"name": output, "parameters": {"binary_data": True}}],
         }
     ).encode()
     req = urllib.request.Request(  # noqa: S310 - loopback only

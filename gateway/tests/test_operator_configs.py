@@ -46,6 +46,7 @@ def _spec(name: str, model: dict):
                 **model,
                 "inputSize": 320,
                 "classNames": list(CLASS_NAMES),
+                "optimize": {"uint8Input": False, "nms": False},  # the CR alone describes the served graph
                 "source": {"uri": "https://models.example/m.onnx"},
             },
             "triton": {"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}, "maxBatchSize": 8},

@@ -46,10 +46,16 @@ MAX_BATCH = 8
 
 
 def bare_spec(name: str):
-    """A YoloService that names only the model's source: the file says everything else."""
+    """A YoloService that names only the model's source (the file says everything else), with the
+    file's graph kept as exported (optimization, on by default for CPUs, has its tests in
+    test_optimize.py): these tests are of the inspection and the batch rewrite."""
     return parse_spec(
         {
-            "model": {"name": name, "source": {"uri": "https://models.example/m.onnx"}},
+            "model": {
+                "name": name,
+                "source": {"uri": "https://models.example/m.onnx"},
+                "optimize": {"uint8Input": False, "nms": False},
+            },
             "triton": {"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}, "maxBatchSize": MAX_BATCH},
         }
     )

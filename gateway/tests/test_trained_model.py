@@ -46,7 +46,11 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     shutil.copy(ONNX, repo / MODEL / "1" / "model.onnx")
     spec = parse_spec(
         {
-            "model": {"name": MODEL, "source": {"uri": "https://models.example/m.onnx"}},
+            "model": {
+                "name": MODEL,
+                "source": {"uri": "https://models.example/m.onnx"},
+                "optimize": {"uint8Input": False, "nms": False},  # the gateway's NMS, compared with Ultralytics'
+            },
             "triton": {"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}, "maxBatchSize": 8},  # a CPU service
         }
     )

@@ -349,3 +349,34 @@ def test_gateway_admission_reaches_the_gateways_settings():
         )
     )
     assert [getattr(tuned, f) for f in fields] == [96, 0, 2.5, 120.0, 180.0]
+
+
+@pytest.mark.parametrize(
+    ("where", "set_", "asked"),
+    [
+        ("cpu", {}, {"uint8_input": True, "nms": True}),  # the default where the bench shows it pays
+        ("gpu", {}, {"uint8_input": False, "nms": False}),  # NMS under the TensorRT accelerator: not measured
+        ("cpu", {"nms": False}, {"uint8_input": True, "nms": False}),
+        ("cpu", {"uint8Input": False, "nms": False}, {"uint8_input": False, "nms": False}),
+        ("gpu", {"uint8Input": True}, {"uint8_input": True, "nms": False}),
+    ],
+)
+def test_a_plain_onnx_export_is_optimized_by_default_on_cpus_only(where, set_, asked):
+    overrides: dict[str, object] = {"model.optimize": set_}
+    if where == "cpu":
+        overrides["triton.resources"] = {"requests": {"cpu": "1", "memory": "1Gi"}}
+    spec = parse_spec(sample_spec(**overrides))
+    assert bool(spec.triton.gpus) == (where == "gpu")
+    assert b.model_plan(spec)["optimize"] == asked
+
+
+def test_a_tensorrt_plan_is_never_optimized_and_refuses_an_explicit_rewrite():
+    fields = {
+        "model.format": "tensorrt",
+        "model.input": "uint8-nhwc",
+        "model.inputSize": 640,
+        "model.classNames": ["a"],
+    }
+    assert b.model_plan(parse_spec(sample_spec(**fields)))["optimize"] == {"uint8_input": False, "nms": False}
+    with pytest.raises(InvalidSpec, match="TensorRT plan"):
+        parse_spec(sample_spec(**fields, **{"model.optimize": {"nms": True}}))

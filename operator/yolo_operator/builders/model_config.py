@@ -35,7 +35,7 @@ def model_plan(spec: YoloServiceSpec, tier: Tier | None = None, name: str | None
         tensorrt_accelerator=spec.builds_engines,
         engine_cache_dir=ENGINE_CACHE_DIR if spec.builds_engines else None,
         model=m.overrides(),
-        optimize=m.optimize.model_dump(),
+        optimize=m.optimize.resolved(onnx=m.format != "tensorrt", gpu=bool(t.gpus)),
     )
     return p | {"format": "tensorrt" if m.format == "tensorrt" else "onnx"}
 
@@ -49,7 +49,9 @@ def model_plans(spec: YoloServiceSpec) -> dict[str, dict[str, Any]]:
 
 def render_config_pbtxt(spec: YoloServiceSpec, tier: Tier | None = None, name: str | None = None) -> str:
     """The config.pbtxt the init container writes for a CR that sets every model field (input,
-    inputSize, classNames; a TensorRT plan must): the file then only has to agree."""
+    inputSize, classNames; a TensorRT plan must) and turns `model.optimize` off (or a TensorRT
+    plan, or a GPU service): the file then only has to agree. With optimization on, the init
+    container's config follows the rewritten graph instead."""
     p = model_plan(spec, tier, name)
     return modelconfig.render(p, from_overrides(Overrides.from_plan(p)))
 

@@ -70,6 +70,7 @@ MIXED = {"streaming_rate": 20.0, "batch": 32}
 PROD_ONNX = TRAINED_ONNX  # the trained YOLOv8n, 640 px, 80 classes, the default static export
 PROD_LABEL, BUNDLED_LABEL = "YOLOv8n 640/80, trained", "bundled 320/3"
 OPTIMIZE = {"uint8Input": True, "nms": True}
+PLAIN = {"uint8Input": False, "nms": False}  # the file's own graph (a bare spec on CPUs is optimized)
 PRODUCTION = {
     "v8n": (PROD_ONNX, False, PROD_LABEL),
     "v8n_opt": (PROD_ONNX, True, PROD_LABEL),
@@ -92,8 +93,7 @@ def production_spec(name: str, optimized: bool) -> Any:
     from yolo_operator.spec import parse_spec  # noqa: PLC0415
 
     model: dict[str, Any] = {"name": name, "source": {"uri": "https://x/m.onnx"}}
-    if optimized:
-        model["optimize"] = dict(OPTIMIZE)
+    model["optimize"] = dict(OPTIMIZE if optimized else PLAIN)
     return parse_spec({"model": model, "triton": {"resources": {"requests": {"cpu": "1"}}, "maxBatchSize": 8}})
 
 
