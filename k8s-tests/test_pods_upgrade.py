@@ -8,6 +8,8 @@ its CRDs (put back in place of newer ones an earlier test installed: Helm never 
 from oci://, watching one namespace, with only placement, pull secret and scope overridden. A
 YoloService with two pods per tier serves steady load through the whole test while
 
+  0. `helm upgrade` to this release with an operator image the registry lacks fails in the CRD
+     hook, before anything else changes: the previous release keeps serving, its pods untouched;
   1. `helm upgrade` installs this release: its pre-upgrade hook applies the new CRDs in place, the
      new operator takes over the existing YoloService, and only pods whose template changed are
      replaced (the test says which fields changed);
@@ -51,6 +53,7 @@ RELEASE_NAME = "yolo-upgrade"
 NAME = "steady"
 PULL_SECRET = "registry-credentials"
 CRD = "yoloservices.serving.yolo.dev"
+MISSING_TAG = "0.0.0-not-in-the-registry"
 SUMMARY = ROOT / ".cache" / "upgrade-summary.json"
 TIERS = ("triton", "gateway")
 SERVICE = {
@@ -228,6 +231,24 @@ def test_an_upgrade_and_a_rollback_under_load_lose_nothing(
         restarted: list[dict[str, Any]] = []
         with Load(url, load_images(), clients=4, rate=4) as load:
             load.wait_count(40, timeout=60)
+            # 0. A failed upgrade leaves the previous release serving: this release's chart with an
+            # operator image the registry does not have. The CRD hook's Job (that image) never starts,
+            # so the upgrade fails there, before Helm changes anything else.
+            before = snapshot(kube)
+            operator_before = kube.get("deployment", f"{RELEASE_NAME}-yolo-operator", NS)
+            assert operator_before, f"no operator Deployment {RELEASE_NAME}-yolo-operator"
+            bad = kube.helm(
+                "upgrade", RELEASE_NAME, *chart, "--version", current, *values, "--set", f"image.tag={MISSING_TAG}",
+                "-n", NS, "--wait", "--timeout=40s", check=False,
+            )  # fmt: skip
+            assert bad.returncode != 0 and "pre-upgrade" in bad.stderr, bad.stderr[-2000:]
+            history = json.loads(kube.helm("history", RELEASE_NAME, "-n", NS, "-o", "json").stdout)
+            assert [(h["revision"], h["status"]) for h in history] == [(1, "deployed"), (2, "failed")], history
+            assert not crd_has_network_policy(kube), "the failed upgrade changed the CRD"
+            operator_after = kube.get("deployment", f"{RELEASE_NAME}-yolo-operator", NS) or {}
+            assert operator_after.get("spec") == operator_before.get("spec"), "the failed upgrade changed the operator"
+            load.wait_count(load.count() + 20, timeout=60)
+            assert not replaced(before, snapshot(kube), "failed upgrade")
             # 1. Upgrade: the hook applies the new CRDs in place; the new operator rolls only what changed.
             before = snapshot(kube)
             helm("upgrade", RELEASE_NAME, *chart, "--version", current, *values)
@@ -244,7 +265,8 @@ def test_an_upgrade_and_a_rollback_under_load_lose_nothing(
             kube.kubectl("patch", "ys", NAME, "-n", NS, "--type=merge", "-p", '{"spec":{"gateway":{"replicas":3}}}')
             settled(kube, current, {"triton": 2, "gateway": 3})
             load.wait_count(load.count() + 20, timeout=60)
-            # 3. Rollback to the previous release, still under load; the CRDs stay at the newer version.
+            # 3. Rollback to the previous release (revision 1; 2 is the failed upgrade), still under
+            # load; the CRDs stay at the newer version.
             before = snapshot(kube)
             helm("rollback", RELEASE_NAME, "1")
             settled(kube, previous.version, {"triton": 2, "gateway": 3})
