@@ -44,8 +44,9 @@ SMALL = {
 }
 BURST = 96
 # A 640 px model on two shared cores answers a burst of 96 in about a minute: the gateway takes them
-# all and waits that long (gateway.admission; the defaults suit the small bundled model). Its 1 GiB
-# holds about 27 of them in flight (27 MB each, fp32 tensors), so it runs that many and queues the rest.
+# all and waits that long (gateway.admission; the defaults suit the small bundled model). The gateway
+# fits its concurrency to its memory: optimized (the CPU default, uint8 input, NMS in the graph) its
+# 1 GiB holds all 96; plain (fp32 tensors, raw output, 27 MB a request) it held about 27.
 PATIENT = {
     "gateway.admission": {
         "maxConcurrency": BURST,
@@ -141,15 +142,21 @@ def test_a_default_static_export_is_made_batchable_and_answers_a_burst_of_96(
             interval=0.5,
         )
         stats = _stats(triton["status"]["podIP"])
-        # The gateway fitted its concurrency to its memory (an OOM kill would have lost every request in flight).
+        # The gateway fitted its concurrency to its memory: no OOM kill (it would have lost every request in flight).
         (gateway,) = ready_pods(kube, ns, name, "gateway")
+        assert [c["restartCount"] for c in gateway["status"]["containerStatuses"]] == [0], gateway["status"]
         with urllib.request.urlopen(f"http://{gateway['status']['podIP']}:8080/metrics", timeout=5) as r:  # noqa: S310 - our pod
             limit = next(
                 float(line.split()[-1])
                 for line in r.read().decode().splitlines()
                 if line.startswith("yolo_gateway_admission_limit ")
             )
-        assert 1 <= limit < BURST, limit
+        assert 1 <= limit <= BURST, limit
+        # Optimized on the way in, the CPU default: uint8 NHWC input, NMS in the graph.
+        config = _config(triton["status"]["podIP"])
+        inputs = [(i["data_type"], [int(d) for d in i["dims"]]) for i in config["input"]]
+        assert inputs == [("TYPE_UINT8", [640, 640, 3])], config
+        assert "det_boxes" in {o["name"] for o in config["output"]}, config
         # Real batches on the rewritten graph: fewer executions than images (a batch-1 graph could not).
         assert stats["execution_count"] < stats["inference_count"], stats
         print(
@@ -200,3 +207,8 @@ def _stats(pod_ip: str) -> dict[str, int]:
     with urllib.request.urlopen(f"http://{pod_ip}:8000/v2/models/yolo/stats", timeout=5) as r:  # noqa: S310 - our pod
         (m,) = json.loads(r.read())["model_stats"]
     return {"inference_count": int(m["inference_count"]), "execution_count": int(m["execution_count"])}
+
+
+def _config(pod_ip: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://{pod_ip}:8000/v2/models/yolo/config", timeout=5) as r:  # noqa: S310 - our pod
+        return json.loads(r.read())
