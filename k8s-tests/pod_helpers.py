@@ -357,10 +357,15 @@ def service_answers(url: str, timeout: float = 30) -> None:
     wait_for(f"the Service {url} to answer", answers, timeout=timeout, interval=0.5)
 
 
+def triton_model_json(pod_ip: str, model: str, what: str, timeout: float = 5) -> dict[str, Any]:
+    """A Triton pod's own JSON about one model, over its HTTP port: `what` is "stats" or "config"."""
+    with urllib.request.urlopen(f"http://{pod_ip}:8000/v2/models/{model}/{what}", timeout=timeout) as r:  # noqa: S310 - our pod
+        return json.loads(r.read())
+
+
 def triton_served(pod_ip: str, model: str = "yolo") -> int:
     """Requests this Triton pod has served successfully (its own statistics API)."""
-    with urllib.request.urlopen(f"http://{pod_ip}:8000/v2/models/{model}/stats", timeout=3) as r:  # noqa: S310 - our pod
-        stats = json.loads(r.read())
+    stats = triton_model_json(pod_ip, model, "stats", timeout=3)
     return sum(int(m["inference_stats"]["success"]["count"]) for m in stats.get("model_stats", []))
 
 
