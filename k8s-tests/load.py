@@ -1,6 +1,7 @@
 """The load the pod tests, the autoscaling tests and the demos send to a gateway Service.
 
-One `Load`: `max_clients` client threads (yolo_tools.clients, which the fuzzer drives too), of
+One `Load`: `max_clients` clients of the project's load generator (yolo_tools.clients, which the
+bench and the fuzzer drive too), each on a thread of its own (a blocking send), of
 which `clients` are active (`set_clients` changes that, the autoscaling step does). Each active
 client sends a request on a new connection (as a load balancer's clients would), waits for the
 answer and sends the next; with `rate`, it sends at most `rate` requests a second. Bounded in

@@ -17,6 +17,7 @@ import tritonclient.grpc.aio as grpcaio
 from gw_helpers import boxes_of, gateway_app, quiet_stats, settled_counts, triton_stats
 
 from yolo_gateway.settings import Settings
+from yolo_tools.clients import Clients
 from yolo_tools.devrepo import write_variant
 from yolo_tools.local_triton import CpuQuota, LocalTriton, TritonPorts, free_port, spawn
 from yolo_tools.stack import GatewayProcess
@@ -168,20 +169,19 @@ def test_round_robin_routing_spreads_evenly_over_two_tritons(single_model_repo, 
 async def _closed_loop(
     settings: Settings, tritons: list[LocalTriton], bodies: list[bytes], workers: int, each: int
 ) -> tuple[list[int], list[int], list[float]]:
-    """`workers` clients, each sending `each` requests one after another: (Triton counts before,
-    status codes, latencies in s, sorted)."""
+    """`workers` clients of the project's load generator, `workers * each` requests in all, each
+    client sending its next once the last is answered: (Triton counts before, status codes,
+    latencies in s, sorted)."""
     async with gateway_app(settings) as c:
         before = [(await asyncio.to_thread(quiet_stats, t, "yolo"))["inference_count"] for t in tritons]
+        done: list[tuple[int, float]] = []
 
-        async def worker(w: int) -> list[tuple[int, float]]:
-            out = []
-            for i in range(each):
-                t0 = time.monotonic()
-                r = await c.post("/v1/detect", content=bodies[(w + i) % len(bodies)], headers=JPEG)
-                out.append((r.status_code, time.monotonic() - t0))
-            return out
+        async def send(client: int, i: int) -> None:
+            t0 = time.monotonic()
+            r = await c.post("/v1/detect", content=bodies[(client + i) % len(bodies)], headers=JPEG)
+            done.append((r.status_code, time.monotonic() - t0))
 
-        done = [x for w in await asyncio.gather(*(worker(w) for w in range(workers))) for x in w]
+        await Clients(send, workers, max_requests=workers * each).run_async(limit_s=280)
         return before, [code for code, _ in done], sorted(t for _, t in done)
 
 

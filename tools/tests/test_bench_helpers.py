@@ -1,10 +1,14 @@
-"""The bench's pure helpers for section 11 (production size): the bytes an image puts on the wire,
-and the input encoding, read from a config as Triton's HTTP API returns it."""
+"""The bench's pure helpers: for section 11 (production size), the bytes an image puts on the wire
+and the input encoding, read from a config as Triton's HTTP API returns it; the closed loop's
+windows."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from yolo_tools.bench import loadgen
 from yolo_tools.bench.loadgen import input_encoding, wire_bytes
 
 PLAIN = {  # YOLOv8n 640/80 as exported: fp32 NCHW in, raw [84, 8400] out
@@ -101,3 +105,25 @@ def test_the_tls_section_reports_https_over_clear_text_per_kind_of_connection() 
     assert by["keep-alive"]["cpu_ms_added"] == 0.5 and by["keep-alive"]["cpu_ratio"] == 1.05
     assert by["new per request"]["cpu_ratio"] == 1.2 and by["new per request"]["rps_ratio"] == 0.9
     assert "| HTTPS at the gateway, new per request | 2.2 | 1.2 | 1.2 | 0.9 |" in tls.markdown(rows)
+
+
+def test_the_closed_loop_keeps_concurrency_requests_in_flight_and_reports_its_windows() -> None:
+    """The bench's closed loop on the shared load generator: each client sends its next request
+    once the last is answered; a transport error counts as 599, not a crash of the bench."""
+    in_flight = peak = 0
+
+    async def send(i: int) -> int:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        if i % 10 == 9:
+            raise ConnectionResetError("a transport error")
+        return 200
+
+    result = asyncio.run(loadgen.closed_loop(send, 4, window_s=0.3, stable_windows=2, max_windows=3, warmup_s=0.1))
+    assert peak == 4 and in_flight == 0  # every request ended before the loop returned
+    assert result.mode == "closed" and result.concurrency == 4 and 2 <= result.windows <= 3
+    assert result.requests > 0 and set(result.errors) <= {"599"}
+    assert result.rps <= 4 / 0.01 * 1.05  # 4 in flight, 10 ms each: no more than 400 a second

@@ -1,10 +1,11 @@
-"""A small perf_analyzer-style load generator.
+"""The bench's load, perf_analyzer-style.
 
-Closed loop: `concurrency` workers each send the next request as soon as the
-previous one returns. Open loop: requests start on a fixed schedule whatever
-the latency. Measurement is windowed: windows of `window_s` seconds, and a
-point is stable once `stable_windows` consecutive windows agree on throughput
-within `tolerance`. Reported: p50/p95/p99 latency, requests/s, errors by status.
+Closed loop: `concurrency` clients of the project's one load generator (yolo_tools.clients, which
+the tests and the fuzzer use too) each send the next request as soon as the previous one returns.
+Open loop: requests start on a fixed schedule whatever the latency. Measurement is windowed:
+windows of `window_s` seconds, and a point is stable once `stable_windows` consecutive windows
+agree on throughput within `tolerance`. Reported: p50/p95/p99 latency, requests/s, errors by
+status.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+
+from ..clients import Clients
 
 Send = Callable[[int], Awaitable[int]]  # request index -> status code
 
@@ -106,28 +109,26 @@ async def closed_loop(
     max_windows: int = 6,
     warmup_s: float = 1.0,
 ) -> LoadResult:
-    """Run until `stable_windows` windows agree (or `max_windows`); report those windows."""
+    """`concurrency` clients of the project's load generator (yolo_tools.clients), each sending the
+    next request as soon as its answer is in. Run until `stable_windows` windows agree (or
+    `max_windows`); report those windows."""
     windows: list[Window] = []
     current = Window(started=time.perf_counter() + warmup_s)
-    stop = asyncio.Event()
-    counter = iter(range(1 << 62))
 
-    async def worker() -> None:
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            try:
-                status = await send(next(counter))
-            except Exception:  # a transport error is a result, not a crash of the benchmark
-                status = 599
-            t1 = time.perf_counter()
-            if t0 >= current.started:
-                current.latencies.append(t1 - t0)
-                current.statuses[status] += 1
-            if t1 >= current.started:
-                current.completed += 1
+    async def timed(_client: int, i: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            status = await send(i)
+        except Exception:  # a transport error is a result, not a crash of the benchmark
+            status = 599
+        t1 = time.perf_counter()
+        if t0 >= current.started:
+            current.latencies.append(t1 - t0)
+            current.statuses[status] += 1
+        if t1 >= current.started:
+            current.completed += 1
 
-    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
-    try:
+    async with Clients(timed, concurrency, max_requests=1 << 62):
         await asyncio.sleep(warmup_s)
         while True:
             await asyncio.sleep(window_s)
@@ -136,15 +137,13 @@ async def closed_loop(
             current = Window(started=current.ended)
             if _is_stable(windows, stable_windows, tolerance) or len(windows) >= max_windows:
                 break
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
     stable = _is_stable(windows, stable_windows, tolerance)
     return _summarise("closed", windows[-stable_windows:] if stable else windows, concurrency, None, stable)
 
 
 async def open_loop(send: Send, rate: float, duration_s: float = 10.0, window_s: float = 5.0) -> LoadResult:
-    """Start requests at a fixed rate for `duration_s`; latencies include any queueing."""
+    """Start requests at a fixed rate for `duration_s`, however many are in flight; latencies
+    include any queueing. A schedule of arrivals, not clients, so not yolo_tools.clients."""
     windows = [Window(started=time.perf_counter())]
     pending: set[asyncio.Task] = set()
     start = time.perf_counter()
