@@ -58,6 +58,18 @@ def test_the_target_compares_with_the_peer_that_does_most_per_core_at_each_concu
     assert by_c[32]["ratio"] == 1.8 and not by_c[32]["p99_equal_or_better"] and not by_c[32]["met"]
 
 
+def test_the_optimized_gateway_is_compared_beside_the_target_not_in_it() -> None:
+    """gateway_optimized (model.optimize: NMS in the graph) does other work than the peers: the
+    target row is the plain gateway's; the optimized one gets its own comparison."""
+    res = result([row("gateway", 8, 60, 100), row("gateway_optimized", 8, 120, 80), row("kserve", 8, 50, 110)])
+    (target,) = peers.targets(res)
+    assert target["ratio"] == 1.2 and not target["met"]  # the optimized row does not count toward it
+    (beside,) = peers.targets(res, "gateway_optimized")
+    assert beside["best_peer"] == "kserve" and beside["ratio"] == 2.4
+    md = peers.markdown(res)
+    assert "| model m | gateway_optimized | 8 |" in md and "not the peers' work" in md
+
+
 def test_a_peer_that_is_not_installed_is_reported_and_never_counted() -> None:
     why = "not installed in /x/python (ModuleNotFoundError: No module named 'ray')"
     res = result([row("gateway", 8, 90, 100), row("kserve", 8, 80, 100)], {"ray": why})

@@ -1018,7 +1018,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.only == "peers":  # one Triton of its own; the peers from their own venv
         bench = Bench(args.quick, out)
         result = peers.run(bench)
-        (out / "peers.json").write_text(json.dumps({**result, "targets": peers.targets(result)}, indent=2) + "\n")
+        (out / "peers.json").write_text(
+            json.dumps(
+                {
+                    **result,
+                    "targets": peers.targets(result),
+                    "optimized_against_peers": peers.targets(result, "gateway_optimized"),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         (out / "peers.md").write_text(peers.markdown(result))
         peers.plot(result, out / "peers.svg")
         print(out / "peers.md")
